@@ -1,0 +1,3 @@
+from tinygpt_bench.cli import main
+
+main()

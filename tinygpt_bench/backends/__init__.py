@@ -1,0 +1,26 @@
+"""Backend registry. Engines are imported lazily so a missing optional part (a GPU
+driver, torch) only matters to the backend that needs it."""
+
+from __future__ import annotations
+
+import importlib
+
+from tinygpt_bench.errors import UserError
+
+# name -> (module, class name, keyword arguments)
+_REGISTRY: dict[str, tuple[str, str, dict]] = {
+    "reference": ("tinygpt_bench.backends.reference", "ReferenceBackend", {"dtype": "float64"}),
+    "reference-fp32": ("tinygpt_bench.backends.reference", "ReferenceBackend", {"dtype": "float32"}),
+}
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def create(name: str, **options):
+    """A new, unloaded backend instance; options are passed to its constructor."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown backend '{name}'; choose one of {', '.join(_REGISTRY)}")
+    module, cls, kwargs = _REGISTRY[name]
+    return getattr(importlib.import_module(module), cls)(**{**kwargs, **options})

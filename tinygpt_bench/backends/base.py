@@ -1,0 +1,64 @@
+"""The backend contract (DESIGN.md): every engine implements this one small interface.
+
+    describe()          -> dict: what it runs on (adapter, API, CPU/GPU, limits; runtime, threads...)
+    load(preset, flat)  allocate every buffer once, upload the fp32 weights, zero the Adam moments
+    step(batch, lr)     -> float loss: one whole training step (forward, loss, backward, clip,
+                        AdamW), synchronous: returns once the work is done
+    parameters()        -> flat fp32 weights, read back (parity checks)
+    gradients()         -> flat fp32 gradient of the last step, before clipping (parity checks)
+    close()             free everything; safe to call twice
+
+A batch is an int32 array (B, T+1) of byte values: inputs batch[:, :-1], targets batch[:, 1:].
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinygpt_bench.presets import Preset
+
+
+@dataclass(frozen=True)
+class AdamW:
+    """MODEL.md's optimizer settings; lr is passed per step."""
+
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1  # decoupled; matrices and embeddings only
+    clip: float = 1.0  # global gradient-norm clip; scale = clip / (norm + 1e-6) when norm > clip
+
+
+DEFAULT_LR = 3e-4
+OPTIM = AdamW()
+
+
+class Backend(ABC):
+    name: str = "?"
+
+    @abstractmethod
+    def describe(self) -> dict: ...
+
+    @abstractmethod
+    def load(self, preset: Preset, params: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float: ...
+
+    @abstractmethod
+    def parameters(self) -> np.ndarray: ...
+
+    @abstractmethod
+    def gradients(self) -> np.ndarray: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
