@@ -1,0 +1,29 @@
+import os
+import sys
+
+import pytest
+
+from tinygpt_bench import cli
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+
+    def _run(*argv: str):
+        code = 0
+        try:
+            cli.main(list(argv))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return _run
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """No test touches the user's cache or the network."""
+    monkeypatch.setenv("TINYGPT_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("TINYGPT_BENCH_SHAKESPEARE_URL", "file:///nonexistent/tinyshakespeare.txt")

@@ -1,0 +1,189 @@
+"""The `tinygpt-bench` command line (Typer). CLI -> protocol -> backends -> kernels."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tinygpt_bench import backends, corpus, envinfo, model, presets, protocol
+from tinygpt_bench.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train one small byte-level GPT on WebGPU and WebAssembly Memory64 and measure the speedup curve.",
+)
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+CorpusOpt = typer.Option("synthetic", "--corpus", help="'synthetic' (default, offline), 'shakespeare', or a text file path")
+
+
+def _si(n: float, unit: str = "") -> str:
+    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {prefix}{unit}"
+    return f"{n:.0f} {unit}".strip()
+
+
+def _bytes(n: int) -> str:
+    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+@app.command("presets")
+def presets_cmd(
+    markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table instead"),
+) -> None:
+    """List the presets: shape, exact parameter count, FLOPs and bytes per training step."""
+    cols = ["preset", "layers", "d_model", "heads", "ctx", "batch", "params", "GFLOP/step",
+            "W+G+Adam", "activations", "total"]
+    rows = []
+    for name in presets.builtin_names():
+        p = presets.load(name)
+        b = model.step_bytes(p)
+        rows.append([
+            p.name, str(p.layers), str(p.d_model), str(p.heads), str(p.ctx), str(p.batch),
+            f"{model.param_count(p):,}", f"{model.flops_per_step(p)['total'] / 1e9:.3f}",
+            _bytes(b["weights"] + b["grads"] + b["adam"]), _bytes(b["activations"]), _bytes(b["total"]),
+        ])
+    note = (
+        "W+G+Adam: fp32 weights, gradients and both AdamW moments (16 bytes a parameter). "
+        "FLOPs: matrix products only, 2 per multiply-add; causal attention counts only allowed "
+        "pairs; backward = 2x forward; step = 3x forward. Bytes: fp32; activations are those saved "
+        "for backward, flash-attention style (no T x T matrix)."
+    )
+    if markdown:
+        print("| " + " | ".join(cols) + " |")
+        print("|" + "---|" * len(cols))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        print(f"\n{note}")
+        return
+    t = Table(title="tinygpt-bench presets", caption=note, caption_justify="left", padding=(0, 1))
+    for c in cols:
+        t.add_column(c, justify="left" if c == "preset" else "right", no_wrap=True)
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+
+
+@app.command("env")
+def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JSON record")) -> None:
+    """Show the machine: CPU, Python and library versions, WebGPU adapters, wasmtime features."""
+    info = envinfo.collect_all()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    t = Table(title="environment", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    t.add_row("CPU", f"{info['cpu_model']} ({info['cpu_usable_cores']} usable of {info['cpu_logical_cores']} logical cores)")
+    if info.get("host_memory_bytes"):
+        t.add_row("memory", _bytes(info["host_memory_bytes"]))
+    t.add_row("OS", info["os"])
+    t.add_row("Python", info["python"])
+    for lib in envinfo.LIBRARIES:
+        t.add_row(lib, info.get(lib) or "not installed")
+    t.add_row("git commit", f"{info['git_commit'] or 'not a git checkout'}{' (dirty)' if info.get('git_dirty') else ''}")
+    if "wasmtime_features" in info:
+        feats = ", ".join(f"{k.removeprefix('wasm_')}={'yes' if v else 'no'}" for k, v in info["wasmtime_features"].items())
+        t.add_row("wasmtime", f"{info['wasmtime_version']}: {feats}")
+    else:
+        t.add_row("wasmtime", info.get("wasmtime_error", "?"))
+    console.print(t)
+    a = Table(title="WebGPU adapters (wgpu)")
+    for c in ("#", "name", "backend", "type", "software", "driver", "max binding"):
+        a.add_column(c)
+    for ad in info["adapters"]:
+        a.add_row(str(ad["index"]), ad["name"], ad["backend"], ad["adapter_type"],
+                  "yes" if ad["software"] else "no", ad["driver"], _bytes(ad["max_storage_buffer_binding_size"]))
+    console.print(a)
+    if info.get("adapters_error"):
+        console.print(f"[yellow]WebGPU: {info['adapters_error']}[/yellow]", highlight=False)
+    console.print(f"backends: {', '.join(backends.names())}")
+
+
+@app.command("run")
+def run_cmd(
+    preset: str = typer.Argument(..., help="preset name (see `tinygpt-bench presets`) or a .toml path"),
+    backend: str = typer.Option("reference", "--backend", "-b", help=f"one of: {', '.join(backends.names())}"),
+    steps: int = typer.Option(protocol.DEFAULT_STEPS, "--steps", help="training steps (the protocol's fixed 15)"),
+    corpus_spec: str = CorpusOpt,
+    seed: int = typer.Option(protocol.DEFAULT_SEED, "--seed", help="seed of the initial weights and the batches"),
+    lr: float = typer.Option(3e-4, "--lr", help="AdamW learning rate"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="worker threads (wasm backend; default all cores)"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="WebGPU adapter name substring or index"),
+    plain: bool = typer.Option(False, "--plain", help="no live display (CI logs)"),
+) -> None:
+    """Train PRESET for a fixed number of steps on one backend; print each step's time and loss."""
+    protocol.check_steps(steps)
+    p = presets.load(preset)
+    if backend not in backends.names():
+        backends.create(backend)  # raises the error naming the choices
+    c = corpus.load(corpus_spec)
+    work = protocol.prepare(p, c, steps, seed)
+    be = protocol.create_backend(backend, p, threads=threads, adapter=adapter)
+    flops = model.flops_per_step(p)["total"]
+    console.print(
+        f"[bold]{p.name}[/bold] on [bold]{backend}[/bold]: {model.param_count(p):,} parameters, "
+        f"{steps} steps, corpus {c.name} (sha256 {c.sha256[:12]}), seed {seed}", highlight=False,
+    )
+    results: list[protocol.StepTime] = []
+    try:
+        if plain:
+            def show(st: protocol.StepTime) -> None:
+                print(f"step {st.step:3d}  {st.ms:10.2f} ms  loss {st.loss:.6f}", flush=True)
+            results = protocol.train(be, work, lr, show)
+        else:
+            with Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
+            ) as prog:
+                task = prog.add_task(f"{p.name}/{backend}", total=steps, info="loading")
+
+                def show(st: protocol.StepTime) -> None:
+                    prog.update(task, advance=1, info=f"{st.ms:8.1f} ms  loss {st.loss:.4f}")
+                results = protocol.train(be, work, lr, show)
+    finally:
+        be.close()
+    t = Table(title=f"{p.name} / {backend}")
+    for col in ("step", "ms", "loss"):
+        t.add_column(col, justify="right")
+    for st in results:
+        t.add_row(str(st.step), f"{st.ms:.2f}", f"{st.loss:.6f}")
+    if not plain:
+        console.print(t)
+    steady = [st.ms for st in results[1:]] or [results[0].ms]
+    med = statistics.median(steady)
+    tokens = p.batch * p.ctx
+    console.print(
+        f"first step {results[0].ms:.1f} ms (cold); steady median {med:.2f} ms/step over steps "
+        f"{2 if len(results) > 1 else 1}..{len(results)}; {tokens / med * 1e3:,.0f} tokens/s; "
+        f"{_si(flops / med * 1e3, 'FLOP/s')}; loss {results[0].loss:.4f} -> {results[-1].loss:.4f}",
+        highlight=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: bad input and failing engines end with one line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="tinygpt-bench")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except protocol.StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,112 @@
+"""The measurement protocol's core: identical work for every backend, timed step by step.
+
+`prepare` makes the work once on the host (initial weights from the seed, the batch
+sequence from the corpus); `train` feeds it to a loaded backend and times each step on
+the host clock (a backend's step() is synchronous). Stages are named, so a failure says
+where it happened: create, load, step N.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tinygpt_bench import backends
+from tinygpt_bench.backends.base import DEFAULT_LR, Backend
+from tinygpt_bench.corpus import Corpus, sample_batches
+from tinygpt_bench.errors import UserError
+from tinygpt_bench.model import Layout
+from tinygpt_bench.presets import Preset
+
+DEFAULT_STEPS = 15
+DEFAULT_SEED = 0
+
+
+class StageError(Exception):
+    """A backend failed at a named stage; the message is one line: preset, backend, stage, error."""
+
+    def __init__(self, preset: str, backend: str, stage: str, error: BaseException | str):
+        self.preset, self.backend, self.stage = preset, backend, stage
+        self.error = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        super().__init__(f"{backend} failed on preset '{preset}' at stage '{stage}': {self.error}")
+
+
+@dataclass(frozen=True)
+class Work:
+    """What every backend gets, identical: the preset, initial weights and batches."""
+
+    preset: Preset
+    params: np.ndarray  # (n_params,) fp32
+    batches: list[np.ndarray]  # steps x (B, T+1) int32
+    seed: int
+
+
+@dataclass(frozen=True)
+class StepTime:
+    step: int  # 1-based
+    ms: float
+    loss: float
+
+
+def check_steps(steps: int) -> int:
+    if steps < 1:
+        raise UserError(f"--steps {steps} is not a positive number of steps; use --steps 15 (the protocol's default)")
+    return steps
+
+
+def prepare(preset: Preset, corpus: Corpus, steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED) -> Work:
+    check_steps(steps)
+    batches = sample_batches(corpus, preset.batch, preset.ctx, steps, seed)
+    return Work(preset, Layout(preset).init(seed), batches, seed)
+
+
+def create_backend(name: str, preset: Preset, **options) -> Backend:
+    """A backend with the options its constructor accepts (threads, adapter, ...); others ignored."""
+    module, cls, _ = backends._REGISTRY.get(name, (None, None, None))
+    if module is None:
+        return backends.create(name)  # raises the UserError naming the choices
+    try:
+        import importlib
+
+        ctor = getattr(importlib.import_module(module), cls)
+        accepted = inspect.signature(ctor).parameters
+        kept = {k: v for k, v in options.items() if v is not None and k in accepted}
+        return backends.create(name, **kept)
+    except UserError:
+        raise
+    except Exception as e:
+        raise StageError(preset.name, name, "create", e) from e
+
+
+def train(
+    backend: Backend,
+    work: Work,
+    lr: float = DEFAULT_LR,
+    on_step: Callable[[StepTime], None] | None = None,
+) -> list[StepTime]:
+    """Load the work's weights into `backend` and run every batch, timing each step."""
+    name, preset = getattr(backend, "name", "?"), work.preset.name
+    try:
+        backend.load(work.preset, work.params.copy())
+    except Exception as e:
+        raise StageError(preset, name, "load", e) from e
+    out = []
+    for i, batch in enumerate(work.batches, start=1):
+        t0 = time.perf_counter()
+        try:
+            loss = float(backend.step(batch, lr))
+        except Exception as e:
+            raise StageError(preset, name, f"step {i}", e) from e
+        ms = (time.perf_counter() - t0) * 1e3
+        if not math.isfinite(loss):
+            raise StageError(preset, name, f"step {i}", f"loss is {loss} (not finite)")
+        st = StepTime(i, ms, loss)
+        out.append(st)
+        if on_step:
+            on_step(st)
+    return out
