@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_presets_lists_all_nine_with_exact_counts(run_cli):
+    code, out, _ = run_cli("presets")
+    assert code == 0
+    for name, count in (("tiny", "70,464"), ("small", "366,432"), ("behemoth", "473,244,160")):
+        assert name in out and count in out
+    code, md, _ = run_cli("presets", "--markdown")
+    assert code == 0 and sum(line.startswith("| ") for line in md.splitlines()) == 10  # header + nine rows
+
+
+def test_env_json_has_the_machine(run_cli):
+    code, out, _ = run_cli("env", "--json")
+    assert code == 0
+    info = json.loads(out)
+    for key in ("cpu_model", "cpu_usable_cores", "python", "numpy", "wasmtime_features", "adapters", "timestamp"):
+        assert key in info
+    assert isinstance(info["adapters"], list)
+
+
+def _error(run_cli, *argv):
+    code, out, err = run_cli(*argv)
+    lines = err.strip().splitlines()
+    assert code == 2, (code, out, err)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def test_bad_input_is_one_line_exit_2(run_cli, tmp_path):
+    assert "unknown preset 'gigantic'" in _error(run_cli, "run", "gigantic")
+    assert "unknown backend 'cuda9'" in _error(run_cli, "run", "tiny", "--backend", "cuda9")
+    assert "--steps 0" in _error(run_cli, "run", "tiny", "--steps", "0")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("layers = [")
+    assert "malformed TOML" in _error(run_cli, "run", str(bad))
+    odd = tmp_path / "odd.toml"
+    odd.write_text("layers = 1\nd_model = 10\nheads = 3\nctx = 4\nbatch = 1\n")
+    assert "not divisible by heads" in _error(run_cli, "run", str(odd))
+    assert "does not exist" in _error(run_cli, "run", "tiny", "--corpus", str(tmp_path / "none.txt"))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert "is empty" in _error(run_cli, "run", "tiny", "--corpus", str(empty))
+    short = tmp_path / "short.txt"
+    short.write_text("abc" * 10)
+    assert "fewer than ctx+1 = 33" in _error(run_cli, "run", "tiny", "--corpus", str(short))
+
+
+def test_corrupted_cached_download_exit_2(run_cli, monkeypatch):
+    from tinygpt_bench import corpus
+
+    corpus.cache_dir().mkdir(parents=True, exist_ok=True)
+    (corpus.cache_dir() / "tinyshakespeare.txt").write_text("not shakespeare " * 100)
+    assert "corrupted" in _error(run_cli, "run", "tiny", "--corpus", "shakespeare")
+
+
+def test_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "tinygpt_bench", "run", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown preset 'nope'")
+
+
+def test_wheel_carries_package_data_and_runs_from_anywhere(tmp_path):
+    pytest.importorskip("hatchling")
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = dist.glob("tinygpt_bench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "tinygpt_bench/presets/small.toml" in names and "tinygpt_bench/cli.py" in names
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = subprocess.run(
+        [sys.executable, "-m", "tinygpt_bench", "presets", "--markdown"],
+        cwd=elsewhere, capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert "473,244,160" in r.stdout
+    r = subprocess.run(
+        [sys.executable, "-c", "import tinygpt_bench.resources as r; print(r.resource_dir('presets'))"],
+        cwd=elsewhere, capture_output=True, text=True, env={"PYTHONPATH": str(site)},
+    )
+    assert str(site) in r.stdout
