@@ -1,0 +1,137 @@
+// Matrix products of the model (MODEL.md: linear y = x @ W + b, W stored (in, out) row-major).
+// Legend: B = batch, T = context, C = channels, V = vocabulary; M, N, K are the product's sizes.
+//
+//   c (M,N) = op(a) (M,K) @ op(b) (K,N)  [+ bias (N)]  [+ res (M,N)]  [+ c (M,N)]
+//
+//   op(a) = a, stored (M,K), or a^T with a stored (K,M)        (override TRANS_A)
+//   op(b) = b, stored (K,N), or b^T with b stored (N,K)        (override TRANS_B)
+//
+// forward        y  = x @ W + b (+ residual)       NN   (and logits = ln_f(x) @ tok_emb^T: NT)
+// backward       dx = dy @ W^T                     NT   (flag ACCUM adds into dx)
+//                dW = x^T @ dy                     TN
+//                db = column sums of dy            bias_backward below
+//
+// Every operand is a whole storage buffer plus an element offset (the flat parameter, gradient
+// and activation buffers are bound whole; the offsets come from the uniform). All bindings are
+// read_write so that one buffer may appear in several of them within a dispatch (wgpu rejects a
+// buffer bound both read-only and read_write in one dispatch).
+//
+// Kernel "2D block tiling, 4x4 register blocking": a workgroup of 16x16 invocations computes a
+// BM x BN = 64 x 64 tile of c, marching over K in steps of BK = 16 through workgroup memory;
+// invocation (tx, ty) owns rows ty + 16*i and columns tx + 16*j (i, j < 4), so its reads of the
+// shared tiles and its writes of c are contiguous across the workgroup. Sizes that are not tile
+// multiples are handled by bounds checks on load (zero fill) and store.
+
+struct Args {
+    m: u32, n: u32, k: u32,
+    a_off: u32, b_off: u32, c_off: u32,   // element offsets of a, b, c
+    bias_off: u32, res_off: u32,          // element offsets of bias (N) and res (M,N)
+    flags: u32,                           // HAS_BIAS | HAS_RES | ACCUM
+}
+const HAS_BIAS: u32 = 1u;
+const HAS_RES: u32 = 2u;
+const ACCUM: u32 = 4u;
+
+@group(0) @binding(0) var<uniform> u: Args;
+@group(0) @binding(1) var<storage, read_write> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> res: array<f32>;
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+const WG: u32 = 256u;   // 16 x 16 invocations
+
+var<workgroup> tile_a: array<f32, 1024>;   // (BK, BM): tile_a[kk * BM + mm] = op(a)[row0 + mm, k0 + kk]
+var<workgroup> tile_b: array<f32, 1024>;   // (BK, BN): tile_b[kk * BN + nn] = op(b)[k0 + kk, col0 + nn]
+
+fn load_a(row: u32, kk: u32) -> f32 {   // op(a)[row, kk], zero outside
+    if (row >= u.m || kk >= u.k) { return 0.0; }
+    if (TRANS_A) { return a[u.a_off + kk * u.m + row]; }
+    return a[u.a_off + row * u.k + kk];
+}
+
+fn load_b(kk: u32, col: u32) -> f32 {   // op(b)[kk, col], zero outside
+    if (kk >= u.k || col >= u.n) { return 0.0; }
+    if (TRANS_B) { return b[u.b_off + col * u.k + kk]; }
+    return b[u.b_off + kk * u.n + col];
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tx = lid.x;
+    let ty = lid.y;
+    let t = ty * 16u + tx;
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
+    var acc: array<f32, 16>;   // acc[i * 4 + j] = c[row0 + ty + 16 i, col0 + tx + 16 j]
+    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
+
+    for (var k0 = 0u; k0 < u.k; k0 += BK) {
+        // cooperative loads: 1024 elements of each tile, 4 per invocation, along the stored row
+        for (var r = 0u; r < 4u; r++) {
+            let e = t + WG * r;
+            if (TRANS_A) {
+                let mm = e % BM; let kk = e / BM;
+                tile_a[kk * BM + mm] = load_a(row0 + mm, k0 + kk);
+            } else {
+                let kk = e % BK; let mm = e / BK;
+                tile_a[kk * BM + mm] = load_a(row0 + mm, k0 + kk);
+            }
+            if (TRANS_B) {
+                let kk = e % BK; let nn = e / BK;
+                tile_b[kk * BN + nn] = load_b(k0 + kk, col0 + nn);
+            } else {
+                let nn = e % BN; let kk = e / BN;
+                tile_b[kk * BN + nn] = load_b(k0 + kk, col0 + nn);
+            }
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            var ra: array<f32, 4>;
+            var rb: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) { ra[i] = tile_a[kk * BM + ty + 16u * i]; }
+            for (var j = 0u; j < 4u; j++) { rb[j] = tile_b[kk * BN + tx + 16u * j]; }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i * 4u + j] = fma(ra[i], rb[j], acc[i * 4u + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + ty + 16u * i;
+        if (row >= u.m) { continue; }
+        for (var j = 0u; j < 4u; j++) {
+            let col = col0 + tx + 16u * j;
+            if (col >= u.n) { continue; }
+            var v = acc[i * 4u + j];
+            if ((u.flags & HAS_BIAS) != 0u) { v += bias[u.bias_off + col]; }
+            if ((u.flags & HAS_RES) != 0u) { v += res[u.res_off + row * u.n + col]; }
+            let idx = u.c_off + row * u.n + col;
+            if ((u.flags & ACCUM) != 0u) { v += c[idx]; }
+            c[idx] = v;
+        }
+    }
+}
+
+// db (N) = sum over rows of dy (M,N)   [+ db with ACCUM]
+// dy is binding a at a_off, db is binding c at c_off. One invocation per column, rows in order:
+// deterministic, no atomics.
+@compute @workgroup_size(64)
+fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let col = gid.x;
+    if (col >= u.n) { return; }
+    var s = 0.0;
+    for (var row = 0u; row < u.m; row++) { s += a[u.a_off + row * u.n + col]; }
+    let idx = u.c_off + col;
+    if ((u.flags & ACCUM) != 0u) { s += c[idx]; }
+    c[idx] = s;
+}

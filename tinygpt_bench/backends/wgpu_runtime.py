@@ -1,0 +1,276 @@
+"""The WebGPU runtime under the `webgpu` backend: adapter and device, WGSL kernels, and
+`Program`, a fixed list of dispatches recorded once and encoded into one compute pass per run.
+
+Nothing here knows the model; tinygpt_bench/backends/wgpu_ops.py builds the model's dispatches
+on top of it. wgpu-py workarounds live in wgpu_compat.py.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinygpt_bench.backends.wgpu_compat import Waiter, import_wgpu, read_mapped
+from tinygpt_bench.errors import UserError
+from tinygpt_bench.resources import resource_dir
+
+UNIFORM_SLOT = 256  # bytes per dispatch in the shared uniform buffer (>= any min offset alignment)
+NO_ADAPTER_FIX = "apt-get install mesa-vulkan-drivers (lavapipe, a CPU Vulkan driver) or a GPU driver"
+
+
+class WebGPUError(RuntimeError):
+    """A shader, pipeline or dispatch the device rejected; the message names the kernel."""
+
+
+def adapters() -> list:
+    """Every adapter wgpu can see, in its order (the index a user may pick by)."""
+    wgpu = import_wgpu()
+    return list(wgpu.gpu.enumerate_adapters_sync())
+
+
+def pick_adapter(choice: str | int | None = None):
+    """The high-performance adapter, or the one named (substring of its device name, any case)
+    or numbered (index into adapters())."""
+    wgpu = import_wgpu()
+    if choice is None or choice == "":
+        adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
+        if adapter is None:
+            raise UserError(f"no WebGPU adapter found; fix: {NO_ADAPTER_FIX}")
+        return adapter
+    found = adapters()
+    listing = "; ".join(f"{i}: {a.info['device']} ({a.info['backend_type']})" for i, a in enumerate(found))
+    if isinstance(choice, int) or str(choice).isdigit():
+        i = int(choice)
+        if not 0 <= i < len(found):
+            raise UserError(f"adapter index {i} out of range; adapters are {listing or 'none'}")
+        return found[i]
+    for a in found:
+        if str(choice).lower() in a.info["device"].lower():
+            return a
+    raise UserError(f"no adapter named like '{choice}'; adapters are {listing or 'none'}")
+
+
+def describe_adapter(adapter) -> dict:
+    info = adapter.info
+    return {
+        "adapter": info["device"],
+        "description": info["description"],
+        "vendor": info["vendor"],
+        "backend_api": info["backend_type"],
+        "adapter_type": info["adapter_type"],
+        "features": sorted(adapter.features),
+        "limits": {
+            k: adapter.limits[k]
+            for k in (
+                "max-buffer-size",
+                "max-storage-buffer-binding-size",
+                "max-compute-workgroup-storage-size",
+                "max-compute-invocations-per-workgroup",
+                "max-compute-workgroups-per-dimension",
+                "max-storage-buffers-per-shader-stage",
+            )
+        },
+    }
+
+
+class Gpu:
+    """One device on one adapter, with the kernel library (WGSL files under kernels/)."""
+
+    def __init__(self, adapter: str | int | None = None, need: dict | None = None, timestamps: bool = False):
+        wgpu = self.wgpu = import_wgpu()
+        self.adapter = pick_adapter(adapter)
+        have = self.adapter.limits
+        need = dict(need or {})
+        short = [f"{k}: needs {v:,}, adapter has {have[k]:,}" for k, v in need.items() if have[k] < v]
+        if short:
+            raise UserError(
+                f"adapter '{self.adapter.info['device']}' falls short: " + "; ".join(short)
+                + "; fix: use a smaller preset or another adapter (--adapter)"
+            )
+        # ask for the adapter's own maxima of what a big model needs, not just the defaults
+        limits = {
+            k: have[k]
+            for k in (
+                "max-buffer-size",
+                "max-storage-buffer-binding-size",
+                "max-compute-workgroup-storage-size",
+                "max-storage-buffers-per-shader-stage",
+                "max-compute-invocations-per-workgroup",
+            )
+        }
+        features = ["timestamp-query"] if timestamps and "timestamp-query" in self.adapter.features else []
+        self.timestamps = bool(features)
+        self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
+        self.limits = self.device.limits
+        self.waiter = Waiter(self.device)
+        self.kernels_dir: Path = resource_dir("kernels")
+        self._modules: dict[str, object] = {}
+        self._pipelines: dict[tuple, object] = {}
+
+    # buffers -------------------------------------------------------------------------------
+    def buffer(self, nbytes: int, label: str, extra_usage: int = 0):
+        """A storage buffer (copy source and destination too), at least 16 bytes."""
+        u = self.wgpu.BufferUsage
+        nbytes = max(16, (int(nbytes) + 15) // 16 * 16)
+        if nbytes > self.limits["max-buffer-size"]:
+            raise UserError(
+                f"buffer '{label}' needs {nbytes:,} bytes, above the adapter's max-buffer-size "
+                f"{self.limits['max-buffer-size']:,}; fix: a smaller preset or an adapter with larger buffers"
+            )
+        return self.device.create_buffer(size=nbytes, usage=u.STORAGE | u.COPY_SRC | u.COPY_DST | extra_usage, label=label)
+
+    def upload(self, array: np.ndarray, label: str):
+        buf = self.buffer(array.nbytes, label)
+        self.write(buf, array)
+        return buf
+
+    def write(self, buf, array: np.ndarray, offset_bytes: int = 0) -> None:
+        self.device.queue.write_buffer(buf, offset_bytes, np.ascontiguousarray(array))
+
+    def read(self, buf, dtype=np.float32, count: int | None = None, offset_bytes: int = 0) -> np.ndarray:
+        """Copy (part of) a buffer back to the host; waits for the work before it."""
+        itemsize = np.dtype(dtype).itemsize
+        nbytes = (buf.size - offset_bytes) if count is None else count * itemsize
+        nbytes4 = (nbytes + 3) // 4 * 4
+        u = self.wgpu.BufferUsage
+        staging = self.device.create_buffer(size=nbytes4, usage=u.MAP_READ | u.COPY_DST, label="readback")
+        enc = self.device.create_command_encoder(label="readback")
+        enc.copy_buffer_to_buffer(buf, offset_bytes, staging, 0, nbytes4)
+        self.device.queue.submit([enc.finish()])
+        out = read_mapped(staging, np.uint8)[:nbytes].view(dtype)
+        staging.destroy()
+        return out
+
+    def wait(self) -> None:
+        self.waiter.wait()
+
+    # kernels -------------------------------------------------------------------------------
+    def pipeline(self, family: str, entry: str, constants: dict | None = None):
+        """The compute pipeline of `entry` in kernels/<family>.wgsl (cached); shader and
+        pipeline errors are raised as WebGPUError naming the kernel."""
+        key = (family, entry, tuple(sorted((constants or {}).items())))
+        if key in self._pipelines:
+            return self._pipelines[key]
+        name = f"{family}.wgsl:{entry}" + (f" {dict(key[2])}" if key[2] else "")
+        if family not in self._modules:
+            path = self.kernels_dir / f"{family}.wgsl"
+            if not path.is_file():
+                raise WebGPUError(f"kernel file {path} not found; reinstall tinygpt-bench")
+            try:
+                self._modules[family] = self.device.create_shader_module(code=path.read_text(), label=family)
+            except Exception as e:  # GPUValidationError and friends
+                raise WebGPUError(f"kernel {family}.wgsl does not compile: {e}") from None
+        stage = {"module": self._modules[family], "entry_point": entry}
+        if constants:
+            stage["constants"] = {k: (float(v) if not isinstance(v, bool) else v) for k, v in constants.items()}
+        try:
+            p = self.device.create_compute_pipeline(layout="auto", compute=stage, label=name)
+        except Exception as e:
+            raise WebGPUError(f"kernel {name}: pipeline creation failed: {e}") from None
+        self._pipelines[key] = p
+        return p
+
+
+@dataclass
+class Dispatch:
+    name: str  # e.g. "layer1.attn.q matmul.wgsl:matmul"
+    pipeline: object
+    groups: tuple[int, int, int]
+    uniform: bytes
+    buffers: dict[int, object]  # binding -> buffer (binding 0 is the uniform slot)
+    bind_group: object = None
+
+
+def pack(values: list) -> bytes:
+    """Uniform struct bytes: ints as u32, floats as f32, in field order."""
+    out = bytearray()
+    for v in values:
+        if isinstance(v, (bool, int, np.integer)):
+            if not 0 <= int(v) < 2**32:
+                raise ValueError(f"uniform value {v} does not fit a u32")
+            out += struct.pack("<I", int(v))
+        else:
+            out += struct.pack("<f", float(v))
+    return bytes(out)
+
+
+@dataclass
+class Program:
+    """A fixed sequence of dispatches: record with add(), then finalize() once (one uniform
+    buffer, one bind group per dispatch), then encode() into a compute pass as often as needed."""
+
+    gpu: Gpu
+    label: str
+    dispatches: list[Dispatch] = field(default_factory=list)
+    uniforms: object = None
+
+    def add(self, name: str, family: str, entry: str, args: list, buffers: dict[int, object],
+            groups: tuple[int, ...], constants: dict | None = None) -> None:
+        groups = tuple(int(g) for g in groups) + (1,) * (3 - len(groups))
+        limit = self.gpu.limits["max-compute-workgroups-per-dimension"]
+        if max(groups) > limit or min(groups) < 1:
+            raise WebGPUError(f"kernel {name} ({family}.wgsl:{entry}): workgroup counts {groups} outside 1..{limit}")
+        data = pack(args)
+        if len(data) > UNIFORM_SLOT:
+            raise ValueError(f"{name}: uniform of {len(data)} bytes exceeds the {UNIFORM_SLOT}-byte slot")
+        pipe = self.gpu.pipeline(family, entry, constants)
+        self.dispatches.append(Dispatch(f"{name} [{family}.wgsl:{entry}]", pipe, groups, data, buffers))
+
+    def finalize(self) -> "Program":
+        wgpu, dev = self.gpu.wgpu, self.gpu.device
+        n = max(1, len(self.dispatches))
+        blob = bytearray(n * UNIFORM_SLOT)
+        for i, d in enumerate(self.dispatches):
+            blob[i * UNIFORM_SLOT : i * UNIFORM_SLOT + len(d.uniform)] = d.uniform
+        self.uniforms = dev.create_buffer_with_data(
+            data=bytes(blob), usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST
+        )
+        for i, d in enumerate(self.dispatches):
+            entries = [{"binding": 0, "resource": {"buffer": self.uniforms, "offset": i * UNIFORM_SLOT, "size": UNIFORM_SLOT}}]
+            entries += [{"binding": b, "resource": {"buffer": buf}} for b, buf in sorted(d.buffers.items())]
+            try:
+                d.bind_group = dev.create_bind_group(layout=d.pipeline.get_bind_group_layout(0), entries=entries, label=d.name)
+            except Exception as e:
+                raise WebGPUError(f"kernel {d.name}: bind group rejected: {e}") from None
+        return self
+
+    def encode(self, encoder, timestamp_writes: dict | None = None) -> None:
+        kw = {"timestamp_writes": timestamp_writes} if timestamp_writes else {}
+        cp = encoder.begin_compute_pass(label=self.label, **kw)
+        for d in self.dispatches:
+            cp.set_pipeline(d.pipeline)
+            cp.set_bind_group(0, d.bind_group)
+            cp.dispatch_workgroups(*d.groups)
+        cp.end()
+
+    def finish(self, encoder):
+        """encoder.finish(), turning a validation error into one naming the failing kernel."""
+        try:
+            return encoder.finish()
+        except Exception as e:
+            raise WebGPUError(f"{self.locate_error()}: {e}") from None
+
+    def locate_error(self) -> str:
+        """Encode each dispatch alone to find the first the device rejects."""
+        for d in self.dispatches:
+            enc = self.gpu.device.create_command_encoder(label="locate")
+            cp = enc.begin_compute_pass()
+            cp.set_pipeline(d.pipeline)
+            cp.set_bind_group(0, d.bind_group)
+            cp.dispatch_workgroups(*d.groups)
+            cp.end()
+            try:
+                enc.finish()
+            except Exception:
+                return f"kernel {d.name} rejected"
+        return f"program {self.label} rejected (no single dispatch fails alone)"
+
+    def run(self) -> None:
+        """Encode, submit and wait: for tests and diagnosis (a training step encodes itself)."""
+        enc = self.gpu.device.create_command_encoder(label=self.label)
+        self.encode(enc)
+        self.gpu.device.queue.submit([self.finish(enc)])
+        self.gpu.wait()
