@@ -75,7 +75,7 @@ def test_shader_error_names_kernel(gpu, tmp_path):
     (tmp_path / "broken.wgsl").write_text("@compute @workgroup_size(1) fn main() { undefined_fn(); }\n")
     saved, gpu.kernels_dir = gpu.kernels_dir, tmp_path
     try:
-        with pytest.raises(WebGPUError, match=r"broken\.wgsl.*undefined_fn"):
+        with pytest.raises(WebGPUError, match=r"(?s)broken\.wgsl.*undefined_fn"):
             gpu.pipeline("broken", "main")
     finally:
         gpu.kernels_dir = saved
