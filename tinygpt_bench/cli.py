@@ -12,7 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pathlib import Path
+
 from tinygpt_bench import backends, corpus, envinfo, model, presets, protocol
+from tinygpt_bench import curve as curve_mod
 from tinygpt_bench.errors import UserError
 
 app = typer.Typer(
@@ -172,6 +175,140 @@ def run_cmd(
         f"{_si(flops / med * 1e3, 'FLOP/s')}; loss {results[0].loss:.4f} -> {results[-1].loss:.4f}",
         highlight=False,
     )
+
+
+@app.command("curve")
+def curve_cmd(
+    presets_spec: str = typer.Option(",".join(curve_mod.DEFAULT_PRESETS), "--presets",
+                                     help="comma-separated preset names or .toml paths, or 'all' for all nine"),
+    backends_spec: str = typer.Option(",".join(curve_mod.DEFAULT_BACKENDS), "--backends",
+                                      help=f"comma-separated; from: {', '.join(backends.names())}"),
+    steps: int = typer.Option(protocol.DEFAULT_STEPS, "--steps", help="timed steps per measurement, the same for every preset"),
+    repeats: int = typer.Option(3, "--repeats", help="repeats from a fresh load, interleaving the backends"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds per measurement; past it: 'timeout'"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="wasm worker threads (default: all cores)"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="WebGPU adapter name substring or index"),
+    corpus_spec: str = CorpusOpt,
+    seed: int = typer.Option(protocol.DEFAULT_SEED, "--seed"),
+    out: Path = typer.Option(Path("results"), "--out", help="folder for measurements.csv, steps.csv, environment.json, charts"),
+    resume: bool = typer.Option(False, "--resume", help="skip what --out already holds with the same settings"),
+    plain: bool = typer.Option(False, "--plain", help="no live display (CI logs)"),
+    markdown: bool = typer.Option(False, "--markdown", help="also print the summary as a Markdown table"),
+    chart: bool = typer.Option(True, "--chart/--no-chart", help="draw the chart into --out at the end"),
+) -> None:
+    """Measure every preset on every backend under one protocol; write CSVs and the speedup chart."""
+    curve = curve_mod
+    from tinygpt_bench import display
+
+    protocol.check_steps(steps)
+    chosen = presets.load_list(presets_spec)
+    names = [b.strip() for b in backends_spec.split(",") if b.strip()]
+    for b in names:
+        if b not in backends.names():
+            backends.create(b)
+    settings = curve.CurveSettings(
+        presets=chosen, backends=names, steps=steps, repeats=repeats, timeout_s=timeout, threads=threads,
+        adapter=adapter, corpus=corpus_spec, seed=seed, out=out, resume=resume,
+    )
+    console.print(f"curve: {', '.join(p.name for p in chosen)} on {', '.join(names)}; {steps} steps x {repeats} repeats -> {out}/",
+                  highlight=False)
+    try:
+        if plain:
+            rows = curve.run(settings, display.PlainReporter(console))
+        else:
+            with display.LiveReporter(console) as rep:
+                rows = curve.run(settings, rep)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: every finished measurement is in {out}/; rerun with --resume to complete it")
+        raise typer.Exit(130)
+    _print_summary([out], markdown)
+    if chart:
+        from tinygpt_bench import chart as chart_mod
+
+        paths = chart_mod.draw(chart_mod.chart_data([out]), out)
+        console.print("chart: " + ", ".join(str(p) for p in paths), highlight=False)
+    failed = [r for r in rows if r["status"] != "ok" or r.get("parity_ok") is False]
+    if failed:
+        console.print(f"{len(failed)} measurement(s) failed, timed out or missed loss parity", style="red")
+        raise typer.Exit(1)
+
+
+def _print_summary(paths: list[Path], markdown: bool) -> None:
+    from tinygpt_bench import report, results
+
+    df = results.read_measurements(paths)
+    header, rows = report.summary_rows(df, results.read_steps(paths))
+    t = Table(title="summary (ms/step: median of steps 2..N ± half IQR; speedup: 95% bootstrap CI)")
+    for h in header:
+        t.add_column(h, justify="left" if h in ("preset", "status") else "right")
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+    if markdown:
+        print(report.markdown_table(header, rows))
+
+
+@app.command("summary")
+def summary_cmd(
+    results_paths: list[Path] = typer.Argument(..., help="curve output folders or measurements.csv files"),
+    markdown: bool = typer.Option(False, "--markdown", help="print only a Markdown table"),
+) -> None:
+    """The summary table of result files (rich, or Markdown for CI job summaries and the README)."""
+    from tinygpt_bench import report, results
+
+    if markdown:
+        df = results.read_measurements(results_paths)
+        print(report.markdown_table(*report.summary_rows(df, results.read_steps(results_paths))))
+    else:
+        _print_summary(results_paths, False)
+
+
+@app.command("chart")
+def chart_cmd(
+    results_paths: list[Path] = typer.Argument(..., help="curve output folders or measurements.csv files"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="folder for speedup.png/.svg (default: the first input's)"),
+    check: bool = typer.Option(False, "--check", help="fail when the committed chart-data.json no longer matches the CSVs"),
+) -> None:
+    """Draw the speedup chart (PNG + SVG + chart-data.json) from result files alone."""
+    from tinygpt_bench import chart as chart_mod
+
+    first = results_paths[0]
+    out = out or (first if first.is_dir() else first.parent)
+    if check:
+        diffs = chart_mod.check(results_paths, out / chart_mod.CHART_DATA)
+        if diffs:
+            for d in diffs:
+                print(f"chart check: {out}: {d}", file=sys.stderr)
+            print(f"error: committed chart in {out} is stale; regenerate it with `tinygpt-bench chart {first}`",
+                  file=sys.stderr)
+            raise typer.Exit(1)
+        console.print(f"chart check: {out}/{chart_mod.CHART_DATA} matches the CSVs", highlight=False)
+        return
+    paths = chart_mod.draw(chart_mod.chart_data(results_paths), out)
+    console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+
+
+@app.command("compare")
+def compare_cmd(
+    old: Path = typer.Argument(..., help="earlier results (folder or measurements.csv)"),
+    new: Path = typer.Argument(..., help="later results"),
+    threshold: float = typer.Option(1.10, "--threshold", help="fail when a backend got slower than this factor, significantly"),
+) -> None:
+    """Per preset and backend: the change in ms/step with its uncertainty; exit 1 on a regression."""
+    from tinygpt_bench import compare as cmp
+
+    changes = cmp.compare(old, new, threshold)
+    t = Table(title=f"{new} vs {old} (ratio of medians of steps 2..N, 95% bootstrap CI)")
+    for h in ("preset", "backend", "old ms", "new ms", "change"):
+        t.add_column(h)
+    for c in changes:
+        t.add_row(c.preset, c.backend, f"{c.old_ms:.2f}", f"{c.new_ms:.2f}",
+                  ("[red]" if c.regression else "") + c.verdict + ("[/red]" if c.regression else ""))
+    console.print(t)
+    bad = [c for c in changes if c.regression]
+    if bad:
+        console.print(f"{len(bad)} regression(s) past {threshold:.2f}x", style="red")
+        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,17 @@
     gradients()         -> flat fp32 gradient of the last step, before clipping (parity checks)
     close()             free everything; safe to call twice
 
+describe() keys the result files stamp on every row (absent ones are left blank):
+    device            adapter name (WebGPU) or CPU model (CPU engines)
+    device_type       "GPU" or "CPU"
+    software_adapter  True for llvmpipe/lavapipe/SwiftShader/WARP
+    adapter_vendor, adapter_driver, adapter_api   (WebGPU)
+    threads           worker threads (CPU engines)
+    runtime           e.g. "wasmtime 50.0.1", "wgpu 0.32.0", "numpy 2.4.6"
+    runtime_settings  engine settings that change speed (SIMD, relaxed SIMD, memory max...)
+    module_sha256     the .wasm module run;  kernels_sha256: the WGSL sources run
+An optional memory_bytes() -> int reports what the engine allocated (wasm memory, GPU buffers).
+
 A batch is an int32 array (B, T+1) of byte values: inputs batch[:, :-1], targets batch[:, 1:].
 """
 

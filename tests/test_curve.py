@@ -1,0 +1,155 @@
+"""The curve protocol, result files, chart data and compare, end to end on the numpy
+reference backends (fast and always available; the engines plug into the same path)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tinygpt_bench import chart, compare, results, stats
+
+BACKENDS = "reference,reference-fp32"
+
+MEASUREMENT_HEADER = (
+    "format_version,run_id,timestamp,preset,backend,status,stage,error,layers,d_model,heads,ctx,batch,params,"
+    "flops_per_step,steps,repeats,seed,lr,corpus,corpus_sha256,cold_ms,median_ms,mean_ms,min_ms,q1_ms,q3_ms,"
+    "max_ms,mad_ms,n_samples,n_outliers,tokens_per_s,gflop_per_s,peak_rss_bytes,first_loss,final_loss,"
+    "loss_rel_diff_backends,loss_rel_diff_reference,reference,parity_ok,device,device_type,software_adapter,"
+    "adapter_vendor,adapter_driver,adapter_api,cpu_model,threads,runtime,runtime_settings,module_sha256,"
+    "kernels_sha256,git_commit,settings_id"
+)
+STEPS_HEADER = "format_version,run_id,preset,backend,repeat,step,ms,loss"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("curve")
+    from tinygpt_bench import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["curve", "--presets", "tiny", "--backends", BACKENDS, "--steps", "4", "--repeats", "2",
+                  "--out", str(out), "--plain", "--markdown"])
+    assert e.value.code in (0, None)
+    return out
+
+
+def test_csv_columns_are_pinned(tiny_run):
+    assert (tiny_run / "measurements.csv").read_text().splitlines()[0] == MEASUREMENT_HEADER
+    assert (tiny_run / "steps.csv").read_text().splitlines()[0] == STEPS_HEADER
+    assert results.MEASUREMENT_COLUMNS == MEASUREMENT_HEADER.split(",")
+
+
+def test_protocol_figures(tiny_run):
+    df = pd.read_csv(tiny_run / "measurements.csv")
+    assert list(df.backend) == ["reference", "reference-fp32"]
+    assert (df.status == "ok").all() and (df.steps == 4).all() and (df.repeats == 2).all()
+    assert (df.n_samples == 6).all()  # steps 2..4 of two repeats
+    assert (df.min_ms <= df.q1_ms).all() and (df.q1_ms <= df.median_ms).all() and (df.median_ms <= df.max_ms).all()
+    assert (df.loss_rel_diff_backends < 1e-3).all() and df.parity_ok.all()
+    assert (df.first_loss - 5.545).abs().max() < 0.05
+    steps = pd.read_csv(tiny_run / "steps.csv")
+    assert len(steps) == 2 * 2 * 4
+    # repeats interleave the backends: A B A B
+    order = steps.drop_duplicates(["backend", "repeat"])[["backend", "repeat"]].values.tolist()
+    assert order == [["reference", 1], ["reference-fp32", 1], ["reference", 2], ["reference-fp32", 2]]
+    env = json.loads((tiny_run / "environment.json").read_text())
+    assert env["format_version"] == results.FORMAT_VERSION and env["corpus"]["corpus"] == "synthetic"
+    assert env["settings"]["steps"] == 4 and "cpu_model" in env["environment"]
+
+
+def test_chart_is_reproduced_from_csv_and_check_catches_drift(tiny_run, tmp_path):
+    data = json.loads((tiny_run / "chart-data.json").read_text())
+    assert data == chart.chart_data([tiny_run])
+    (pt,) = data["speedup_points"]
+    assert pt["preset"] == "tiny" and pt["backend"] == "reference-fp32" and pt["low"] <= pt["speedup"] <= pt["high"]
+    assert (tiny_run / "speedup.png").stat().st_size > 10_000 and (tiny_run / "speedup.svg").exists()
+    assert chart.check([tiny_run], tiny_run / "chart-data.json") == []
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in ("measurements.csv", "steps.csv", "environment.json", "chart-data.json"):
+        (copy / f).write_bytes((tiny_run / f).read_bytes())
+    m = pd.read_csv(copy / "measurements.csv")
+    m.loc[0, "median_ms"] *= 2
+    m.to_csv(copy / "measurements.csv", index=False)
+    assert chart.check([copy], copy / "chart-data.json") != []
+
+
+def test_compare_reads_like_pyperf(tiny_run, tmp_path):
+    same = compare.compare(tiny_run, tiny_run)
+    assert all(not c.regression and "no significant change" in c.verdict for c in same)
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    for f in ("measurements.csv", "environment.json"):
+        (slow / f).write_bytes((tiny_run / f).read_bytes())
+    s = pd.read_csv(tiny_run / "steps.csv")
+    s["ms"] *= 1.5
+    s.to_csv(slow / "steps.csv", index=False)
+    m = pd.read_csv(tiny_run / "measurements.csv")
+    m["median_ms"] *= 1.5
+    m.to_csv(slow / "measurements.csv", index=False)
+    changes = compare.compare(tiny_run, slow)
+    assert all(c.regression and c.verdict.startswith("1.50x slower") for c in changes)
+    r = subprocess.run([sys.executable, "-m", "tinygpt_bench", "compare", str(tiny_run), str(slow)], capture_output=True, text=True)
+    assert r.returncode == 1 and "slower" in r.stdout
+
+
+def test_resume_refuses_other_settings(tiny_run, run_cli):
+    code, _, err = run_cli("curve", "--presets", "tiny", "--backends", BACKENDS, "--steps", "5", "--repeats", "2",
+                           "--out", str(tiny_run), "--plain", "--resume")
+    assert code == 2 and "--resume refused" in err and "steps" in err
+    code, _, err = run_cli("curve", "--presets", "tiny", "--backends", BACKENDS, "--out", str(tiny_run), "--plain")
+    assert code == 2 and "pass --resume" in err
+
+
+def test_timeout_is_recorded_and_run_goes_on(tmp_path, run_cli):
+    code, out, _ = run_cli("curve", "--presets", "tiny,small", "--backends", "reference-fp32", "--steps", "3",
+                           "--repeats", "1", "--timeout", "0.000001", "--out", str(tmp_path), "--plain", "--no-chart")
+    assert code == 1
+    df = pd.read_csv(tmp_path / "measurements.csv")
+    assert list(df.status) == ["timeout", "timeout"] and list(df.stage) == ["step 2", "step 2"]
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_run_keeps_measurements_and_resume_completes(tmp_path, sig):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "tiny,small,medium", "--backends",
+            "reference-fp32", "--steps", "3", "--repeats", "1", "--out", str(out), "--plain", "--no-chart"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (out / "measurements.csv").exists() and len(_rows(out / "measurements.csv")) >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    kept = _rows(out / "measurements.csv")
+    assert 1 <= len(kept) < 3, "kill should land mid-run"
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+    r = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = _rows(out / "measurements.csv")
+    assert [x["preset"] for x in rows] == ["tiny", "small", "medium"]
+    assert rows[0] == kept[0]  # the measured row was kept, not redone
+    assert "already measured" in r.stdout
+
+
+def test_stats():
+    assert stats.summarize([1, 2, 3, 4, 100]).outliers == 1
+    assert stats.outlier_mask([5, 5, 5]).sum() == 0
+    r = stats.ratio_ci([2.0, 2.1, 1.9] * 5, [1.0, 1.05, 0.95] * 5)
+    assert r.low <= 2.0 <= r.high and r.significant
+    fit = stats.fit_overhead_throughput([1e9, 2e9, 4e9], [3 + 1e9 / 1e7, 3 + 2e9 / 1e7, 3 + 4e9 / 1e7])
+    assert abs(fit[0] - 3) < 1e-6 and abs(fit[1] - 1e7) / 1e7 < 1e-9

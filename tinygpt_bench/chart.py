@@ -1,0 +1,205 @@
+"""The speedup chart, drawn from result files alone (`tinygpt-bench chart`).
+
+Left panel: speedup (baseline ms / backend ms) against FLOPs per step, every measured
+preset a point with its 95% interval, failed presets marked at the axis, a failed loss
+parity drawn hollow and labelled, and the fitted shape: each backend's time modelled as
+overhead + FLOPs / throughput on its own points, the ratio of the two fits drawn as a
+line. Right panel: ms/step per backend on log axes with each fit.
+
+`chart_data()` is everything plotted, as plain numbers; it is written beside the PNG/SVG
+(chart-data.json) so CI can check a committed chart against the CSVs without pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tinygpt_bench import report, results, stats
+
+CHART_DATA = "chart-data.json"
+
+
+def _r(x, digits: int = 6):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    x = float(x)
+    return 0.0 if x == 0 else round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
+
+
+def title_of(df: pd.DataFrame, env: dict) -> str:
+    e = env.get("environment", {})
+    cpu = e.get("cpu_model") or (df["cpu_model"].dropna().iloc[0] if "cpu_model" in df and df["cpu_model"].notna().any() else "?")
+    cores = e.get("cpu_usable_cores")
+    machine = f"{cpu}" + (f", {cores} cores" if cores else "")
+    parts = [machine]
+    gpu_rows = df[df.get("device_type", pd.Series(dtype=str)).astype(str) == "GPU"] if "device_type" in df else df.iloc[0:0]
+    software = df[df.get("software_adapter", pd.Series(dtype=str)).astype(str).str.lower() == "true"] if "software_adapter" in df else df.iloc[0:0]
+    if len(software):
+        name = str(software["device"].dropna().iloc[0]) if software["device"].notna().any() else "software adapter"
+        parts.append(f"WebGPU on a CPU adapter ({name}): not a GPU result")
+    elif len(gpu_rows) and gpu_rows["device"].notna().any():
+        parts.append(f"WebGPU on {gpu_rows['device'].dropna().iloc[0]}")
+    return " | ".join(parts)
+
+
+def chart_data(paths: list[Path]) -> dict:
+    df = results.read_measurements(paths)
+    steps = results.read_steps(paths)
+    env = results.read_environment(paths)
+    order = report.backend_order(df)
+    baseline = report.baseline_of(order)
+    sp = report.speedups(df, steps, baseline)
+    data = {
+        "format_version": results.FORMAT_VERSION,
+        "title": title_of(df, env),
+        "x": "flops_per_step",
+        "baseline": baseline,
+        "speedup_points": [],
+        "ms_points": [],
+        "fits": {},
+        "fit_curves": {},
+    }
+    for _, r in sp.iterrows():
+        data["speedup_points"].append({
+            "preset": r.preset, "backend": r.backend, "flops_per_step": int(r.flops_per_step),
+            "speedup": _r(r.speedup), "low": _r(r.low), "high": _r(r.high), "status": r.status,
+        })
+    for _, r in df.iterrows():
+        data["ms_points"].append({
+            "preset": r.preset, "backend": r.backend, "flops_per_step": int(r.flops_per_step),
+            "median_ms": _r(r.median_ms), "q1_ms": _r(r.q1_ms), "q3_ms": _r(r.q3_ms), "status": r.status,
+        })
+    ok = df[df.status == "ok"]
+    lo, hi = (df.flops_per_step.min(), df.flops_per_step.max()) if len(df) else (1, 1)
+    grid = np.geomspace(max(lo, 1) / 1.5, hi * 1.5, 60) if hi > lo else np.array([lo])
+    for b in order:
+        sel = ok[ok.backend == b]
+        fit = stats.fit_overhead_throughput(sel.flops_per_step.to_numpy(), sel.median_ms.to_numpy())
+        if fit:
+            data["fits"][b] = {"overhead_ms": _r(fit[0]), "gflop_per_s": _r(fit[1] / 1e6)}
+    if baseline in data["fits"]:
+        fb = data["fits"][baseline]
+        for b, f in data["fits"].items():
+            if b == baseline:
+                continue
+            t_base = fb["overhead_ms"] + grid / (fb["gflop_per_s"] * 1e6)
+            t_b = f["overhead_ms"] + grid / (f["gflop_per_s"] * 1e6)
+            data["fit_curves"][b] = {"flops_per_step": [_r(x) for x in grid], "speedup": [_r(x) for x in t_base / t_b]}
+    return data
+
+
+def draw(data: dict, out_dir: Path, stem: str = "speedup") -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    backends = []
+    for p in data["ms_points"]:
+        if p["backend"] not in backends:
+            backends.append(p["backend"])
+    color = {b: colors[i % len(colors)] for i, b in enumerate(backends)}
+    base = data["baseline"]
+
+    # left: speedup
+    any_point = False
+    for b in backends:
+        if b == base:
+            continue
+        pts = [p for p in data["speedup_points"] if p["backend"] == b]
+        good = [p for p in pts if p["status"] == "ok" and p["speedup"] is not None]
+        parity = [p for p in pts if p["status"] == "parity failed" and p["speedup"] is not None]
+        failed = [p for p in pts if p["status"] not in ("ok", "parity failed") or p["speedup"] is None]
+        if good:
+            any_point = True
+            x = [p["flops_per_step"] for p in good]
+            y = [p["speedup"] for p in good]
+            err = None
+            if all(p["low"] is not None for p in good):
+                err = [[max(p["speedup"] - p["low"], 0) for p in good], [max(p["high"] - p["speedup"], 0) for p in good]]
+            ax.errorbar(x, y, yerr=err, fmt="o", color=color[b], capsize=3, label=f"{b} vs {base} (95% CI)")
+            for p in good:
+                ax.annotate(p["preset"], (p["flops_per_step"], p["speedup"]), textcoords="offset points",
+                            xytext=(4, 6), fontsize=8)
+        for p in parity:
+            ax.plot(p["flops_per_step"], p["speedup"], "o", mfc="none", color=color[b])
+            ax.annotate(f"{p['preset']}: loss parity failed", (p["flops_per_step"], p["speedup"]),
+                        textcoords="offset points", xytext=(4, -12), fontsize=8, color="red")
+        for p in failed:
+            ax.plot(p["flops_per_step"], 0.02, "x", color="red", transform=ax.get_xaxis_transform(), ms=9)
+            ax.annotate(f"{p['preset']}: {p['status']}", (p["flops_per_step"], 0.04), xycoords=("data", "axes fraction"),
+                        rotation=90, fontsize=7, color="red", va="bottom", ha="right")
+        if b in data["fit_curves"]:
+            c = data["fit_curves"][b]
+            ax.plot(c["flops_per_step"], c["speedup"], "-", color=color[b], alpha=0.6,
+                    label=f"fit: ratio of overhead + FLOPs/throughput")
+    ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per training step (matrix products)")
+    ax.set_ylabel(f"speedup over {base} (x)")
+    ax.set_title("speedup vs model size")
+    if any_point or data["fit_curves"]:
+        ax.legend(fontsize=8, loc="best")
+    ax.grid(True, which="both", alpha=0.3)
+
+    # right: ms/step per backend
+    for b in backends:
+        pts = [p for p in data["ms_points"] if p["backend"] == b and p["status"] == "ok" and p["median_ms"]]
+        if not pts:
+            continue
+        x = [p["flops_per_step"] for p in pts]
+        y = [p["median_ms"] for p in pts]
+        err = [[max(p["median_ms"] - (p["q1_ms"] or p["median_ms"]), 0) for p in pts],
+               [max((p["q3_ms"] or p["median_ms"]) - p["median_ms"], 0) for p in pts]]
+        ax2.errorbar(x, y, yerr=err, fmt="o", color=color[b], capsize=2, label=b)
+        if b in data["fits"]:
+            f = data["fits"][b]
+            g = np.geomspace(min(x) / 1.5, max(x) * 1.5, 50)
+            ax2.plot(g, f["overhead_ms"] + g / (f["gflop_per_s"] * 1e6), "-", color=color[b], alpha=0.5,
+                     label=f"{b} fit: {f['overhead_ms']:.3g} ms + FLOPs / {f['gflop_per_s']:.3g} GFLOP/s")
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("FLOPs per training step")
+    ax2.set_ylabel("ms per step (median of steps 2..N; bars: quartiles)")
+    ax2.set_title("step time per backend")
+    ax2.grid(True, which="both", alpha=0.3)
+    if ax2.lines:
+        ax2.legend(fontsize=8)
+    for a in (ax, ax2):
+        a.xaxis.set_minor_formatter(NullFormatter())
+    ax2.yaxis.set_minor_formatter(NullFormatter())
+    fig.suptitle(data["title"], fontsize=10)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "svg"):
+        path = out_dir / f"{stem}.{ext}"
+        meta = {"Date": None} if ext == "svg" else {}
+        fig.savefig(path, dpi=120, metadata=meta)
+        paths.append(path)
+    plt.close(fig)
+    data_path = out_dir / CHART_DATA
+    data_path.write_text(json.dumps(data, indent=1) + "\n")
+    paths.append(data_path)
+    return paths
+
+
+def check(paths: list[Path], committed: Path) -> list[str]:
+    """Differences between the chart data regenerated from CSVs and a committed chart-data.json."""
+    fresh = chart_data(paths)
+    if not committed.is_file():
+        return [f"{committed} does not exist"]
+    old = json.loads(committed.read_text())
+    diffs = []
+    for key in sorted(set(fresh) | set(old)):
+        if fresh.get(key) != old.get(key):
+            diffs.append(f"{key}: committed chart differs from the CSVs")
+    return diffs

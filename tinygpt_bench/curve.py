@@ -1,0 +1,252 @@
+"""`curve`: the measurement protocol over presets x backends (DESIGN.md).
+
+Phases, top to bottom, per preset:
+  1. work      initial weights and the batch sequence, made once on the host
+  2. reference the float64 numpy reference trains the same work (parity oracle), where
+               the preset is small enough for numpy (--reference-max-gflop)
+  3. repeats   R repeats, interleaving the backends (A B A B ...) so drift on a shared
+               machine hits both alike; each repeat loads a fresh model and times every step
+  4. summary   cold first step apart from steady state (steps 2..N over all repeats):
+               median, quartiles, MAD outliers (flagged, never dropped), tokens/s, GFLOP/s,
+               final-loss parity between backends and against the reference; one CSV row per
+               (preset, backend), written and flushed as soon as it is known
+The step count is global (--steps, default 15) and never varies per preset; a slow preset
+gets a time budget (--timeout), not fewer steps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tinygpt_bench import corpus as corpus_mod
+from tinygpt_bench import envinfo, model, protocol, results, stats
+from tinygpt_bench.errors import UserError
+from tinygpt_bench.presets import Preset
+from tinygpt_bench.resources import resource_dir
+
+PARITY_TOLERANCE = 1e-3  # relative difference of the final loss
+DEFAULT_BACKENDS = ("webgpu", "wasm")
+DEFAULT_PRESETS = ("tiny", "small", "medium", "large")
+REFERENCE_MAX_GFLOP = 30.0  # numpy float64 reference runs presets up to this many GFLOP a step
+
+
+class StepTimeout(Exception):
+    def __init__(self, step: int, message: str):
+        self.step = step
+        super().__init__(message)
+
+
+@dataclass
+class CurveSettings:
+    presets: list[Preset]
+    backends: list[str]
+    steps: int = protocol.DEFAULT_STEPS
+    repeats: int = 3
+    timeout_s: float | None = None
+    threads: int | None = None
+    adapter: str | None = None
+    corpus: str = "synthetic"
+    seed: int = protocol.DEFAULT_SEED
+    lr: float = 3e-4
+    out: Path = Path("results")
+    resume: bool = False
+    reference_max_gflop: float = REFERENCE_MAX_GFLOP
+
+
+class Reporter:
+    """What the protocol tells the display; the CLI supplies a live or a plain one."""
+
+    def preset_start(self, preset: Preset, n_backends: int) -> None: ...
+    def measurement_start(self, preset: str, backend: str, repeat: int, repeats: int, steps: int) -> None: ...
+    def step(self, preset: str, backend: str, st: protocol.StepTime) -> None: ...
+    def measured(self, row: dict) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+@dataclass
+class _Acc:
+    """Everything measured of one (preset, backend) over its repeats."""
+
+    cold: list[float] = field(default_factory=list)
+    steady: list[float] = field(default_factory=list)
+    losses: list[list[float]] = field(default_factory=list)
+    status: str = "ok"
+    stage: str = ""
+    error: str = ""
+    describe: dict = field(default_factory=dict)
+    memory: int | None = None
+
+
+def artifact_digests() -> dict:
+    def digest(folder: str, pattern: str):
+        try:
+            return envinfo.sha256_of(list(resource_dir(folder).glob(pattern)))
+        except FileNotFoundError:
+            return None
+
+    return {"module_sha256": digest("wasm", "*.wasm"), "kernels_sha256": digest("kernels", "*.wgsl")}
+
+
+def run_settings(s: CurveSettings, corp: corpus_mod.Corpus, env: dict) -> dict:
+    """What must be equal for two runs' numbers to be mixed (the --resume check)."""
+    return {
+        "steps": s.steps, "repeats": s.repeats, "seed": s.seed, "lr": s.lr,
+        "corpus_sha256": corp.sha256, "threads": s.threads, "adapter": s.adapter,
+        "cpu_model": env.get("cpu_model"), "cpu_usable_cores": env.get("cpu_usable_cores"),
+        "hostname": env.get("hostname"), **artifact_digests(),
+    }
+
+
+def _reference_losses(work: protocol.Work, s: CurveSettings) -> list[float] | None:
+    if model.flops_per_step(work.preset)["total"] / 1e9 > s.reference_max_gflop:
+        return None
+    be = protocol.create_backend("reference", work.preset)
+    try:
+        return [st.loss for st in protocol.train(be, work, s.lr)]
+    finally:
+        be.close()
+
+
+def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, reporter: Reporter, repeat: int) -> list[dict]:
+    preset = work.preset
+    reporter.measurement_start(preset.name, name, repeat, s.repeats, s.steps)
+    be = None
+    t_start = time.perf_counter()
+
+    def on_step(st: protocol.StepTime) -> None:
+        reporter.step(preset.name, name, st)
+        if s.timeout_s is not None and time.perf_counter() - t_start > s.timeout_s and st.step < s.steps:
+            raise StepTimeout(st.step, f"time budget of {s.timeout_s:g} s spent after step {st.step} of {s.steps}")
+
+    try:
+        be = protocol.create_backend(name, preset, threads=s.threads, adapter=s.adapter)
+        if not acc.describe:
+            acc.describe = be.describe()
+        steps = protocol.train(be, work, s.lr, on_step)
+        mem = getattr(be, "memory_bytes", None)
+        acc.memory = mem() if callable(mem) else None
+    except StepTimeout as e:
+        acc.status, acc.stage, acc.error = "timeout", f"step {e.step + 1}", str(e)
+        return []
+    except protocol.StageError as e:
+        acc.status, acc.stage, acc.error = "failed", e.stage, e.error
+        return []
+    finally:
+        if be is not None:
+            try:
+                be.close()
+            except Exception as e:  # a failing close must not lose the measurement
+                reporter.note(f"{name}: close() failed: {type(e).__name__}: {e}")
+    acc.cold.append(steps[0].ms)
+    acc.steady.extend(st.ms for st in steps[1:])
+    acc.losses.append([st.loss for st in steps])
+    return [{"run_id": "", "preset": preset.name, "backend": name, "repeat": repeat, "step": st.step,
+             "ms": st.ms, "loss": st.loss} for st in steps]
+
+
+def _row(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, corp, env: dict, run_id: str,
+         finals: dict[str, float], ref: list[float] | None) -> dict:
+    p = work.preset
+    d = acc.describe
+    flops = model.flops_per_step(p)["total"]
+    row = {
+        "run_id": run_id, "timestamp": envinfo.collect_all(adapters=False)["timestamp"],
+        "preset": p.name, "backend": name, "status": acc.status, "stage": acc.stage, "error": acc.error,
+        "layers": p.layers, "d_model": p.d_model, "heads": p.heads, "ctx": p.ctx, "batch": p.batch,
+        "params": model.param_count(p), "flops_per_step": flops,
+        "steps": s.steps, "repeats": s.repeats, "seed": s.seed, "lr": s.lr,
+        "corpus": corp.name, "corpus_sha256": corp.sha256,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "reference": "reference (numpy float64)" if ref else "",
+        "cpu_model": env.get("cpu_model"), "git_commit": env.get("git_commit"),
+        "settings_id": results.settings_id(run_settings(s, corp, env)),
+    }
+    for key in ("device", "device_type", "software_adapter", "adapter_vendor", "adapter_driver", "adapter_api",
+                "threads", "runtime", "runtime_settings", "module_sha256", "kernels_sha256"):
+        if key in d:
+            row[key] = d[key]
+    samples = acc.steady or acc.cold
+    if acc.cold and samples:
+        sm = stats.summarize(samples)
+        row.update(
+            cold_ms=float(sorted(acc.cold)[len(acc.cold) // 2]), median_ms=sm.median, mean_ms=sm.mean,
+            min_ms=sm.min, q1_ms=sm.q1, q3_ms=sm.q3, max_ms=sm.max, mad_ms=sm.mad,
+            n_samples=sm.n, n_outliers=sm.outliers,
+            tokens_per_s=p.batch * p.ctx / sm.median * 1e3, gflop_per_s=flops / sm.median / 1e6,
+            first_loss=acc.losses[0][0],
+        )
+        if len(acc.losses[0]) == s.steps:
+            row["final_loss"] = acc.losses[0][-1]
+    if acc.status == "ok" and "final_loss" in row:
+        final = row["final_loss"]
+        others = [v for k, v in finals.items() if k != name]
+        if others:
+            row["loss_rel_diff_backends"] = max(stats.rel_diff(final, o) for o in others)
+        if ref:
+            row["loss_rel_diff_reference"] = stats.rel_diff(final, ref[-1])
+        diffs = [row.get("loss_rel_diff_backends"), row.get("loss_rel_diff_reference")]
+        known = [x for x in diffs if x is not None]
+        row["parity_ok"] = all(x <= PARITY_TOLERANCE for x in known) if known else None
+        if len(acc.losses) > 1 and any(l != acc.losses[0] for l in acc.losses[1:]):
+            row["error"] = "losses differ between repeats of the same work"
+            row["parity_ok"] = False
+    return row
+
+
+def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
+    """Measure every (preset, backend); returns the rows written."""
+    protocol.check_steps(s.steps)
+    if s.repeats < 1:
+        raise UserError(f"--repeats {s.repeats} is not a positive number; use --repeats 3")
+    corp = corpus_mod.load(s.corpus)
+    env = envinfo.collect_all()
+    settings = run_settings(s, corp, env)
+    run_id = f"{env['timestamp']}-{os.getpid()}"
+    environment = {
+        "format_version": results.FORMAT_VERSION, "run_id": run_id, "settings": settings,
+        "settings_id": results.settings_id(settings), "presets": [p.name for p in s.presets],
+        "backends": s.backends, "corpus": corp.describe(), "environment": env, "backend_descriptions": {},
+    }
+    done = results.done_keys(s.out) if s.resume else set()
+    writer = results.ResultWriter(s.out, environment, s.resume)
+    prior = results.read_measurements([s.out]) if done else None
+    written = []
+    try:
+        for preset in s.presets:
+            todo = [b for b in s.backends if (preset.name, b) not in done]
+            if not todo:
+                reporter.note(f"{preset.name}: already measured in {s.out}, skipped (--resume)")
+                continue
+            reporter.preset_start(preset, len(todo))
+            work = protocol.prepare(preset, corp, s.steps, s.seed)
+            ref = _reference_losses(work, s)
+            accs = {b: _Acc() for b in todo}
+            for r in range(1, s.repeats + 1):
+                for b in todo:
+                    if accs[b].status != "ok":
+                        continue
+                    rows = _measure_once(b, work, s, accs[b], reporter, r)
+                    for row in rows:
+                        row["run_id"] = run_id
+                    if rows:
+                        writer.steps(rows)
+            finals = {b: a.losses[0][-1] for b, a in accs.items() if a.status == "ok" and a.losses}
+            if prior is not None:
+                for _, pr in prior[(prior.preset == preset.name) & (prior.status == "ok")].iterrows():
+                    if pr.backend not in finals and not math.isnan(pr.final_loss):
+                        finals[pr.backend] = float(pr.final_loss)
+            for b in todo:
+                row = _row(b, work, s, accs[b], corp, env, run_id, finals, ref)
+                environment["backend_descriptions"].setdefault(b, accs[b].describe)
+                writer.measurement(row)
+                written.append(row)
+                reporter.measured(row)
+            writer.env_path.write_text(results.json.dumps(environment, indent=2, default=str) + "\n")
+    finally:
+        writer.close()
+    return written

@@ -1,0 +1,77 @@
+"""How a curve run shows itself: a live rich display, or plain lines for CI logs."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tinygpt_bench import model
+from tinygpt_bench.curve import Reporter
+from tinygpt_bench.presets import Preset
+
+
+def measured_line(row: dict) -> str:
+    name = f"{row['preset']}/{row['backend']}"
+    if row["status"] != "ok":
+        return f"{name}: {row['status'].upper()} at {row.get('stage') or '?'}: {row.get('error', '')}"
+    parts = [f"{row['median_ms']:.2f} ms/step (median, IQR {row['q1_ms']:.2f}-{row['q3_ms']:.2f}, n={row['n_samples']})",
+             f"cold {row['cold_ms']:.1f} ms", f"{row['tokens_per_s']:,.0f} tok/s", f"{row['gflop_per_s']:.2f} GFLOP/s",
+             f"loss {row.get('first_loss', float('nan')):.4f} -> {row.get('final_loss', float('nan')):.4f}"]
+    if row.get("n_outliers"):
+        parts.append(f"WARNING {row['n_outliers']} outlier steps (kept)")
+    if row.get("parity_ok") is False:
+        parts.append("WARNING loss parity FAILED")
+    if row.get("error"):
+        parts.append(f"WARNING {row['error']}")
+    return f"{name}: " + ", ".join(parts)
+
+
+class PlainReporter(Reporter):
+    def __init__(self, console: Console):
+        self.console = console
+
+    def preset_start(self, preset: Preset, n_backends: int) -> None:
+        self.console.print(f"== {preset.name}: {model.param_count(preset):,} parameters, "
+                           f"{model.flops_per_step(preset)['total'] / 1e9:.2f} GFLOP/step", highlight=False)
+
+    def measurement_start(self, preset, backend, repeat, repeats, steps) -> None:
+        self.console.print(f"{preset}/{backend} repeat {repeat}/{repeats}", highlight=False)
+
+    def step(self, preset, backend, st) -> None:
+        self.console.print(f"  step {st.step:3d} {st.ms:10.2f} ms  loss {st.loss:.6f}", highlight=False)
+
+    def measured(self, row: dict) -> None:
+        self.console.print(measured_line(row), highlight=False)
+
+    def note(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+
+class LiveReporter(PlainReporter):
+    """A progress bar for the measurement under way; finished measurements print above it."""
+
+    def __init__(self, console: Console):
+        super().__init__(console)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def measurement_start(self, preset, backend, repeat, repeats, steps) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"{preset}/{backend} rep {repeat}/{repeats}", total=steps, info="loading")
+
+    def step(self, preset, backend, st) -> None:
+        self.progress.update(self.task, advance=1, info=f"step {st.step}: {st.ms:8.2f} ms  loss {st.loss:.4f}")
+
+    def measured(self, row: dict) -> None:
+        self.progress.console.print(measured_line(row), highlight=False)
