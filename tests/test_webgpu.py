@@ -86,3 +86,197 @@ def test_dispatch_error_names_kernel(gpu):
     p = Program(gpu, "test")
     with pytest.raises(WebGPUError, match="too-wide"):
         ops.matmul(p, "too-wide", buf, buf, buf, 1, 64 * 70000, 1)
+
+
+# numpy references of single layers (float64), written here for the kernel checks -------------
+def ln_ref(x, w, b, eps=1e-5):
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)
+    return (x - mean) * rstd * w + b, mean[..., 0], rstd[..., 0]
+
+
+def ln_back_ref(dy, x, w, eps=1e-5):
+    _, mean, rstd = ln_ref(x, np.ones_like(w), np.zeros_like(w), eps)
+    xhat = (x - mean[:, None]) * rstd[:, None]
+    g = dy * w
+    dx = rstd[:, None] * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+    return dx, (dy * xhat).sum(0), dy.sum(0)
+
+
+def test_layernorm(gpu):
+    rng = np.random.default_rng(2)
+    rows, c = 37, 96
+    x, dy, dx0 = rand(rng, rows, c, scale=2.0) + 0.5, rand(rng, rows, c), rand(rng, rows, c)
+    w, b = rand(rng, c) + 1, rand(rng, c)
+    P = gpu.upload(np.concatenate([rand(rng, 7), w, b]), "p")
+    X, DY = ops.Ref(gpu.upload(x, "x")), ops.Ref(gpu.upload(dy, "dy"))
+    Y, S = ops.Ref(gpu.buffer(4 * rows * c, "y")), ops.Ref(gpu.buffer(8 * rows, "s"))
+    DX = ops.Ref(gpu.upload(np.concatenate([dx0.ravel(), dx0.ravel()]), "dx"))
+    G = ops.Ref(gpu.buffer(4 * (5 + 4 * c), "g"))
+    p = Program(gpu, "test")
+    ops.layernorm_forward(p, "ln", Y, S, X, ops.Ref(P, 7), ops.Ref(P, 7 + c), rows, c)
+    ops.layernorm_backward(p, "ln", DX, G.at(5), G.at(5 + c), DY, X, S, ops.Ref(P, 7), rows, c)
+    ops.layernorm_backward(p, "ln+", DX.at(rows * c), G.at(5 + 2 * c), G.at(5 + 3 * c), DY, X, S, ops.Ref(P, 7),
+                           rows, c, accum=True)
+    p.finalize().run()
+    y, mean, rstd = ln_ref(x, w, b)
+    assert rel_err(gpu.read(Y.buf, count=rows * c).reshape(rows, c), y) < 1e-5
+    st = gpu.read(S.buf, count=2 * rows)
+    assert rel_err(st[:rows], mean) < 1e-5 and rel_err(st[rows:], rstd) < 1e-5
+    dx, dw, db = ln_back_ref(dy.astype(np.float64), x.astype(np.float64), w)
+    got = gpu.read(DX.buf, count=2 * rows * c).reshape(2, rows, c)
+    assert rel_err(got[0], dx) < 1e-5
+    assert rel_err(got[1], dx + dx0) < 1e-5
+    g = gpu.read(G.buf, count=5 + 4 * c)[5:].reshape(4, c)
+    assert rel_err(g[0], dw) < 1e-5 and rel_err(g[1], db) < 1e-5
+    assert rel_err(g[2], dw) < 1e-5 and rel_err(g[3], db) < 1e-5
+
+
+def test_erf_and_gelu(gpu):
+    from math import erf
+
+    rng = np.random.default_rng(3)
+    xs = np.concatenate([np.linspace(-6, 6, 24001), rand(rng, 5000, scale=3.0)]).astype(np.float32)
+    n = len(xs)
+    X, Y, DY = ops.Ref(gpu.upload(xs, "x")), ops.Ref(gpu.buffer(8 * n, "y")), rand(rng, n)
+    DYb = ops.Ref(gpu.upload(DY, "dy"))
+    p = Program(gpu, "test")
+    ops.erf_test(p, "erf", Y, X, n)
+    ops.gelu_forward(p, "gelu", Y.at(n), X, n)
+    ops.gelu_backward(p, "gelu", DYb, X, n)
+    p.finalize().run()
+    out = gpu.read(Y.buf, count=2 * n).reshape(2, n)
+    x64 = xs.astype(np.float64)
+    erf64 = np.array([erf(v) for v in x64])
+    assert np.abs(out[0] - erf64).max() < 2e-7  # about 1.2e-7 seen on lavapipe
+    cdf = 0.5 * (1 + np.array([erf(v / np.sqrt(2)) for v in x64]))
+    assert np.abs(out[1] - x64 * cdf).max() < 1e-6 * np.abs(x64).max()
+    dgelu = cdf + x64 * np.exp(-0.5 * x64**2) / np.sqrt(2 * np.pi)
+    assert rel_err(gpu.read(DYb.buf, count=n), DY * dgelu) < 1e-6
+
+
+def test_embedding(gpu):
+    rng = np.random.default_rng(4)
+    b, t, c, v = 3, 11, 20, 256
+    ids = rng.integers(0, 40, size=(b, t))  # repeated tokens exercise the scatter
+    tok, pos = rand(rng, v, c), rand(rng, t, c)
+    params = np.concatenate([rand(rng, 9), tok.ravel(), pos.ravel()])
+    tl = ops.TokenLayout.of(b * t, v)
+    start, rows = ops.token_csr(ids, v)
+    toks = np.zeros(tl.total, np.uint32)
+    toks[tl.ids:tl.ids + b * t], toks[tl.csr_start:tl.csr_start + v + 1] = ids.ravel(), start
+    toks[tl.csr_rows:tl.csr_rows + b * t] = rows
+    T, P = gpu.upload(toks, "tokens"), gpu.upload(params, "p")
+    dx, g0 = rand(rng, b * t, c), rand(rng, len(params))
+    X, DX, G = ops.Ref(gpu.buffer(4 * b * t * c, "x")), ops.Ref(gpu.upload(dx, "dx")), gpu.upload(g0, "g")
+    p = Program(gpu, "test")
+    ops.embedding_forward(p, "emb", X, T, tl, P, 9, 9 + v * c, b * t, t, c, v)
+    ops.embedding_backward(p, "emb", G, DX, T, tl, 9, 9 + v * c, b * t, t, c, v)
+    p.finalize().run()
+    want = tok[ids] + pos[None]
+    assert rel_err(gpu.read(X.buf, count=b * t * c).reshape(b, t, c), want) < 1e-6
+    g = gpu.read(G, count=len(params))
+    dtok = g0[9:9 + v * c].reshape(v, c).astype(np.float64)
+    np.add.at(dtok, ids.ravel(), dx.astype(np.float64))
+    assert rel_err(g[9:9 + v * c].reshape(v, c), dtok) < 1e-6
+    assert rel_err(g[9 + v * c:].reshape(t, c), dx.reshape(b, t, c).astype(np.float64).sum(0)) < 1e-6
+
+
+def test_crossentropy(gpu):
+    rng = np.random.default_rng(5)
+    rows, v = 45, 256
+    logits, tgt = rand(rng, rows, v, scale=3.0), rng.integers(0, v, rows)
+    L = ops.Ref(gpu.upload(logits, "logits"))
+    T = gpu.upload(np.concatenate([np.zeros(3, np.uint32), tgt.astype(np.uint32)]), "tgt")
+    LS, ST = ops.Ref(gpu.buffer(4 * rows, "losses")), ops.Ref(gpu.buffer(64, "st"), 5)
+    p = Program(gpu, "test")
+    ops.crossentropy(p, "ce", L, T, 3, LS, ST, rows, v)
+    p.finalize().run()
+    x = logits.astype(np.float64)
+    lse = np.log(np.exp(x - x.max(1, keepdims=True)).sum(1)) + x.max(1)
+    losses = lse - x[np.arange(rows), tgt]
+    prob = np.exp(x - lse[:, None])
+    prob[np.arange(rows), tgt] -= 1
+    assert rel_err(gpu.read(LS.buf, count=rows), losses) < 1e-6
+    assert abs(gpu.read(ST.buf, count=6)[5] - losses.mean()) < 1e-6 * losses.mean()
+    assert rel_err(gpu.read(L.buf, count=rows * v).reshape(rows, v), prob / rows) < 1e-5
+
+
+@pytest.mark.parametrize("norm_scale", [0.001, 10.0])  # below and above the clip
+def test_clip_adamw(gpu, norm_scale):
+    rng = np.random.default_rng(6)
+    n = 100_003
+    p0, g = rand(rng, n), rand(rng, n, scale=norm_scale / np.sqrt(n))
+    m0, v0 = rand(rng, n, scale=0.01), np.abs(rand(rng, n, scale=1e-4))
+    decay = rng.integers(0, 2, n)
+    lr, b1, b2, eps, wd, clip, t = 3e-4, 0.9, 0.95, 1e-8, 0.1, 1.0, 3
+    bufs = [gpu.upload(a, name) for a, name in ((p0, "p"), (g, "g"), (m0, "m"), (v0, "v"))]
+    mask = gpu.upload(ops.decay_bits(decay), "mask")
+    st = np.zeros(ops.ST_PART + ops.NPARTS, np.float32)
+    st[:3] = lr, 1 - b1**t, 1 - b2**t
+    ST = gpu.upload(st, "st")
+    p = Program(gpu, "test")
+    ops.clip_adamw(p, "opt", *bufs, mask, ST, n, b1, b2, eps, wd, clip)
+    p.finalize().run()
+    g64 = g.astype(np.float64)
+    norm = np.sqrt((g64**2).sum())
+    scale = clip / (norm + 1e-6) if norm > clip else 1.0
+    gc = g64 * scale
+    m = b1 * m0 + (1 - b1) * gc
+    v = b2 * v0 + (1 - b2) * gc**2
+    pw = p0 - lr * (wd * decay * p0 + (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps))
+    out_st = gpu.read(ST, count=5)
+    assert abs(out_st[ops.ST_NORM] - norm) < 1e-5 * norm and abs(out_st[ops.ST_SCALE] - scale) < 1e-5
+    assert rel_err(gpu.read(bufs[2], count=n), m) < 1e-5 and rel_err(gpu.read(bufs[3], count=n), v) < 1e-5
+    assert rel_err(gpu.read(bufs[0], count=n) - p0, pw - p0) < 1e-4  # the update itself, not just p
+    assert np.array_equal(gpu.read(bufs[1], count=n), g)  # raw gradient left untouched
+
+
+def attention_ref(q, k, v, h):
+    """(B,T,C) float64 causal attention; returns o and the pieces backward needs."""
+    b, t, c = q.shape
+    hd = c // h
+    split = lambda a: a.reshape(b, t, h, hd).transpose(0, 2, 1, 3)  # noqa: E731
+    qh, kh, vh = split(q), split(k), split(v)
+    s = qh @ kh.transpose(0, 1, 3, 2) / np.sqrt(hd)
+    s = np.where(np.tril(np.ones((t, t), bool)), s, -np.inf)
+    pr = np.exp(s - s.max(-1, keepdims=True))
+    pr /= pr.sum(-1, keepdims=True)
+    o = (pr @ vh).transpose(0, 2, 1, 3).reshape(b, t, c)
+    return o, (qh, kh, vh, pr, split, hd)
+
+
+def attention_back_ref(dout, q, k, v, h):
+    b, t, c = q.shape
+    _, (qh, kh, vh, pr, split, hd) = attention_ref(q, k, v, h)
+    doh = split(dout)
+    dvh = pr.transpose(0, 1, 3, 2) @ doh
+    dp = doh @ vh.transpose(0, 1, 3, 2)
+    ds = pr * (dp - (dp * pr).sum(-1, keepdims=True)) / np.sqrt(hd)
+    dqh, dkh = ds @ kh, ds.transpose(0, 1, 3, 2) @ qh
+    merge = lambda a: a.transpose(0, 2, 1, 3).reshape(b, t, c)  # noqa: E731
+    return merge(dqh), merge(dkh), merge(dvh)
+
+
+@pytest.mark.parametrize("b,t,c,h", [(2, 37, 48, 3), (1, 70, 128, 2), (2, 16, 32, 2)])
+def test_attention(gpu, b, t, c, h):
+    rng = np.random.default_rng(t)
+    q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
+    btc = b * t * c
+    A = gpu.upload(np.concatenate([np.zeros(5, np.float32), q.ravel(), k.ravel(), v.ravel(), dout.ravel()]), "qkv")
+    Q, K, V, DO = (ops.Ref(A, 5 + i * btc) for i in range(4))
+    O = ops.Ref(gpu.buffer(4 * (btc + 2 * b * h * t), "o"))
+    LSE, DD = O.at(btc), O.at(btc + b * h * t)
+    D = ops.Ref(gpu.buffer(4 * 3 * btc, "dqkv"))
+    p = Program(gpu, "test")
+    ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h)
+    ops.attention_backward(p, "att", D, D.at(btc), D.at(2 * btc), DD, DO, Q, K, V, O, LSE, b, t, c, h)
+    p.finalize().run()
+    q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
+    o, _ = attention_ref(q64, k64, v64, h)
+    assert rel_err(gpu.read(O.buf, count=btc).reshape(b, t, c), o) < 1e-5
+    dq, dk, dv = attention_back_ref(dout.astype(np.float64), q64, k64, v64, h)
+    got = gpu.read(D.buf, count=3 * btc).reshape(3, b, t, c)
+    for name, g, want in zip("qkv", got, (dq, dk, dv)):
+        assert rel_err(g, want) < 1e-5, name

@@ -7,6 +7,7 @@ Legend: B = batch, T = context, C = channels, H = heads, hd = C / H, V = vocabul
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from tinygpt_bench.backends.wgpu_runtime import Program
@@ -45,3 +46,161 @@ def bias_backward(p: Program, name: str, db: Ref, dy: Ref, m: int, n: int, accum
     """db (n) [+]= column sums of dy (m,n)."""
     args = [m, n, 0, dy.off, 0, db.off, 0, 0, ACCUM if accum else 0]
     p.add(name, "matmul", "bias_backward", args, {1: dy.buf, 3: db.buf}, (cdiv(n, 64),))
+
+
+def grid(n: int, per_group: int = 64, max_groups: int = 4096) -> tuple[int]:
+    """Workgroups for a grid-stride kernel over n items."""
+    return (max(1, min(max_groups, cdiv(n, per_group))),)
+
+
+def rows_grid(rows: int) -> tuple[int, int]:
+    """One workgroup per row, rows spread over x and y (x < 65535)."""
+    return (min(rows, 65535), cdiv(rows, 65535))
+
+
+# layernorm.wgsl ------------------------------------------------------------------------------
+def _ln_args(rows, c, x=0, w=0, b=0, y=0, stat=0, dy=0, dx=0, dw=0, db=0, flags=0):
+    return [rows, c, x, w, b, y, stat, dy, dx, dw, db, flags]
+
+
+def layernorm_forward(p: Program, name: str, y: Ref, stats: Ref, x: Ref, w: Ref, b: Ref, rows: int, c: int) -> None:
+    """y (rows,c) = LN(x) * w + b; stats = mean (rows) then rstd (rows). w and b share a buffer."""
+    assert w.buf is b.buf
+    args = _ln_args(rows, c, x=x.off, w=w.off, b=b.off, y=y.off, stat=stats.off)
+    p.add(name, "layernorm", "layernorm_forward", args, {1: x.buf, 2: w.buf, 3: y.buf, 4: stats.buf}, rows_grid(rows))
+
+
+def layernorm_backward(p: Program, name: str, dx: Ref, dw: Ref, db: Ref, dy: Ref, x: Ref, stats: Ref, w: Ref,
+                       rows: int, c: int, accum: bool = False) -> None:
+    """dx (rows,c) [+]= LN input gradient; dw, db (c) = LN parameter gradients (overwritten)."""
+    assert dw.buf is db.buf
+    args = _ln_args(rows, c, x=x.off, w=w.off, stat=stats.off, dy=dy.off, dx=dx.off, dw=dw.off, db=db.off,
+                    flags=ACCUM if accum else 0)
+    p.add(name + ".dx", "layernorm", "layernorm_backward", args,
+          {1: x.buf, 2: w.buf, 3: dx.buf, 4: stats.buf, 5: dy.buf}, rows_grid(rows))
+    p.add(name + ".dw", "layernorm", "layernorm_param_backward", args,
+          {1: x.buf, 4: stats.buf, 5: dy.buf, 6: dw.buf}, (cdiv(c, 64),))
+
+
+# gelu.wgsl -----------------------------------------------------------------------------------
+def gelu_forward(p: Program, name: str, y: Ref, x: Ref, n: int) -> None:
+    p.add(name, "gelu", "gelu_forward", [n, x.off, y.off, 0], {1: x.buf, 2: y.buf}, grid(n))
+
+
+def gelu_backward(p: Program, name: str, dy: Ref, x: Ref, n: int) -> None:
+    """dy <- dy * gelu'(x), in place."""
+    p.add(name, "gelu", "gelu_backward", [n, x.off, 0, dy.off], {1: x.buf, 3: dy.buf}, grid(n))
+
+
+def erf_test(p: Program, name: str, y: Ref, x: Ref, n: int) -> None:
+    p.add(name, "gelu", "erf_test", [n, x.off, y.off, 0], {1: x.buf, 2: y.buf}, grid(n))
+
+
+# embedding.wgsl ------------------------------------------------------------------------------
+class TokenLayout(NamedTuple):
+    """Element offsets into the u32 tokens buffer the host writes each step."""
+    ids: int  # (BT) inputs
+    targets: int  # (BT)
+    csr_start: int  # (V+1)
+    csr_rows: int  # (BT)
+    total: int
+
+    @staticmethod
+    def of(bt: int, v: int) -> "TokenLayout":
+        return TokenLayout(0, bt, 2 * bt, 2 * bt + v + 1, 3 * bt + v + 1)
+
+
+def _emb_args(bt, t, c, v, tl: TokenLayout, tok_off, pos_off, x_off):
+    return [bt, t, c, v, tl.ids, tl.csr_start, tl.csr_rows, tok_off, pos_off, x_off]
+
+
+def embedding_forward(p: Program, name: str, x: Ref, tokens, tl: TokenLayout, params, tok_off: int, pos_off: int,
+                      bt: int, t: int, c: int, v: int) -> None:
+    args = _emb_args(bt, t, c, v, tl, tok_off, pos_off, x.off)
+    p.add(name, "embedding", "embedding_forward", args, {1: tokens, 2: params, 3: x.buf}, grid(bt * c))
+
+
+def embedding_backward(p: Program, name: str, grads, dx: Ref, tokens, tl: TokenLayout, tok_off: int, pos_off: int,
+                       bt: int, t: int, c: int, v: int) -> None:
+    """dpos_emb = sum over batch (overwrite); dtok_emb += scatter of dx by token (CSR, no atomics)."""
+    args = _emb_args(bt, t, c, v, tl, tok_off, pos_off, dx.off)
+    p.add(name + ".pos", "embedding", "embedding_backward_pos", args, {3: dx.buf, 4: grads}, grid(t * c))
+    p.add(name + ".tok", "embedding", "embedding_backward_tok", args, {1: tokens, 3: dx.buf, 4: grads}, grid(v * c))
+
+
+def token_csr(ids, v: int):
+    """(start (V+1), rows (BT)) u32: the rows holding each token, in row order."""
+    import numpy as np
+
+    flat = np.asarray(ids).ravel()
+    rows = np.argsort(flat, kind="stable").astype(np.uint32)
+    start = np.zeros(v + 1, dtype=np.uint32)
+    np.cumsum(np.bincount(flat, minlength=v), out=start[1:])
+    return start, rows
+
+
+# crossentropy.wgsl ---------------------------------------------------------------------------
+def crossentropy(p: Program, name: str, logits: Ref, tokens, tgt_off: int, losses: Ref, st: Ref,
+                 rows: int, v: int) -> None:
+    """losses (rows) = CE per row; logits <- dlogits of the mean loss; st[0] = mean loss."""
+    args = [rows, v, logits.off, tgt_off, losses.off, st.off]
+    p.add(name, "crossentropy", "crossentropy_forward_backward", args,
+          {1: logits.buf, 2: tokens, 3: losses.buf}, rows_grid(rows))
+    p.add(name + ".mean", "crossentropy", "loss_mean", args, {3: losses.buf, 4: st.buf}, (1,))
+
+
+# optimizer.wgsl ------------------------------------------------------------------------------
+ST_LR, ST_BC1, ST_BC2, ST_NORM, ST_SCALE, ST_LOSS, ST_PART = 0, 1, 2, 3, 4, 5, 8
+NPARTS = 256
+
+
+def clip_adamw(p: Program, name: str, params, grads, m, v, mask, st, n: int, beta1: float, beta2: float,
+               eps: float, wd: float, clip: float) -> None:
+    """Global grad-norm (st[NORM]), clip scale (st[SCALE]), AdamW over all n parameters.
+    The host writes st[LR], st[BC1], st[BC2] before the step."""
+    args = [n, NPARTS, float(beta1), float(beta2), float(eps), float(wd), float(clip)]
+    p.add(name + ".norm", "optimizer", "grad_norm_partial", args, {2: grads, 6: st}, (NPARTS,))
+    p.add(name + ".clip", "optimizer", "grad_norm_finish", args, {6: st}, (1,))
+    p.add(name + ".adamw", "optimizer", "adamw", args, {1: params, 2: grads, 3: m, 4: v, 5: mask, 6: st},
+          grid(n, 256, 65535))
+
+
+def decay_bits(decay_mask) -> "object":
+    """Pack a 0/1 mask (P) into u32 words, bit i%32 of word i//32."""
+    import numpy as np
+
+    bits = np.asarray(decay_mask).astype(bool)
+    pad = (-len(bits)) % 32
+    bits = np.concatenate([bits, np.zeros(pad, bool)]).reshape(-1, 32)
+    return (bits.astype(np.uint64) << np.arange(32, dtype=np.uint64)).sum(1).astype(np.uint32)
+
+
+# attention.wgsl ------------------------------------------------------------------------------
+MAX_HD = 64
+
+
+def _att_args(t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd=None):
+    offs = [r.off if r is not None else 0 for r in (q, k, v, o, lse, dout, dq, dk, dv, dd)]
+    return [t, c, h, c // h, *offs, float(1.0 / math.sqrt(c // h))]
+
+
+def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v: Ref,
+                      b: int, t: int, c: int, h: int) -> None:
+    """o (B,T,C) = causal softmax attention; lse (B,H,T) saved."""
+    if c // h > MAX_HD:
+        raise ValueError(f"{name}: head_dim {c // h} above the kernel's MAX_HD {MAX_HD}")
+    args = _att_args(t, c, h, q, k, v, o, lse)
+    p.add(name, "attention", "attention_forward", args, {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf},
+          (cdiv(t, 32), b * h))
+
+
+def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref, dout: Ref, q: Ref, k: Ref,
+                       v: Ref, o: Ref, lse: Ref, b: int, t: int, c: int, h: int) -> None:
+    """dq, dk, dv (B,T,C) from dout; dd (B,H,T) is scratch (FA2's D = rowsum(dout * o))."""
+    args = _att_args(t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
+    p.add(name + ".dq", "attention", "attention_backward_dq", args,
+          {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf},
+          (cdiv(t, 32), b * h))
+    p.add(name + ".dkv", "attention", "attention_backward_dkv", args,
+          {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf},
+          (cdiv(t, 32), b * h))
