@@ -11,6 +11,8 @@ from tinygpt_bench.errors import UserError
 _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "reference": ("tinygpt_bench.backends.reference", "ReferenceBackend", {"dtype": "float64"}),
     "reference-fp32": ("tinygpt_bench.backends.reference", "ReferenceBackend", {"dtype": "float32"}),
+    "torch-cpu": ("tinygpt_bench.backends.torch_peer", "TorchBackend", {"device": "cpu"}),
+    "torch-cuda": ("tinygpt_bench.backends.torch_peer", "TorchBackend", {"device": "cuda"}),
 }
 
 
