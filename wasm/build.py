@@ -1,0 +1,80 @@
+"""Rebuild the wasm module(s) from wasm/src/*.c with ziglang from PyPI (no system toolchain).
+
+    python wasm/build.py            # writes wasm/tinygpt.wasm
+    python wasm/build.py --check    # rebuild into a temp dir, fail if it differs from the shipped file
+
+One module: every source is compiled with SIMD128; matmul.c is compiled a second time
+with relaxed SIMD (-mrelaxed-simd -DTG_RELAXED) so the engine can choose the FMA matmul
+at run time (model_set_fma). The module therefore needs an engine with relaxed SIMD
+(wasmtime has it).
+
+The build is deterministic: fixed flags, sources in sorted order, no timestamps or paths
+in the output (the module carries no debug info or producers section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE / "src"
+MAX_MEMORY = 16 << 30  # 16 GiB: the Memory64 ceiling break needs more than 4 GiB
+INITIAL_MEMORY = 2 << 20  # grown on demand by the module's allocator
+MAIN_STACK = 1 << 20  # the calling thread's stack; workers get theirs from the heap
+
+CFLAGS = ["-target", "wasm64-freestanding", "-O3", "-msimd128", "-matomics", "-mbulk-memory",
+          "-fno-builtin", "-ffreestanding", "-nostdlib", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+LDFLAGS = ["-mwasm64", "--no-entry", "--import-memory", "--shared-memory",
+           f"--max-memory={MAX_MEMORY}", f"--initial-memory={INITIAL_MEMORY}",
+           "--export=__stack_pointer", "--export=__heap_base", "-z", f"stack-size={MAIN_STACK}",
+           "--strip-all", "--no-gc-sections"]
+MODULE = "tinygpt.wasm"
+TWICE = {"matmul.c": ["-mrelaxed-simd", "-DTG_RELAXED"]}  # second compile, relaxed-SIMD FMA
+
+
+def zig(*args: str) -> None:
+    cmd = [sys.executable, "-m", "ziglang", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"build failed: {' '.join(cmd)}\n{r.stdout}{r.stderr}")
+    if r.stderr.strip():
+        print(r.stderr.strip(), file=sys.stderr)
+
+
+def build(out_dir: Path) -> dict[str, Path]:
+    units = [(src, src.stem, []) for src in sorted(SRC.glob("*.c"))]
+    units += [(SRC / name, Path(name).stem + "_relaxed", extra) for name, extra in TWICE.items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        objs = []
+        for src, stem, extra in units:
+            obj = Path(tmp) / f"{stem}.o"
+            zig("cc", *CFLAGS, *extra, "-c", str(src), "-o", str(obj))
+            objs.append(str(obj))
+        dest = out_dir / MODULE
+        zig("wasm-ld", *LDFLAGS, *objs, "-o", str(dest))
+    return {MODULE: dest}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="fail if a rebuild differs from the shipped module")
+    args = ap.parse_args()
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            built = build(Path(tmp))
+            bad = [n for n, p in built.items() if p.read_bytes() != (HERE / n).read_bytes()]
+            for n, p in built.items():
+                print(f"{n}: {hashlib.sha256(p.read_bytes()).hexdigest()[:16]} {'DIFFERS' if n in bad else 'same'}")
+            return 1 if bad else 0
+    for n, p in build(HERE).items():
+        print(f"{p.relative_to(HERE.parent)}: {p.stat().st_size} bytes, sha256 {hashlib.sha256(p.read_bytes()).hexdigest()[:16]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+/* Kernel entry points (kernels.c). Shapes in each comment; see base.h for the legend. */
+#ifndef TG_KERNELS_H
+#define TG_KERNELS_H
+#include "base.h"
+
+/* c (M, N) = init + bias + a (M, K, strided by rsa, csa) @ b (K, N) */
+typedef struct {
+    float *c; const float *init, *bias, *a, *b; size_t rsa, csa; int M, N, K;
+} MatmulJob;
+typedef struct { int n; MatmulJob job[3]; } MatmulJobs;
+/* a job in the argument order of matmul() */
+static inline MatmulJob mmjob(float *c, const float *init, const float *bias, const float *a, size_t rsa, size_t csa,
+                              const float *b, int M, int N, int K) {
+    return (MatmulJob){c, init, bias, a, b, rsa, csa, M, N, K};
+}
+#define MAX_HV 32 /* head_dim up to 128: 32 f32x4 accumulators */
+void matmul_jobs(const MatmulJobs *js);
+void matmul_share_plain(const MatmulJob *J, int tid, int nth); /* matmul.c */
+void matmul_share_fma(const MatmulJob *J, int tid, int nth);
+void matmul(float *c, const float *init, const float *bias, const float *a, size_t rsa, size_t csa,
+            const float *b, int M, int N, int K);
+void transpose3(int n, float *const out[], const float *const in[], int M, int N);
+void bias_backward3(int n, float *const db[], const float *const dout[], int M, int N);
+
+void embedding_forward(float *out, const int *ids, const float *tok, const float *pos, int B, int T, int C);
+void embedding_backward(float *dtok, float *dpos, const float *dout, const int *ids, int B, int T, int C);
+void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
+                       int C);
+void layernorm_backward(float *dx, float *dw, float *db, const float *init, const float *dout, const float *x,
+                        const float *w, const float *mean, const float *rstd, int N, int C);
+void gelu_forward(float *out, const float *x, size_t n);
+void gelu_backward(float *dx, const float *x, const float *dout, size_t n);
+void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int C,
+                       int H);
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                        const float *v, const float *out, const float *lse, int B, int T, int C, int H);
+void crossentropy_forward_backward(float *logits, float *losses, const int *ids, int B, int T, int V);
+double global_norm(const float *g, size_t n, double *scratch);
+size_t global_norm_scratch(size_t n);
+
+typedef struct { size_t offset, size; int decay; } Segment;
+void adamw(float *p, float *m, float *v, const float *g, size_t n, const Segment *seg, int nseg, float lr, float b1,
+           float b2, float eps, float wd, float bc1, float bc2, float gscale);
+void zero_parallel(float *p, size_t n);
+#endif

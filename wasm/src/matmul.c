@@ -1,0 +1,118 @@
+/* The matmul kernel, compiled twice by wasm/build.py: once as plain SIMD128
+ * (matmul_share_plain, multiply then add) and once with -mrelaxed-simd -DTG_RELAXED
+ * (matmul_share_fma, relaxed fused multiply-add where the engine has FMA). Both give
+ * results within rounding of each other; each is deterministic on its own.
+ */
+#include "kernels.h"
+
+#ifdef TG_RELAXED
+#define MATMUL_SHARE matmul_share_fma
+#else
+#define MATMUL_SHARE matmul_share_plain
+#endif
+
+/* ===================================================================================
+ * matmul: c (M, N) = init (M, N) + bias (N) + a (M, K) @ b (K, N)
+ * a is read strided, a[i * rsa + k * csa]: rsa = K, csa = 1 for a plain row-major a,
+ * rsa = 1, csa = M for a transposed one (x^T @ dy for weight gradients).
+ * b and c are row-major with row length N. init may be 0 (zeros), c itself (add into
+ * c), or another (M, N) buffer (residual). bias may be 0. N must be a multiple of 8.
+ * Cache blocking: MC rows x KC depth of a are reused across all of N in panels of
+ * NR = 8 columns; the KC x 8 panel of b stays in L1 across the MC rows.
+ * Register tile MR x NR = 4 x 8 (8 accumulators of f32x4).
+ * =================================================================================== */
+#define MR 4
+#define NR 8
+#define MC 128
+#define KC 256
+
+static inline void tile_4x8(float *c, const float *src, const float *bias, const float *a, size_t rsa,
+                            size_t csa, const float *b, int N, int kc) {
+    v128_t c00, c01, c10, c11, c20, c21, c30, c31;
+    if (src) {
+        c00 = LOAD(src); c01 = LOAD(src + 4);
+        c10 = LOAD(src + N); c11 = LOAD(src + N + 4);
+        c20 = LOAD(src + 2 * N); c21 = LOAD(src + 2 * N + 4);
+        c30 = LOAD(src + 3 * N); c31 = LOAD(src + 3 * N + 4);
+    } else {
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = SPLAT(0.f);
+    }
+    if (bias) {
+        v128_t b0 = LOAD(bias), b1 = LOAD(bias + 4);
+        c00 = wasm_f32x4_add(c00, b0); c01 = wasm_f32x4_add(c01, b1);
+        c10 = wasm_f32x4_add(c10, b0); c11 = wasm_f32x4_add(c11, b1);
+        c20 = wasm_f32x4_add(c20, b0); c21 = wasm_f32x4_add(c21, b1);
+        c30 = wasm_f32x4_add(c30, b0); c31 = wasm_f32x4_add(c31, b1);
+    }
+    const float *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa;
+    for (int k = 0; k < kc; k++) {
+        v128_t b0 = LOAD(b), b1 = LOAD(b + 4), x;
+        b += N;
+        x = wasm_v128_load32_splat(a0); a0 += csa;
+        c00 = MADD(x, b0, c00); c01 = MADD(x, b1, c01);
+        x = wasm_v128_load32_splat(a1); a1 += csa;
+        c10 = MADD(x, b0, c10); c11 = MADD(x, b1, c11);
+        x = wasm_v128_load32_splat(a2); a2 += csa;
+        c20 = MADD(x, b0, c20); c21 = MADD(x, b1, c21);
+        x = wasm_v128_load32_splat(a3); a3 += csa;
+        c30 = MADD(x, b0, c30); c31 = MADD(x, b1, c31);
+    }
+    STORE(c, c00); STORE(c + 4, c01);
+    STORE(c + N, c10); STORE(c + N + 4, c11);
+    STORE(c + 2 * N, c20); STORE(c + 2 * N + 4, c21);
+    STORE(c + 3 * N, c30); STORE(c + 3 * N + 4, c31);
+}
+
+/* one row of the tile above, same operations per element (for M % 4 rows) */
+static inline void tile_1x8(float *c, const float *src, const float *bias, const float *a, size_t csa,
+                            const float *b, int N, int kc) {
+    v128_t c0 = SPLAT(0.f), c1 = SPLAT(0.f);
+    if (src) { c0 = LOAD(src); c1 = LOAD(src + 4); }
+    if (bias) { c0 = wasm_f32x4_add(c0, LOAD(bias)); c1 = wasm_f32x4_add(c1, LOAD(bias + 4)); }
+    for (int k = 0; k < kc; k++) {
+        v128_t x = wasm_v128_load32_splat(a);
+        a += csa;
+        c0 = MADD(x, LOAD(b), c0); c1 = MADD(x, LOAD(b + 4), c1);
+        b += N;
+    }
+    STORE(c, c0); STORE(c + 4, c1);
+}
+
+/* rows [i0, i1) x columns [j0, j1) of one job; j0, j1 multiples of NR */
+static void matmul_block(const MatmulJob *J, int i0, int i1, int j0, int j1) {
+    const int N = J->N, K = J->K;
+    for (int ib = i0; ib < i1; ib += MC) {
+        int ie = imin(ib + MC, i1);
+        for (int kb = 0; kb < K; kb += KC) {
+            int kc = imin(KC, K - kb);
+            for (int j = j0; j < j1; j += NR) {
+                const float *bp = J->b + (size_t)kb * N + j;
+                const float *bias = (kb == 0 && J->bias) ? J->bias + j : 0;
+                int i = ib;
+                for (; i + MR <= ie; i += MR) {
+                    float *cp = J->c + (size_t)i * N + j;
+                    const float *src = kb ? cp : (J->init ? J->init + (size_t)i * N + j : 0);
+                    tile_4x8(cp, src, bias, J->a + i * J->rsa + kb * J->csa, J->rsa, J->csa, bp, N, kc);
+                }
+                for (; i < ie; i++) {
+                    float *cp = J->c + (size_t)i * N + j;
+                    const float *src = kb ? cp : (J->init ? J->init + (size_t)i * N + j : 0);
+                    tile_1x8(cp, src, bias, J->a + i * J->rsa + kb * J->csa, J->csa, bp, N, kc);
+                }
+            }
+        }
+    }
+}
+
+/* the thread's share of a job: split rows when there are enough, else columns */
+void MATMUL_SHARE(const MatmulJob *J, int tid, int nth) {
+    int lo, hi, mblocks = (J->M + MR - 1) / MR, npanels = J->N / NR;
+    if (mblocks >= 4 * nth || mblocks >= npanels) {
+        split_range(mblocks, tid, nth, &lo, &hi);
+        matmul_block(J, lo * MR, imin(hi * MR, J->M), 0, J->N);
+    } else {
+        split_range(npanels, tid, nth, &lo, &hi);
+        matmul_block(J, 0, J->M, lo * NR, hi * NR);
+    }
+}
+

@@ -1,0 +1,145 @@
+/* Thread pool and allocator of the tinygpt module.
+ *
+ * Workers are host threads, each with its own wasmtime Store and Instance of this
+ * module over the one shared memory, and its own stack (the host sets each
+ * instance's exported __stack_pointer to a stack taken from tg_alloc). Each worker
+ * calls worker_loop(tid) once; it parks there between parallel regions: it spins a
+ * while on the region counter, then sleeps in memory.atomic.wait32 until the caller
+ * bumps the counter and notifies. Everything shared lives in linear memory (C
+ * statics), never in wasm globals, which are per instance.
+ */
+#include "base.h"
+
+#define SPIN_ITERS 20000 /* atomic loads before sleeping (tens of microseconds) */
+#define LD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
+
+static struct {
+    int gen; /* bumped once per parallel region (and for stop) */
+    int pad0[15];
+    int pending; /* workers still running the current region */
+    int pad1[15];
+    int sleepers;      /* workers asleep in wait32 on gen */
+    int main_sleeping; /* the caller is asleep in wait32 on pending */
+    int stop;          /* workers return from worker_loop */
+    int abort;         /* set by the host when a worker died: the caller traps */
+    int nthreads;      /* threads taking part in regions, caller included */
+    int started;       /* workers that entered worker_loop */
+    task_fn fn;
+    void *ctx;
+} pool __attribute__((aligned(64))) = {.nthreads = 1};
+
+int pool_threads(void) { return pool.nthreads; }
+
+/* nth threads take part from now on; the host must have started nth - 1 workers */
+EXPORT(pool_set_threads) void pool_set_threads(int nth) { pool.nthreads = nth < 1 ? 1 : nth; }
+EXPORT(pool_started) int pool_started(void) { return LD(&pool.started); }
+EXPORT(pool_abort_addr) size_t pool_abort_addr(void) { return (size_t)&pool.abort; }
+
+EXPORT(worker_loop) int worker_loop(int tid) {
+    int seen = LD(&pool.gen);
+    ADD(&pool.started, 1);
+    for (;;) {
+        int g, spins = 0;
+        while ((g = LD(&pool.gen)) == seen) {
+            if (++spins < SPIN_ITERS) continue;
+            ADD(&pool.sleepers, 1);
+            __builtin_wasm_memory_atomic_wait32(&pool.gen, seen, -1);
+            ADD(&pool.sleepers, -1);
+        }
+        seen = g;
+        if (LD(&pool.stop)) {
+            ADD(&pool.started, -1);
+            return 0;
+        }
+        pool.fn(pool.ctx, tid, pool.nthreads);
+        if (ADD(&pool.pending, -1) == 1 && LD(&pool.main_sleeping))
+            __builtin_wasm_memory_atomic_notify(&pool.pending, 1);
+    }
+}
+
+/* wake every worker and make it return from worker_loop */
+EXPORT(pool_stop) void pool_stop(void) {
+    ST(&pool.stop, 1);
+    ADD(&pool.gen, 1);
+    __builtin_wasm_memory_atomic_notify(&pool.gen, -1);
+}
+
+void parallel_for(task_fn fn, void *ctx) {
+    int nth = pool.nthreads;
+    if (nth <= 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    pool.fn = fn;
+    pool.ctx = ctx;
+    ST(&pool.pending, nth - 1);
+    ADD(&pool.gen, 1);
+    if (LD(&pool.sleepers)) __builtin_wasm_memory_atomic_notify(&pool.gen, -1);
+    fn(ctx, 0, nth);
+    int p, spins = 0;
+    while ((p = LD(&pool.pending)) != 0) {
+        if (++spins < SPIN_ITERS) continue;
+        ST(&pool.main_sleeping, 1);
+        if (LD(&pool.pending) != 0) __builtin_wasm_memory_atomic_wait32(&pool.pending, p, 100000000LL);
+        ST(&pool.main_sleeping, 0);
+        if (LD(&pool.abort)) __builtin_trap(); /* a worker died: never hang */
+    }
+}
+
+/* ---- allocator -------------------------------------------------------------------- */
+extern unsigned char __heap_base;
+static size_t heap_top;
+size_t tg_last_request;
+
+static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+void *tg_alloc(size_t bytes) {
+    if (!heap_top) heap_top = align64((size_t)&__heap_base);
+    size_t p = align64(heap_top), end = p + bytes;
+    size_t have = __builtin_wasm_memory_size(0) << 16;
+    if (end > have) {
+        size_t pages = (end - have + 65535) >> 16;
+        if (__builtin_wasm_memory_grow(0, pages) == (size_t)-1) {
+            tg_last_request = bytes;
+            return 0;
+        }
+    }
+    heap_top = end;
+    return (void *)p;
+}
+
+EXPORT(alloc) size_t alloc_export(size_t bytes) { return (size_t)tg_alloc(bytes); }
+EXPORT(heap_top) size_t heap_top_export(void) {
+    if (!heap_top) heap_top = align64((size_t)&__heap_base);
+    return heap_top;
+}
+/* free everything allocated after `mark` (a heap_top value); memory never shrinks */
+EXPORT(heap_reset) void heap_reset(size_t mark) { heap_top = mark; }
+EXPORT(last_request) size_t last_request(void) { return tg_last_request; }
+EXPORT(memory_bytes) size_t memory_bytes(void) { return __builtin_wasm_memory_size(0) << 16; }
+
+/* ---- self test: memory growth from inside a parallel region ------------------------
+ * thread 0 grows memory by `pages` while the other threads wait for it, then every
+ * thread writes its id + 1 into the last words of the new memory. Returns the new
+ * size in pages, or -1 if the grow failed. */
+static struct { size_t pages; long long result; int grown; } gt;
+static void grow_task(void *ctx, int tid, int nth) {
+    (void)ctx;
+    if (tid == 0) {
+        gt.result = (long long)__builtin_wasm_memory_grow(0, gt.pages);
+        ST(&gt.grown, 1);
+    } else {
+        while (!LD(&gt.grown)) {}
+    }
+    if (gt.result < 0) return;
+    size_t end = __builtin_wasm_memory_size(0) << 16;
+    ((volatile int *)end)[-1 - tid] = tid + 1;
+}
+EXPORT(grow_in_region) long long grow_in_region(size_t pages) {
+    gt.pages = pages;
+    gt.grown = 0;
+    parallel_for(grow_task, 0);
+    return gt.result < 0 ? -1 : (long long)(__builtin_wasm_memory_size(0));
+}
