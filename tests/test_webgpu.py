@@ -280,3 +280,68 @@ def test_attention(gpu, b, t, c, h):
     got = gpu.read(D.buf, count=3 * btc).reshape(3, b, t, c)
     for name, g, want in zip("qkv", got, (dq, dk, dv)):
         assert rel_err(g, want) < 1e-5, name
+
+
+# the whole training step against the float64 numpy reference ---------------------------------
+def setup_run(name: str, steps: int):
+    from tinygpt_bench import presets
+    from tinygpt_bench.model import Layout
+
+    preset = presets.load(name)
+    layout = Layout(preset)
+    rng = np.random.default_rng(7)
+    batches = [rng.integers(0, 256, size=(preset.batch, preset.ctx + 1)).astype(np.int32) for _ in range(steps)]
+    return preset, layout, layout.init(seed=0), batches
+
+
+@pytest.fixture(scope="module")
+def webgpu_backend(gpu):
+    from tinygpt_bench.backends.webgpu import WebGPUBackend
+
+    be = WebGPUBackend()
+    be.gpu = gpu  # share the module's device
+    yield be
+    be.close()
+
+
+def grad_errors(layout, got, want) -> dict[str, float]:
+    """Per tensor: max |got - want| / max |want|, with max |want| floored at 1e-3 of the whole
+    gradient's largest entry: bk's true gradient is exactly zero (softmax ignores a constant
+    added to every key's score), so its reference is rounding noise (~1e-17)."""
+    floor = 1e-3 * np.abs(want).max()
+    g, w = layout.views(got.astype(np.float64)), layout.views(want)
+    return {n: float(np.abs(g[n] - w[n]).max() / max(np.abs(w[n]).max(), floor)) for n in w}
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_one_step_matches_reference(webgpu_backend, name):
+    ref = pytest.importorskip("tinygpt_bench.backends.reference", reason="numpy reference not in this checkout")
+    preset, layout, w, (batch,) = setup_run(name, 1)
+    want_loss, want_grad = ref.loss_and_grad(preset, w.astype(np.float64), batch)
+    webgpu_backend.load(preset, w)
+    loss = webgpu_backend.step(batch)
+    assert abs(loss - want_loss) / want_loss < 1e-4
+    errs = grad_errors(layout, webgpu_backend.gradients(), want_grad)
+    bad = {n: e for n, e in errs.items() if not e < 1e-4}
+    assert not bad, f"gradients off the float64 reference: {bad}"
+    assert abs(webgpu_backend.last_grad_norm - np.linalg.norm(want_grad)) < 1e-4 * np.linalg.norm(want_grad)
+
+
+@pytest.mark.parametrize("name", ["tiny"])
+def test_fifteen_steps_match_reference(webgpu_backend, name):
+    ref = pytest.importorskip("tinygpt_bench.backends.reference", reason="numpy reference not in this checkout")
+    preset, layout, w, batches = setup_run(name, 15)
+    rb = ref.ReferenceBackend("float64")
+    rb.load(preset, w)
+    webgpu_backend.load(preset, w)
+    for i, batch in enumerate(batches):
+        want, got = rb.step(batch), webgpu_backend.step(batch)
+        assert abs(got - want) / want < 1e-3, f"step {i + 1}: loss {got} vs reference {want}"
+    assert rel_err(webgpu_backend.parameters() - w, rb.parameters().astype(np.float64) - w) < 1e-2
+
+
+def test_backend_rejects_bad_batch(webgpu_backend):
+    preset, _, w, (batch,) = setup_run("tiny", 1)
+    webgpu_backend.load(preset, w)
+    with pytest.raises(ValueError, match="needs"):
+        webgpu_backend.step(batch[:, :-2])

@@ -13,6 +13,7 @@ _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "reference-fp32": ("tinygpt_bench.backends.reference", "ReferenceBackend", {"dtype": "float32"}),
     "torch-cpu": ("tinygpt_bench.backends.torch_peer", "TorchBackend", {"device": "cpu"}),
     "torch-cuda": ("tinygpt_bench.backends.torch_peer", "TorchBackend", {"device": "cuda"}),
+    "webgpu": ("tinygpt_bench.backends.webgpu", "WebGPUBackend", {}),
     "wasm": ("tinygpt_bench.backends.wasm", "WasmBackend", {}),
 }
 

@@ -79,7 +79,7 @@ def describe_adapter(adapter) -> dict:
 class Gpu:
     """One device on one adapter, with the kernel library (WGSL files under kernels/)."""
 
-    def __init__(self, adapter: str | int | None = None, need: dict | None = None, timestamps: bool = False):
+    def __init__(self, adapter: str | int | None = None, need: dict | None = None, timestamps: bool = True):
         wgpu = self.wgpu = import_wgpu()
         self.adapter = pick_adapter(adapter)
         have = self.adapter.limits
@@ -267,6 +267,34 @@ class Program:
             except Exception:
                 return f"kernel {d.name} rejected"
         return f"program {self.label} rejected (no single dispatch fails alone)"
+
+    def profile(self, encode_before=None) -> list[tuple[str, float]]:
+        """GPU time of each dispatch, [(name, seconds)], from timestamp queries: each dispatch in
+        its own compute pass (so the numbers include a pass boundary each; for diagnosis, not for
+        the step time). encode_before(encoder) may add work first (e.g. resetting state)."""
+        if not self.gpu.timestamps:
+            raise WebGPUError("adapter has no timestamp-query feature; per-kernel GPU times unavailable")
+        wgpu, dev = self.gpu.wgpu, self.gpu.device
+        n = len(self.dispatches)
+        qs = dev.create_query_set(type="timestamp", count=2 * n)
+        resolve = dev.create_buffer(size=16 * n, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+        out = dev.create_buffer(size=16 * n, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+        enc = dev.create_command_encoder(label="profile")
+        if encode_before:
+            encode_before(enc)
+        for i, d in enumerate(self.dispatches):
+            cp = enc.begin_compute_pass(timestamp_writes={
+                "query_set": qs, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1})
+            cp.set_pipeline(d.pipeline)
+            cp.set_bind_group(0, d.bind_group)
+            cp.dispatch_workgroups(*d.groups)
+            cp.end()
+        enc.resolve_query_set(qs, 0, 2 * n, resolve, 0)
+        enc.copy_buffer_to_buffer(resolve, 0, out, 0, 16 * n)
+        dev.queue.submit([self.finish(enc)])
+        ticks = read_mapped(out, np.uint64).reshape(n, 2).astype(np.float64)
+        period_ns = 1.0  # wgpu reports timestamps in nanoseconds
+        return [(d.name, (t1 - t0) * period_ns * 1e-9) for d, (t0, t1) in zip(self.dispatches, ticks)]
 
     def run(self) -> None:
         """Encode, submit and wait: for tests and diagnosis (a training step encodes itself)."""
