@@ -34,7 +34,7 @@ LDFLAGS = ["-mwasm64", "--no-entry", "--import-memory", "--shared-memory",
            "--export=__stack_pointer", "--export=__heap_base", "-z", f"stack-size={MAIN_STACK}",
            "--strip-all", "--no-gc-sections"]
 MODULE = "tinygpt.wasm"
-TWICE = {"matmul.c": ["-mrelaxed-simd", "-DTG_RELAXED"]}  # second compile, relaxed-SIMD FMA
+TWICE = {name: ["-mrelaxed-simd", "-DTG_RELAXED"] for name in ("matmul.c", "bench.c")}  # second compile, relaxed-SIMD FMA
 
 
 def zig(*args: str) -> None:

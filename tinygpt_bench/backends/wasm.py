@@ -65,8 +65,8 @@ class WasmBackend(Backend):
         plain SIMD128 one by rounding only). initial_memory: bytes of shared memory at
         start (default: what the module declares); the allocator grows it on demand."""
         self.threads = int(threads or os.cpu_count() or 1)
-        if self.threads < 1:
-            raise UserError(f"threads must be a positive integer, got {threads}")
+        if not 1 <= self.threads <= 64:
+            raise UserError(f"wasm backend: threads must be 1..64, got {threads}")
         self.relaxed_simd = bool(relaxed_simd)
         self.initial_memory = initial_memory
         self.module_path = module_path or str(resource_dir("wasm") / "tinygpt.wasm")
@@ -120,7 +120,8 @@ class WasmBackend(Backend):
             if self._worker_errors:
                 raise WasmError(f"wasm backend: stage start: {self._worker_errors[0]}")
             threading.Event().wait(0.001)
-        self._call("pool_set_threads", self.threads)
+        if self._call("pool_set_threads", self.threads) != 0:
+            raise WasmError(f"wasm backend: stage start: no memory for {self.threads} threads' scratch")
         self._heap_mark = self._call("heap_top")
 
     def _instantiate(self):

@@ -12,7 +12,9 @@ typedef unsigned long size_t; /* wasm64: long is 64-bit */
 typedef unsigned int u32;
 typedef unsigned long long u64;
 
-#define EXPORT(name) __attribute__((export_name(#name)))
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define EXPORT(name) __attribute__((export_name(STR(name))))
 #define INF (__builtin_inff())
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -111,7 +113,10 @@ static inline v128_t one_plus_erf4(v128_t z, v128_t *expmz2) {
  * parallel_for(fn, ctx) runs fn(ctx, tid, nth) on every thread tid in [0, nth) and
  * returns when all are done. Thread 0 is the caller. Work splits are static, so a
  * result never depends on timing; kernels split so that it does not depend on nth. */
+#define MAX_THREADS 64
+#define THREAD_SCRATCH_FLOATS (128 * 256) /* per-thread scratch (matmul packing) */
 typedef void (*task_fn)(void *ctx, int tid, int nth);
+float *thread_scratch(int tid);
 void parallel_for(task_fn fn, void *ctx);
 int pool_threads(void);
 

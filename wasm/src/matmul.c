@@ -17,17 +17,41 @@
  * rsa = 1, csa = M for a transposed one (x^T @ dy for weight gradients).
  * b and c are row-major with row length N. init may be 0 (zeros), c itself (add into
  * c), or another (M, N) buffer (residual). bias may be 0. N must be a multiple of 8.
- * Cache blocking: MC rows x KC depth of a are reused across all of N in panels of
- * NR = 8 columns; the KC x 8 panel of b stays in L1 across the MC rows.
- * Register tile MR x NR = 4 x 8 (8 accumulators of f32x4).
+ *
+ * Blocking: for each MC x KC block of a, the thread packs it into panels of MR = 4
+ * rows, k-major ([k][4] floats), so one v128 load gives a column of 4 rows and lane
+ * shuffles broadcast them (in wasmtime each scalar load costs a bounds check and a
+ * move into a vector register; this is 1 load a k instead of 4). The block is then
+ * reused across all of N in panels of NR = 8 columns; the KC x 8 panel of b stays
+ * in L1 across the MC rows. Register tile 4 x 8: 8 f32x4 accumulators (cranelift
+ * spilled a 6 x 8 tile's 12).
+ * The k order of every output element is 0..K-1 whatever the blocking or split.
  * =================================================================================== */
 #define MR 4
 #define NR 8
 #define MC 128
 #define KC 256
+_Static_assert(MC * KC <= THREAD_SCRATCH_FLOATS, "the packed block must fit the thread's scratch");
 
-static inline void tile_4x8(float *c, const float *src, const float *bias, const float *a, size_t rsa,
-                            size_t csa, const float *b, int N, int kc) {
+/* pack rows [i0, i1) x depth [k0, k0 + kc) of a into 4-row panels, zero-padded */
+static void pack_a(float *dst, const MatmulJob *J, int i0, int i1, int k0, int kc) {
+    const size_t rsa = J->rsa, csa = J->csa;
+    for (int i = i0; i < i1; i += MR) {
+        int rows = imin(MR, i1 - i);
+        const float *a = J->a + i * rsa + k0 * csa;
+        if (rsa == 1 && rows == MR) { /* rows contiguous: one vector a k */
+            for (int k = 0; k < kc; k++) STORE(dst + 4 * k, LOAD(a + k * csa));
+        } else {
+            for (int k = 0; k < kc; k++)
+                for (int r = 0; r < MR; r++) dst[4 * k + r] = r < rows ? a[r * rsa + k * csa] : 0.f;
+        }
+        dst += MR * kc;
+    }
+}
+
+#define LANE(v, l) wasm_i32x4_shuffle((v), (v), l, l, l, l)
+static inline void tile_4x8(float *c, const float *src, const float *bias, const float *ap, const float *b, int N,
+                            int kc) {
     v128_t c00, c01, c10, c11, c20, c21, c30, c31;
     if (src) {
         c00 = LOAD(src); c01 = LOAD(src + 4);
@@ -44,18 +68,13 @@ static inline void tile_4x8(float *c, const float *src, const float *bias, const
         c20 = wasm_f32x4_add(c20, b0); c21 = wasm_f32x4_add(c21, b1);
         c30 = wasm_f32x4_add(c30, b0); c31 = wasm_f32x4_add(c31, b1);
     }
-    const float *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa;
     for (int k = 0; k < kc; k++) {
-        v128_t b0 = LOAD(b), b1 = LOAD(b + 4), x;
+        v128_t av = LOAD(ap + 4 * k), b0 = LOAD(b), b1 = LOAD(b + 4), x;
         b += N;
-        x = wasm_v128_load32_splat(a0); a0 += csa;
-        c00 = MADD(x, b0, c00); c01 = MADD(x, b1, c01);
-        x = wasm_v128_load32_splat(a1); a1 += csa;
-        c10 = MADD(x, b0, c10); c11 = MADD(x, b1, c11);
-        x = wasm_v128_load32_splat(a2); a2 += csa;
-        c20 = MADD(x, b0, c20); c21 = MADD(x, b1, c21);
-        x = wasm_v128_load32_splat(a3); a3 += csa;
-        c30 = MADD(x, b0, c30); c31 = MADD(x, b1, c31);
+        x = LANE(av, 0); c00 = MADD(x, b0, c00); c01 = MADD(x, b1, c01);
+        x = LANE(av, 1); c10 = MADD(x, b0, c10); c11 = MADD(x, b1, c11);
+        x = LANE(av, 2); c20 = MADD(x, b0, c20); c21 = MADD(x, b1, c21);
+        x = LANE(av, 3); c30 = MADD(x, b0, c30); c31 = MADD(x, b1, c31);
     }
     STORE(c, c00); STORE(c + 4, c01);
     STORE(c + N, c10); STORE(c + N + 4, c11);
@@ -63,15 +82,14 @@ static inline void tile_4x8(float *c, const float *src, const float *bias, const
     STORE(c + 3 * N, c30); STORE(c + 3 * N + 4, c31);
 }
 
-/* one row of the tile above, same operations per element (for M % 4 rows) */
-static inline void tile_1x8(float *c, const float *src, const float *bias, const float *a, size_t csa,
-                            const float *b, int N, int kc) {
+/* one row of the tile above, same operations per element (the last rows when M % 4) */
+static inline void tile_1x8(float *c, const float *src, const float *bias, const float *ap, const float *b, int N,
+                            int kc) {
     v128_t c0 = SPLAT(0.f), c1 = SPLAT(0.f);
     if (src) { c0 = LOAD(src); c1 = LOAD(src + 4); }
     if (bias) { c0 = wasm_f32x4_add(c0, LOAD(bias)); c1 = wasm_f32x4_add(c1, LOAD(bias + 4)); }
     for (int k = 0; k < kc; k++) {
-        v128_t x = wasm_v128_load32_splat(a);
-        a += csa;
+        v128_t x = wasm_v128_load32_splat(ap + 4 * k);
         c0 = MADD(x, LOAD(b), c0); c1 = MADD(x, LOAD(b + 4), c1);
         b += N;
     }
@@ -79,25 +97,25 @@ static inline void tile_1x8(float *c, const float *src, const float *bias, const
 }
 
 /* rows [i0, i1) x columns [j0, j1) of one job; j0, j1 multiples of NR */
-static void matmul_block(const MatmulJob *J, int i0, int i1, int j0, int j1) {
+static void matmul_block(const MatmulJob *J, int i0, int i1, int j0, int j1, float *pack) {
     const int N = J->N, K = J->K;
     for (int ib = i0; ib < i1; ib += MC) {
         int ie = imin(ib + MC, i1);
         for (int kb = 0; kb < K; kb += KC) {
             int kc = imin(KC, K - kb);
+            pack_a(pack, J, ib, ie, kb, kc);
             for (int j = j0; j < j1; j += NR) {
                 const float *bp = J->b + (size_t)kb * N + j;
                 const float *bias = (kb == 0 && J->bias) ? J->bias + j : 0;
-                int i = ib;
-                for (; i + MR <= ie; i += MR) {
-                    float *cp = J->c + (size_t)i * N + j;
-                    const float *src = kb ? cp : (J->init ? J->init + (size_t)i * N + j : 0);
-                    tile_4x8(cp, src, bias, J->a + i * J->rsa + kb * J->csa, J->rsa, J->csa, bp, N, kc);
-                }
-                for (; i < ie; i++) {
-                    float *cp = J->c + (size_t)i * N + j;
-                    const float *src = kb ? cp : (J->init ? J->init + (size_t)i * N + j : 0);
-                    tile_1x8(cp, src, bias, J->a + i * J->rsa + kb * J->csa, J->csa, bp, N, kc);
+                const float *ap = pack;
+                for (int i = ib; i < ie; i += MR, ap += MR * kc) {
+                    int rows = imin(MR, ie - i);
+                    for (int r = 0; r < (rows == MR ? 1 : rows); r++) {
+                        float *cp = J->c + (size_t)(i + r) * N + j;
+                        const float *src = kb ? cp : (J->init ? J->init + (size_t)(i + r) * N + j : 0);
+                        if (rows == MR) tile_4x8(cp, src, bias, ap, bp, N, kc);
+                        else tile_1x8(cp, src, bias, ap + r, bp, N, kc);
+                    }
                 }
             }
         }
@@ -109,10 +127,10 @@ void MATMUL_SHARE(const MatmulJob *J, int tid, int nth) {
     int lo, hi, mblocks = (J->M + MR - 1) / MR, npanels = J->N / NR;
     if (mblocks >= 4 * nth || mblocks >= npanels) {
         split_range(mblocks, tid, nth, &lo, &hi);
-        matmul_block(J, lo * MR, imin(hi * MR, J->M), 0, J->N);
+        matmul_block(J, lo * MR, imin(hi * MR, J->M), 0, J->N, thread_scratch(tid));
     } else {
         split_range(npanels, tid, nth, &lo, &hi);
-        matmul_block(J, 0, J->M, lo * NR, hi * NR);
+        matmul_block(J, 0, J->M, lo * NR, hi * NR, thread_scratch(tid));
     }
 }
 

@@ -28,12 +28,24 @@ static struct {
     int started;       /* workers that entered worker_loop */
     task_fn fn;
     void *ctx;
-} pool __attribute__((aligned(64))) = {.nthreads = 1};
+} pool __attribute__((aligned(64))) = {.nthreads = 0};
 
 int pool_threads(void) { return pool.nthreads; }
 
-/* nth threads take part from now on; the host must have started nth - 1 workers */
-EXPORT(pool_set_threads) void pool_set_threads(int nth) { pool.nthreads = nth < 1 ? 1 : nth; }
+
+static float *scratch[MAX_THREADS];
+float *thread_scratch(int tid) { return scratch[tid]; }
+
+/* nth threads take part in regions from now on (the host must have started nth - 1
+ * workers); allocates each thread's scratch. 0: ok, -1: no memory for the scratch. */
+EXPORT(pool_set_threads) int pool_set_threads(int nth) {
+    nth = nth < 1 ? 1 : nth > MAX_THREADS ? MAX_THREADS : nth;
+    for (int t = 0; t < nth; t++)
+        if (!scratch[t] && !(scratch[t] = tg_alloc(THREAD_SCRATCH_FLOATS * sizeof(float)))) return -1;
+    pool.nthreads = nth;
+    return 0;
+}
+EXPORT(pool_max_threads) int pool_max_threads(void) { return MAX_THREADS; }
 EXPORT(pool_started) int pool_started(void) { return LD(&pool.started); }
 EXPORT(pool_abort_addr) size_t pool_abort_addr(void) { return (size_t)&pool.abort; }
 
@@ -68,7 +80,8 @@ EXPORT(pool_stop) void pool_stop(void) {
 
 void parallel_for(task_fn fn, void *ctx) {
     int nth = pool.nthreads;
-    if (nth <= 1) {
+    if (nth < 1) __builtin_trap(); /* pool_set_threads was never called */
+    if (nth == 1) {
         fn(ctx, 0, 1);
         return;
     }
