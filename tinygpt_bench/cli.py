@@ -311,6 +311,52 @@ def compare_cmd(
         raise typer.Exit(1)
 
 
+@app.command("diagnose")
+def diagnose_cmd(
+    preset: str = typer.Argument(..., help="preset name or .toml path"),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="one backend (default: webgpu and wasm in turn)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="wasm worker threads"),
+    initial_memory: Optional[str] = typer.Option(None, "--initial-memory", help="wasm initial memory, e.g. 64MiB"),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="wasm memory maximum, e.g. 4GiB"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="WebGPU adapter name substring or index"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds for 15 steps"),
+    out: Path = typer.Option(Path("results"), "--out", help="folder for the report (Markdown and JSON)"),
+) -> None:
+    """Find out why a preset fails on a backend: stages in order, stop at the first failure, say what it means."""
+    from tinygpt_bench import diagnose as diag
+
+    p = presets.load(preset)
+    names = [backend] if backend else list(curve_mod.DEFAULT_BACKENDS)
+    options = {"threads": threads, "adapter": adapter, "initial_memory": diag.parse_bytes(initial_memory),
+               "max_memory": diag.parse_bytes(max_memory)}
+    failed = False
+    for name in names:
+        console.print(f"[bold]diagnose {p.name} on {name}[/bold]")
+
+        def show(st) -> None:
+            mark = "[green]pass[/green]" if st.ok else "[red]FAIL[/red]"
+            console.print(f"  {mark} {st.name:<9} {st.figure}", highlight=False)
+            if not st.ok:
+                console.print(f"       error: {st.error}", highlight=False, markup=False)
+                console.print(f"       means: {st.meaning}", highlight=False, markup=False)
+
+        d = diag.run(p, name, {k: v for k, v in options.items() if v is not None}, timeout, on_stage=show)
+        kern = next((s for s in d.stages if s.name == "kernels"), None)
+        if kern and kern.detail.get("kernels"):
+            t = Table(title=f"per-kernel time of one {p.name} step on {name}")
+            for h in ("kernel", "ms", "share"):
+                t.add_column(h, justify="left" if h == "kernel" else "right")
+            total = sum(kern.detail["kernels"].values()) or 1.0
+            for k, ms in sorted(kern.detail["kernels"].items(), key=lambda kv: -kv[1]):
+                t.add_row(k, f"{ms:.3f}", f"{ms / total:.1%}")
+            console.print(t)
+        md, js = diag.write_report(d, out)
+        console.print(f"  report: {md}, {js}", highlight=False)
+        failed |= not d.ok
+    if failed:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input and failing engines end with one line on stderr and exit code 2."""
     try:

@@ -1,0 +1,316 @@
+"""`diagnose PRESET --backend B`: find out WHY a preset fails, instead of retrying it.
+
+Stages, in order; the first failure stops the walk and is reported with the error
+verbatim and a plain sentence on what it means and what would fix it:
+
+  preflight   bytes the preset needs (weights, grads, Adam moments, activations; each
+              engine buffer where the engine can say) against host RAM, the wasm memory
+              maximum and the adapter's buffer and binding limits, before allocating
+  create      module compile and instantiate / adapter and device
+  load        allocate and upload; memory growth events (from, to, threads running)
+  step        one whole training step (forward, loss, backward, clip, AdamW)
+  scan        NaN/Inf scan of the gradients and weights, with max |value|
+  timed       a few timed steps against the time budget
+  parity      one step on a shrunk copy of the preset against the float64 reference
+  kernels     per-kernel time breakdown, where the engine can time its kernels
+
+Backends can offer optional hooks (backends/base.py): plan(), limits(), events(),
+profile(). A report (Markdown and JSON) is written beside the results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinygpt_bench import corpus as corpus_mod
+from tinygpt_bench import envinfo, model, protocol
+from tinygpt_bench.errors import UserError
+from tinygpt_bench.presets import Preset
+
+LOSS_TOLERANCE = 1e-4
+GRAD_TOLERANCE = 1e-3
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def parse_bytes(text: str | None) -> int | None:
+    """'4GiB', '256MiB', '1e9', '65536' -> bytes."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(text))
+    if not m or m.group(2).upper() not in _UNITS:
+        raise UserError(f"'{text}' is not a size; write bytes like 4GiB, 512MiB or 1073741824")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def human(n: int | float | None) -> str:
+    if n is None:
+        return "?"
+    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+@dataclass
+class Stage:
+    name: str
+    ok: bool
+    figure: str = ""
+    error: str = ""
+    meaning: str = ""
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class Diagnosis:
+    preset: str
+    backend: str
+    options: dict
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.stages)
+
+    def to_json(self) -> dict:
+        return {"preset": self.preset, "backend": self.backend, "options": self.options, "ok": self.ok,
+                "stages": [asdict(s) for s in self.stages]}
+
+    def to_markdown(self) -> str:
+        lines = [f"# diagnose {self.preset} on {self.backend}", "",
+                 f"options: {json.dumps(self.options)}", "", "| stage | result | figure |", "|---|---|---|"]
+        for s in self.stages:
+            lines.append(f"| {s.name} | {'pass' if s.ok else 'FAIL'} | {s.figure.replace('|', chr(92) + '|')} |")
+        for s in self.stages:
+            if not s.ok:
+                lines += ["", f"## {s.name} failed", "", "```", s.error, "```", "", s.meaning]
+            if s.name == "kernels" and s.detail.get("kernels"):
+                lines += ["", "## per-kernel time of one step", "", "| kernel | ms | share |", "|---|---|---|"]
+                total = sum(s.detail["kernels"].values()) or 1.0
+                for k, ms in sorted(s.detail["kernels"].items(), key=lambda kv: -kv[1]):
+                    lines.append(f"| {k} | {ms:.3f} | {ms / total:.1%} |")
+            if s.name == "load" and s.detail.get("events"):
+                lines += ["", "## memory events", ""] + [f"- {e}" for e in s.detail["events"]]
+        return "\n".join(lines) + "\n"
+
+
+def meaning_of(stage: str, error: str) -> str:
+    """A plain sentence on what an error means and what would fix it."""
+    e = error.lower()
+    if "out of bounds memory access" in e or "out-of-bounds" in e:
+        return ("The WebAssembly code touched memory past the end of its linear memory: a kernel indexed past "
+                "its buffer, or memory grew and a worker kept the old size. Run with --threads 1 and a larger "
+                "--initial-memory to tell the two apart.")
+    if "memory" in e and ("grow" in e or "cannot allocate" in e or "exceeds" in e or "memory max" in e):
+        return ("The engine could not get the memory the preset needs: raise --max-memory (wasm) or pick a "
+                "smaller preset; the preflight figures say how much is needed.")
+    if "unreachable" in e or "wasm trap" in e or "trap" in e:
+        return "The WebAssembly module trapped: a bug or a failed check inside the module at the stage named."
+    if "validation" in e or "shader" in e or "wgsl" in e:
+        return "A WGSL kernel or a GPU command failed WebGPU validation: a bug in the kernel or pipeline named."
+    if "limit" in e or "binding" in e or "max_buffer" in e or "max-buffer" in e:
+        return "A buffer is larger than the adapter allows; the preflight says which buffer and by how much."
+    if "not finite" in e or "nan" in e or "inf" in e:
+        return ("The numbers went non-finite: compare the parity stage on the shrunk preset; a kernel that "
+                "passes parity but overflows at full size points at an accumulation or a softmax without max.")
+    if "time budget" in e or "timeout" in e:
+        return "The step took longer than the budget: raise --timeout or measure a smaller preset."
+    if "no adapter" in e or "adapter" in e:
+        return "No usable WebGPU adapter: install a Vulkan driver (sudo apt-get install mesa-vulkan-drivers)."
+    return "The engine raised this error at the stage named; the message above is its own."
+
+
+def _host_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _backend_class(name: str):
+    import importlib
+
+    from tinygpt_bench import backends
+
+    if name not in backends.names():
+        backends.create(name)  # raises the error naming the choices
+    module, cls, kwargs = backends._REGISTRY[name]
+    return getattr(importlib.import_module(module), cls), kwargs
+
+
+def preflight(preset: Preset, backend: str, options: dict) -> Stage:
+    need = model.step_bytes(preset)
+    rows = [{"name": "weights+grads+adam+activations (host copy of the model state)", "bytes": need["total"],
+             "limit": _host_available(), "limit_name": "host RAM available"}]
+    cls, kwargs = _backend_class(backend)
+    plan = getattr(cls, "plan", None)
+    if callable(plan):
+        rows += plan(preset, **{**kwargs, **{k: v for k, v in options.items() if v is not None}})
+    over = [r for r in rows if r.get("limit") is not None and r["bytes"] > r["limit"]]
+    figure = (f"needs {human(need['total'])} (weights {human(need['weights'])}, grads {human(need['grads'])}, "
+              f"Adam {human(need['adam'])}, activations {human(need['activations'])})")
+    detail = {"buffers": rows, "step_bytes": need}
+    if over:
+        worst = max(over, key=lambda r: r["bytes"] / r["limit"])
+        err = "; ".join(f"{r['name']}: {human(r['bytes'])} ({r['bytes']:,} bytes) > {r['limit_name']} "
+                        f"{human(r['limit'])} ({r['limit']:,} bytes), short by {human(r['bytes'] - r['limit'])}"
+                        for r in over)
+        return Stage("preflight", False, figure, err,
+                     f"'{worst['name']}' cannot fit under {worst['limit_name']}; nothing was allocated. Use a "
+                     f"smaller preset, or raise the limit where it is a setting (--max-memory for wasm).", detail)
+    return Stage("preflight", True, figure, detail=detail)
+
+
+def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = None, seed: int = 0,
+        on_stage=None) -> Diagnosis:
+    """Walk the stages; stop at the first failure."""
+    d = Diagnosis(preset.name, backend, {k: v for k, v in options.items() if v is not None})
+
+    def add(stage: Stage) -> bool:
+        d.stages.append(stage)
+        if on_stage:
+            on_stage(stage)
+        return stage.ok
+
+    def fail(name: str, e: BaseException | str, detail: dict | None = None) -> bool:
+        err = e if isinstance(e, str) else f"{type(e).__name__}: {e}"
+        return add(Stage(name, False, "", err, meaning_of(name, err), detail or {}))
+
+    if not add(preflight(preset, backend, options)):
+        return d
+    corp = corpus_mod.synthetic()
+    work = protocol.prepare(preset, corp, steps=4, seed=seed)
+    t0 = time.perf_counter()
+    try:
+        be = protocol.create_backend(backend, preset, **options)
+    except protocol.StageError as e:
+        fail("create", e.error)
+        return d
+    try:
+        desc = be.describe()
+        limits = be.limits() if hasattr(be, "limits") else {}
+        add(Stage("create", True, f"{(time.perf_counter() - t0) * 1e3:.0f} ms; {desc.get('device', '')}",
+                  detail={"describe": desc, "limits": limits}))
+        t0 = time.perf_counter()
+        try:
+            be.load(preset, work.params.copy())
+        except Exception as e:
+            events = be.events() if hasattr(be, "events") else []
+            fail("load", e, {"events": events})
+            return d
+        events = be.events() if hasattr(be, "events") else []
+        mem = be.memory_bytes() if hasattr(be, "memory_bytes") else None
+        add(Stage("load", True, f"{(time.perf_counter() - t0) * 1e3:.0f} ms; allocated {human(mem)}; "
+                  f"{len(events)} memory growth event(s)", detail={"events": events, "memory_bytes": mem}))
+        t0 = time.perf_counter()
+        try:
+            loss = float(be.step(work.batches[0]))
+        except Exception as e:
+            fail("step", e, {"events": be.events() if hasattr(be, "events") else []})
+            return d
+        ms = (time.perf_counter() - t0) * 1e3
+        if not math.isfinite(loss):
+            fail("step", f"loss is {loss} (not finite) after step 1")
+            return d
+        add(Stage("step", True, f"loss {loss:.4f} (ln 256 = {math.log(256):.4f}); {ms:.1f} ms cold"))
+        try:
+            g, w = be.gradients(), be.parameters()
+        except Exception as e:
+            fail("scan", e)
+            return d
+        bad_g, bad_w = int((~np.isfinite(g)).sum()), int((~np.isfinite(w)).sum())
+        fig = f"max |grad| {np.nanmax(np.abs(g)):.3g}, max |weight| {np.nanmax(np.abs(w)):.3g}"
+        if bad_g or bad_w:
+            lay = model.Layout(preset)
+            where = [s.name for s in lay.specs if not np.isfinite(g[s.offset:s.offset + s.size]).all()
+                     or not np.isfinite(w[s.offset:s.offset + s.size]).all()]
+            fail("scan", f"{bad_g} non-finite gradient and {bad_w} non-finite weight values (not finite) in "
+                         f"{', '.join(where)}")
+            return d
+        add(Stage("scan", True, fig))
+        times = []
+        for b in work.batches[1:]:
+            t0 = time.perf_counter()
+            be.step(b)
+            times.append((time.perf_counter() - t0) * 1e3)
+        med = float(np.median(times))
+        budget = None if timeout_s is None else timeout_s * 1e3 / protocol.DEFAULT_STEPS
+        if budget is not None and med > budget:
+            fail("timed", f"median step {med:.1f} ms is past the time budget of {budget:.1f} ms a step "
+                          f"(--timeout {timeout_s:g} s over {protocol.DEFAULT_STEPS} steps)")
+            return d
+        add(Stage("timed", True, f"median {med:.2f} ms/step over {len(times)} steps"
+                  + (f" (budget {budget:.1f} ms)" if budget else "")))
+        kernels = None
+        if hasattr(be, "profile"):
+            try:
+                kernels = be.profile(work.batches[0])
+            except Exception as e:
+                kernels = {"error": str(e)}
+    finally:
+        be.close()
+    if not add(parity(preset, backend, options, seed)):
+        return d
+    if isinstance(kernels, dict) and "error" not in kernels and kernels:
+        total = sum(kernels.values())
+        top = max(kernels, key=kernels.get)
+        add(Stage("kernels", True, f"{len(kernels)} kernels, {total:.2f} ms in all; most: {top} "
+                  f"{kernels[top]:.2f} ms", detail={"kernels": kernels}))
+    else:
+        add(Stage("kernels", True, "this engine offers no per-kernel timing"
+                  + (f" ({kernels['error']})" if isinstance(kernels, dict) and "error" in kernels else ""),
+                  detail={"kernels": {}}))
+    return d
+
+
+def parity(preset: Preset, backend: str, options: dict, seed: int = 0) -> Stage:
+    from tinygpt_bench.backends import reference
+
+    small = preset.shrunk()
+    work = protocol.prepare(small, corpus_mod.synthetic(n_bytes=100_000), steps=1, seed=seed)
+    loss64, grad64 = reference.loss_and_grad(small, work.params.astype(np.float64), work.batches[0])
+    try:
+        be = protocol.create_backend(backend, small, **options)
+        try:
+            if hasattr(be, "keep_grads"):
+                be.keep_grads = True
+            be.load(small, work.params.copy())
+            loss = float(be.step(work.batches[0]))
+            grad = be.gradients().astype(np.float64)
+        finally:
+            be.close()
+    except Exception as e:
+        err = e.error if isinstance(e, protocol.StageError) else f"{type(e).__name__}: {e}"
+        return Stage("parity", False, "", err, meaning_of("parity", err))
+    loss_err = abs(loss - loss64) / abs(loss64)
+    grad_err = float(np.linalg.norm(grad - grad64) / np.linalg.norm(grad64))
+    fig = (f"shrunk preset (L{small.layers} C{small.d_model} H{small.heads} T{small.ctx} B{small.batch}): "
+           f"loss rel err {loss_err:.1e}, gradient rel err {grad_err:.1e}")
+    if loss_err > LOSS_TOLERANCE or grad_err > GRAD_TOLERANCE or not math.isfinite(loss_err + grad_err):
+        return Stage("parity", False, fig, f"parity failed: loss rel err {loss_err:.3e} (tolerance {LOSS_TOLERANCE}), "
+                     f"gradient rel err {grad_err:.3e} (tolerance {GRAD_TOLERANCE})",
+                     "The engine computes a different function from the reference: a kernel bug, not a size limit.")
+    return Stage("parity", True, fig)
+
+
+def write_report(d: Diagnosis, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"diagnose-{d.preset}-{d.backend}"
+    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
+    md.write_text(d.to_markdown())
+    payload = d.to_json()
+    payload["environment"] = envinfo.collect_all(adapters=False)
+    js.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return md, js
