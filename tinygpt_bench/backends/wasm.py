@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 
 import numpy as np
 
@@ -26,6 +27,10 @@ from tinygpt_bench.presets import Preset
 from tinygpt_bench.resources import resource_dir
 
 PAGE = 65536
+# profile tags of the module, in the order of its enum (wasm/src/base.h)
+PROFILE_TAGS = ("other", "embedding", "layernorm", "matmul_fwd", "attention", "gelu", "transpose", "crossentropy",
+                "zero_grad", "matmul_dx", "matmul_dw", "layernorm_bwd", "bias_bwd", "gelu_bwd", "attention_bwd",
+                "embedding_bwd", "grad_norm", "adamw")
 MAX_MEMORY = 16 << 30  # bytes; the module declares the same maximum
 WORKER_STACK = 1 << 20  # bytes of stack for each worker thread
 
@@ -96,8 +101,8 @@ class WasmBackend(Backend):
             self._module = wt.Module.from_file(self._engine, self.module_path)
         except Exception as e:
             raise WasmError(f"wasm backend: stage compile: {self.module_path}: {e}") from None
-        (imp,) = self._module.imports
-        lim = imp.type.limits
+        imports = {(i.module, i.name): i for i in self._module.imports}
+        lim = imports[("env", "memory")].type.limits
         pages = max(lim.min, -(-int(self.initial_memory) // PAGE)) if self.initial_memory else lim.min
         mem_type = wt.MemoryType(wt.Limits(pages, lim.max), is_64=True, shared=True)
         self._memory = _shared_memory_class(wt)(self._engine, mem_type)
@@ -127,8 +132,10 @@ class WasmBackend(Backend):
     def _instantiate(self):
         wt = self._wt
         store = wt.Store(self._engine)
+        clock = wt.Func(store, wt.FuncType([], [wt.ValType.i64()]), time.perf_counter_ns)
+        provided = {("env", "memory"): self._memory, ("env", "clock_ns"): clock}
         try:
-            inst = wt.Instance(store, self._module, [self._memory])
+            inst = wt.Instance(store, self._module, [provided[(i.module, i.name)] for i in self._module.imports])
         except Exception as e:
             raise WasmError(f"wasm backend: stage instantiate: {e}") from None
         return store, inst.exports(store)
@@ -252,6 +259,23 @@ class WasmBackend(Backend):
         """The raw gradient of the last step, before clipping."""
         self._need_loaded()
         return self._f32(self._call("model_grads"), self._layout.total).copy()
+
+    def profile(self, batch: np.ndarray, lr: float = DEFAULT_LR, steps: int = 1) -> dict[str, dict]:
+        """Run `steps` training steps with per-kernel timing on: {tag: {ms, calls}}, the
+        wall time of each kind of parallel region (a host clock call brackets each)."""
+        self._need_loaded()
+        n = self._call("prof_ntags")
+        self._call("prof_reset")
+        self._call("prof_enable", 1)
+        try:
+            for _ in range(steps):
+                self.step(batch, lr)
+        finally:
+            self._call("prof_enable", 0)
+        ns = self._view(self._call("prof_ns_addr"), n, ctypes.c_int64).copy()
+        calls = self._view(self._call("prof_calls_addr"), n, ctypes.c_int64).copy()
+        return {PROFILE_TAGS[i]: {"ms": ns[i] / 1e6 / steps, "calls": int(calls[i]) // steps}
+                for i in range(n) if calls[i]}
 
     def grad_norm(self) -> float:
         """Global norm of the last step's raw gradient (computed in wasm)."""

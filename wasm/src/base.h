@@ -118,6 +118,16 @@ static inline v128_t one_plus_erf4(v128_t z, v128_t *expmz2) {
 typedef void (*task_fn)(void *ctx, int tid, int nth);
 float *thread_scratch(int tid);
 void parallel_for(task_fn fn, void *ctx);
+
+/* ---- profile: with profiling on, parallel_for adds each region's wall time (from
+ * the host's clock, imported as env.clock_ns) to prof_ns[prof_tag]. Order of tags =
+ * PROFILE_TAGS in tinygpt_bench/backends/wasm.py. */
+enum {
+    P_OTHER, P_EMBEDDING, P_LAYERNORM, P_MATMUL_FWD, P_ATTENTION, P_GELU, P_TRANSPOSE, P_CROSSENTROPY, P_ZERO,
+    P_MATMUL_DX, P_MATMUL_DW, P_LAYERNORM_BWD, P_BIAS_BWD, P_GELU_BWD, P_ATTENTION_BWD, P_EMBEDDING_BWD,
+    P_GRAD_NORM, P_ADAMW, P_NTAGS
+};
+extern int prof_tag;
 int pool_threads(void);
 
 /* [lo, hi) of n items for thread tid of nth, contiguous and balanced */

@@ -133,6 +133,9 @@ EXPORT(model_tokens) size_t model_tokens(void) { return (size_t)M.tokens; }
 EXPORT(model_losses) size_t model_losses(void) { return (size_t)M.losses; }
 EXPORT(model_grad_norm) double model_grad_norm(void) { return M.grad_norm; }
 
+/* profile tag of the parallel regions that follow (pool.c times them when enabled) */
+#define PT(tag) (prof_tag = (tag))
+
 #define P(i) (M.params + M.off[i])
 #define G(i) (M.grads + M.off[i])
 
@@ -140,29 +143,41 @@ static void forward(void) {
     const int L = M.L, C = M.C, H = M.H, T = M.T, B = M.B, N = B * T;
     const size_t NC = (size_t)N * C, CC = (size_t)C * C;
     Acts *a = &M.a;
+    PT(P_EMBEDDING);
     embedding_forward(M.x0, M.tokens, P(TOK), P(POS), B, T, C);
     for (int l = 0; l < L; l++) {
         const float *x = l ? a->res2 + (l - 1) * NC : M.x0; /* (N, C) layer input */
         float *ln1 = a->ln1 + l * NC, *q = a->q + l * NC, *k = a->k + l * NC, *v = a->v + l * NC;
         float *att = a->att + l * NC, *res1 = a->res1 + l * NC, *ln2 = a->ln2 + l * NC;
         float *fch = a->fch + 4 * l * NC, *fchg = a->fchg + 4 * l * NC;
+        PT(P_LAYERNORM);
         layernorm_forward(ln1, a->ln1_mean + l * N, a->ln1_rstd + l * N, x, P(LN1W) + l * C, P(LN1B) + l * C, N, C);
         MatmulJobs qkv = {3, {mmjob(q, 0, P(BQ) + l * C, ln1, C, 1, P(WQ) + l * CC, N, C, C),
                               mmjob(k, 0, P(BK) + l * C, ln1, C, 1, P(WK) + l * CC, N, C, C),
                               mmjob(v, 0, P(BV) + l * C, ln1, C, 1, P(WV) + l * CC, N, C, C)}};
+        PT(P_MATMUL_FWD);
         matmul_jobs(&qkv);
+        PT(P_ATTENTION);
         attention_forward(att, a->lse + (size_t)l * N * H, q, k, v, B, T, C, H);
+        PT(P_MATMUL_FWD);
         matmul(res1, x, P(BO) + l * C, att, C, 1, P(WO) + l * CC, N, C, C);
+        PT(P_LAYERNORM);
         layernorm_forward(ln2, a->ln2_mean + l * N, a->ln2_rstd + l * N, res1, P(LN2W) + l * C, P(LN2B) + l * C, N, C);
+        PT(P_MATMUL_FWD);
         matmul(fch, 0, P(FCB) + 4 * l * C, ln2, C, 1, P(FCW) + 4 * l * CC, N, 4 * C, C);
+        PT(P_GELU);
         gelu_forward(fchg, fch, 4 * NC);
+        PT(P_MATMUL_FWD);
         matmul(a->res2 + l * NC, res1, P(FPB) + l * C, fchg, 4 * C, 1, P(FPW) + 4 * l * CC, N, C, 4 * C);
     }
+    PT(P_LAYERNORM);
     layernorm_forward(M.lnf, M.lnf_mean, M.lnf_rstd, a->res2 + (L - 1) * NC, P(LNFW), P(LNFB), N, C);
     /* tied head: logits (N, V) = lnf (N, C) @ tok_emb^T (C, V) */
     float *et[1] = {M.wt};
     const float *e[1] = {P(TOK)};
+    PT(P_TRANSPOSE);
     transpose3(1, et, e, V, C);
+    PT(P_MATMUL_FWD);
     matmul(M.logits, 0, 0, M.lnf, C, 1, M.wt, N, V, C);
 }
 
@@ -170,10 +185,14 @@ static void backward(void) {
     const int L = M.L, C = M.C, H = M.H, T = M.T, B = M.B, N = B * T;
     const size_t NC = (size_t)N * C, CC = (size_t)C * C;
     Acts *a = &M.a;
+    PT(P_ZERO);
     zero_parallel(M.grads, M.nparams);
     /* head: dtok_emb (V, C) += dlogits^T (V, N) @ lnf (N, C); dlnf (N, C) = dlogits @ tok_emb */
+    PT(P_MATMUL_DW);
     matmul(G(TOK), G(TOK), 0, M.logits, 1, V, M.lnf, V, C, N);
+    PT(P_MATMUL_DX);
     matmul(M.dln, 0, 0, M.logits, V, 1, P(TOK), N, C, V);
+    PT(P_LAYERNORM_BWD);
     layernorm_backward(M.dres, G(LNFW), G(LNFB), 0, M.dln, a->res2 + (L - 1) * NC, P(LNFW), M.lnf_mean, M.lnf_rstd,
                        N, C);
     for (int l = L - 1; l >= 0; l--) {
@@ -185,51 +204,72 @@ static void backward(void) {
         /* MLP out: dfchg (N, 4C) = dres @ fc_out_w^T; dfc_out_w (4C, C) += fchg^T @ dres */
         float *wt[3] = {M.wt, M.wt + CC, M.wt + 2 * CC};
         const float *w1[1] = {P(FPW) + 4 * l * CC};
+        PT(P_TRANSPOSE);
         transpose3(1, wt, w1, 4 * C, C);
+        PT(P_MATMUL_DX);
         matmul(M.dfch, 0, 0, M.dres, C, 1, M.wt, N, 4 * C, C);
+        PT(P_MATMUL_DW);
         matmul(G(FPW) + 4 * l * CC, G(FPW) + 4 * l * CC, 0, fchg, 1, 4 * C, M.dres, 4 * C, C, N);
         float *db1[1] = {G(FPB) + l * C};
         const float *dd1[1] = {M.dres};
+        PT(P_BIAS_BWD);
         bias_backward3(1, db1, dd1, N, C);
+        PT(P_GELU_BWD);
         gelu_backward(M.dfch, fch, M.dfch, 4 * NC);
         /* MLP in: dln2 (N, C) = dfch @ fc_in_w^T; dfc_in_w (C, 4C) += ln2^T @ dfch */
         const float *w2[1] = {P(FCW) + 4 * l * CC};
+        PT(P_TRANSPOSE);
         transpose3(1, wt, w2, C, 4 * C);
+        PT(P_MATMUL_DX);
         matmul(M.dln, 0, 0, M.dfch, 4 * C, 1, M.wt, N, C, 4 * C);
+        PT(P_MATMUL_DW);
         matmul(G(FCW) + 4 * l * CC, G(FCW) + 4 * l * CC, 0, ln2, 1, C, M.dfch, C, 4 * C, N);
         float *db2[1] = {G(FCB) + 4 * l * C};
         const float *dd2[1] = {M.dfch};
+        PT(P_BIAS_BWD);
         bias_backward3(1, db2, dd2, N, 4 * C);
         /* dres += LN2'(dln2): now the gradient of res1 */
+        PT(P_LAYERNORM_BWD);
         layernorm_backward(M.dres, G(LN2W) + l * C, G(LN2B) + l * C, M.dres, M.dln, res1, P(LN2W) + l * C,
                            a->ln2_mean + l * N, a->ln2_rstd + l * N, N, C);
         /* attention out: datt = dres @ wo^T; dwo += att^T @ dres */
         const float *w3[1] = {P(WO) + l * CC};
+        PT(P_TRANSPOSE);
         transpose3(1, wt, w3, C, C);
+        PT(P_MATMUL_DX);
         matmul(M.datt, 0, 0, M.dres, C, 1, M.wt, N, C, C);
+        PT(P_MATMUL_DW);
         matmul(G(WO) + l * CC, G(WO) + l * CC, 0, att, 1, C, M.dres, C, C, N);
         float *db3[1] = {G(BO) + l * C};
         const float *dd3[1] = {M.dres};
+        PT(P_BIAS_BWD);
         bias_backward3(1, db3, dd3, N, C);
+        PT(P_ATTENTION_BWD);
         attention_backward(M.dq, M.dk, M.dv, M.datt, q, k, v, att, a->lse + (size_t)l * N * H, B, T, C, H);
         /* dln1 = dq @ wq^T + dk @ wk^T + dv @ wv^T; dw{q,k,v} += ln1^T @ d{q,k,v} */
         const float *w4[3] = {P(WQ) + l * CC, P(WK) + l * CC, P(WV) + l * CC};
+        PT(P_TRANSPOSE);
         transpose3(3, wt, w4, C, C);
         MatmulJobs dx = {3, {mmjob(M.dln, 0, 0, M.dq, C, 1, wt[0], N, C, C),
                              mmjob(M.dln, M.dln, 0, M.dk, C, 1, wt[1], N, C, C),
                              mmjob(M.dln, M.dln, 0, M.dv, C, 1, wt[2], N, C, C)}};
+        PT(P_MATMUL_DX);
         matmul_jobs(&dx);
         MatmulJobs dw = {3, {mmjob(G(WQ) + l * CC, G(WQ) + l * CC, 0, ln1, 1, C, M.dq, C, C, N),
                              mmjob(G(WK) + l * CC, G(WK) + l * CC, 0, ln1, 1, C, M.dk, C, C, N),
                              mmjob(G(WV) + l * CC, G(WV) + l * CC, 0, ln1, 1, C, M.dv, C, C, N)}};
+        PT(P_MATMUL_DW);
         matmul_jobs(&dw);
         float *db4[3] = {G(BQ) + l * C, G(BK) + l * C, G(BV) + l * C};
         const float *dd4[3] = {M.dq, M.dk, M.dv};
+        PT(P_BIAS_BWD);
         bias_backward3(3, db4, dd4, N, C);
         /* dres += LN1'(dln1): now the gradient of the layer input */
+        PT(P_LAYERNORM_BWD);
         layernorm_backward(M.dres, G(LN1W) + l * C, G(LN1B) + l * C, M.dres, M.dln, x, P(LN1W) + l * C,
                            a->ln1_mean + l * N, a->ln1_rstd + l * N, N, C);
     }
+    PT(P_EMBEDDING_BWD);
     embedding_backward(G(TOK), G(POS), M.dres, M.tokens, B, T, C);
 }
 
@@ -237,16 +277,19 @@ static void backward(void) {
 EXPORT(train_step) float train_step(float lr) {
     const int N = M.B * M.T;
     forward();
+    PT(P_CROSSENTROPY);
     crossentropy_forward_backward(M.logits, M.losses, M.tokens, M.B, M.T, V);
     double loss = 0;
     for (int n = 0; n < N; n++) loss += M.losses[n];
     M.loss = (float)(loss / N);
     backward();
+    PT(P_GRAD_NORM);
     M.grad_norm = global_norm(M.grads, M.nparams, M.norm_scratch);
     float gscale = M.grad_norm > M.clip ? (float)(M.clip / (M.grad_norm + 1e-6)) : 1.f;
     M.step++;
     double p1 = 1, p2 = 1;
     for (int i = 0; i < M.step; i++) p1 *= M.b1, p2 *= M.b2;
+    PT(P_ADAMW);
     adamw(M.params, M.m, M.v, M.grads, M.nparams, M.seg, NPARAM, lr, M.b1, M.b2, M.eps, M.wd, (float)(1 - p1),
           (float)(1 - p2), gscale);
     return M.loss;

@@ -78,7 +78,32 @@ EXPORT(pool_stop) void pool_stop(void) {
     __builtin_wasm_memory_atomic_notify(&pool.gen, -1);
 }
 
+__attribute__((import_module("env"), import_name("clock_ns"))) long long clock_ns(void);
+int prof_tag;
+static int prof_on;
+static long long prof_ns[P_NTAGS], prof_calls[P_NTAGS];
+EXPORT(prof_enable) void prof_enable(int on) { prof_on = on; }
+EXPORT(prof_reset) void prof_reset(void) {
+    for (int i = 0; i < P_NTAGS; i++) prof_ns[i] = prof_calls[i] = 0;
+}
+EXPORT(prof_ntags) int prof_ntags(void) { return P_NTAGS; }
+EXPORT(prof_ns_addr) size_t prof_ns_addr(void) { return (size_t)prof_ns; }
+EXPORT(prof_calls_addr) size_t prof_calls_addr(void) { return (size_t)prof_calls; }
+
+static void run_region(task_fn fn, void *ctx);
 void parallel_for(task_fn fn, void *ctx) {
+    if (!prof_on) {
+        run_region(fn, ctx);
+    } else {
+        int tag = prof_tag;
+        long long t0 = clock_ns();
+        run_region(fn, ctx);
+        prof_ns[tag] += clock_ns() - t0;
+        prof_calls[tag]++;
+    }
+}
+
+static void run_region(task_fn fn, void *ctx) {
     int nth = pool.nthreads;
     if (nth < 1) __builtin_trap(); /* pool_set_threads was never called */
     if (nth == 1) {
