@@ -33,9 +33,10 @@ def rand(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
+@pytest.mark.parametrize("variant", ["tiled", "direct"])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("m,n,k", [(70, 45, 33), (128, 64, 16), (5, 130, 67)])
-def test_matmul(gpu, trans_a, trans_b, m, n, k):
+def test_matmul(gpu, variant, trans_a, trans_b, m, n, k):
     rng = np.random.default_rng(m * 1000 + n + k)
     a = rand(rng, *((k, m) if trans_a else (m, k)))
     b = rand(rng, *((n, k) if trans_b else (k, n)))
@@ -47,9 +48,9 @@ def test_matmul(gpu, trans_a, trans_b, m, n, k):
     A, Bb = ops.Ref(gpu.upload(pa, "a"), 3), ops.Ref(gpu.upload(pb, "b"), 5)
     C = ops.Ref(gpu.upload(np.concatenate([c0.ravel(), c0.ravel(), res.ravel()]), "c"))
     p = Program(gpu, "test")
-    ops.matmul(p, "plain", C, A, Bb, m, n, k, trans_a, trans_b)
+    ops.matmul(p, "plain", C, A, Bb, m, n, k, trans_a, trans_b, variant=variant)
     ops.matmul(p, "bias+res+acc", C.at(m * n), A, Bb, m, n, k, trans_a, trans_b,
-               bias=Bb.at(k * n), res=C.at(2 * m * n), accum=True)
+               bias=Bb.at(k * n), res=C.at(2 * m * n), accum=True, variant=variant)
     p.finalize().run()
     out = gpu.read(C.buf, count=3 * m * n).reshape(3, m, n)
     assert rel_err(out[0], want) < 1e-5
@@ -327,7 +328,7 @@ def test_one_step_matches_reference(webgpu_backend, name):
     assert abs(webgpu_backend.last_grad_norm - np.linalg.norm(want_grad)) < 1e-4 * np.linalg.norm(want_grad)
 
 
-@pytest.mark.parametrize("name", ["tiny"])
+@pytest.mark.parametrize("name", ["tiny", "small"])
 def test_fifteen_steps_match_reference(webgpu_backend, name):
     ref = pytest.importorskip("tinygpt_bench.backends.reference", reason="numpy reference not in this checkout")
     preset, layout, w, batches = setup_run(name, 15)

@@ -31,14 +31,18 @@ HAS_BIAS, HAS_RES, ACCUM = 1, 2, 4
 
 def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int,
            trans_a: bool = False, trans_b: bool = False, bias: Ref | None = None,
-           res: Ref | None = None, accum: bool = False) -> None:
-    """c (m,n) [+]= op(a) (m,k) @ op(b) (k,n) [+ bias (n)] [+ res (m,n)]; see matmul.wgsl."""
+           res: Ref | None = None, accum: bool = False, variant: str | None = None) -> None:
+    """c (m,n) [+]= op(a) (m,k) @ op(b) (k,n) [+ bias (n)] [+ res (m,n)]; see matmul.wgsl.
+    variant: "tiled" (workgroup-memory tiles, for GPUs) or "direct" (for CPU adapters);
+    default: the Gpu's matmul_variant."""
     flags = (HAS_BIAS if bias else 0) | (HAS_RES if res else 0) | (ACCUM if accum else 0)
     bias = bias or c
     res = res or c
     args = [m, n, k, a.off, b.off, c.off, bias.off, res.off, flags]
     bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: bias.buf, 5: res.buf}
-    p.add(name, "matmul", "matmul", args, bufs, (cdiv(n, 64), cdiv(m, 64)),
+    variant = variant or p.gpu.matmul_variant
+    entry = {"tiled": "matmul", "direct": "matmul_direct"}[variant]
+    p.add(name, "matmul", entry, args, bufs, (cdiv(n, 64), cdiv(m, 64)),
           constants={"TRANS_A": trans_a, "TRANS_B": trans_b})
 
 

@@ -106,6 +106,9 @@ class Gpu:
         self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
         self.limits = self.device.limits
         self.waiter = Waiter(self.device)
+        # matmul kernel variant (kernels/matmul.wgsl): workgroup-memory tiles on GPUs; on CPU
+        # adapters (lavapipe) the direct register-blocked kernel, about 3x faster there
+        self.matmul_variant = "direct" if self.adapter.info["adapter_type"] == "CPU" else "tiled"
         self.kernels_dir: Path = resource_dir("kernels")
         self._modules: dict[str, object] = {}
         self._pipelines: dict[tuple, object] = {}
