@@ -1,0 +1,126 @@
+"""Measure the WebGPU engine alone: per preset, step time on the host, GPU-busy time and the
+slowest kernels from timestamp queries, parity of one step against the float64 reference;
+and the matmul kernel's FLOP rate. For development and diagnosis (the curve itself is the
+protocol's job). Prints one JSON object per line.
+
+    python -m tinygpt_bench.backends.wgpu_bench --presets tiny,small --steps 15 --parity-upto small
+    python -m tinygpt_bench.backends.wgpu_bench --matmul 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import time
+
+import numpy as np
+
+from tinygpt_bench import presets
+from tinygpt_bench.backends import wgpu_ops as ops
+from tinygpt_bench.backends.webgpu import WebGPUBackend
+from tinygpt_bench.backends.wgpu_runtime import Gpu, Program, describe_adapter
+from tinygpt_bench.model import Layout, flops_per_step
+
+
+def emit(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def bench_matmul(gpu: Gpu, size: int, variant: str, reps: int = 3) -> dict:
+    m = n = k = size
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    A, B, C = ops.Ref(gpu.upload(a, "a")), ops.Ref(gpu.upload(b, "b")), ops.Ref(gpu.buffer(4 * m * n, "c"))
+    p = Program(gpu, "matmul-bench")
+    ops.matmul(p, "bench", C, A, B, m, n, k, variant=variant)
+    p.finalize().run()
+    rows = rng.choice(m, 8, replace=False)  # spot-check 8 rows against numpy
+    got = gpu.read(C.buf, count=m * n).reshape(m, n)[rows]
+    want = a[rows].astype(np.float64) @ b
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    secs = min(p.profile()[0][1] for _ in range(reps))
+    flops = 2 * m * n * k  # multiply and accumulate
+    return {"kind": "matmul", "variant": variant, "size": size, "gpu_ms": secs * 1e3,
+            "tflops": flops / secs / 1e12, "rel_err": err}
+
+
+def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool) -> dict:
+    preset = presets.load(name)
+    layout = Layout(preset)
+    w = layout.init(seed=0)
+    rng = np.random.default_rng(7)
+    batches = [rng.integers(0, 256, size=(preset.batch, preset.ctx + 1)).astype(np.int32) for _ in range(steps)]
+    be = WebGPUBackend()
+    be.gpu = gpu
+    out = {"kind": "preset", "preset": name, "params": layout.total}
+    t0 = time.perf_counter()
+    be.load(preset, w)
+    out["load_s"] = time.perf_counter() - t0
+    out["dispatches"] = len(be.program.dispatches)
+    times, losses = [], []
+    for b in batches:
+        t0 = time.perf_counter()
+        losses.append(be.step(b))
+        times.append(time.perf_counter() - t0)
+    out["first_step_ms"] = times[0] * 1e3
+    steady = times[1:] or times
+    out["median_ms"] = float(np.median(steady)) * 1e3
+    out["min_ms"] = float(np.min(steady)) * 1e3
+    out["gflops"] = flops_per_step(preset)["total"] / (out["median_ms"] * 1e-3) / 1e9
+    out["losses"] = losses
+    # host encoding time of one step (Python), and GPU time per kernel (one pass per dispatch)
+    enc = gpu.device.create_command_encoder()
+    t0 = time.perf_counter()
+    be.program.encode(enc)
+    out["encode_ms"] = (time.perf_counter() - t0) * 1e3
+    enc.finish()
+    prof = be.program.profile()
+    out["gpu_busy_ms"] = sum(t for _, t in prof) * 1e3
+    by_kernel = collections.Counter()
+    for label, t in prof:
+        by_kernel[label.split("[")[-1].rstrip("]")] += t * 1e3
+    out["gpu_ms_by_kernel"] = dict(by_kernel.most_common())
+    if parity:
+        from tinygpt_bench.backends import reference as ref
+
+        be.load(preset, w)
+        loss = be.step(batches[0])
+        want_loss, want_grad = ref.loss_and_grad(preset, w.astype(np.float64), batches[0])
+        g = be.gradients().astype(np.float64)
+        floor = 1e-3 * np.abs(want_grad).max()
+        gv, wv = layout.views(g), layout.views(want_grad)
+        errs = {k: float(np.abs(gv[k] - wv[k]).max() / max(np.abs(wv[k]).max(), floor)) for k in wv}
+        out["parity_loss_rel"] = abs(loss - want_loss) / want_loss
+        out["parity_grad_worst"] = max(errs.items(), key=lambda kv: kv[1])
+    be.close()
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="tiny,small")
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--parity-upto", default="small", help="check one step against the reference up to this preset")
+    ap.add_argument("--matmul", type=int, default=0, help="also time a square matmul of this size")
+    ap.add_argument("--adapter", default=None)
+    args = ap.parse_args(argv)
+    gpu = Gpu(args.adapter)
+    d = describe_adapter(gpu.adapter)
+    emit({"kind": "adapter", **{k: v for k, v in d.items() if k != "features"}, "matmul_variant": gpu.matmul_variant})
+    if args.matmul:
+        for variant in ("tiled", "direct"):
+            emit(bench_matmul(gpu, args.matmul, variant))
+    names = [s for s in args.presets.split(",") if s]
+    order = presets.ORDER
+    limit = order.index(args.parity_upto) if args.parity_upto in order else -1
+    for name in names:
+        parity = name in order and order.index(name) <= limit
+        try:
+            emit(bench_preset(gpu, name, args.steps, parity))
+        except Exception as e:  # keep what finished; say what failed
+            emit({"kind": "preset", "preset": name, "status": "failed", "error": f"{type(e).__name__}: {e}"})
+
+
+if __name__ == "__main__":
+    main()
