@@ -1,5 +1,5 @@
 // Causal multi-head self-attention, Flash-Attention-2 style: online softmax, no T x T matrix.
-// Legend: B = batch, T = context, C = channels, H = heads, hd = C / H (at most MAX_HD).
+// Legend: B = batch, T = context, C = channels, H = heads, hd = C / H (a multiple of 4, at most 64).
 // q, k, v, o, dout, dq, dk, dv are (B,T,C) with head h in channels [h*hd, (h+1)*hd);
 // lse and dd are (B,H,T).
 //
@@ -12,6 +12,7 @@
 // dq runs before dkv (it writes dd). Each invocation owns one query row (forward, dq) or one
 // key row (dkv) and loops over tiles of the other side staged in workgroup memory; the two
 // backward kernels together recompute p instead of storing it, and need no atomics.
+// Rows are handled as vec4s (hd must be a multiple of 4; hd4 = hd / 4).
 
 struct Args {
     t: u32, c: u32, h: u32, hd: u32,
@@ -21,7 +22,7 @@ struct Args {
 }
 const BR: u32 = 32u;        // rows (queries or keys) per workgroup, one per invocation
 const BT: u32 = 32u;        // rows per staged tile of the other side
-const MAX_HD: u32 = 64u;
+const MAX_HD4: u32 = 16u;   // head_dim at most 64
 const NEG: f32 = -3.0e38;
 
 @group(0) @binding(0) var<uniform> u: Args;
@@ -36,28 +37,37 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(9) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(10) var<storage, read_write> dd: array<f32>;
 
-var<workgroup> tile1: array<f32, 2048>;   // (BT, MAX_HD): k (forward, dq) or q (dkv)
-var<workgroup> tile2: array<f32, 2048>;   // (BT, MAX_HD): v (forward, dq) or dout (dkv)
+var<workgroup> tile1: array<vec4<f32>, 512>;   // (BT, MAX_HD4): k (forward, dq) or q (dkv)
+var<workgroup> tile2: array<vec4<f32>, 512>;   // (BT, MAX_HD4): v (forward, dq) or dout (dkv)
 var<workgroup> tile_lse: array<f32, 32>;  // dkv: lse of the staged queries
 var<workgroup> tile_dd: array<f32, 32>;   // dkv: dd of the staged queries
 
 fn row_base(b: u32, i: u32, hh: u32) -> u32 { return (b * u.t + i) * u.c + hh * u.hd; }
 
-// Stage rows j0 .. j0+BT of two (B,T,C) tensors' head slices into tile1/tile2 (zero past T).
+// 4 consecutive values at element i (one function per binding: an entry point's layout holds
+// only the bindings it uses)
+fn ld_q(i: u32) -> vec4<f32> { return vec4(q[i], q[i + 1u], q[i + 2u], q[i + 3u]); }
+fn ld_k(i: u32) -> vec4<f32> { return vec4(k[i], k[i + 1u], k[i + 2u], k[i + 3u]); }
+fn ld_v(i: u32) -> vec4<f32> { return vec4(v[i], v[i + 1u], v[i + 2u], v[i + 3u]); }
+fn ld_o(i: u32) -> vec4<f32> { return vec4(o[i], o[i + 1u], o[i + 2u], o[i + 3u]); }
+fn ld_do(i: u32) -> vec4<f32> { return vec4(dout[i], dout[i + 1u], dout[i + 2u], dout[i + 3u]); }
+
+// Stage rows j0 .. j0+BT of k and v (head hh) into tile1/tile2 (zero past T).
 fn stage_kv(b: u32, hh: u32, j0: u32, lid: u32) {
-    for (var e = lid; e < BT * u.hd; e += BR) {
-        let jj = e / u.hd;
-        let d = e % u.hd;
+    let hd4 = u.hd / 4u;
+    for (var e = lid; e < BT * hd4; e += BR) {
+        let jj = e / hd4;
+        let d4 = e % hd4;
         let j = j0 + jj;
-        var a = 0.0;
-        var c = 0.0;
+        var a = vec4<f32>(0.0);
+        var c = vec4<f32>(0.0);
         if (j < u.t) {
-            let r = row_base(b, j, hh) + d;
-            a = k[u.k_off + r];
-            c = v[u.v_off + r];
+            let r = row_base(b, j, hh) + 4u * d4;
+            a = ld_k(u.k_off + r);
+            c = ld_v(u.v_off + r);
         }
-        tile1[jj * MAX_HD + d] = a;
-        tile2[jj * MAX_HD + d] = c;
+        tile1[jj * MAX_HD4 + d4] = a;
+        tile2[jj * MAX_HD4 + d4] = c;
     }
 }
 
@@ -66,12 +76,13 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     let lid = lid3.x;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
+    let hd4 = u.hd / 4u;
     let i = wid.x * BR + lid;
     let valid = i < u.t;
     let rb = row_base(b, min(i, u.t - 1u), hh);
-    var qr: array<f32, 64>;
-    var acc: array<f32, 64>;
-    for (var d = 0u; d < u.hd; d++) { qr[d] = q[u.q_off + rb + d] * u.scale; acc[d] = 0.0; }
+    var qr: array<vec4<f32>, 16>;    // q_i * scale
+    var acc: array<vec4<f32>, 16>;   // sum_j p_ij v_j (unnormalised)
+    for (var d = 0u; d < hd4; d++) { qr[d] = ld_q(u.q_off + rb + 4u * d) * u.scale; acc[d] = vec4(0.0); }
     var mx = NEG;
     var l = 0.0;
     let kv_end = min(u.t, wid.x * BR + BR);
@@ -83,18 +94,19 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             var s: array<f32, 32>;
             var tmax = mx;
             for (var jj = 0u; jj < jn; jj++) {
-                var dot = 0.0;
-                for (var d = 0u; d < u.hd; d++) { dot = fma(qr[d], tile1[jj * MAX_HD + d], dot); }
-                s[jj] = dot;
-                tmax = max(tmax, dot);
+                var d4 = vec4<f32>(0.0);
+                for (var d = 0u; d < hd4; d++) { d4 = fma(qr[d], tile1[jj * MAX_HD4 + d], d4); }
+                let sc = d4.x + d4.y + d4.z + d4.w;
+                s[jj] = sc;
+                tmax = max(tmax, sc);
             }
             let corr = exp(mx - tmax);
             l *= corr;
-            for (var d = 0u; d < u.hd; d++) { acc[d] *= corr; }
+            for (var d = 0u; d < hd4; d++) { acc[d] *= corr; }
             for (var jj = 0u; jj < jn; jj++) {
                 let pj = exp(s[jj] - tmax);
                 l += pj;
-                for (var d = 0u; d < u.hd; d++) { acc[d] = fma(pj, tile2[jj * MAX_HD + d], acc[d]); }
+                for (var d = 0u; d < hd4; d++) { acc[d] = fma(vec4(pj), tile2[jj * MAX_HD4 + d], acc[d]); }
             }
             mx = tmax;
         }
@@ -102,7 +114,11 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     }
     if (valid) {
         let inv = 1.0 / l;
-        for (var d = 0u; d < u.hd; d++) { o[u.o_off + rb + d] = acc[d] * inv; }
+        for (var d = 0u; d < hd4; d++) {
+            let x = acc[d] * inv;
+            let at = u.o_off + rb + 4u * d;
+            o[at] = x.x; o[at + 1u] = x.y; o[at + 2u] = x.z; o[at + 3u] = x.w;
+        }
         lse[u.lse_off + wid.y * u.t + i] = mx + log(l);
     }
 }
@@ -112,19 +128,21 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let lid = lid3.x;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
+    let hd4 = u.hd / 4u;
     let i = wid.x * BR + lid;
     let valid = i < u.t;
     let rb = row_base(b, min(i, u.t - 1u), hh);
-    var qr: array<f32, 64>;
-    var dor: array<f32, 64>;
-    var acc: array<f32, 64>;
-    var di = 0.0;
-    for (var d = 0u; d < u.hd; d++) {
-        qr[d] = q[u.q_off + rb + d] * u.scale;
-        dor[d] = dout[u.do_off + rb + d];
-        di = fma(dor[d], o[u.o_off + rb + d], di);
-        acc[d] = 0.0;
+    var qr: array<vec4<f32>, 16>;
+    var dor: array<vec4<f32>, 16>;
+    var acc: array<vec4<f32>, 16>;
+    var di4 = vec4<f32>(0.0);
+    for (var d = 0u; d < hd4; d++) {
+        qr[d] = ld_q(u.q_off + rb + 4u * d) * u.scale;
+        dor[d] = ld_do(u.do_off + rb + 4u * d);
+        di4 = fma(dor[d], ld_o(u.o_off + rb + 4u * d), di4);
+        acc[d] = vec4(0.0);
     }
+    let di = di4.x + di4.y + di4.z + di4.w;
     let li = lse[u.lse_off + wid.y * u.t + min(i, u.t - 1u)];
     let kv_end = min(u.t, wid.x * BR + BR);
     for (var j0 = 0u; j0 < kv_end; j0 += BT) {
@@ -133,20 +151,26 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         if (valid && j0 <= i) {
             let jn = min(BT, i + 1u - j0);
             for (var jj = 0u; jj < jn; jj++) {
-                var s = 0.0;
-                var dp = 0.0;
-                for (var d = 0u; d < u.hd; d++) {
-                    s = fma(qr[d], tile1[jj * MAX_HD + d], s);
-                    dp = fma(dor[d], tile2[jj * MAX_HD + d], dp);
+                var s4 = vec4<f32>(0.0);
+                var dp4 = vec4<f32>(0.0);
+                for (var d = 0u; d < hd4; d++) {
+                    s4 = fma(qr[d], tile1[jj * MAX_HD4 + d], s4);
+                    dp4 = fma(dor[d], tile2[jj * MAX_HD4 + d], dp4);
                 }
+                let s = s4.x + s4.y + s4.z + s4.w;
+                let dp = dp4.x + dp4.y + dp4.z + dp4.w;
                 let ds = exp(s - li) * (dp - di);
-                for (var d = 0u; d < u.hd; d++) { acc[d] = fma(ds, tile1[jj * MAX_HD + d], acc[d]); }
+                for (var d = 0u; d < hd4; d++) { acc[d] = fma(vec4(ds), tile1[jj * MAX_HD4 + d], acc[d]); }
             }
         }
         workgroupBarrier();
     }
     if (valid) {
-        for (var d = 0u; d < u.hd; d++) { dq[u.dq_off + rb + d] = acc[d] * u.scale; }
+        for (var d = 0u; d < hd4; d++) {
+            let x = acc[d] * u.scale;
+            let at = u.dq_off + rb + 4u * d;
+            dq[at] = x.x; dq[at + 1u] = x.y; dq[at + 2u] = x.z; dq[at + 3u] = x.w;
+        }
         dd[u.dd_off + wid.y * u.t + i] = di;
     }
 }
@@ -156,34 +180,35 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let lid = lid3.x;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
+    let hd4 = u.hd / 4u;
     let j = wid.x * BR + lid;
     let valid = j < u.t;
     let rb = row_base(b, min(j, u.t - 1u), hh);
-    var kr: array<f32, 64>;
-    var vr: array<f32, 64>;
-    var dka: array<f32, 64>;
-    var dva: array<f32, 64>;
-    for (var d = 0u; d < u.hd; d++) {
-        kr[d] = k[u.k_off + rb + d] * u.scale;
-        vr[d] = v[u.v_off + rb + d];
-        dka[d] = 0.0;
-        dva[d] = 0.0;
+    var kr: array<vec4<f32>, 16>;    // k_j * scale
+    var vr: array<vec4<f32>, 16>;
+    var dka: array<vec4<f32>, 16>;
+    var dva: array<vec4<f32>, 16>;
+    for (var d = 0u; d < hd4; d++) {
+        kr[d] = ld_k(u.k_off + rb + 4u * d) * u.scale;
+        vr[d] = ld_v(u.v_off + rb + 4u * d);
+        dka[d] = vec4(0.0);
+        dva[d] = vec4(0.0);
     }
     for (var i0 = wid.x * BR; i0 < u.t; i0 += BT) {
         // stage queries i0 .. i0+BT: q, dout, lse, dd
-        for (var e = lid; e < BT * u.hd; e += BR) {
-            let ii = e / u.hd;
-            let d = e % u.hd;
+        for (var e = lid; e < BT * hd4; e += BR) {
+            let ii = e / hd4;
+            let d = e % hd4;
             let i = i0 + ii;
-            var a = 0.0;
-            var c = 0.0;
+            var a = vec4<f32>(0.0);
+            var c = vec4<f32>(0.0);
             if (i < u.t) {
-                let r = row_base(b, i, hh) + d;
-                a = q[u.q_off + r];
-                c = dout[u.do_off + r];
+                let r = row_base(b, i, hh) + 4u * d;
+                a = ld_q(u.q_off + r);
+                c = ld_do(u.do_off + r);
             }
-            tile1[ii * MAX_HD + d] = a;
-            tile2[ii * MAX_HD + d] = c;
+            tile1[ii * MAX_HD4 + d] = a;
+            tile2[ii * MAX_HD4 + d] = c;
         }
         if (i0 + lid < u.t) {
             tile_lse[lid] = lse[u.lse_off + wid.y * u.t + i0 + lid];
@@ -192,28 +217,30 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         workgroupBarrier();
         if (valid) {
             let ni = min(BT, u.t - i0);
-            for (var ii = 0u; ii < ni; ii++) {
-                if (i0 + ii < j) { continue; }
-                var s = 0.0;
-                var dp = 0.0;
-                for (var d = 0u; d < u.hd; d++) {
-                    s = fma(tile1[ii * MAX_HD + d], kr[d], s);
-                    dp = fma(tile2[ii * MAX_HD + d], vr[d], dp);
+            for (var ii = select(0u, j - i0, j > i0); ii < ni; ii++) {   // queries i >= j only
+                var s4 = vec4<f32>(0.0);
+                var dp4 = vec4<f32>(0.0);
+                for (var d = 0u; d < hd4; d++) {
+                    s4 = fma(tile1[ii * MAX_HD4 + d], kr[d], s4);
+                    dp4 = fma(tile2[ii * MAX_HD4 + d], vr[d], dp4);
                 }
-                let pij = exp(s - tile_lse[ii]);
-                let ds = pij * (dp - tile_dd[ii]);
-                for (var d = 0u; d < u.hd; d++) {
-                    dva[d] = fma(pij, tile2[ii * MAX_HD + d], dva[d]);
-                    dka[d] = fma(ds, tile1[ii * MAX_HD + d], dka[d]);
+                let pij = exp(s4.x + s4.y + s4.z + s4.w - tile_lse[ii]);
+                let ds = pij * (dp4.x + dp4.y + dp4.z + dp4.w - tile_dd[ii]);
+                for (var d = 0u; d < hd4; d++) {
+                    dva[d] = fma(vec4(pij), tile2[ii * MAX_HD4 + d], dva[d]);
+                    dka[d] = fma(vec4(ds), tile1[ii * MAX_HD4 + d], dka[d]);
                 }
             }
         }
         workgroupBarrier();
     }
     if (valid) {
-        for (var d = 0u; d < u.hd; d++) {
-            dk[u.dk_off + rb + d] = dka[d] * u.scale;
-            dv[u.dv_off + rb + d] = dva[d];
+        for (var d = 0u; d < hd4; d++) {
+            let x = dka[d] * u.scale;
+            let y = dva[d];
+            let at = rb + 4u * d;
+            dk[u.dk_off + at] = x.x; dk[u.dk_off + at + 1u] = x.y; dk[u.dk_off + at + 2u] = x.z; dk[u.dk_off + at + 3u] = x.w;
+            dv[u.dv_off + at] = y.x; dv[u.dv_off + at + 1u] = y.y; dv[u.dv_off + at + 2u] = y.z; dv[u.dv_off + at + 3u] = y.w;
         }
     }
 }

@@ -346,3 +346,24 @@ def test_backend_rejects_bad_batch(webgpu_backend):
     webgpu_backend.load(preset, w)
     with pytest.raises(ValueError, match="needs"):
         webgpu_backend.step(batch[:, :-2])
+
+
+def test_adapter_choice(gpu):
+    from tinygpt_bench.backends.wgpu_runtime import adapters, pick_adapter
+
+    name = gpu.adapter.info["device"]
+    assert pick_adapter(name.split()[0].upper()).info["device"] == name  # by name, any case
+    assert pick_adapter(0).info["device"] == adapters()[0].info["device"]  # by index
+    with pytest.raises(UserError, match="adapters are 0: "):
+        pick_adapter("no-such-adapter")
+    with pytest.raises(UserError, match="out of range"):
+        pick_adapter(99)
+
+
+def test_binding_limit_message(webgpu_backend, gpu):
+    class Small:  # an adapter with 1 MiB bindings
+        limits = {**gpu.limits, "max-storage-buffer-binding-size": 1 << 20}
+        adapter = gpu.adapter
+
+    with pytest.raises(UserError, match=r"buffer 'params' needs 4,000,000 bytes, 2,951,424 above .*also grads"):
+        webgpu_backend._check_limits(Small, {"params": 4_000_000, "grads": 2_000_000, "top": 10})

@@ -261,6 +261,9 @@ class WebGPUBackend(Backend):
     def close(self) -> None:
         for buf in self.bufs.values():
             buf.destroy()
+        if getattr(self, "readback", None) is not None:
+            self.readback.destroy()
+            self.readback = None
         if getattr(self, "program", None) is not None and self.program.uniforms is not None:
             self.program.uniforms.destroy()
         self._free()

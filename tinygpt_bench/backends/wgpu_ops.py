@@ -191,8 +191,8 @@ def _att_args(t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd
 def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v: Ref,
                       b: int, t: int, c: int, h: int) -> None:
     """o (B,T,C) = causal softmax attention; lse (B,H,T) saved."""
-    if c // h > MAX_HD:
-        raise ValueError(f"{name}: head_dim {c // h} above the kernel's MAX_HD {MAX_HD}")
+    if c // h > MAX_HD or (c // h) % 4:
+        raise ValueError(f"{name}: head_dim {c // h}; the kernel needs a multiple of 4, at most {MAX_HD}")
     args = _att_args(t, c, h, q, k, v, o, lse)
     p.add(name, "attention", "attention_forward", args, {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf},
           (cdiv(t, 32), b * h))
