@@ -7,8 +7,10 @@
 //                           residual stream's gradient)
 // layernorm_param_backward  dw (C) = sum_r dy * xhat,  db (C) = sum_r dy   (rows in order, no atomics)
 //
-// Forward and backward use one workgroup of 64 invocations per row with a workgroup-memory
-// tree reduction. (A subgroup-reduction variant for adapters with the feature is future work.)
+// Forward and backward: one workgroup of 64 invocations per row with a workgroup-memory
+// tree reduction (GPUs), or, the *_rows variants, one invocation per row with no barriers
+// (CPU adapters such as lavapipe, where barriers are costly and invocations are SIMD lanes).
+// (A subgroup-reduction variant for adapters with the feature is future work.)
 
 struct Args {
     rows: u32, c: u32,
@@ -105,4 +107,49 @@ fn layernorm_param_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     g[u.dw_off + i] = dw;
     g[u.db_off + i] = dbias;
+}
+
+@compute @workgroup_size(64)
+fn layernorm_forward_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x + gid.y * 65535u * 64u;
+    if (r >= u.rows) { return; }
+    let base = u.x_off + r * u.c;
+    var acc = 0.0;
+    for (var i = 0u; i < u.c; i++) { acc += x[base + i]; }
+    let mean = acc / f32(u.c);
+    acc = 0.0;
+    for (var i = 0u; i < u.c; i++) { let d = x[base + i] - mean; acc += d * d; }
+    let rstd = inverseSqrt(acc / f32(u.c) + EPS);
+    for (var i = 0u; i < u.c; i++) {
+        y[u.y_off + r * u.c + i] = (x[base + i] - mean) * rstd * p[u.w_off + i] + p[u.b_off + i];
+    }
+    s[u.stat_off + r] = mean;
+    s[u.stat_off + u.rows + r] = rstd;
+}
+
+@compute @workgroup_size(64)
+fn layernorm_backward_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x + gid.y * 65535u * 64u;
+    if (r >= u.rows) { return; }
+    let mean = s[u.stat_off + r];
+    let rstd = s[u.stat_off + u.rows + r];
+    let xb = u.x_off + r * u.c;
+    let db = u.dy_off + r * u.c;
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var i = 0u; i < u.c; i++) {
+        let gi = dy[db + i] * p[u.w_off + i];
+        sg += gi;
+        sgx += gi * (x[xb + i] - mean) * rstd;
+    }
+    let mg = sg / f32(u.c);
+    let mgx = sgx / f32(u.c);
+    for (var i = 0u; i < u.c; i++) {
+        let gi = dy[db + i] * p[u.w_off + i];
+        let xhat = (x[xb + i] - mean) * rstd;
+        var d = rstd * (gi - mg - xhat * mgx);
+        let o = u.dx_off + r * u.c + i;
+        if ((u.flags & ACCUM) != 0u) { d += y[o]; }
+        y[o] = d;
+    }
 }

@@ -107,7 +107,8 @@ def ln_back_ref(dy, x, w, eps=1e-5):
     return dx, (dy * xhat).sum(0), dy.sum(0)
 
 
-def test_layernorm(gpu):
+@pytest.mark.parametrize("variant", ["tiled", "direct"])
+def test_layernorm(gpu, variant):
     rng = np.random.default_rng(2)
     rows, c = 37, 96
     x, dy, dx0 = rand(rng, rows, c, scale=2.0) + 0.5, rand(rng, rows, c), rand(rng, rows, c)
@@ -118,10 +119,10 @@ def test_layernorm(gpu):
     DX = ops.Ref(gpu.upload(np.concatenate([dx0.ravel(), dx0.ravel()]), "dx"))
     G = ops.Ref(gpu.buffer(4 * (5 + 4 * c), "g"))
     p = Program(gpu, "test")
-    ops.layernorm_forward(p, "ln", Y, S, X, ops.Ref(P, 7), ops.Ref(P, 7 + c), rows, c)
-    ops.layernorm_backward(p, "ln", DX, G.at(5), G.at(5 + c), DY, X, S, ops.Ref(P, 7), rows, c)
+    ops.layernorm_forward(p, "ln", Y, S, X, ops.Ref(P, 7), ops.Ref(P, 7 + c), rows, c, variant=variant)
+    ops.layernorm_backward(p, "ln", DX, G.at(5), G.at(5 + c), DY, X, S, ops.Ref(P, 7), rows, c, variant=variant)
     ops.layernorm_backward(p, "ln+", DX.at(rows * c), G.at(5 + 2 * c), G.at(5 + 3 * c), DY, X, S, ops.Ref(P, 7),
-                           rows, c, accum=True)
+                           rows, c, accum=True, variant=variant)
     p.finalize().run()
     y, mean, rstd = ln_ref(x, w, b)
     assert rel_err(gpu.read(Y.buf, count=rows * c).reshape(rows, c), y) < 1e-5

@@ -67,21 +67,31 @@ def _ln_args(rows, c, x=0, w=0, b=0, y=0, stat=0, dy=0, dx=0, dw=0, db=0, flags=
     return [rows, c, x, w, b, y, stat, dy, dx, dw, db, flags]
 
 
-def layernorm_forward(p: Program, name: str, y: Ref, stats: Ref, x: Ref, w: Ref, b: Ref, rows: int, c: int) -> None:
-    """y (rows,c) = LN(x) * w + b; stats = mean (rows) then rstd (rows). w and b share a buffer."""
+def _ln_entry(p: Program, entry: str, rows: int, variant: str | None):
+    """(entry point, workgroups): per-row workgroups (GPUs) or one invocation per row (CPUs)."""
+    if (variant or p.gpu.matmul_variant) == "direct":
+        return entry + "_rows", (min(cdiv(rows, 64), 65535), cdiv(rows, 64 * 65535))
+    return entry, rows_grid(rows)
+
+
+def layernorm_forward(p: Program, name: str, y: Ref, stats: Ref, x: Ref, w: Ref, b: Ref, rows: int, c: int,
+                      variant: str | None = None) -> None:
+    """y (rows,c) = LN(x) * w + b; stats = mean (rows) then rstd (rows). w and b share a buffer.
+    variant: "tiled" (workgroup per row) or "direct" (invocation per row); default by adapter."""
     assert w.buf is b.buf
     args = _ln_args(rows, c, x=x.off, w=w.off, b=b.off, y=y.off, stat=stats.off)
-    p.add(name, "layernorm", "layernorm_forward", args, {1: x.buf, 2: w.buf, 3: y.buf, 4: stats.buf}, rows_grid(rows))
+    entry, groups = _ln_entry(p, "layernorm_forward", rows, variant)
+    p.add(name, "layernorm", entry, args, {1: x.buf, 2: w.buf, 3: y.buf, 4: stats.buf}, groups)
 
 
 def layernorm_backward(p: Program, name: str, dx: Ref, dw: Ref, db: Ref, dy: Ref, x: Ref, stats: Ref, w: Ref,
-                       rows: int, c: int, accum: bool = False) -> None:
+                       rows: int, c: int, accum: bool = False, variant: str | None = None) -> None:
     """dx (rows,c) [+]= LN input gradient; dw, db (c) = LN parameter gradients (overwritten)."""
     assert dw.buf is db.buf
     args = _ln_args(rows, c, x=x.off, w=w.off, stat=stats.off, dy=dy.off, dx=dx.off, dw=dw.off, db=db.off,
                     flags=ACCUM if accum else 0)
-    p.add(name + ".dx", "layernorm", "layernorm_backward", args,
-          {1: x.buf, 2: w.buf, 3: dx.buf, 4: stats.buf, 5: dy.buf}, rows_grid(rows))
+    entry, groups = _ln_entry(p, "layernorm_backward", rows, variant)
+    p.add(name + ".dx", "layernorm", entry, args, {1: x.buf, 2: w.buf, 3: dx.buf, 4: stats.buf, 5: dy.buf}, groups)
     p.add(name + ".dw", "layernorm", "layernorm_param_backward", args,
           {1: x.buf, 4: stats.buf, 5: dy.buf, 6: dw.buf}, (cdiv(c, 64),))
 
