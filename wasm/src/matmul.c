@@ -22,8 +22,8 @@
  * rows, k-major ([k][4] floats), so one v128 load gives a column of 4 rows and lane
  * shuffles broadcast them (in wasmtime each scalar load costs a bounds check and a
  * move into a vector register; this is 1 load a k instead of 4). The block is then
- * reused across all of N in panels of NR = 8 columns; the KC x 8 panel of b stays
- * in L1 across the MC rows. Register tile 4 x 8: 8 f32x4 accumulators (cranelift
+ * reused across all of N in panels of NR = 8 columns, packed NC columns at a time
+ * (pack_b); the KC x 8 panel of b stays in L1 across the MC rows. Register tile 4 x 8: 8 f32x4 accumulators (cranelift
  * spilled a 6 x 8 tile's 12).
  * The k order of every output element is 0..K-1 whatever the blocking or split.
  * =================================================================================== */
@@ -31,7 +31,8 @@
 #define NR 8
 #define MC 128
 #define KC 256
-_Static_assert(MC * KC <= THREAD_SCRATCH_FLOATS, "the packed block must fit the thread's scratch");
+#define NC 64 /* columns of b packed at a time */
+_Static_assert(MC * KC + KC * NC <= THREAD_SCRATCH_FLOATS, "packed blocks must fit the thread's scratch");
 
 /* pack rows [i0, i1) x depth [k0, k0 + kc) of a into 4-row panels, zero-padded */
 static void pack_a(float *dst, const MatmulJob *J, int i0, int i1, int k0, int kc) {
@@ -69,8 +70,7 @@ static inline void tile_4x8(float *c, const float *src, const float *bias, const
         c30 = wasm_f32x4_add(c30, b0); c31 = wasm_f32x4_add(c31, b1);
     }
     for (int k = 0; k < kc; k++) {
-        v128_t av = LOAD(ap + 4 * k), b0 = LOAD(b), b1 = LOAD(b + 4), x;
-        b += N;
+        v128_t av = LOAD(ap + 4 * k), b0 = LOAD(b + NR * k), b1 = LOAD(b + NR * k + 4), x;
         x = LANE(av, 0); c00 = MADD(x, b0, c00); c01 = MADD(x, b1, c01);
         x = LANE(av, 1); c10 = MADD(x, b0, c10); c11 = MADD(x, b1, c11);
         x = LANE(av, 2); c20 = MADD(x, b0, c20); c21 = MADD(x, b1, c21);
@@ -90,31 +90,49 @@ static inline void tile_1x8(float *c, const float *src, const float *bias, const
     if (bias) { c0 = wasm_f32x4_add(c0, LOAD(bias)); c1 = wasm_f32x4_add(c1, LOAD(bias + 4)); }
     for (int k = 0; k < kc; k++) {
         v128_t x = wasm_v128_load32_splat(ap + 4 * k);
-        c0 = MADD(x, LOAD(b), c0); c1 = MADD(x, LOAD(b + 4), c1);
-        b += N;
+        c0 = MADD(x, LOAD(b + NR * k), c0); c1 = MADD(x, LOAD(b + NR * k + 4), c1);
     }
     STORE(c, c0); STORE(c + 4, c1);
 }
 
+/* pack depth [k0, k0 + kc) x columns [j0, j1) of b into panels of NR columns, each
+ * k-major with row stride NR: a panel is read contiguously, whatever N is (rows of b
+ * N floats apart alias in the cache when N is a power of two: 4 KiB for N = 1024) */
+static void pack_b(float *dst, const MatmulJob *J, int k0, int kc, int j0, int j1) {
+    for (int j = j0; j < j1; j += NR) {
+        const float *b = J->b + (size_t)k0 * J->N + j;
+        for (int k = 0; k < kc; k++) {
+            STORE(dst + NR * k, LOAD(b + (size_t)k * J->N));
+            STORE(dst + NR * k + 4, LOAD(b + (size_t)k * J->N + 4));
+        }
+        dst += NR * kc;
+    }
+}
+
 /* rows [i0, i1) x columns [j0, j1) of one job; j0, j1 multiples of NR */
-static void matmul_block(const MatmulJob *J, int i0, int i1, int j0, int j1, float *pack) {
+static void matmul_block(const MatmulJob *J, int i0, int i1, int j0, int j1, float *scratch) {
     const int N = J->N, K = J->K;
+    float *pa = scratch, *pb = scratch + MC * KC;
     for (int ib = i0; ib < i1; ib += MC) {
         int ie = imin(ib + MC, i1);
         for (int kb = 0; kb < K; kb += KC) {
             int kc = imin(KC, K - kb);
-            pack_a(pack, J, ib, ie, kb, kc);
-            for (int j = j0; j < j1; j += NR) {
-                const float *bp = J->b + (size_t)kb * N + j;
-                const float *bias = (kb == 0 && J->bias) ? J->bias + j : 0;
-                const float *ap = pack;
-                for (int i = ib; i < ie; i += MR, ap += MR * kc) {
-                    int rows = imin(MR, ie - i);
-                    for (int r = 0; r < (rows == MR ? 1 : rows); r++) {
-                        float *cp = J->c + (size_t)(i + r) * N + j;
-                        const float *src = kb ? cp : (J->init ? J->init + (size_t)(i + r) * N + j : 0);
-                        if (rows == MR) tile_4x8(cp, src, bias, ap, bp, N, kc);
-                        else tile_1x8(cp, src, bias, ap + r, bp, N, kc);
+            pack_a(pa, J, ib, ie, kb, kc);
+            for (int jb = j0; jb < j1; jb += NC) {
+                int je = imin(jb + NC, j1);
+                pack_b(pb, J, kb, kc, jb, je);
+                for (int j = jb; j < je; j += NR) {
+                    const float *bp = pb + (size_t)(j - jb) * kc;
+                    const float *bias = (kb == 0 && J->bias) ? J->bias + j : 0;
+                    const float *ap = pa;
+                    for (int i = ib; i < ie; i += MR, ap += MR * kc) {
+                        int rows = imin(MR, ie - i);
+                        for (int r = 0; r < (rows == MR ? 1 : rows); r++) {
+                            float *cp = J->c + (size_t)(i + r) * N + j;
+                            const float *src = kb ? cp : (J->init ? J->init + (size_t)(i + r) * N + j : 0);
+                            if (rows == MR) tile_4x8(cp, src, bias, ap, bp, N, kc);
+                            else tile_1x8(cp, src, bias, ap + r, bp, N, kc);
+                        }
                     }
                 }
             }
