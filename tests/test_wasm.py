@@ -253,3 +253,25 @@ def test_second_load_reuses_memory_and_bad_input_is_named(engine):
     bad = presets.Preset(name="odd", layers=1, d_model=36, heads=3, ctx=8, batch=2)
     with pytest.raises(Exception, match="multiple of 8"):
         engine.load(bad, model.Layout(bad).init(0))
+
+
+@pytest.mark.parametrize("tid", [0, 1])
+def test_trap_in_a_region_raises_clearly_and_does_not_hang(tid):
+    """A trap on the calling thread (0) or a worker (1): one clear error, workers shut
+    down, and a new backend works afterwards in the same process."""
+    b = wasm.WasmBackend(threads=2)
+    b._start()
+    with pytest.raises(wasm.WasmError, match="stage selftest: wasm trapped"):
+        b._guarded("selftest", "trap_in_region", tid)
+    assert not b._workers  # joined
+    b.close()  # safe twice
+    p = presets.load("tiny")
+    with wasm.WasmBackend(threads=2) as again:
+        again.load(p, model.Layout(p).init(0))
+        assert math.isfinite(again.step(batches_for(p, 1)[0]))
+
+
+def test_preset_past_the_memory64_maximum_is_refused_up_front(engine):
+    big = presets.Preset(name="too-big", layers=100, d_model=1280, heads=20, ctx=64, batch=1)
+    with pytest.raises(wasm.WasmError, match=r"too-big: stage preflight: the model needs \d+ bytes"):
+        engine.load(big, np.zeros(model.Layout(big).total, np.float32))  # calloc: never touched

@@ -206,6 +206,12 @@ class WasmBackend(Backend):
         self.preset = None
         p = preset
         need = self._call("model_bytes", p.layers, p.d_model, p.heads, p.ctx, p.batch)
+        room = MAX_MEMORY - self._heap_mark
+        if need > room:
+            raise WasmError(
+                f"wasm backend: preset {p.name}: stage preflight: the model needs {need} bytes of wasm memory "
+                f"(weights, grads, Adam moments, activations), {room} are available under the {MAX_MEMORY >> 30} "
+                f"GiB maximum of a wasm64 memory here; choose a smaller preset")
         before = self._memory.data_len()
         rc = self._call("model_init", p.layers, p.d_model, p.heads, p.ctx, p.batch)
         if rc == 1:
@@ -245,11 +251,21 @@ class WasmBackend(Backend):
         if batch.min() < 0 or batch.max() > 255:
             raise UserError("wasm backend: batch values must be bytes 0..255")
         self._i32(self._call("model_tokens"), batch.size)[:] = batch.astype(np.int32, copy=False).ravel()
+        return float(self._guarded("train_step", "train_step", float(lr)))
+
+    def _guarded(self, stage: str, name: str, *args):
+        """Call an export that runs parallel regions. A trap (in this thread or a worker)
+        leaves the pool in an unknown state: shut it down and raise one clear error; the
+        process stays usable for the next backend."""
         try:
-            return float(self._call("train_step", float(lr)))
+            return self._call(name, *args)
         except Exception as e:
             why = f"; {self._worker_errors[0]}" if self._worker_errors else ""
-            raise WasmError(f"wasm backend: preset {p.name}: stage train_step: {e}{why}") from None
+            where = f"preset {self.preset.name}: " if self.preset else ""
+            self.close()
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WasmError(f"wasm backend: {where}stage {stage}: wasm trapped: {msg}{why}; "
+                            "the backend was closed, load it again") from None
 
     def parameters(self) -> np.ndarray:
         self._need_loaded()

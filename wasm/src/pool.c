@@ -181,3 +181,11 @@ EXPORT(grow_in_region) long long grow_in_region(size_t pages) {
     parallel_for(grow_task, 0);
     return gt.result < 0 ? -1 : (long long)(__builtin_wasm_memory_size(0));
 }
+
+/* ---- self test: a trap inside a parallel region on thread `tid` (the host must raise a
+ * clear error and not hang, whichever thread trapped) ----------------------------------- */
+static void trap_task(void *ctx, int tid, int nth) {
+    (void)nth;
+    if (tid == *(int *)ctx) __builtin_trap();
+}
+EXPORT(trap_in_region) void trap_in_region(int tid) { parallel_for(trap_task, &tid); }
