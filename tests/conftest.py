@@ -1,9 +1,13 @@
 import os
 import sys
 
-import pytest
+# numpy's bundled OpenBLAS spins its threads; on a 2-core machine shared with lavapipe and
+# wasm workers that made reference steps 40x slower. One BLAS thread keeps tests steady.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from tinygpt_bench import cli
+import pytest  # noqa: E402
+
+from tinygpt_bench import cli  # noqa: E402
 
 
 @pytest.fixture
