@@ -28,6 +28,7 @@ import numpy as np
 from numpy.polynomial import Chebyshev, Polynomial
 
 from tinygpt_bench.backends.base import DEFAULT_LR, OPTIM, AdamW, Backend
+from tinygpt_bench.envinfo import collect_cpu
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.model import Layout
 from tinygpt_bench.presets import VOCAB, Preset
@@ -429,7 +430,10 @@ class ReferenceBackend(Backend):
         return {
             "backend": self.name,
             "api": "numpy",
-            "device": "cpu",
+            "device": collect_cpu()["cpu_model"],
+            "device_type": "CPU",
+            "runtime": f"numpy {np.__version__}",
+            "runtime_settings": f"{self.dtype} BLAS {_blas()}",
             "dtype": str(self.dtype),
             "numpy": np.__version__,
             "blas": _blas(),

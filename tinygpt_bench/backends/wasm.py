@@ -60,6 +60,11 @@ def _shared_memory_class(wt):
     return _SharedMemory
 
 
+import hashlib  # noqa: E402
+
+from tinygpt_bench.envinfo import collect_cpu  # noqa: E402
+
+
 class WasmBackend(Backend):
     name = "wasm"
 
@@ -194,6 +199,12 @@ class WasmBackend(Backend):
             "memory64": True,
             "memory_max_bytes": MAX_MEMORY,
             "memory_bytes": self.memory_bytes(),
+            # the stamps every result row carries (backends/base.py)
+            "device": collect_cpu()["cpu_model"],
+            "device_type": "CPU",
+            "runtime_settings": f"threads={self.threads} simd128 relaxed_simd={'on' if self.relaxed_simd else 'off'} "
+                                f"memory64 max={MAX_MEMORY}",
+            "module_sha256": hashlib.sha256(open(self.module_path, "rb").read()).hexdigest(),
         }
 
     def load(self, preset: Preset, params: np.ndarray) -> None:

@@ -47,6 +47,10 @@ class Arena:
         self.total = total
 
 
+from tinygpt_bench.envinfo import is_software_adapter, sha256_of  # noqa: E402
+from tinygpt_bench.resources import resource_dir  # noqa: E402
+
+
 class WebGPUBackend(Backend):
     name = "webgpu"
 
@@ -68,6 +72,11 @@ class WebGPUBackend(Backend):
         gpu = self._gpu()
         d = {"backend": self.name, "api": "WebGPU (wgpu-py)", **describe_adapter(gpu.adapter)}
         d["wgpu"] = gpu.wgpu.__version__
+        # the stamps every result row carries (backends/base.py)
+        d.update(device=d.get("adapter"), device_type="CPU" if d["adapter_type"] == "CPU" else "GPU",
+                 software_adapter=is_software_adapter({"device": d.get("adapter"), "adapter_type": d["adapter_type"]}),
+                 adapter_vendor=d.get("vendor"), adapter_driver=d.get("description"), adapter_api=d.get("backend_api"),
+                 runtime=f"wgpu-py {d['wgpu']}", kernels_sha256=sha256_of(list(resource_dir("kernels").glob("*.wgsl"))))
         if d["adapter_type"] == "CPU":
             d["note"] = "CPU adapter (software rasteriser such as lavapipe): not a GPU result"
         return d
