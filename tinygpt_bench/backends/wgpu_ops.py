@@ -33,8 +33,8 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
            trans_a: bool = False, trans_b: bool = False, bias: Ref | None = None,
            res: Ref | None = None, accum: bool = False, variant: str | None = None) -> None:
     """c (m,n) [+]= op(a) (m,k) @ op(b) (k,n) [+ bias (n)] [+ res (m,n)]; see matmul.wgsl.
-    variant: "tiled" (workgroup-memory tiles, for GPUs) or "direct" (for CPU adapters);
-    default: the Gpu's matmul_variant."""
+    variant: "direct" (register-blocked, the default) or "tiled" (workgroup-memory tiles, slow
+    for now); default: the Gpu's matmul_variant."""
     flags = (HAS_BIAS if bias else 0) | (HAS_RES if res else 0) | (ACCUM if accum else 0)
     bias = bias or c
     res = res or c
@@ -69,7 +69,7 @@ def _ln_args(rows, c, x=0, w=0, b=0, y=0, stat=0, dy=0, dx=0, dw=0, db=0, flags=
 
 def _ln_entry(p: Program, entry: str, rows: int, variant: str | None):
     """(entry point, workgroups): per-row workgroups (GPUs) or one invocation per row (CPUs)."""
-    if (variant or p.gpu.matmul_variant) == "direct":
+    if (variant or p.gpu.layernorm_variant) == "rows":
         return entry + "_rows", (min(cdiv(rows, 64), 65535), cdiv(rows, 64 * 65535))
     return entry, rows_grid(rows)
 
@@ -77,7 +77,7 @@ def _ln_entry(p: Program, entry: str, rows: int, variant: str | None):
 def layernorm_forward(p: Program, name: str, y: Ref, stats: Ref, x: Ref, w: Ref, b: Ref, rows: int, c: int,
                       variant: str | None = None) -> None:
     """y (rows,c) = LN(x) * w + b; stats = mean (rows) then rstd (rows). w and b share a buffer.
-    variant: "tiled" (workgroup per row) or "direct" (invocation per row); default by adapter."""
+    variant: "workgroup" (a workgroup per row) or "rows" (an invocation per row); default by adapter."""
     assert w.buf is b.buf
     args = _ln_args(rows, c, x=x.off, w=w.off, b=b.off, y=y.off, stat=stats.off)
     entry, groups = _ln_entry(p, "layernorm_forward", rows, variant)
