@@ -45,7 +45,22 @@ def bench_matmul(gpu: Gpu, size: int, variant: str, reps: int = 3) -> dict:
             "tflops": flops / secs / 1e12, "rel_err": err}
 
 
-def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool) -> dict:
+def time_peer(peer: str, preset, w, batches) -> dict:
+    """The same steps (same weights, same batches) on another registered backend."""
+    from tinygpt_bench import backends
+
+    be = backends.create(peer)
+    be.load(preset, w)
+    times, losses = [], []
+    for b in batches:
+        t0 = time.perf_counter()
+        losses.append(be.step(b))
+        times.append(time.perf_counter() - t0)
+    be.close()
+    return {"peer": peer, "peer_median_ms": float(np.median(times[1:] or times)) * 1e3, "peer_last_loss": losses[-1]}
+
+
+def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None = None) -> dict:
     preset = presets.load(name)
     layout = Layout(preset)
     w = layout.init(seed=0)
@@ -81,6 +96,12 @@ def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool) -> dict:
     for label, t in prof:
         by_kernel[label.split("[")[-1].rstrip("]")] += t * 1e3
     out["gpu_ms_by_kernel"] = dict(by_kernel.most_common())
+    if peer:
+        try:
+            out.update(time_peer(peer, preset, w, batches))
+            out["speedup_vs_peer"] = out["peer_median_ms"] / out["median_ms"]
+        except Exception as e:
+            out["peer_error"] = f"{type(e).__name__}: {e}"
     if parity:
         from tinygpt_bench.backends import reference as ref
 
@@ -104,6 +125,7 @@ def main(argv=None) -> None:
     ap.add_argument("--parity-upto", default="small", help="check one step against the reference up to this preset")
     ap.add_argument("--matmul", type=int, default=0, help="also time a square matmul of this size")
     ap.add_argument("--adapter", default=None)
+    ap.add_argument("--peer", default=None, help="also time this registered backend (e.g. torch-cuda) on the same steps")
     args = ap.parse_args(argv)
     gpu = Gpu(args.adapter)
     d = describe_adapter(gpu.adapter)
@@ -117,7 +139,7 @@ def main(argv=None) -> None:
     for name in names:
         parity = name in order and order.index(name) <= limit
         try:
-            emit(bench_preset(gpu, name, args.steps, parity))
+            emit(bench_preset(gpu, name, args.steps, parity, args.peer))
         except Exception as e:  # keep what finished; say what failed
             emit({"kind": "preset", "preset": name, "status": "failed", "error": f"{type(e).__name__}: {e}"})
 
