@@ -228,7 +228,7 @@ class WasmBackend(Backend):
         if rc == 1:
             raise UserError(
                 f"wasm backend: preset {p.name}: d_model {p.d_model} must be a multiple of 8 and head_dim "
-                f"{p.d_model // p.heads} a multiple of 4, at most 128; choose other d_model/heads")
+                f"{p.d_model // p.heads} a multiple of 8, at most 128; choose other d_model/heads")
         if rc == 2:
             have = self._memory.data_len()
             raise WasmError(

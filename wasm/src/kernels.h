@@ -13,7 +13,7 @@ static inline MatmulJob mmjob(float *c, const float *init, const float *bias, co
                               const float *b, int M, int N, int K) {
     return (MatmulJob){c, init, bias, a, b, rsa, csa, M, N, K};
 }
-#define MAX_HV 32 /* head_dim up to 128: 32 f32x4 accumulators */
+#define MAX_HEAD_DIM 128 /* attention keeps 4 x head_dim tiles on the stack */
 void matmul_jobs(const MatmulJobs *js);
 void matmul_share_plain(const MatmulJob *J, int tid, int nth); /* matmul.c */
 void matmul_share_fma(const MatmulJob *J, int tid, int nth);
@@ -30,10 +30,13 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *init, cons
                         const float *w, const float *mean, const float *rstd, int N, int C);
 void gelu_forward(float *out, const float *x, size_t n);
 void gelu_backward(float *dx, const float *x, const float *dout, size_t n);
+/* attention.c; scratch: one buffer of attention_scratch_floats(T, hd) per thread */
 void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int C,
-                       int H);
+                       int H, float *const *scratch);
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                        const float *v, const float *out, const float *lse, int B, int T, int C, int H);
+                        const float *v, const float *out, const float *lse, int B, int T, int C, int H,
+                        float *const *scratch);
+size_t attention_scratch_floats(int T, int hd);
 void crossentropy_forward_backward(float *logits, float *losses, const int *ids, int B, int T, int V);
 double global_norm(const float *g, size_t n, double *scratch);
 size_t global_norm_scratch(size_t n);

@@ -36,6 +36,7 @@ static struct {
     float *dfch;                         /* (N, 4C) */
     float *wt;                           /* transposed weights: max(3 C^2, 4 C^2, C V) */
     double *norm_scratch;
+    float *attn_scratch[MAX_THREADS]; /* per thread: attention_scratch_floats(T, hd) */
     Segment seg[NPARAM];
     int step;
     float loss;
@@ -95,12 +96,13 @@ static void plan(void) {
     size_t wt = 4 * C * C > C * V ? 4 * C * C : C * V;
     M.wt = F(wt);
     M.norm_scratch = (double *)take(global_norm_scratch(np) * sizeof(double));
+    for (int t = 0; t < pool_threads(); t++) M.attn_scratch[t] = F(attention_scratch_floats(M.T, M.C / M.H));
 }
 
-/* 0: ok; 1: shape not supported (C % 8, head_dim % 4, head_dim > 128);
+/* 0: ok; 1: shape not supported (C % 8, head_dim % 8, head_dim > 128);
  * 2: memory could not grow (model_bytes() says how much the model needs) */
 EXPORT(model_init) int model_init(int L, int C, int H, int T, int B) {
-    if (L < 1 || C < 8 || H < 1 || T < 1 || B < 1 || C % H || C % 8 || (C / H) % 4 || C / H > 4 * MAX_HV)
+    if (L < 1 || C < 8 || H < 1 || T < 1 || B < 1 || C % H || C % 8 || (C / H) % 8 || C / H > MAX_HEAD_DIM)
         return 1;
     M.L = L; M.C = C; M.H = H; M.T = T; M.B = B; M.step = 0;
     layout();
@@ -158,7 +160,7 @@ static void forward(void) {
         PT(P_MATMUL_FWD);
         matmul_jobs(&qkv);
         PT(P_ATTENTION);
-        attention_forward(att, a->lse + (size_t)l * N * H, q, k, v, B, T, C, H);
+        attention_forward(att, a->lse + (size_t)l * N * H, q, k, v, B, T, C, H, M.attn_scratch);
         PT(P_MATMUL_FWD);
         matmul(res1, x, P(BO) + l * C, att, C, 1, P(WO) + l * CC, N, C, C);
         PT(P_LAYERNORM);
@@ -245,7 +247,8 @@ static void backward(void) {
         PT(P_BIAS_BWD);
         bias_backward3(1, db3, dd3, N, C);
         PT(P_ATTENTION_BWD);
-        attention_backward(M.dq, M.dk, M.dv, M.datt, q, k, v, att, a->lse + (size_t)l * N * H, B, T, C, H);
+        attention_backward(M.dq, M.dk, M.dv, M.datt, q, k, v, att, a->lse + (size_t)l * N * H, B, T, C, H,
+                           M.attn_scratch);
         /* dln1 = dq @ wq^T + dk @ wk^T + dv @ wv^T; dw{q,k,v} += ln1^T @ d{q,k,v} */
         const float *w4[3] = {P(WQ) + l * CC, P(WK) + l * CC, P(WV) + l * CC};
         PT(P_TRANSPOSE);
