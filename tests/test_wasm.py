@@ -275,3 +275,38 @@ def test_preset_past_the_memory64_maximum_is_refused_up_front(engine):
     big = presets.Preset(name="too-big", layers=100, d_model=1280, heads=20, ctx=64, batch=1)
     with pytest.raises(wasm.WasmError, match=r"too-big: stage preflight: the model needs \d+ bytes"):
         engine.load(big, np.zeros(model.Layout(big).total, np.float32))  # calloc: never touched
+
+
+def test_shipped_module_rebuilds_identically():
+    """wasm/build.py --check: the committed tinygpt.wasm is what the sources build to."""
+    pytest.importorskip("ziglang")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    build = Path(__file__).resolve().parent.parent / "wasm" / "build.py"
+    r = subprocess.run([sys.executable, str(build), "--check"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_behemoth_one_step_past_4_gib():
+    """The Memory64 ceiling break: about 8 GiB of wasm memory, one step, finite loss at
+    the initial model's expected value. Needs about 10 GB of free RAM."""
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        avail = int(next(line for line in open("/proc/meminfo") if line.startswith("MemAvailable")).split()[1]) << 10
+    except (OSError, StopIteration):
+        avail = 0
+    if avail < 12 << 30:
+        pytest.skip(f"needs about 12 GB of free RAM, {avail >> 20} MiB available")
+    path = Path(__file__).resolve().parent.parent / "wasm" / "behemoth.py"
+    spec = importlib.util.spec_from_file_location("behemoth", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.run("behemoth")
+    assert r["memory_after_load_bytes"] > 4 << 30
+    assert math.isfinite(r["loss"]) and abs(r["loss"] - mod.expected_loss(r["d_model"])) < 0.1
+    assert r["params_finite"] and r["params_changed"]
