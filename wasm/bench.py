@@ -111,6 +111,7 @@ def main() -> int:
     out = {"machine": {"cpu": cpu_model(), "cores": ncpu, "python": platform.python_version()},
            "steps": args.steps, "peak": {}, "matmul": [], "train": [], "profile": {}}
     print(f"# {out['machine']['cpu']}, {ncpu} cores; steps {args.steps}", flush=True)
+    peak(max(threads), iters=50_000_000)  # warm-up: let clocks settle before measuring
     for th in threads:
         out["peak"][th] = pk = peak(th)
         print(f"peak threads={th}: SIMD128 mul+add {pk['simd128_mul_add']:.1f} GFLOP/s, "
