@@ -108,12 +108,29 @@ def test_resume_refuses_other_settings(tiny_run, run_cli):
     assert code == 2 and "pass --resume" in err
 
 
-def test_timeout_is_recorded_and_run_goes_on(tmp_path, run_cli):
-    code, out, _ = run_cli("curve", "--presets", "tiny,small", "--backends", "reference-fp32", "--steps", "3",
-                           "--repeats", "1", "--timeout", "0.000001", "--out", str(tmp_path), "--plain", "--no-chart")
+def test_timeout_stops_the_step_for_real_and_run_goes_on(tmp_path, run_cli, monkeypatch):
+    # every reference-fp32 step of 'tiny' sleeps 1 s more (faults.py); 15 steps would take 15 s
+    monkeypatch.setenv("TINYGPT_BENCH_FAULT", "reference-fp32:slow@tiny")
+    t0 = time.time()
+    code, out, _ = run_cli("curve", "--presets", "tiny,small", "--backends", "reference-fp32", "--steps", "15",
+                           "--repeats", "1", "--timeout", "4", "--out", str(tmp_path), "--plain", "--no-chart")
     assert code == 1
     df = pd.read_csv(tmp_path / "measurements.csv")
-    assert list(df.status) == ["timeout", "timeout"] and list(df.stage) == ["step 2", "step 2"]
+    assert list(df.status) == ["timeout", "ok"]  # the next preset still ran
+    assert df.stage[0].startswith("step ") and "worker stopped" in df.error[0]
+    steps = pd.read_csv(tmp_path / "steps.csv")
+    assert set(steps.preset) == {"small"}  # a timed-out measurement's partial steps are not summarised
+    assert time.time() - t0 < 60
+
+
+def test_failure_is_recorded_with_stage_and_next_preset_runs(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("TINYGPT_BENCH_FAULT", "reference-fp32:nan-grad@tiny")
+    code, _, _ = run_cli("curve", "--presets", "tiny,small", "--backends", "reference-fp32", "--steps", "3",
+                         "--repeats", "1", "--out", str(tmp_path), "--plain", "--no-chart")
+    assert code == 1
+    df = pd.read_csv(tmp_path / "measurements.csv")
+    assert list(df.status) == ["failed", "ok"]
+    assert df.stage[0] == "step 2" and "not finite" in df.error[0]
 
 
 def _rows(path: Path) -> list[dict]:

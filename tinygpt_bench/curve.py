@@ -5,7 +5,8 @@ Phases, top to bottom, per preset:
   2. reference the float64 numpy reference trains the same work (parity oracle), where
                the preset is small enough for numpy (--reference-max-gflop)
   3. repeats   R repeats, interleaving the backends (A B A B ...) so drift on a shared
-               machine hits both alike; each repeat loads a fresh model and times every step
+               machine hits both alike; each repeat runs in a fresh worker process that
+               loads a fresh model and times every step; past --timeout it is killed
   4. summary   cold first step apart from steady state (steps 2..N over all repeats):
                median, quartiles, MAD outliers (flagged, never dropped), tokens/s, GFLOP/s,
                final-loss parity between backends and against the reference; one CSV row per
@@ -17,8 +18,10 @@ gets a time budget (--timeout), not fewer steps.
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import os
 import resource
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +36,6 @@ PARITY_TOLERANCE = 1e-3  # relative difference of the final loss
 DEFAULT_BACKENDS = ("webgpu", "wasm")
 DEFAULT_PRESETS = ("tiny", "small", "medium", "large")
 REFERENCE_MAX_GFLOP = 30.0  # numpy float64 reference runs presets up to this many GFLOP a step
-
-
-class StepTimeout(Exception):
-    def __init__(self, step: int, message: str):
-        self.step = step
-        super().__init__(message)
 
 
 @dataclass
@@ -112,36 +109,105 @@ def _reference_losses(work: protocol.Work, s: CurveSettings) -> list[float] | No
         be.close()
 
 
-def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, reporter: Reporter, repeat: int) -> list[dict]:
-    preset = work.preset
-    reporter.measurement_start(preset.name, name, repeat, s.repeats, s.steps)
-    be = None
-    t_start = time.perf_counter()
+def _worker(conn, name: str, preset: Preset, corpus_spec: str, steps: int, seed: int, lr: float, options: dict,
+            digest: str) -> None:
+    """One measurement in a worker process: make the same work, create, load, time every step.
 
-    def on_step(st: protocol.StepTime) -> None:
-        reporter.step(preset.name, name, st)
-        if s.timeout_s is not None and time.perf_counter() - t_start > s.timeout_s and st.step < s.steps:
-            raise StepTimeout(st.step, f"time budget of {s.timeout_s:g} s spent after step {st.step} of {s.steps}")
-
+    Messages to the parent: ("describe", dict), ("step", StepTime), ("done", memory_bytes),
+    ("failed", stage, error). The parent kills this process at the time budget.
+    """
+    stage, be = "create", None
     try:
-        be = protocol.create_backend(name, preset, threads=s.threads, adapter=s.adapter)
-        if not acc.describe:
-            acc.describe = be.describe()
-        steps = protocol.train(be, work, s.lr, on_step)
+        work = protocol.prepare(preset, corpus_mod.load(corpus_spec), steps, seed)
+        if protocol.work_digest(work) != digest:
+            raise RuntimeError("the worker made different weights or batches from the parent's (work sha256 differs)")
+        be = protocol.create_backend(name, preset, **options)
+        conn.send(("describe", be.describe()))
+        stage = "load"
+
+        def on_step(st: protocol.StepTime) -> None:
+            conn.send(("step", st))
+
+        protocol.train(be, work, lr, on_step)
         mem = getattr(be, "memory_bytes", None)
-        acc.memory = mem() if callable(mem) else None
-    except StepTimeout as e:
-        acc.status, acc.stage, acc.error = "timeout", f"step {e.step + 1}", str(e)
-        return []
+        conn.send(("done", mem() if callable(mem) else None))
     except protocol.StageError as e:
-        acc.status, acc.stage, acc.error = "failed", e.stage, e.error
-        return []
+        conn.send(("failed", e.stage, e.error))
+    except BaseException as e:  # noqa: BLE001 - everything is reported to the parent
+        conn.send(("failed", stage, f"{type(e).__name__}: {e}"))
     finally:
         if be is not None:
             try:
                 be.close()
-            except Exception as e:  # a failing close must not lose the measurement
-                reporter.note(f"{name}: close() failed: {type(e).__name__}: {e}")
+            except Exception as e:
+                conn.send(("note", f"{name}: close() failed: {type(e).__name__}: {e}"))
+        conn.close()
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"worker process killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"worker process killed by signal {-code}"
+    return f"worker process exited with code {code} without a result"
+
+
+def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, reporter: Reporter, repeat: int) -> list[dict]:
+    """One repeat of one backend, in its own process: a time budget that stops it for real
+    (the process is killed), a crash that cannot take the run down, and resources (worker
+    threads, GPU device, wasm memory) released when the process ends."""
+    preset = work.preset
+    reporter.measurement_start(preset.name, name, repeat, s.repeats, s.steps)
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    options = {"threads": s.threads, "adapter": s.adapter}
+    proc = ctx.Process(target=_worker, args=(send, name, preset, s.corpus, s.steps, s.seed, s.lr, options,
+                                                        work.digest),
+                       name=f"tinygpt-bench {preset.name}/{name}", daemon=True)
+    proc.start()
+    send.close()
+    t_start = time.perf_counter()
+    steps: list[protocol.StepTime] = []
+    stage, result = "create", None
+    try:
+        while result is None:
+            remaining = None if s.timeout_s is None else s.timeout_s - (time.perf_counter() - t_start)
+            if remaining is not None and remaining <= 0 or not recv.poll(remaining):
+                proc.kill()
+                result = ("timeout", stage, f"time budget of {s.timeout_s:g} s spent at {stage} "
+                                            f"({len(steps)} of {s.steps} steps done); worker stopped")
+                break
+            try:
+                msg = recv.recv()
+            except EOFError:
+                proc.join(5)
+                result = ("failed", stage, _exit_text(proc.exitcode))
+                break
+            kind = msg[0]
+            if kind == "describe":
+                acc.describe = acc.describe or msg[1]
+                stage = "load"
+            elif kind == "step":
+                st = msg[1]
+                steps.append(st)
+                stage = f"step {st.step + 1}"
+                reporter.step(preset.name, name, st)
+            elif kind == "note":
+                reporter.note(msg[1])
+            elif kind == "done":
+                acc.memory = msg[1]
+                result = ("ok", "", "")
+            elif kind == "failed":
+                result = ("failed", msg[1], msg[2])
+    finally:
+        if result is None or result[0] != "ok":
+            proc.kill()
+        proc.join(30)
+        recv.close()
+    if result[0] != "ok":
+        acc.status, acc.stage, acc.error = result
+        return []
     acc.cold.append(steps[0].ms)
     acc.steady.extend(st.ms for st in steps[1:])
     acc.losses.append([st.loss for st in steps])

@@ -8,6 +8,7 @@ where it happened: create, load, step N.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import time
@@ -16,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from tinygpt_bench import backends
+from tinygpt_bench import backends, faults
 from tinygpt_bench.backends.base import DEFAULT_LR, Backend
 from tinygpt_bench.corpus import Corpus, sample_batches
 from tinygpt_bench.errors import UserError
@@ -44,6 +45,20 @@ class Work:
     params: np.ndarray  # (n_params,) fp32
     batches: list[np.ndarray]  # steps x (B, T+1) int32
     seed: int
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return work_digest(self)
+
+
+def work_digest(work: Work) -> str:
+    """sha256 of the initial weights and every batch: proof that two processes got the same work."""
+    import hashlib
+
+    h = hashlib.sha256(work.params.tobytes())
+    for b in work.batches:
+        h.update(b.tobytes())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,15 @@ def create_backend(name: str, preset: Preset, **options) -> Backend:
         ctor = getattr(importlib.import_module(module), cls)
         accepted = inspect.signature(ctor).parameters
         kept = {k: v for k, v in options.items() if v is not None and k in accepted}
-        return backends.create(name, **kept)
+        fault = faults.for_backend(name, preset.name)
+        if fault and fault not in faults.HARNESS_KINDS:
+            if "fault" not in accepted:
+                raise UserError(f"{faults.ENV}: backend '{name}' takes no injected faults; it has '{fault}' asked of it")
+            kept["fault"] = fault
+        be = backends.create(name, **kept)
+        if fault == "slow":
+            be._injected_delay_s = faults.SLOW_S
+        return be
     except UserError:
         raise
     except Exception as e:
@@ -100,6 +123,8 @@ def train(
         t0 = time.perf_counter()
         try:
             loss = float(backend.step(batch, lr))
+            if getattr(backend, "_injected_delay_s", 0):
+                time.sleep(backend._injected_delay_s)  # fault injection: a step past its budget
         except Exception as e:
             raise StageError(preset, name, f"step {i}", e) from e
         ms = (time.perf_counter() - t0) * 1e3

@@ -413,11 +413,14 @@ def _blas_threads() -> str:
 class ReferenceBackend(Backend):
     """The numpy reference as a Backend: 'reference' (float64, the oracle) or 'reference-fp32'."""
 
-    def __init__(self, dtype: str = "float64"):
+    def __init__(self, dtype: str = "float64", fault: str | None = None):
         if dtype not in ("float64", "float32"):
             raise UserError(f"reference backend dtype '{dtype}' is not supported; choose float64 or float32")
         self.dtype = np.dtype(dtype)
         self.name = "reference" if dtype == "float64" else "reference-fp32"
+        if fault not in (None, "nan-grad"):
+            raise UserError(f"reference backend: fault '{fault}' cannot be injected here; it takes nan-grad")
+        self.fault = fault
         self._free()
 
     def _free(self) -> None:
@@ -458,6 +461,8 @@ class ReferenceBackend(Backend):
         if self.params is None:
             raise RuntimeError("reference backend: call load(preset, params) before step()")
         loss, grad = loss_and_grad(self.preset, self.params, batch)
+        if self.fault == "nan-grad":  # fault injection (faults.py): a NaN in the gradient
+            grad[grad.size // 2] = np.nan
         self.grad = grad  # raw, before clipping (gradients())
         clipped, self.last_grad_norm = clip_grad(grad, OPTIM.clip)
         self.t += 1

@@ -1,0 +1,46 @@
+"""Fault injection, for testing every failure path end to end.
+
+TINYGPT_BENCH_FAULT holds comma-separated specs `BACKEND:KIND[@PRESET]`; a spec applies
+when that backend is created for that preset (any preset without @). Kinds:
+
+  slow         every step sleeps 1 s more inside the timed region (harness; any backend)
+  nan-grad     the engine writes a NaN into the gradient after backward (engines, reference)
+  trap         the wasm module executes `unreachable` during the step (wasm)
+  shader       an invalid WGSL kernel is compiled at load (webgpu)
+  limit=BYTES  the adapter's storage-binding and buffer limits are capped to BYTES (webgpu)
+
+Engines take their kinds through a `fault` constructor argument; the harness applies
+`slow` itself. The variable is inherited by the worker processes `curve` starts.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tinygpt_bench.errors import UserError
+
+ENV = "TINYGPT_BENCH_FAULT"
+HARNESS_KINDS = {"slow"}
+SLOW_S = 1.0
+
+
+def parse(text: str | None) -> list[tuple[str, str, str | None]]:
+    out = []
+    for spec in (text or "").split(","):
+        spec = spec.strip()
+        if not spec:
+            continue
+        if ":" not in spec:
+            raise UserError(f"{ENV}: '{spec}' is not BACKEND:KIND[@PRESET], e.g. wasm:trap@small")
+        backend, rest = spec.split(":", 1)
+        kind, _, preset = rest.partition("@")
+        out.append((backend.strip(), kind.strip(), preset.strip() or None))
+    return out
+
+
+def for_backend(backend: str, preset: str) -> str | None:
+    """The fault kind to inject into this backend for this preset, if any."""
+    for b, kind, p in parse(os.environ.get(ENV)):
+        if b == backend and (p is None or p == preset or preset.startswith(p + "-")):
+            return kind
+    return None
