@@ -31,7 +31,10 @@ need=()
 "$py" -c 'import venv, ensurepip' 2>/dev/null || need+=("python3-venv")
 have_vulkan_driver() {
   ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || return 1
-  ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json ${VK_DRIVER_FILES:-} >/dev/null 2>&1
+  for f in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json ${VK_DRIVER_FILES:-}; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
 }
 have_vulkan_driver || need+=("libvulkan1" "mesa-vulkan-drivers")
 if [ ${#need[@]} -gt 0 ]; then
