@@ -94,19 +94,32 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
     }
 }
 
-@compute @workgroup_size(64)
-fn layernorm_param_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x;
-    if (i >= u.c) { return; }
+// A workgroup of 32 channels x 8 row slices: invocation (i, j) sums rows j, j+8, j+16, ...
+// of channel i; the 8 slices are added in workgroup memory in a fixed order.
+var<workgroup> red_w: array<f32, 256>;
+var<workgroup> red_b: array<f32, 256>;
+
+@compute @workgroup_size(32, 8)
+fn layernorm_param_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = wid.x * 32u + lid.x;
+    let ic = min(i, u.c - 1u);
     var dw = 0.0;
     var dbias = 0.0;
-    for (var r = 0u; r < u.rows; r++) {
-        let d = dy[u.dy_off + r * u.c + i];
-        dw += d * (x[u.x_off + r * u.c + i] - s[u.stat_off + r]) * s[u.stat_off + u.rows + r];
+    for (var r = lid.y; r < u.rows; r += 8u) {
+        let d = dy[u.dy_off + r * u.c + ic];
+        dw += d * (x[u.x_off + r * u.c + ic] - s[u.stat_off + r]) * s[u.stat_off + u.rows + r];
         dbias += d;
     }
-    g[u.dw_off + i] = dw;
-    g[u.db_off + i] = dbias;
+    red_w[lid.y * 32u + lid.x] = dw;
+    red_b[lid.y * 32u + lid.x] = dbias;
+    workgroupBarrier();
+    if (lid.y == 0u && i < u.c) {
+        var tw = 0.0;
+        var tb = 0.0;
+        for (var j = 0u; j < 8u; j++) { tw += red_w[j * 32u + lid.x]; tb += red_b[j * 32u + lid.x]; }
+        g[u.dw_off + i] = tw;
+        g[u.db_off + i] = tb;
+    }
 }
 
 @compute @workgroup_size(64)

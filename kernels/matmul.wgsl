@@ -26,11 +26,14 @@ struct Args {
     m: u32, n: u32, k: u32,
     a_off: u32, b_off: u32, c_off: u32,   // element offsets of a, b, c
     bias_off: u32, res_off: u32,          // element offsets of bias (N) and res (M,N)
-    flags: u32,                           // HAS_BIAS | HAS_RES | ACCUM
+    flags: u32,                           // HAS_BIAS | HAS_RES | ACCUM | BIAS_GRAD
 }
 const HAS_BIAS: u32 = 1u;
 const HAS_RES: u32 = 2u;
 const ACCUM: u32 = 4u;
+const BIAS_GRAD: u32 = 8u;   // matmul_direct, weight gradient dW = x^T @ dy: also db = column sums
+                             // of op(b) = dy into bias[bias_off..+n] (overwritten), by the
+                             // invocations of the first row block, which read all of dy anyway
 
 @group(0) @binding(0) var<uniform> u: Args;
 @group(0) @binding(1) var<storage, read_write> a: array<f32>;
@@ -181,9 +184,13 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c5a = vec4<f32>(0.0); var c5b = vec4<f32>(0.0);
     var c6a = vec4<f32>(0.0); var c6b = vec4<f32>(0.0);
     var c7a = vec4<f32>(0.0); var c7b = vec4<f32>(0.0);
+    let want_db = (u.flags & BIAS_GRAD) != 0u && row == 0u;
+    var db0 = vec4<f32>(0.0);
+    var db1 = vec4<f32>(0.0);
     for (var kk = 0u; kk < u.k; kk++) {
         let b0 = load_b4(kk, col);
         let b1 = load_b4(kk, col + 4u);
+        if (want_db) { db0 += b0; db1 += b1; }
         let a0 = vec4(load_a_clamped(row + 0u, kk)); c0a = fma(a0, b0, c0a); c0b = fma(a0, b1, c0b);
         let a1 = vec4(load_a_clamped(row + 1u, kk)); c1a = fma(a1, b0, c1a); c1b = fma(a1, b1, c1b);
         let a2 = vec4(load_a_clamped(row + 2u, kk)); c2a = fma(a2, b0, c2a); c2b = fma(a2, b1, c2b);
@@ -192,6 +199,11 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
         let a5 = vec4(load_a_clamped(row + 5u, kk)); c5a = fma(a5, b0, c5a); c5b = fma(a5, b1, c5b);
         let a6 = vec4(load_a_clamped(row + 6u, kk)); c6a = fma(a6, b0, c6a); c6b = fma(a6, b1, c6b);
         let a7 = vec4(load_a_clamped(row + 7u, kk)); c7a = fma(a7, b0, c7a); c7b = fma(a7, b1, c7b);
+    }
+    if (want_db) {
+        for (var j = 0u; j < 8u; j++) {
+            if (col + j < u.n) { bias[u.bias_off + col + j] = select(db1[max(j, 4u) - 4u], db0[min(j, 3u)], j < 4u); }
+        }
     }
     store_8(row + 0u, col, c0a, c0b);
     store_8(row + 1u, col, c1a, c1b);

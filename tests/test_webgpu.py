@@ -59,6 +59,21 @@ def test_matmul(gpu, variant, trans_a, trans_b, m, n, k):
     assert rel_err(out[1], want + bias + res + c0) < 1e-5
 
 
+def test_matmul_bias_grad(gpu):
+    """The weight-gradient product also writing the bias gradient (column sums of dy)."""
+    rng = np.random.default_rng(9)
+    m, n, k = 45, 70, 131  # dW (m,n) = x^T (m,k) @ dy (k,n); x stored (k,m)
+    x, dy = rand(rng, k, m), rand(rng, k, n)
+    X, DY = ops.Ref(gpu.upload(x, "x")), ops.Ref(gpu.upload(dy, "dy"))
+    G = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
+    p = Program(gpu, "test")
+    ops.matmul(p, "dw+db", G.at(3), X, DY, m, n, k, trans_a=True, variant="direct", bias_grad=G.at(3 + m * n))
+    p.finalize().run()
+    out = gpu.read(G.buf, count=3 + m * n + n)
+    assert rel_err(out[3:3 + m * n].reshape(m, n), x.T.astype(np.float64) @ dy) < 1e-5
+    assert rel_err(out[3 + m * n:], dy.astype(np.float64).sum(0)) < 1e-5
+
+
 def test_bias_backward(gpu):
     rng = np.random.default_rng(1)
     m, n = 77, 130

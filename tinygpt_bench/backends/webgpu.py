@@ -198,23 +198,23 @@ class WebGPUBackend(Backend):
         for l in reversed(range(L)):
             n = f"layer{l}.back"
             ops.matmul(p, f"{n}.fc_out.dx", sc("dg"), sc("dx"), par("fc_out_w", l), BT, 4 * C, C, trans_b=True)
-            ops.matmul(p, f"{n}.fc_out.dw", grad("fc_out_w", l), act(l, "g"), sc("dx"), 4 * C, C, BT, trans_a=True)
-            ops.bias_backward(p, f"{n}.fc_out.db", grad("fc_out_b", l), sc("dx"), BT, C)
+            ops.matmul(p, f"{n}.fc_out.dw", grad("fc_out_w", l), act(l, "g"), sc("dx"), 4 * C, C, BT, trans_a=True,
+                       bias_grad=grad("fc_out_b", l))
             ops.gelu_backward(p, f"{n}.gelu", sc("dg"), act(l, "f"), BT * 4 * C)
             ops.matmul(p, f"{n}.fc_in.dx", sc("dh"), sc("dg"), par("fc_in_w", l), BT, C, 4 * C, trans_b=True)
-            ops.matmul(p, f"{n}.fc_in.dw", grad("fc_in_w", l), act(l, "h2"), sc("dg"), C, 4 * C, BT, trans_a=True)
-            ops.bias_backward(p, f"{n}.fc_in.db", grad("fc_in_b", l), sc("dg"), BT, 4 * C)
+            ops.matmul(p, f"{n}.fc_in.dw", grad("fc_in_w", l), act(l, "h2"), sc("dg"), C, 4 * C, BT, trans_a=True,
+                       bias_grad=grad("fc_in_b", l))
             ops.layernorm_backward(p, f"{n}.ln2", sc("dx"), grad("ln2_w", l), grad("ln2_b", l), sc("dh"),
                                    act(l, "xm"), act(l, "s2"), par("ln2_w", l), BT, C, accum=True)
             ops.matmul(p, f"{n}.proj.dx", sc("datt"), sc("dx"), par("wo", l), BT, C, C, trans_b=True)
-            ops.matmul(p, f"{n}.proj.dw", grad("wo", l), act(l, "att"), sc("dx"), C, C, BT, trans_a=True)
-            ops.bias_backward(p, f"{n}.proj.db", grad("bo", l), sc("dx"), BT, C)
+            ops.matmul(p, f"{n}.proj.dw", grad("wo", l), act(l, "att"), sc("dx"), C, C, BT, trans_a=True,
+                       bias_grad=grad("bo", l))
             ops.attention_backward(p, f"{n}.attn", sc("dq"), sc("dk"), sc("dv"), sc("dd"), sc("datt"), act(l, "q"),
                                    act(l, "k"), act(l, "v"), act(l, "att"), act(l, "lse"), B, T, C, H)
             for i, (w, bias, d) in enumerate((("wq", "bq", "dq"), ("wk", "bk", "dk"), ("wv", "bv", "dv"))):
                 ops.matmul(p, f"{n}.{w}.dx", sc("dh"), sc(d), par(w, l), BT, C, C, trans_b=True, accum=i > 0)
-                ops.matmul(p, f"{n}.{w}.dw", grad(w, l), act(l, "h1"), sc(d), C, C, BT, trans_a=True)
-                ops.bias_backward(p, f"{n}.{bias}", grad(bias, l), sc(d), BT, C)
+                ops.matmul(p, f"{n}.{w}.dw", grad(w, l), act(l, "h1"), sc(d), C, C, BT, trans_a=True,
+                           bias_grad=grad(bias, l))
             ops.layernorm_backward(p, f"{n}.ln1", sc("dx"), grad("ln1_w", l), grad("ln1_b", l), sc("dh"),
                                    act(l, "x"), act(l, "s1"), par("ln1_w", l), BT, C, accum=True)
         ops.embedding_backward(p, "embed.back", G, sc("dx"), b["tokens"], tl, spec["tok_emb"].offset,

@@ -26,21 +26,29 @@ def cdiv(a: int, b: int) -> int:
 
 
 # matmul.wgsl ---------------------------------------------------------------------------------
-HAS_BIAS, HAS_RES, ACCUM = 1, 2, 4
+HAS_BIAS, HAS_RES, ACCUM, BIAS_GRAD = 1, 2, 4, 8
 
 
 def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int,
            trans_a: bool = False, trans_b: bool = False, bias: Ref | None = None,
-           res: Ref | None = None, accum: bool = False, variant: str | None = None) -> None:
+           res: Ref | None = None, accum: bool = False, variant: str | None = None,
+           bias_grad: Ref | None = None) -> None:
     """c (m,n) [+]= op(a) (m,k) @ op(b) (k,n) [+ bias (n)] [+ res (m,n)]; see matmul.wgsl.
     variant: "direct" (register-blocked, the default) or "tiled" (workgroup-memory tiles, slow
-    for now); default: the Gpu's matmul_variant."""
-    flags = (HAS_BIAS if bias else 0) | (HAS_RES if res else 0) | (ACCUM if accum else 0)
+    for now); default: the Gpu's matmul_variant.
+    bias_grad (direct only, with trans_a: a weight gradient x^T @ dy): also write the column
+    sums of dy there (the bias gradient), overwriting."""
+    variant = variant or p.gpu.matmul_variant
+    if bias_grad is not None:
+        if bias is not None or variant != "direct":
+            raise ValueError(f"{name}: bias_grad needs the direct variant and no bias")
+        bias = bias_grad
+    flags = (HAS_BIAS if bias and bias_grad is None else 0) | (HAS_RES if res else 0) | (ACCUM if accum else 0)
+    flags |= BIAS_GRAD if bias_grad is not None else 0
     bias = bias or c
     res = res or c
     args = [m, n, k, a.off, b.off, c.off, bias.off, res.off, flags]
     bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: bias.buf, 5: res.buf}
-    variant = variant or p.gpu.matmul_variant
     entry = {"tiled": "matmul", "direct": "matmul_direct"}[variant]
     p.add(name, "matmul", entry, args, bufs, (cdiv(n, 64), cdiv(m, 64)),
           constants={"TRANS_A": trans_a, "TRANS_B": trans_b})
@@ -93,7 +101,7 @@ def layernorm_backward(p: Program, name: str, dx: Ref, dw: Ref, db: Ref, dy: Ref
     entry, groups = _ln_entry(p, "layernorm_backward", rows, variant)
     p.add(name + ".dx", "layernorm", entry, args, {1: x.buf, 2: w.buf, 3: dx.buf, 4: stats.buf, 5: dy.buf}, groups)
     p.add(name + ".dw", "layernorm", "layernorm_param_backward", args,
-          {1: x.buf, 4: stats.buf, 5: dy.buf, 6: dw.buf}, (cdiv(c, 64),))
+          {1: x.buf, 4: stats.buf, 5: dy.buf, 6: dw.buf}, (cdiv(c, 32),))
 
 
 # gelu.wgsl -----------------------------------------------------------------------------------
