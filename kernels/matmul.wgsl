@@ -215,6 +215,53 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     store_8(row + 7u, col, c7a, c7b);
 }
 
+// ---------------------------------------------------------------------------------------------
+// matmul_direct4: matmul_direct with a 4 x 4 block per invocation, so a workgroup (8, 8) covers
+// a 32 x 32 tile of c: four times the workgroups, for products too small to fill a GPU with
+// 64 x 64 tiles (the model's C x C weight gradients, say). Same flags, BIAS_GRAD included.
+
+fn store_4(row: u32, col: u32, acc: vec4<f32>) {
+    if (row >= u.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let cc = col + j;
+        if (cc >= u.n) { return; }
+        var v = acc[j];
+        if ((u.flags & HAS_BIAS) != 0u) { v += bias[u.bias_off + cc]; }
+        if ((u.flags & HAS_RES) != 0u) { v += res[u.res_off + row * u.n + cc]; }
+        let idx = u.c_off + row * u.n + cc;
+        if ((u.flags & ACCUM) != 0u) { v += c[idx]; }
+        c[idx] = v;
+    }
+}
+
+@compute @workgroup_size(8, 8)
+fn matmul_direct4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let col = gid.x * 4u;
+    let row = gid.y * 4u;
+    if (row >= u.m || col >= u.n) { return; }
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    let want_db = (u.flags & BIAS_GRAD) != 0u && row == 0u;
+    var db = vec4<f32>(0.0);
+    for (var kk = 0u; kk < u.k; kk++) {
+        let b0 = load_b4(kk, col);
+        if (want_db) { db += b0; }
+        c0 = fma(vec4(load_a_clamped(row + 0u, kk)), b0, c0);
+        c1 = fma(vec4(load_a_clamped(row + 1u, kk)), b0, c1);
+        c2 = fma(vec4(load_a_clamped(row + 2u, kk)), b0, c2);
+        c3 = fma(vec4(load_a_clamped(row + 3u, kk)), b0, c3);
+    }
+    if (want_db) {
+        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + col + j] = db[j]; } }
+    }
+    store_4(row + 0u, col, c0);
+    store_4(row + 1u, col, c1);
+    store_4(row + 2u, col, c2);
+    store_4(row + 3u, col, c3);
+}
+
 // db (N) = sum over rows of dy (M,N)   [+ db with ACCUM]
 // dy is binding a at a_off, db is binding c at c_off. One invocation per column, rows in order:
 // deterministic, no atomics.

@@ -35,7 +35,7 @@ def rand(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.mark.parametrize("variant", ["tiled", "direct"])
+@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4"])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("m,n,k", [(70, 45, 33), (128, 64, 16), (5, 130, 67)])
 def test_matmul(gpu, variant, trans_a, trans_b, m, n, k):
@@ -67,11 +67,14 @@ def test_matmul_bias_grad(gpu):
     X, DY = ops.Ref(gpu.upload(x, "x")), ops.Ref(gpu.upload(dy, "dy"))
     G = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
     p = Program(gpu, "test")
+    G2 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
     ops.matmul(p, "dw+db", G.at(3), X, DY, m, n, k, trans_a=True, variant="direct", bias_grad=G.at(3 + m * n))
+    ops.matmul(p, "dw+db4", G2.at(3), X, DY, m, n, k, trans_a=True, variant="direct4", bias_grad=G2.at(3 + m * n))
     p.finalize().run()
-    out = gpu.read(G.buf, count=3 + m * n + n)
-    assert rel_err(out[3:3 + m * n].reshape(m, n), x.T.astype(np.float64) @ dy) < 1e-5
-    assert rel_err(out[3 + m * n:], dy.astype(np.float64).sum(0)) < 1e-5
+    for buf in (G.buf, G2.buf):
+        out = gpu.read(buf, count=3 + m * n + n)
+        assert rel_err(out[3:3 + m * n].reshape(m, n), x.T.astype(np.float64) @ dy) < 1e-5
+        assert rel_err(out[3 + m * n:], dy.astype(np.float64).sum(0)) < 1e-5
 
 
 def test_bias_backward(gpu):

@@ -34,13 +34,15 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
            res: Ref | None = None, accum: bool = False, variant: str | None = None,
            bias_grad: Ref | None = None) -> None:
     """c (m,n) [+]= op(a) (m,k) @ op(b) (k,n) [+ bias (n)] [+ res (m,n)]; see matmul.wgsl.
-    variant: "direct" (register-blocked, the default) or "tiled" (workgroup-memory tiles, slow
-    for now); default: the Gpu's matmul_variant.
+    variant: "direct" (register-blocked 8x8; by default it becomes "direct4", 4x4, when the
+    product has fewer 64 x 64 tiles than the Gpu's min_workgroups) or "tiled" (workgroup-memory
+    tiles, slow for now); default: the Gpu's matmul_variant.
     bias_grad (direct only, with trans_a: a weight gradient x^T @ dy): also write the column
     sums of dy there (the bias gradient), overwriting."""
+    auto = variant is None
     variant = variant or p.gpu.matmul_variant
     if bias_grad is not None:
-        if bias is not None or variant != "direct":
+        if bias is not None or variant not in ("direct", "direct4"):
             raise ValueError(f"{name}: bias_grad needs the direct variant and no bias")
         bias = bias_grad
     flags = (HAS_BIAS if bias and bias_grad is None else 0) | (HAS_RES if res else 0) | (ACCUM if accum else 0)
@@ -49,8 +51,11 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     res = res or c
     args = [m, n, k, a.off, b.off, c.off, bias.off, res.off, flags]
     bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: bias.buf, 5: res.buf}
-    entry = {"tiled": "matmul", "direct": "matmul_direct"}[variant]
-    p.add(name, "matmul", entry, args, bufs, (cdiv(n, 64), cdiv(m, 64)),
+    if auto and variant == "direct" and cdiv(m, 64) * cdiv(n, 64) < p.gpu.min_workgroups:
+        variant = "direct4"  # too few 64 x 64 tiles to fill the device: 32 x 32 tiles
+    entry = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4"}[variant]
+    tile = 32 if variant == "direct4" else 64
+    p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)),
           constants={"TRANS_A": trans_a, "TRANS_B": trans_b})
 
 

@@ -114,6 +114,9 @@ class Gpu:
         cpu = self.adapter.info["adapter_type"] == "CPU"
         self.matmul_variant = "direct"
         self.layernorm_variant = "rows" if cpu else "workgroup"
+        # a matmul with fewer 64 x 64 tiles than this uses 32 x 32 tiles (matmul_direct4); on a
+        # CPU adapter a few workgroups already fill the cores
+        self.min_workgroups = 4 if cpu else 264  # H100: 132 SMs, two workgroups each
         self.kernels_dir: Path = resource_dir("kernels")
         self._modules: dict[str, object] = {}
         self._pipelines: dict[tuple, object] = {}
