@@ -96,6 +96,11 @@ def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None
     for label, t in prof:
         by_kernel[label.split("[")[-1].rstrip("]")] += t * 1e3
     out["gpu_ms_by_kernel"] = dict(by_kernel.most_common())
+    by_role = collections.Counter()  # "layer3.back.fc_in.dw [matmul...]" -> "back.fc_in.dw"
+    for label, t in prof:
+        role = label.split(" [")[0]
+        by_role[role.split(".", 1)[1] if role.startswith("layer") else role] += t * 1e3
+    out["gpu_ms_by_role"] = dict(by_role.most_common(12))
     if peer:
         try:
             out.update(time_peer(peer, preset, w, batches))
