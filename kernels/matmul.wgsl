@@ -27,6 +27,7 @@ struct Args {
     a_off: u32, b_off: u32, c_off: u32,   // element offsets of a, b, c
     bias_off: u32, res_off: u32,          // element offsets of bias (N) and res (M,N)
     flags: u32,                           // HAS_BIAS | HAS_RES | ACCUM | BIAS_GRAD
+    k_split: u32,                         // direct kernels: S > 1 splits K over workgroup z (split-K)
 }
 const HAS_BIAS: u32 = 1u;
 const HAS_RES: u32 = 2u;
@@ -157,7 +158,7 @@ fn load_b4(kk: u32, col: u32) -> vec4<f32> {   // op(b)[kk, col..col+4], columns
     return vec4(b[base + j0], b[base + j1], b[base + j2], b[base + j3]);
 }
 
-fn store_8(row: u32, col: u32, lo: vec4<f32>, hi: vec4<f32>) {   // epilogue of one row of 8
+fn store_8(row: u32, col: u32, lo: vec4<f32>, hi: vec4<f32>, zoff: u32) {   // epilogue of one row of 8
     if (row >= u.m) { return; }
     for (var j = 0u; j < 8u; j++) {
         let cc = col + j;
@@ -165,10 +166,19 @@ fn store_8(row: u32, col: u32, lo: vec4<f32>, hi: vec4<f32>) {   // epilogue of 
         var v = select(hi[max(j, 4u) - 4u], lo[min(j, 3u)], j < 4u);
         if ((u.flags & HAS_BIAS) != 0u) { v += bias[u.bias_off + cc]; }
         if ((u.flags & HAS_RES) != 0u) { v += res[u.res_off + row * u.n + cc]; }
-        let idx = u.c_off + row * u.n + cc;
+        let idx = u.c_off + zoff + row * u.n + cc;
         if ((u.flags & ACCUM) != 0u) { v += c[idx]; }
         c[idx] = v;
     }
+}
+
+// split-K: slice z of S takes k in [z * ceil(K/S), (z+1) * ceil(K/S)) and writes its partial c
+// at c_off + z*M*N (and partial db at bias_off + z*N); splitk_reduce adds the S partials.
+fn k_range(z: u32) -> vec3<u32> {   // (k_lo, k_hi, element offset of this slice's c)
+    let ns = max(u.k_split, 1u);
+    let chunk = (u.k + ns - 1u) / ns;
+    let lo = min(u.k, z * chunk);
+    return vec3(lo, min(u.k, lo + chunk), z * u.m * u.n);
 }
 
 @compute @workgroup_size(8, 8)
@@ -187,7 +197,8 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     let want_db = (u.flags & BIAS_GRAD) != 0u && row == 0u;
     var db0 = vec4<f32>(0.0);
     var db1 = vec4<f32>(0.0);
-    for (var kk = 0u; kk < u.k; kk++) {
+    let kr = k_range(gid.z);
+    for (var kk = kr.x; kk < kr.y; kk++) {
         let b0 = load_b4(kk, col);
         let b1 = load_b4(kk, col + 4u);
         if (want_db) { db0 += b0; db1 += b1; }
@@ -202,17 +213,17 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     if (want_db) {
         for (var j = 0u; j < 8u; j++) {
-            if (col + j < u.n) { bias[u.bias_off + col + j] = select(db1[max(j, 4u) - 4u], db0[min(j, 3u)], j < 4u); }
+            if (col + j < u.n) { bias[u.bias_off + gid.z * u.n + col + j] = select(db1[max(j, 4u) - 4u], db0[min(j, 3u)], j < 4u); }
         }
     }
-    store_8(row + 0u, col, c0a, c0b);
-    store_8(row + 1u, col, c1a, c1b);
-    store_8(row + 2u, col, c2a, c2b);
-    store_8(row + 3u, col, c3a, c3b);
-    store_8(row + 4u, col, c4a, c4b);
-    store_8(row + 5u, col, c5a, c5b);
-    store_8(row + 6u, col, c6a, c6b);
-    store_8(row + 7u, col, c7a, c7b);
+    store_8(row + 0u, col, c0a, c0b, kr.z);
+    store_8(row + 1u, col, c1a, c1b, kr.z);
+    store_8(row + 2u, col, c2a, c2b, kr.z);
+    store_8(row + 3u, col, c3a, c3b, kr.z);
+    store_8(row + 4u, col, c4a, c4b, kr.z);
+    store_8(row + 5u, col, c5a, c5b, kr.z);
+    store_8(row + 6u, col, c6a, c6b, kr.z);
+    store_8(row + 7u, col, c7a, c7b, kr.z);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -220,7 +231,7 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
 // a 32 x 32 tile of c: four times the workgroups, for products too small to fill a GPU with
 // 64 x 64 tiles (the model's C x C weight gradients, say). Same flags, BIAS_GRAD included.
 
-fn store_4(row: u32, col: u32, acc: vec4<f32>) {
+fn store_4(row: u32, col: u32, acc: vec4<f32>, zoff: u32) {
     if (row >= u.m) { return; }
     for (var j = 0u; j < 4u; j++) {
         let cc = col + j;
@@ -228,7 +239,7 @@ fn store_4(row: u32, col: u32, acc: vec4<f32>) {
         var v = acc[j];
         if ((u.flags & HAS_BIAS) != 0u) { v += bias[u.bias_off + cc]; }
         if ((u.flags & HAS_RES) != 0u) { v += res[u.res_off + row * u.n + cc]; }
-        let idx = u.c_off + row * u.n + cc;
+        let idx = u.c_off + zoff + row * u.n + cc;
         if ((u.flags & ACCUM) != 0u) { v += c[idx]; }
         c[idx] = v;
     }
@@ -245,7 +256,8 @@ fn matmul_direct4(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c3 = vec4<f32>(0.0);
     let want_db = (u.flags & BIAS_GRAD) != 0u && row == 0u;
     var db = vec4<f32>(0.0);
-    for (var kk = 0u; kk < u.k; kk++) {
+    let kr = k_range(gid.z);
+    for (var kk = kr.x; kk < kr.y; kk++) {
         let b0 = load_b4(kk, col);
         if (want_db) { db += b0; }
         c0 = fma(vec4(load_a_clamped(row + 0u, kk)), b0, c0);
@@ -254,12 +266,12 @@ fn matmul_direct4(@builtin(global_invocation_id) gid: vec3<u32>) {
         c3 = fma(vec4(load_a_clamped(row + 3u, kk)), b0, c3);
     }
     if (want_db) {
-        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + col + j] = db[j]; } }
+        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + gid.z * u.n + col + j] = db[j]; } }
     }
-    store_4(row + 0u, col, c0);
-    store_4(row + 1u, col, c1);
-    store_4(row + 2u, col, c2);
-    store_4(row + 3u, col, c3);
+    store_4(row + 0u, col, c0, kr.z);
+    store_4(row + 1u, col, c1, kr.z);
+    store_4(row + 2u, col, c2, kr.z);
+    store_4(row + 3u, col, c3, kr.z);
 }
 
 // db (N) = sum over rows of dy (M,N)   [+ db with ACCUM]
@@ -274,4 +286,26 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let idx = u.c_off + col;
     if ((u.flags & ACCUM) != 0u) { s += c[idx]; }
     c[idx] = s;
+}
+
+// c (M,N) [+]= sum_z partial[z] (M,N), partials at a_off in a (S of them, then S partial db (N));
+// with BIAS_GRAD also bias (N) = sum_z partial db[z]. Fixed order: deterministic.
+@compute @workgroup_size(64)
+fn splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let stride = nwg.x * 64u;
+    let mn = u.m * u.n;
+    let ns = max(u.k_split, 1u);
+    for (var i = gid.x; i < mn; i += stride) {
+        var v = 0.0;
+        for (var z = 0u; z < ns; z++) { v += a[u.a_off + z * mn + i]; }
+        if ((u.flags & ACCUM) != 0u) { v += c[u.c_off + i]; }
+        c[u.c_off + i] = v;
+    }
+    if ((u.flags & BIAS_GRAD) != 0u) {
+        for (var j = gid.x; j < u.n; j += stride) {
+            var v = 0.0;
+            for (var z = 0u; z < ns; z++) { v += a[u.a_off + ns * mn + z * u.n + j]; }
+            bias[u.bias_off + j] = v;
+        }
+    }
 }

@@ -77,6 +77,25 @@ def test_matmul_bias_grad(gpu):
         assert rel_err(out[3 + m * n:], dy.astype(np.float64).sum(0)) < 1e-5
 
 
+@pytest.mark.parametrize("variant", ["direct", "direct4"])
+@pytest.mark.parametrize("accum", [False, True])
+def test_matmul_split_k(gpu, variant, accum):
+    rng = np.random.default_rng(10)
+    m, n, k, s = 37, 52, 301, 3  # weight gradient shape: dW (m,n) = x^T @ dy, K split in 3
+    x, dy, c0 = rand(rng, k, m), rand(rng, k, n), rand(rng, m * n + n)
+    X, DY = ops.Ref(gpu.upload(x, "x")), ops.Ref(gpu.upload(dy, "dy"))
+    G = ops.Ref(gpu.upload(np.concatenate([rand(rng, 3), c0]), "g"), 3)
+    S = ops.Ref(gpu.buffer(4 * (5 + ops.splitk_scratch(m, n, s)), "scratch"), 5)
+    p = Program(gpu, "test")
+    ops.matmul(p, "dw", G, X, DY, m, n, k, trans_a=True, variant=variant, bias_grad=G.at(m * n), accum=accum,
+               split_k=s, scratch=S)
+    p.finalize().run()
+    out = gpu.read(G.buf, count=3 + m * n + n)[3:]
+    want = x.T.astype(np.float64) @ dy + (c0[:m * n].reshape(m, n) if accum else 0)
+    assert rel_err(out[:m * n].reshape(m, n), want) < 1e-5
+    assert rel_err(out[m * n:], dy.astype(np.float64).sum(0)) < 1e-5
+
+
 def test_bias_backward(gpu):
     rng = np.random.default_rng(1)
     m, n = 77, 130

@@ -108,8 +108,13 @@ class WebGPUBackend(Backend):
         top = Arena(xf=BTC, hf=BTC, sf=2 * BT, logits=BT * V, losses=BT)
         scr = Arena(dx=BTC, dh=BTC, dq=BTC, dk=BTC, dv=BTC, datt=BTC, dg=4 * BTC, dd=B * H * T)
         self.tl = ops.TokenLayout.of(BT, V)
+        # split-K scratch for the weight gradients (K = B*T, few output tiles on a big GPU)
+        wshapes = [(C, C), (4 * C, C), (C, 4 * C), (V, C)]
+        self.split = {mn: ops.choose_split_k(gpu, mn[0], mn[1], BT) for mn in wshapes}
+        n_split = max(ops.splitk_scratch(m, n, self.split[(m, n)]) for m, n in wshapes)
         sizes = {"params": 4 * P, "grads": 4 * P, "adam_m": 4 * P, "adam_v": 4 * P,
-                 **{f"layer{l}": 4 * la.total for l in range(L)}, "top": 4 * top.total, "scratch": 4 * scr.total}
+                 **{f"layer{l}": 4 * la.total for l in range(L)}, "top": 4 * top.total, "scratch": 4 * scr.total,
+                 "splitk": 4 * n_split}
         self._check_limits(gpu, sizes)
 
         b = self.bufs
@@ -122,6 +127,7 @@ class WebGPUBackend(Backend):
         for l in range(L):
             b[f"layer{l}"] = gpu.buffer(4 * la.total, f"layer{l}")
         b["top"], b["scratch"] = gpu.buffer(4 * top.total, "top"), gpu.buffer(4 * scr.total, "scratch")
+        b["splitk"] = gpu.buffer(4 * n_split, "splitk")
         u = gpu.wgpu.BufferUsage
         self.readback = gpu.device.create_buffer(size=16, usage=u.MAP_READ | u.COPY_DST, label="loss readback")
 
@@ -165,6 +171,11 @@ class WebGPUBackend(Backend):
         step = Ref(b["step"], 0)
         p = Program(gpu, "train_step")
 
+        def wgrad(name, dw: Ref, x: Ref, dy: Ref, m: int, n: int, db: Ref | None = None):
+            """dW (m,n) = x^T @ dy over K = B*T rows (split-K where the device is wide), db too."""
+            ops.matmul(p, name, dw, x, dy, m, n, BT, trans_a=True, bias_grad=db, split_k=self.split[(m, n)],
+                       scratch=Ref(b["splitk"], 0))
+
         # forward ---------------------------------------------------------------------------
         ops.embedding_forward(p, "embed", act(0, "x"), b["tokens"], tl, P, spec["tok_emb"].offset,
                               spec["pos_emb"].offset, BT, T, C, V)
@@ -192,29 +203,25 @@ class WebGPUBackend(Backend):
 
         # backward (tp("logits") now holds dlogits) -----------------------------------------
         ops.matmul(p, "head.dx", sc("dh"), tp("logits"), par("tok_emb"), BT, C, V)
-        ops.matmul(p, "head.dw", grad("tok_emb"), tp("logits"), tp("hf"), V, C, BT, trans_a=True)
+        wgrad("head.dw", grad("tok_emb"), tp("logits"), tp("hf"), V, C)
         ops.layernorm_backward(p, "ln_f.back", sc("dx"), grad("lnf_w"), grad("lnf_b"), sc("dh"), tp("xf"), tp("sf"),
                                par("lnf_w"), BT, C)
         for l in reversed(range(L)):
             n = f"layer{l}.back"
             ops.matmul(p, f"{n}.fc_out.dx", sc("dg"), sc("dx"), par("fc_out_w", l), BT, 4 * C, C, trans_b=True)
-            ops.matmul(p, f"{n}.fc_out.dw", grad("fc_out_w", l), act(l, "g"), sc("dx"), 4 * C, C, BT, trans_a=True,
-                       bias_grad=grad("fc_out_b", l))
+            wgrad(f"{n}.fc_out.dw", grad("fc_out_w", l), act(l, "g"), sc("dx"), 4 * C, C, grad("fc_out_b", l))
             ops.gelu_backward(p, f"{n}.gelu", sc("dg"), act(l, "f"), BT * 4 * C)
             ops.matmul(p, f"{n}.fc_in.dx", sc("dh"), sc("dg"), par("fc_in_w", l), BT, C, 4 * C, trans_b=True)
-            ops.matmul(p, f"{n}.fc_in.dw", grad("fc_in_w", l), act(l, "h2"), sc("dg"), C, 4 * C, BT, trans_a=True,
-                       bias_grad=grad("fc_in_b", l))
+            wgrad(f"{n}.fc_in.dw", grad("fc_in_w", l), act(l, "h2"), sc("dg"), C, 4 * C, grad("fc_in_b", l))
             ops.layernorm_backward(p, f"{n}.ln2", sc("dx"), grad("ln2_w", l), grad("ln2_b", l), sc("dh"),
                                    act(l, "xm"), act(l, "s2"), par("ln2_w", l), BT, C, accum=True)
             ops.matmul(p, f"{n}.proj.dx", sc("datt"), sc("dx"), par("wo", l), BT, C, C, trans_b=True)
-            ops.matmul(p, f"{n}.proj.dw", grad("wo", l), act(l, "att"), sc("dx"), C, C, BT, trans_a=True,
-                       bias_grad=grad("bo", l))
+            wgrad(f"{n}.proj.dw", grad("wo", l), act(l, "att"), sc("dx"), C, C, grad("bo", l))
             ops.attention_backward(p, f"{n}.attn", sc("dq"), sc("dk"), sc("dv"), sc("dd"), sc("datt"), act(l, "q"),
                                    act(l, "k"), act(l, "v"), act(l, "att"), act(l, "lse"), B, T, C, H)
             for i, (w, bias, d) in enumerate((("wq", "bq", "dq"), ("wk", "bk", "dk"), ("wv", "bv", "dv"))):
                 ops.matmul(p, f"{n}.{w}.dx", sc("dh"), sc(d), par(w, l), BT, C, C, trans_b=True, accum=i > 0)
-                ops.matmul(p, f"{n}.{w}.dw", grad(w, l), act(l, "h1"), sc(d), C, C, BT, trans_a=True,
-                           bias_grad=grad(bias, l))
+                wgrad(f"{n}.{w}.dw", grad(w, l), act(l, "h1"), sc(d), C, C, grad(bias, l))
             ops.layernorm_backward(p, f"{n}.ln1", sc("dx"), grad("ln1_w", l), grad("ln1_b", l), sc("dh"),
                                    act(l, "x"), act(l, "s1"), par("ln1_w", l), BT, C, accum=True)
         ops.embedding_backward(p, "embed.back", G, sc("dx"), b["tokens"], tl, spec["tok_emb"].offset,

@@ -32,36 +32,67 @@ HAS_BIAS, HAS_RES, ACCUM, BIAS_GRAD = 1, 2, 4, 8
 def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int,
            trans_a: bool = False, trans_b: bool = False, bias: Ref | None = None,
            res: Ref | None = None, accum: bool = False, variant: str | None = None,
-           bias_grad: Ref | None = None) -> None:
+           bias_grad: Ref | None = None, split_k: int = 1, scratch: Ref | None = None) -> None:
     """c (m,n) [+]= op(a) (m,k) @ op(b) (k,n) [+ bias (n)] [+ res (m,n)]; see matmul.wgsl.
     variant: "direct" (register-blocked 8x8; by default it becomes "direct4", 4x4, when the
     product has fewer 64 x 64 tiles than the Gpu's min_workgroups) or "tiled" (workgroup-memory
     tiles, slow for now); default: the Gpu's matmul_variant.
     bias_grad (direct only, with trans_a: a weight gradient x^T @ dy): also write the column
-    sums of dy there (the bias gradient), overwriting."""
+    sums of dy there (the bias gradient), overwriting.
+    split_k > 1 (direct only, no bias or res): K is split over that many slices whose partial
+    products go to scratch (splitk_scratch(m, n, split_k) floats), then one reduce dispatch."""
     auto = variant is None
     variant = variant or p.gpu.matmul_variant
     if bias_grad is not None:
         if bias is not None or variant not in ("direct", "direct4"):
             raise ValueError(f"{name}: bias_grad needs the direct variant and no bias")
+    if auto and variant == "direct" and cdiv(m, 64) * cdiv(n, 64) < p.gpu.min_workgroups:
+        variant = "direct4"  # too few 64 x 64 tiles to fill the device: 32 x 32 tiles
+    if split_k > 1 and (variant not in ("direct", "direct4") or bias or res or scratch is None):
+        raise ValueError(f"{name}: split_k needs a direct variant, no bias or res, and a scratch buffer")
+    entry = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4"}[variant]
+    tile = 32 if variant == "direct4" else 64
+    consts = {"TRANS_A": trans_a, "TRANS_B": trans_b}
+    if split_k > 1:
+        parts, db_parts = scratch, scratch.at(split_k * m * n)
+        flags = BIAS_GRAD if bias_grad is not None else 0
+        args = [m, n, k, a.off, b.off, parts.off, db_parts.off, 0, flags, split_k]
+        p.add(name, "matmul", entry, args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: db_parts.buf, 5: parts.buf},
+              (cdiv(n, tile), cdiv(m, tile), split_k), constants=consts)
+        flags |= ACCUM if accum else 0
+        db = bias_grad or c
+        args = [m, n, k, parts.off, 0, c.off, db.off, 0, flags, split_k]
+        p.add(name + ".reduce", "matmul", "splitk_reduce", args, {1: parts.buf, 3: c.buf, 4: db.buf},
+              grid(m * n, 64, 1024))
+        return
+    if bias_grad is not None:
         bias = bias_grad
     flags = (HAS_BIAS if bias and bias_grad is None else 0) | (HAS_RES if res else 0) | (ACCUM if accum else 0)
     flags |= BIAS_GRAD if bias_grad is not None else 0
     bias = bias or c
     res = res or c
-    args = [m, n, k, a.off, b.off, c.off, bias.off, res.off, flags]
+    args = [m, n, k, a.off, b.off, c.off, bias.off, res.off, flags, 1]
     bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: bias.buf, 5: res.buf}
-    if auto and variant == "direct" and cdiv(m, 64) * cdiv(n, 64) < p.gpu.min_workgroups:
-        variant = "direct4"  # too few 64 x 64 tiles to fill the device: 32 x 32 tiles
-    entry = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4"}[variant]
-    tile = 32 if variant == "direct4" else 64
-    p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)),
-          constants={"TRANS_A": trans_a, "TRANS_B": trans_b})
+    p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)), constants=consts)
+
+
+def splitk_scratch(m: int, n: int, split_k: int) -> int:
+    """Floats of scratch a split-K product needs: S partial products and S partial bias sums."""
+    return split_k * (m * n + n) if split_k > 1 else 0
+
+
+def choose_split_k(gpu, m: int, n: int, k: int, max_split: int = 8) -> int:
+    """Slices of K for a product with a long K and few output tiles (weight gradients, K = B*T):
+    enough 32 x 32 tiles times slices to reach the Gpu's min_workgroups, each slice >= 128 of K."""
+    tiles = cdiv(m, 32) * cdiv(n, 32)
+    if tiles >= gpu.min_workgroups:
+        return 1
+    return max(1, min(max_split, cdiv(gpu.min_workgroups, tiles), k // 128))
 
 
 def bias_backward(p: Program, name: str, db: Ref, dy: Ref, m: int, n: int, accum: bool = False) -> None:
     """db (n) [+]= column sums of dy (m,n)."""
-    args = [m, n, 0, dy.off, 0, db.off, 0, 0, ACCUM if accum else 0]
+    args = [m, n, 0, dy.off, 0, db.off, 0, 0, ACCUM if accum else 0, 1]
     p.add(name, "matmul", "bias_backward", args, {1: dy.buf, 3: db.buf}, (cdiv(n, 64),))
 
 
