@@ -27,7 +27,7 @@ struct Args {
     a_off: u32, b_off: u32, c_off: u32,   // element offsets of a, b, c
     bias_off: u32, res_off: u32,          // element offsets of bias (N) and res (M,N)
     flags: u32,                           // HAS_BIAS | HAS_RES | ACCUM | BIAS_GRAD
-    k_split: u32,                         // direct kernels: S > 1 splits K over workgroup z (split-K)
+    k_split: u32,                         // matmul_splitk, splitk_reduce: number of K slices S
 }
 const HAS_BIAS: u32 = 1u;
 const HAS_RES: u32 = 2u;
@@ -158,7 +158,7 @@ fn load_b4(kk: u32, col: u32) -> vec4<f32> {   // op(b)[kk, col..col+4], columns
     return vec4(b[base + j0], b[base + j1], b[base + j2], b[base + j3]);
 }
 
-fn store_8(row: u32, col: u32, lo: vec4<f32>, hi: vec4<f32>, zoff: u32) {   // epilogue of one row of 8
+fn store_8(row: u32, col: u32, lo: vec4<f32>, hi: vec4<f32>) {   // epilogue of one row of 8
     if (row >= u.m) { return; }
     for (var j = 0u; j < 8u; j++) {
         let cc = col + j;
@@ -166,19 +166,10 @@ fn store_8(row: u32, col: u32, lo: vec4<f32>, hi: vec4<f32>, zoff: u32) {   // e
         var v = select(hi[max(j, 4u) - 4u], lo[min(j, 3u)], j < 4u);
         if ((u.flags & HAS_BIAS) != 0u) { v += bias[u.bias_off + cc]; }
         if ((u.flags & HAS_RES) != 0u) { v += res[u.res_off + row * u.n + cc]; }
-        let idx = u.c_off + zoff + row * u.n + cc;
+        let idx = u.c_off + row * u.n + cc;
         if ((u.flags & ACCUM) != 0u) { v += c[idx]; }
         c[idx] = v;
     }
-}
-
-// split-K: slice z of S takes k in [z * ceil(K/S), (z+1) * ceil(K/S)) and writes its partial c
-// at c_off + z*M*N (and partial db at bias_off + z*N); splitk_reduce adds the S partials.
-fn k_range(z: u32) -> vec3<u32> {   // (k_lo, k_hi, element offset of this slice's c)
-    let ns = max(u.k_split, 1u);
-    let chunk = (u.k + ns - 1u) / ns;
-    let lo = min(u.k, z * chunk);
-    return vec3(lo, min(u.k, lo + chunk), z * u.m * u.n);
 }
 
 @compute @workgroup_size(8, 8)
@@ -197,8 +188,7 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     let want_db = (u.flags & BIAS_GRAD) != 0u && row == 0u;
     var db0 = vec4<f32>(0.0);
     var db1 = vec4<f32>(0.0);
-    let kr = k_range(gid.z);
-    for (var kk = kr.x; kk < kr.y; kk++) {
+    for (var kk = 0u; kk < u.k; kk++) {
         let b0 = load_b4(kk, col);
         let b1 = load_b4(kk, col + 4u);
         if (want_db) { db0 += b0; db1 += b1; }
@@ -213,17 +203,17 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     if (want_db) {
         for (var j = 0u; j < 8u; j++) {
-            if (col + j < u.n) { bias[u.bias_off + gid.z * u.n + col + j] = select(db1[max(j, 4u) - 4u], db0[min(j, 3u)], j < 4u); }
+            if (col + j < u.n) { bias[u.bias_off + col + j] = select(db1[max(j, 4u) - 4u], db0[min(j, 3u)], j < 4u); }
         }
     }
-    store_8(row + 0u, col, c0a, c0b, kr.z);
-    store_8(row + 1u, col, c1a, c1b, kr.z);
-    store_8(row + 2u, col, c2a, c2b, kr.z);
-    store_8(row + 3u, col, c3a, c3b, kr.z);
-    store_8(row + 4u, col, c4a, c4b, kr.z);
-    store_8(row + 5u, col, c5a, c5b, kr.z);
-    store_8(row + 6u, col, c6a, c6b, kr.z);
-    store_8(row + 7u, col, c7a, c7b, kr.z);
+    store_8(row + 0u, col, c0a, c0b);
+    store_8(row + 1u, col, c1a, c1b);
+    store_8(row + 2u, col, c2a, c2b);
+    store_8(row + 3u, col, c3a, c3b);
+    store_8(row + 4u, col, c4a, c4b);
+    store_8(row + 5u, col, c5a, c5b);
+    store_8(row + 6u, col, c6a, c6b);
+    store_8(row + 7u, col, c7a, c7b);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,7 +221,7 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
 // a 32 x 32 tile of c: four times the workgroups, for products too small to fill a GPU with
 // 64 x 64 tiles (the model's C x C weight gradients, say). Same flags, BIAS_GRAD included.
 
-fn store_4(row: u32, col: u32, acc: vec4<f32>, zoff: u32) {
+fn store_4(row: u32, col: u32, acc: vec4<f32>) {
     if (row >= u.m) { return; }
     for (var j = 0u; j < 4u; j++) {
         let cc = col + j;
@@ -239,7 +229,7 @@ fn store_4(row: u32, col: u32, acc: vec4<f32>, zoff: u32) {
         var v = acc[j];
         if ((u.flags & HAS_BIAS) != 0u) { v += bias[u.bias_off + cc]; }
         if ((u.flags & HAS_RES) != 0u) { v += res[u.res_off + row * u.n + cc]; }
-        let idx = u.c_off + zoff + row * u.n + cc;
+        let idx = u.c_off + row * u.n + cc;
         if ((u.flags & ACCUM) != 0u) { v += c[idx]; }
         c[idx] = v;
     }
@@ -256,8 +246,7 @@ fn matmul_direct4(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c3 = vec4<f32>(0.0);
     let want_db = (u.flags & BIAS_GRAD) != 0u && row == 0u;
     var db = vec4<f32>(0.0);
-    let kr = k_range(gid.z);
-    for (var kk = kr.x; kk < kr.y; kk++) {
+    for (var kk = 0u; kk < u.k; kk++) {
         let b0 = load_b4(kk, col);
         if (want_db) { db += b0; }
         c0 = fma(vec4(load_a_clamped(row + 0u, kk)), b0, c0);
@@ -266,12 +255,12 @@ fn matmul_direct4(@builtin(global_invocation_id) gid: vec3<u32>) {
         c3 = fma(vec4(load_a_clamped(row + 3u, kk)), b0, c3);
     }
     if (want_db) {
-        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + gid.z * u.n + col + j] = db[j]; } }
+        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + col + j] = db[j]; } }
     }
-    store_4(row + 0u, col, c0, kr.z);
-    store_4(row + 1u, col, c1, kr.z);
-    store_4(row + 2u, col, c2, kr.z);
-    store_4(row + 3u, col, c3, kr.z);
+    store_4(row + 0u, col, c0);
+    store_4(row + 1u, col, c1);
+    store_4(row + 2u, col, c2);
+    store_4(row + 3u, col, c3);
 }
 
 // db (N) = sum over rows of dy (M,N)   [+ db with ACCUM]
@@ -287,6 +276,63 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if ((u.flags & ACCUM) != 0u) { s += c[idx]; }
     c[idx] = s;
 }
+
+// ---------------------------------------------------------------------------------------------
+// matmul_splitk: matmul_direct4 over one slice of K per workgroup z (split-K), for products with
+// a long K and few output tiles (weight gradients, K = B*T, on a wide GPU). No bias or res.
+// (A separate entry point: the same K-range logic inside matmul_direct made it about 1.5x slower
+// on lavapipe.) Slice z of S takes k in [z * ceil(K/S), (z+1) * ceil(K/S)) and writes its partial c
+// at c_off + z*M*N (and partial db at bias_off + z*N); splitk_reduce adds the S partials.
+fn k_range(z: u32) -> vec3<u32> {   // (k_lo, k_hi, element offset of this slice's c)
+    if (u.k_split <= 1u) { return vec3(0u, u.k, 0u); }
+    let chunk = (u.k + u.k_split - 1u) / u.k_split;
+    let lo = min(u.k, z * chunk);
+    return vec3(lo, min(u.k, lo + chunk), z * u.m * u.n);
+}
+
+fn store_4z(row: u32, col: u32, acc: vec4<f32>, zoff: u32) {   // store_4 into slice zoff
+    if (row >= u.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let cc = col + j;
+        if (cc >= u.n) { return; }
+        var v = acc[j];
+        if ((u.flags & HAS_BIAS) != 0u) { v += bias[u.bias_off + cc]; }
+        if ((u.flags & HAS_RES) != 0u) { v += res[u.res_off + row * u.n + cc]; }
+        let idx = u.c_off + zoff + row * u.n + cc;
+        if ((u.flags & ACCUM) != 0u) { v += c[idx]; }
+        c[idx] = v;
+    }
+}
+
+@compute @workgroup_size(8, 8)
+fn matmul_splitk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let col = gid.x * 4u;
+    let row = gid.y * 4u;
+    if (row >= u.m || col >= u.n) { return; }
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    let want_db = (u.flags & BIAS_GRAD) != 0u && row == 0u;
+    var db = vec4<f32>(0.0);
+    let kr = k_range(wid.z);
+    for (var kk = kr.x; kk < kr.y; kk++) {
+        let b0 = load_b4(kk, col);
+        if (want_db) { db += b0; }
+        c0 = fma(vec4(load_a_clamped(row + 0u, kk)), b0, c0);
+        c1 = fma(vec4(load_a_clamped(row + 1u, kk)), b0, c1);
+        c2 = fma(vec4(load_a_clamped(row + 2u, kk)), b0, c2);
+        c3 = fma(vec4(load_a_clamped(row + 3u, kk)), b0, c3);
+    }
+    if (want_db) {
+        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + wid.z * u.n + col + j] = db[j]; } }
+    }
+    store_4z(row + 0u, col, c0, kr.z);
+    store_4z(row + 1u, col, c1, kr.z);
+    store_4z(row + 2u, col, c2, kr.z);
+    store_4z(row + 3u, col, c3, kr.z);
+}
+
 
 // c (M,N) [+]= sum_z partial[z] (M,N), partials at a_off in a (S of them, then S partial db (N));
 // with BIAS_GRAD also bias (N) = sum_z partial db[z]. Fixed order: deterministic.

@@ -39,8 +39,10 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     tiles, slow for now); default: the Gpu's matmul_variant.
     bias_grad (direct only, with trans_a: a weight gradient x^T @ dy): also write the column
     sums of dy there (the bias gradient), overwriting.
-    split_k > 1 (direct only, no bias or res): K is split over that many slices whose partial
-    products go to scratch (splitk_scratch(m, n, split_k) floats), then one reduce dispatch."""
+    split_k > 1 (no bias or res): matmul_splitk (4x4 blocks) over that many slices of K whose
+    partial products go to scratch (splitk_scratch(m, n, split_k) floats), then one reduce
+    dispatch (splitk_reduce). A separate entry point: the K-range logic made matmul_direct
+    about 1.5x slower on lavapipe."""
     auto = variant is None
     variant = variant or p.gpu.matmul_variant
     if bias_grad is not None:
@@ -57,8 +59,8 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
         parts, db_parts = scratch, scratch.at(split_k * m * n)
         flags = BIAS_GRAD if bias_grad is not None else 0
         args = [m, n, k, a.off, b.off, parts.off, db_parts.off, 0, flags, split_k]
-        p.add(name, "matmul", entry, args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: db_parts.buf, 5: parts.buf},
-              (cdiv(n, tile), cdiv(m, tile), split_k), constants=consts)
+        p.add(name, "matmul", "matmul_splitk", args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: db_parts.buf, 5: parts.buf},
+              (cdiv(n, 32), cdiv(m, 32), split_k), constants=consts)
         flags |= ACCUM if accum else 0
         db = bias_grad or c
         args = [m, n, k, parts.off, 0, c.off, db.off, 0, flags, split_k]
