@@ -60,7 +60,8 @@ def time_peer(peer: str, preset, w, batches) -> dict:
     return {"peer": peer, "peer_median_ms": float(np.median(times[1:] or times)) * 1e3, "peer_last_loss": losses[-1]}
 
 
-def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None = None) -> dict:
+def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None = None,
+                 parity_steps: int = 0) -> dict:
     preset = presets.load(name)
     layout = Layout(preset)
     w = layout.init(seed=0)
@@ -119,6 +120,13 @@ def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None
         errs = {k: float(np.abs(gv[k] - wv[k]).max() / max(np.abs(wv[k]).max(), floor)) for k in wv}
         out["parity_loss_rel"] = abs(loss - want_loss) / want_loss
         out["parity_grad_worst"] = max(errs.items(), key=lambda kv: kv[1])
+        if parity_steps:
+            rb = ref.ReferenceBackend("float64")
+            rb.load(preset, w)
+            want = [rb.step(b) for b in batches[:parity_steps]]
+            got = losses[:parity_steps]
+            out["parity_steps"] = len(want)
+            out["parity_loss_rel_max"] = max(abs(g - r) / r for g, r in zip(got, want))
     be.close()
     return out
 
@@ -130,6 +138,8 @@ def main(argv=None) -> None:
     ap.add_argument("--parity-upto", default="small", help="check one step against the reference up to this preset")
     ap.add_argument("--matmul", type=int, default=0, help="also time a square matmul of this size")
     ap.add_argument("--adapter", default=None)
+    ap.add_argument("--parity-steps", type=int, default=0,
+                    help="also run the float64 reference for this many steps and compare every loss")
     ap.add_argument("--peer", default=None, help="also time this registered backend (e.g. torch-cuda) on the same steps")
     args = ap.parse_args(argv)
     gpu = Gpu(args.adapter)
@@ -144,7 +154,7 @@ def main(argv=None) -> None:
     for name in names:
         parity = name in order and order.index(name) <= limit
         try:
-            emit(bench_preset(gpu, name, args.steps, parity, args.peer))
+            emit(bench_preset(gpu, name, args.steps, parity, args.peer, args.parity_steps))
         except Exception as e:  # keep what finished; say what failed
             emit({"kind": "preset", "preset": name, "status": "failed", "error": f"{type(e).__name__}: {e}"})
 
