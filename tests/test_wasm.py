@@ -310,3 +310,11 @@ def test_behemoth_one_step_past_4_gib():
     assert r["memory_after_load_bytes"] > 4 << 30
     assert math.isfinite(r["loss"]) and abs(r["loss"] - mod.expected_loss(r["d_model"])) < 0.1
     assert r["params_finite"] and r["params_changed"]
+
+
+def test_module_that_fails_to_compile_names_preset_and_stage(tmp_path):
+    bad = tmp_path / "broken.wasm"
+    bad.write_bytes(b"\0asm\x01\0\0\0garbage")
+    p = presets.load("tiny")
+    with pytest.raises(wasm.WasmError, match=r"preset tiny: stage compile: .*broken.wasm"):
+        wasm.WasmBackend(threads=2, module_path=str(bad)).load(p, model.Layout(p).init(0))

@@ -74,7 +74,7 @@ class WasmBackend(Backend):
         relaxed_simd: use the matmul built with relaxed-SIMD FMA (results differ from the
         plain SIMD128 one by rounding only). initial_memory: bytes of shared memory at
         start (default: what the module declares); the allocator grows it on demand."""
-        self.threads = int(threads or os.cpu_count() or 1)
+        self.threads = int(threads or len(os.sched_getaffinity(0)) or 1)
         if not 1 <= self.threads <= 64:
             raise UserError(f"wasm backend: threads must be 1..64, got {threads}")
         self.relaxed_simd = bool(relaxed_simd)
@@ -208,7 +208,10 @@ class WasmBackend(Backend):
         }
 
     def load(self, preset: Preset, params: np.ndarray) -> None:
-        self._start()
+        try:
+            self._start()
+        except WasmError as e:
+            raise WasmError(str(e).replace("wasm backend: ", f"wasm backend: preset {preset.name}: ", 1)) from None
         layout = model_mod.Layout(preset)
         params = np.asarray(params)
         if params.shape != (layout.total,):
