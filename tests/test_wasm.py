@@ -1,8 +1,8 @@
 """The WASM Memory64 engine against a float64 numpy reference (issue 3).
 
-The reference below is this file's own float64 forward/backward/AdamW of MODEL.md's
-model, written plainly (full softmax, exact erf GELU); it stands in until the shared
-numpy reference backend lands, and then both can be compared.
+Two references: this file's own float64 forward/backward/AdamW of MODEL.md's model,
+written plainly (full softmax, math.erf GELU), and the project's shared one
+(tinygpt_bench.backends.reference, float64).
 
 Run the slow ones (medium over 15 steps) with `pytest -m slow tests/test_wasm.py`.
 """
@@ -318,3 +318,25 @@ def test_module_that_fails_to_compile_names_preset_and_stage(tmp_path):
     p = presets.load("tiny")
     with pytest.raises(wasm.WasmError, match=r"preset tiny: stage compile: .*broken.wasm"):
         wasm.WasmBackend(threads=2, module_path=str(bad)).load(p, model.Layout(p).init(0))
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_matches_the_shared_float64_reference_backend(engine, name):
+    """One step's loss and gradient, and the loss after 15 steps, against
+    ReferenceBackend(dtype='float64') with the same weights and batches."""
+    from tinygpt_bench.backends import reference
+
+    p = presets.load(name)
+    flat = model.Layout(p).init(5)
+    batches = batches_for(p, 15, seed=6)
+    ref_loss, ref_grad = reference.loss_and_grad(p, flat, batches[0])
+    engine.load(p, flat)
+    loss = engine.step(batches[0])
+    assert abs(loss - ref_loss) / ref_loss < 1e-4
+    assert rel(engine.gradients(), ref_grad) < 1e-4
+    ref = reference.ReferenceBackend(dtype="float64")
+    ref.load(p, flat)
+    ref_losses = [ref.step(b) for b in batches]
+    losses = [loss] + [engine.step(b) for b in batches[1:]]
+    ref.close()
+    assert abs(losses[-1] - ref_losses[-1]) / ref_losses[-1] < 1e-3, (losses, ref_losses)

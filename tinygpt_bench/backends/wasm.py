@@ -14,6 +14,7 @@ memory past 4 GiB needs `Config.memory_reservation` of the full maximum.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import threading
 import time
@@ -22,6 +23,7 @@ import numpy as np
 
 from tinygpt_bench import model as model_mod
 from tinygpt_bench.backends.base import DEFAULT_LR, OPTIM, Backend
+from tinygpt_bench.envinfo import collect_cpu
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.presets import Preset
 from tinygpt_bench.resources import resource_dir
@@ -58,11 +60,6 @@ def _shared_memory_class(wt):
             return ffi.wasmtime_extern_t(ffi.WASMTIME_EXTERN_SHAREDMEMORY, union)
 
     return _SharedMemory
-
-
-import hashlib  # noqa: E402
-
-from tinygpt_bench.envinfo import collect_cpu  # noqa: E402
 
 
 class WasmBackend(Backend):
