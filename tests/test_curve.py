@@ -170,3 +170,24 @@ def test_stats():
     assert r.low <= 2.0 <= r.high and r.significant
     fit = stats.fit_overhead_throughput([1e9, 2e9, 4e9], [3 + 1e9 / 1e7, 3 + 2e9 / 1e7, 3 + 4e9 / 1e7])
     assert abs(fit[0] - 3) < 1e-6 and abs(fit[1] - 1e7) / 1e7 < 1e-9
+
+
+def test_chart_title_calls_out_a_cpu_adapter(tiny_run, tmp_path):
+    for f in ("steps.csv", "environment.json"):
+        (tmp_path / f).write_bytes((tiny_run / f).read_bytes())
+    m = pd.read_csv(tiny_run / "measurements.csv", dtype={"device": object, "device_type": object,
+                                                            "software_adapter": object})
+    m.loc[1, ["device", "device_type", "software_adapter"]] = ["llvmpipe (LLVM 15.0.6, 256 bits)", "CPU", True]
+    m.to_csv(tmp_path / "measurements.csv", index=False)
+    title = chart.chart_data([tmp_path])["title"]
+    assert "WebGPU on a CPU adapter (llvmpipe (LLVM 15.0.6, 256 bits)): not a GPU result" in title
+    m.loc[1, ["device", "device_type", "software_adapter"]] = ["NVIDIA H100 80GB HBM3", "GPU", False]
+    m.to_csv(tmp_path / "measurements.csv", index=False)
+    assert "WebGPU on NVIDIA H100 80GB HBM3" in chart.chart_data([tmp_path])["title"]
+
+
+def test_markdown_summary_comes_from_the_csv(tiny_run, run_cli):
+    code, out, _ = run_cli("summary", str(tiny_run), "--markdown")
+    assert code == 0
+    m = pd.read_csv(tiny_run / "measurements.csv")
+    assert f"{m.median_ms[0]:.2f}" in out and out.startswith("| preset | params |")
