@@ -5,7 +5,8 @@
 
 In one run on one machine:
 1. the SIMD128 peak: a multiply-add throughput kernel inside wasm (plain mul+add and
-   relaxed-SIMD FMA), per thread count: the ceiling the matmul is judged against;
+   relaxed-SIMD FMA), per thread count: the ceiling the matmul is judged against; and
+   the cost of an empty parallel region (the pool's fork-join);
 2. the matmul kernel alone at xl's shapes, GFLOP/s and % of that peak;
 3. ms/step of the whole training step per preset and thread count (median of steps
    2..N; step 1 is reported apart as cold), tokens/s, GFLOP/s from model.flops_per_step,
@@ -63,6 +64,16 @@ def peak(threads: int, iters: int = 20_000_000) -> dict:
     return {"simd128_mul_add": out["bench_peak"], "simd128_relaxed_fma": out["bench_peak_fma"]}
 
 
+def fork_join_us(threads: int, n: int = 2000) -> float:
+    """Microseconds a parallel region with nothing to do costs (spin, then wait/notify)."""
+    with WasmBackend(threads=threads) as b:
+        b._start()
+        b._call("bench_regions", 100)
+        t = time.perf_counter()
+        b._call("bench_regions", n)
+        return (time.perf_counter() - t) / n * 1e6
+
+
 def matmul(threads: int, reps: int = 5) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
@@ -114,8 +125,10 @@ def main() -> int:
     peak(max(threads), iters=50_000_000)  # warm-up: let clocks settle before measuring
     for th in threads:
         out["peak"][th] = pk = peak(th)
+        pk["fork_join_us"] = fork_join_us(th)
         print(f"peak threads={th}: SIMD128 mul+add {pk['simd128_mul_add']:.1f} GFLOP/s, "
-              f"relaxed FMA {pk['simd128_relaxed_fma']:.1f} GFLOP/s", flush=True)
+              f"relaxed FMA {pk['simd128_relaxed_fma']:.1f} GFLOP/s; an empty parallel region "
+              f"{pk['fork_join_us']:.1f} us", flush=True)
         for r in matmul(th):
             ref = pk["simd128_relaxed_fma" if r["fma"] else "simd128_mul_add"]
             r["pct_of_peak"] = 100 * r["gflops"] / ref

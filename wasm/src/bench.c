@@ -11,6 +11,12 @@ EXPORT(bench_matmul) void bench_matmul(float *c, const float *a, const float *b,
         else matmul(c, 0, 0, a, K, 1, b, M, N, K);
     }
 }
+
+/* n empty parallel regions: the fork-join cost of the pool */
+static void empty_task(void *ctx, int tid, int nth) { (void)ctx; (void)tid; (void)nth; }
+EXPORT(bench_regions) void bench_regions(int n) {
+    for (int i = 0; i < n; i++) parallel_for(empty_task, 0);
+}
 #endif
 
 #ifndef TG_RELAXED
