@@ -27,22 +27,10 @@ void matmul(float *c, const float *init, const float *bias, const float *a, size
     MatmulJobs js = {1, {mmjob(c, init, bias, a, rsa, csa, b, M, N, K)}};
     matmul_jobs(&js);
 }
-
-/* ---- transpose: out (N, M) = in (M, N)^T, up to 3 at once ---------------------- */
-typedef struct { int n, M, N; float *out[3]; const float *in[3]; } TransposeArgs;
-static void transpose_task(void *ctx, int tid, int nth) {
-    const TransposeArgs *t = ctx;
-    int lo, hi, M = t->M, N = t->N;
-    split_range((N + 7) / 8, tid, nth, &lo, &hi);
-    for (int x = 0; x < t->n; x++)
-        for (int j0 = lo * 8; j0 < imin(hi * 8, N); j0 += 8)
-            for (int i = 0; i < M; i++)
-                for (int j = j0; j < imin(j0 + 8, N); j++) t->out[x][(size_t)j * M + i] = t->in[x][(size_t)i * N + j];
-}
-void transpose3(int n, float *const out[], const float *const in[], int M, int N) {
-    TransposeArgs t = {n, M, N, {out[0], n > 1 ? out[1] : 0, n > 2 ? out[2] : 0},
-                       {in[0], n > 1 ? in[1] : 0, n > 2 ? in[2] : 0}};
-    parallel_for(transpose_task, &t);
+void matmul_bt(float *c, const float *init, const float *bias, const float *a, size_t rsa, size_t csa,
+               const float *b, int M, int N, int K) {
+    MatmulJobs js = {1, {mmjob_bt(c, init, bias, a, rsa, csa, b, M, N, K)}};
+    matmul_jobs(&js);
 }
 
 /* ---- bias backward: dbias (N) += sum over rows of dout (M, N); up to 3 at once --- */

@@ -3,15 +3,21 @@
 #define TG_KERNELS_H
 #include "base.h"
 
-/* c (M, N) = init + bias + a (M, K, strided by rsa, csa) @ b (K, N) */
+/* c (M, N) = init + bias + a (M, K, strided by rsa, csa) @ b (K, N), or @ b^T with b
+ * (N, K) when bt (x @ W^T for input gradients, the tied head) */
 typedef struct {
-    float *c; const float *init, *bias, *a, *b; size_t rsa, csa; int M, N, K;
+    float *c; const float *init, *bias, *a, *b; size_t rsa, csa; int M, N, K, bt;
 } MatmulJob;
 typedef struct { int n; MatmulJob job[3]; } MatmulJobs;
 /* a job in the argument order of matmul() */
 static inline MatmulJob mmjob(float *c, const float *init, const float *bias, const float *a, size_t rsa, size_t csa,
                               const float *b, int M, int N, int K) {
-    return (MatmulJob){c, init, bias, a, b, rsa, csa, M, N, K};
+    return (MatmulJob){c, init, bias, a, b, rsa, csa, M, N, K, 0};
+}
+/* the same with b^T: b is (N, K) row-major */
+static inline MatmulJob mmjob_bt(float *c, const float *init, const float *bias, const float *a, size_t rsa,
+                                 size_t csa, const float *b, int M, int N, int K) {
+    return (MatmulJob){c, init, bias, a, b, rsa, csa, M, N, K, 1};
 }
 #define MAX_HEAD_DIM 128 /* attention keeps 4 x head_dim tiles on the stack */
 void matmul_jobs(const MatmulJobs *js);
@@ -19,7 +25,8 @@ void matmul_share_plain(const MatmulJob *J, int tid, int nth); /* matmul.c */
 void matmul_share_fma(const MatmulJob *J, int tid, int nth);
 void matmul(float *c, const float *init, const float *bias, const float *a, size_t rsa, size_t csa,
             const float *b, int M, int N, int K);
-void transpose3(int n, float *const out[], const float *const in[], int M, int N);
+void matmul_bt(float *c, const float *init, const float *bias, const float *a, size_t rsa, size_t csa,
+               const float *b, int M, int N, int K);
 void bias_backward3(int n, float *const db[], const float *const dout[], int M, int N);
 
 void embedding_forward(float *out, const int *ids, const float *tok, const float *pos, int B, int T, int C);

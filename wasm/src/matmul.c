@@ -17,6 +17,8 @@
  * rsa = 1, csa = M for a transposed one (x^T @ dy for weight gradients).
  * b and c are row-major with row length N. init may be 0 (zeros), c itself (add into
  * c), or another (M, N) buffer (residual). bias may be 0. N must be a multiple of 8.
+ * With bt, b is (N, K) and the product is a @ b^T (K a multiple of 4): packing b reads
+ * it transposed, so input gradients need no transposed copy of the weights.
  *
  * Blocking: for each MC x KC block of a, the thread packs it into panels of MR = 4
  * rows, k-major ([k][4] floats), so one v128 load gives a column of 4 rows and lane
@@ -95,10 +97,34 @@ static inline void tile_1x8(float *c, const float *src, const float *bias, const
     STORE(c, c0); STORE(c + 4, c1);
 }
 
+/* rows a b c d -> columns, in place */
+static inline void transpose4(v128_t *a, v128_t *b, v128_t *c, v128_t *d) {
+    v128_t t0 = wasm_i32x4_shuffle(*a, *b, 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(*a, *b, 2, 6, 3, 7);
+    v128_t t2 = wasm_i32x4_shuffle(*c, *d, 0, 4, 1, 5), t3 = wasm_i32x4_shuffle(*c, *d, 2, 6, 3, 7);
+    *a = wasm_i32x4_shuffle(t0, t2, 0, 1, 4, 5);
+    *b = wasm_i32x4_shuffle(t0, t2, 2, 3, 6, 7);
+    *c = wasm_i32x4_shuffle(t1, t3, 0, 1, 4, 5);
+    *d = wasm_i32x4_shuffle(t1, t3, 2, 3, 6, 7);
+}
+
 /* pack depth [k0, k0 + kc) x columns [j0, j1) of b into panels of NR columns, each
  * k-major with row stride NR: a panel is read contiguously, whatever N is (rows of b
  * N floats apart alias in the cache when N is a power of two: 4 KiB for N = 1024) */
 static void pack_b(float *dst, const MatmulJob *J, int k0, int kc, int j0, int j1) {
+    if (J->bt) { /* b is (N, K): a panel's 8 columns are 8 rows of b, 4 x 4 blocks transposed */
+        for (int j = j0; j < j1; j += NR, dst += NR * kc)
+            for (int x = 0; x < NR; x += 4) {
+                const float *b = J->b + (size_t)(j + x) * J->K + k0;
+                for (int k = 0; k < kc; k += 4) {
+                    v128_t r0 = LOAD(b + k), r1 = LOAD(b + J->K + k), r2 = LOAD(b + 2 * (size_t)J->K + k),
+                           r3 = LOAD(b + 3 * (size_t)J->K + k);
+                    transpose4(&r0, &r1, &r2, &r3);
+                    STORE(dst + NR * k + x, r0); STORE(dst + NR * (k + 1) + x, r1);
+                    STORE(dst + NR * (k + 2) + x, r2); STORE(dst + NR * (k + 3) + x, r3);
+                }
+            }
+        return;
+    }
     for (int j = j0; j < j1; j += NR) {
         const float *b = J->b + (size_t)k0 * J->N + j;
         for (int k = 0; k < kc; k++) {

@@ -34,7 +34,6 @@ static struct {
     float *losses;                       /* (N) */
     float *dres, *dln, *datt, *dq, *dk, *dv; /* (N, C) each */
     float *dfch;                         /* (N, 4C) */
-    float *wt;                           /* transposed weights: max(3 C^2, 4 C^2, C V) */
     double *norm_scratch;
     float *attn_scratch[MAX_THREADS]; /* per thread: attention_scratch_floats(T, hd) */
     Segment seg[NPARAM];
@@ -93,8 +92,6 @@ static void plan(void) {
     M.dres = F(N * C); M.dln = F(N * C); M.datt = F(N * C);
     M.dq = F(N * C); M.dk = F(N * C); M.dv = F(N * C);
     M.dfch = F(N * 4 * C);
-    size_t wt = 4 * C * C > C * V ? 4 * C * C : C * V;
-    M.wt = F(wt);
     M.norm_scratch = (double *)take(global_norm_scratch(np) * sizeof(double));
     for (int t = 0; t < pool_threads(); t++) M.attn_scratch[t] = F(attention_scratch_floats(M.T, M.C / M.H));
 }
@@ -175,12 +172,8 @@ static void forward(void) {
     PT(P_LAYERNORM);
     layernorm_forward(M.lnf, M.lnf_mean, M.lnf_rstd, a->res2 + (L - 1) * NC, P(LNFW), P(LNFB), N, C);
     /* tied head: logits (N, V) = lnf (N, C) @ tok_emb^T (C, V) */
-    float *et[1] = {M.wt};
-    const float *e[1] = {P(TOK)};
-    PT(P_TRANSPOSE);
-    transpose3(1, et, e, V, C);
     PT(P_MATMUL_FWD);
-    matmul(M.logits, 0, 0, M.lnf, C, 1, M.wt, N, V, C);
+    matmul_bt(M.logits, 0, 0, M.lnf, C, 1, P(TOK), N, V, C);
 }
 
 static void backward(void) {
@@ -204,12 +197,8 @@ static void backward(void) {
         float *fch = a->fch + 4 * l * NC, *fchg = a->fchg + 4 * l * NC;
         /* M.dres (N, C) is the gradient of the layer output res2 */
         /* MLP out: dfchg (N, 4C) = dres @ fc_out_w^T; dfc_out_w (4C, C) += fchg^T @ dres */
-        float *wt[3] = {M.wt, M.wt + CC, M.wt + 2 * CC};
-        const float *w1[1] = {P(FPW) + 4 * l * CC};
-        PT(P_TRANSPOSE);
-        transpose3(1, wt, w1, 4 * C, C);
         PT(P_MATMUL_DX);
-        matmul(M.dfch, 0, 0, M.dres, C, 1, M.wt, N, 4 * C, C);
+        matmul_bt(M.dfch, 0, 0, M.dres, C, 1, P(FPW) + 4 * l * CC, N, 4 * C, C);
         PT(P_MATMUL_DW);
         matmul(G(FPW) + 4 * l * CC, G(FPW) + 4 * l * CC, 0, fchg, 1, 4 * C, M.dres, 4 * C, C, N);
         float *db1[1] = {G(FPB) + l * C};
@@ -219,11 +208,8 @@ static void backward(void) {
         PT(P_GELU_BWD);
         gelu_backward(M.dfch, fch, M.dfch, 4 * NC);
         /* MLP in: dln2 (N, C) = dfch @ fc_in_w^T; dfc_in_w (C, 4C) += ln2^T @ dfch */
-        const float *w2[1] = {P(FCW) + 4 * l * CC};
-        PT(P_TRANSPOSE);
-        transpose3(1, wt, w2, C, 4 * C);
         PT(P_MATMUL_DX);
-        matmul(M.dln, 0, 0, M.dfch, 4 * C, 1, M.wt, N, C, 4 * C);
+        matmul_bt(M.dln, 0, 0, M.dfch, 4 * C, 1, P(FCW) + 4 * l * CC, N, C, 4 * C);
         PT(P_MATMUL_DW);
         matmul(G(FCW) + 4 * l * CC, G(FCW) + 4 * l * CC, 0, ln2, 1, C, M.dfch, C, 4 * C, N);
         float *db2[1] = {G(FCB) + 4 * l * C};
@@ -235,11 +221,8 @@ static void backward(void) {
         layernorm_backward(M.dres, G(LN2W) + l * C, G(LN2B) + l * C, M.dres, M.dln, res1, P(LN2W) + l * C,
                            a->ln2_mean + l * N, a->ln2_rstd + l * N, N, C);
         /* attention out: datt = dres @ wo^T; dwo += att^T @ dres */
-        const float *w3[1] = {P(WO) + l * CC};
-        PT(P_TRANSPOSE);
-        transpose3(1, wt, w3, C, C);
         PT(P_MATMUL_DX);
-        matmul(M.datt, 0, 0, M.dres, C, 1, M.wt, N, C, C);
+        matmul_bt(M.datt, 0, 0, M.dres, C, 1, P(WO) + l * CC, N, C, C);
         PT(P_MATMUL_DW);
         matmul(G(WO) + l * CC, G(WO) + l * CC, 0, att, 1, C, M.dres, C, C, N);
         float *db3[1] = {G(BO) + l * C};
@@ -250,12 +233,9 @@ static void backward(void) {
         attention_backward(M.dq, M.dk, M.dv, M.datt, q, k, v, att, a->lse + (size_t)l * N * H, B, T, C, H,
                            M.attn_scratch);
         /* dln1 = dq @ wq^T + dk @ wk^T + dv @ wv^T; dw{q,k,v} += ln1^T @ d{q,k,v} */
-        const float *w4[3] = {P(WQ) + l * CC, P(WK) + l * CC, P(WV) + l * CC};
-        PT(P_TRANSPOSE);
-        transpose3(3, wt, w4, C, C);
-        MatmulJobs dx = {3, {mmjob(M.dln, 0, 0, M.dq, C, 1, wt[0], N, C, C),
-                             mmjob(M.dln, M.dln, 0, M.dk, C, 1, wt[1], N, C, C),
-                             mmjob(M.dln, M.dln, 0, M.dv, C, 1, wt[2], N, C, C)}};
+        MatmulJobs dx = {3, {mmjob_bt(M.dln, 0, 0, M.dq, C, 1, P(WQ) + l * CC, N, C, C),
+                             mmjob_bt(M.dln, M.dln, 0, M.dk, C, 1, P(WK) + l * CC, N, C, C),
+                             mmjob_bt(M.dln, M.dln, 0, M.dv, C, 1, P(WV) + l * CC, N, C, C)}};
         PT(P_MATMUL_DX);
         matmul_jobs(&dx);
         MatmulJobs dw = {3, {mmjob(G(WQ) + l * CC, G(WQ) + l * CC, 0, ln1, 1, C, M.dq, C, C, N),
