@@ -191,8 +191,8 @@ def test_fifteen_steps_loss_matches_reference(engine, name):
     assert rel(engine.parameters(), ref_w) < 1e-3
 
 
-def run_steps(threads, p, flat, batches, relaxed=False):
-    with wasm.WasmBackend(threads=threads, relaxed_simd=relaxed) as b:
+def run_steps(threads, p, flat, batches, relaxed=False, spectre_guards=True):
+    with wasm.WasmBackend(threads=threads, relaxed_simd=relaxed, spectre_guards=spectre_guards) as b:
         b.load(p, flat)
         losses = [b.step(x) for x in batches]
         return losses, b.parameters(), b.gradients()
@@ -200,13 +200,14 @@ def run_steps(threads, p, flat, batches, relaxed=False):
 
 def test_bit_identical_runs_and_thread_counts():
     """Same thread count: bit-identical run to run. The kernels split work so that no
-    result depends on the thread count either; check 1 vs 2 vs 3 threads."""
+    result depends on the thread count either; check 1 vs 2 vs 3 threads, and with the
+    Spectre guards compiled out (code generation only; the arithmetic is the same)."""
     p = presets.load("tiny")
     flat = model.Layout(p).init(3)
     batches = batches_for(p, 3, seed=4)
     first = run_steps(2, p, flat, batches)
-    for threads in (2, 1, 3):
-        again = run_steps(threads, p, flat, batches)
+    for threads, guards in ((2, True), (1, True), (3, True), (2, False)):
+        again = run_steps(threads, p, flat, batches, spectre_guards=guards)
         assert again[0] == first[0], threads
         assert np.array_equal(again[1], first[1]) and np.array_equal(again[2], first[2]), threads
 

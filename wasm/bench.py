@@ -115,6 +115,8 @@ def main() -> int:
     ap.add_argument("--presets", default="small,medium,large,xl")
     ap.add_argument("--steps", type=int, default=15, help="steps per measurement (the protocol's 15)")
     ap.add_argument("--relaxed", action="store_true", help="time the relaxed-SIMD FMA matmul in the steps")
+    ap.add_argument("--no-spectre-guards", action="store_true",
+                    help="compile without cranelift's Spectre guard on memory accesses (steps only)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch CPU peer")
     ap.add_argument("--json", help="write all results to this file")
     args = ap.parse_args()
@@ -149,7 +151,7 @@ def main() -> int:
         rng = np.random.default_rng(1)
         batches = [rng.integers(0, 256, (p.batch, p.ctx + 1), dtype=np.int32) for _ in range(args.steps)]
         for th in threads:
-            with WasmBackend(threads=th, relaxed_simd=args.relaxed) as b:
+            with WasmBackend(threads=th, relaxed_simd=args.relaxed, spectre_guards=not args.no_spectre_guards) as b:
                 r = {"preset": name, "backend": "wasm", "threads": th, **train(b, p, flat, batches)}
             out["train"].append(r)
             line = f"{name:7s} threads={th:2d} wasm {r['median_ms']:8.1f} ms/step ({r['gflops']:.1f} GFLOP/s)"
@@ -165,7 +167,7 @@ def main() -> int:
                          f"{abs(r['final_loss'] - t['final_loss']) / t['final_loss']:.1e}")
             print(line, flush=True)
     last = presets.load(args.presets.split(",")[-1])
-    with WasmBackend(threads=max(threads), relaxed_simd=args.relaxed) as b:
+    with WasmBackend(threads=max(threads), relaxed_simd=args.relaxed, spectre_guards=not args.no_spectre_guards) as b:
         b.load(last, model.Layout(last).init(0))
         x = np.random.default_rng(1).integers(0, 256, (last.batch, last.ctx + 1), dtype=np.int32)
         b.step(x)

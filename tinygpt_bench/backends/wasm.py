@@ -66,7 +66,7 @@ class WasmBackend(Backend):
     name = "wasm"
 
     def __init__(self, threads: int | None = None, relaxed_simd: bool = False, initial_memory: int | None = None,
-                 module_path: str | None = None):
+                 module_path: str | None = None, spectre_guards: bool = True):
         """threads: threads taking part in each step (default: all cores).
         relaxed_simd: use the matmul built with relaxed-SIMD FMA (results differ from the
         plain SIMD128 one by rounding only). initial_memory: bytes of shared memory at
@@ -75,6 +75,7 @@ class WasmBackend(Backend):
         if not 1 <= self.threads <= 64:
             raise UserError(f"wasm backend: threads must be 1..64, got {threads}")
         self.relaxed_simd = bool(relaxed_simd)
+        self.spectre_guards = bool(spectre_guards)
         self.initial_memory = initial_memory
         self.module_path = module_path or str(resource_dir("wasm") / "tinygpt.wasm")
         self.preset: Preset | None = None
@@ -98,6 +99,8 @@ class WasmBackend(Backend):
         cfg.wasm_bulk_memory = True
         cfg.wasm_relaxed_simd = True
         cfg.memory_reservation = MAX_MEMORY  # shared memories never move: reserve the max
+        if not self.spectre_guards:
+            cfg.cranelift_flag_set("enable_heap_access_spectre_mitigation", "false")
         self._engine = wt.Engine(cfg)
         try:
             self._module = wt.Module.from_file(self._engine, self.module_path)
@@ -193,6 +196,7 @@ class WasmBackend(Backend):
             "threads": self.threads,
             "simd128": True,
             "relaxed_simd": self.relaxed_simd,
+            "spectre_guards": self.spectre_guards,
             "memory64": True,
             "memory_max_bytes": MAX_MEMORY,
             "memory_bytes": self.memory_bytes(),
@@ -200,7 +204,7 @@ class WasmBackend(Backend):
             "device": collect_cpu()["cpu_model"],
             "device_type": "CPU",
             "runtime_settings": f"threads={self.threads} simd128 relaxed_simd={'on' if self.relaxed_simd else 'off'} "
-                                f"memory64 max={MAX_MEMORY}",
+                                f"spectre_guards={'on' if self.spectre_guards else 'off'} memory64 max={MAX_MEMORY}",
             "module_sha256": hashlib.sha256(open(self.module_path, "rb").read()).hexdigest(),
         }
 
