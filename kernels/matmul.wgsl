@@ -334,8 +334,71 @@ fn matmul_splitk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgro
 }
 
 
-// c (M,N) [+]= sum_z partial[z] (M,N), partials at a_off in a (S of them, then S partial db (N));
-// with BIAS_GRAD also bias (N) = sum_z partial db[z]. Fixed order: deterministic.
+// matmul_splitk8: the same split over K with matmul_direct's 8 x 8 blocks (long K, few 64 x 64
+// tiles: the model's fc_out forward on a wide GPU, say).
+fn store_8z(row: u32, col: u32, lo: vec4<f32>, hi: vec4<f32>, zoff: u32) {   // store_8 into slice zoff
+    if (row >= u.m) { return; }
+    for (var j = 0u; j < 8u; j++) {
+        let cc = col + j;
+        if (cc >= u.n) { return; }
+        var v = select(hi[max(j, 4u) - 4u], lo[min(j, 3u)], j < 4u);
+        if ((u.flags & HAS_BIAS) != 0u) { v += bias[u.bias_off + cc]; }
+        if ((u.flags & HAS_RES) != 0u) { v += res[u.res_off + row * u.n + cc]; }
+        let idx = u.c_off + zoff + row * u.n + cc;
+        if ((u.flags & ACCUM) != 0u) { v += c[idx]; }
+        c[idx] = v;
+    }
+}
+
+@compute @workgroup_size(8, 8)
+fn matmul_splitk8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let col = gid.x * 8u;
+    let row = gid.y * 8u;
+    if (row >= u.m || col >= u.n) { return; }
+    var c0a = vec4<f32>(0.0); var c0b = vec4<f32>(0.0);
+    var c1a = vec4<f32>(0.0); var c1b = vec4<f32>(0.0);
+    var c2a = vec4<f32>(0.0); var c2b = vec4<f32>(0.0);
+    var c3a = vec4<f32>(0.0); var c3b = vec4<f32>(0.0);
+    var c4a = vec4<f32>(0.0); var c4b = vec4<f32>(0.0);
+    var c5a = vec4<f32>(0.0); var c5b = vec4<f32>(0.0);
+    var c6a = vec4<f32>(0.0); var c6b = vec4<f32>(0.0);
+    var c7a = vec4<f32>(0.0); var c7b = vec4<f32>(0.0);
+    let want_db = (u.flags & BIAS_GRAD) != 0u && row == 0u;
+    var db0 = vec4<f32>(0.0);
+    var db1 = vec4<f32>(0.0);
+    let kr = k_range(wid.z);
+    for (var kk = kr.x; kk < kr.y; kk++) {
+        let b0 = load_b4(kk, col);
+        let b1 = load_b4(kk, col + 4u);
+        if (want_db) { db0 += b0; db1 += b1; }
+        let a0 = vec4(load_a_clamped(row + 0u, kk)); c0a = fma(a0, b0, c0a); c0b = fma(a0, b1, c0b);
+        let a1 = vec4(load_a_clamped(row + 1u, kk)); c1a = fma(a1, b0, c1a); c1b = fma(a1, b1, c1b);
+        let a2 = vec4(load_a_clamped(row + 2u, kk)); c2a = fma(a2, b0, c2a); c2b = fma(a2, b1, c2b);
+        let a3 = vec4(load_a_clamped(row + 3u, kk)); c3a = fma(a3, b0, c3a); c3b = fma(a3, b1, c3b);
+        let a4 = vec4(load_a_clamped(row + 4u, kk)); c4a = fma(a4, b0, c4a); c4b = fma(a4, b1, c4b);
+        let a5 = vec4(load_a_clamped(row + 5u, kk)); c5a = fma(a5, b0, c5a); c5b = fma(a5, b1, c5b);
+        let a6 = vec4(load_a_clamped(row + 6u, kk)); c6a = fma(a6, b0, c6a); c6b = fma(a6, b1, c6b);
+        let a7 = vec4(load_a_clamped(row + 7u, kk)); c7a = fma(a7, b0, c7a); c7b = fma(a7, b1, c7b);
+    }
+    if (want_db) {
+        for (var j = 0u; j < 8u; j++) {
+            if (col + j < u.n) { bias[u.bias_off + wid.z * u.n + col + j] = select(db1[max(j, 4u) - 4u], db0[min(j, 3u)], j < 4u); }
+        }
+    }
+    store_8z(row + 0u, col, c0a, c0b, kr.z);
+    store_8z(row + 1u, col, c1a, c1b, kr.z);
+    store_8z(row + 2u, col, c2a, c2b, kr.z);
+    store_8z(row + 3u, col, c3a, c3b, kr.z);
+    store_8z(row + 4u, col, c4a, c4b, kr.z);
+    store_8z(row + 5u, col, c5a, c5b, kr.z);
+    store_8z(row + 6u, col, c6a, c6b, kr.z);
+    store_8z(row + 7u, col, c7a, c7b, kr.z);
+}
+
+
+// c (M,N) [+]= sum_z partial[z] (M,N) [+ bias (N)] [+ res (M,N)]: partials at a_off in a (S of
+// them, then S partial db (N)); with BIAS_GRAD instead, bias (N) = sum_z partial db[z].
+// Fixed order: deterministic.
 @compute @workgroup_size(64)
 fn splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let stride = nwg.x * 64u;
@@ -344,6 +407,8 @@ fn splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     for (var i = gid.x; i < mn; i += stride) {
         var v = 0.0;
         for (var z = 0u; z < ns; z++) { v += a[u.a_off + z * mn + i]; }
+        if ((u.flags & HAS_BIAS) != 0u) { v += bias[u.bias_off + i % u.n]; }
+        if ((u.flags & HAS_RES) != 0u) { v += res[u.res_off + i]; }
         if ((u.flags & ACCUM) != 0u) { v += c[u.c_off + i]; }
         c[u.c_off + i] = v;
     }

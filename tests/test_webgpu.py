@@ -89,11 +89,28 @@ def test_matmul_split_k(gpu, variant, accum):
     p = Program(gpu, "test")
     ops.matmul(p, "dw", G, X, DY, m, n, k, trans_a=True, variant=variant, bias_grad=G.at(m * n), accum=accum,
                split_k=s, scratch=S)
+    # forward-style product with bias and residual: y = x^T @ dy + bias + res, K split
+    bias, res = rand(rng, n), rand(rng, m, n)
+    R = ops.Ref(gpu.upload(np.concatenate([bias, res.ravel()]), "bias_res"))
+    Y = ops.Ref(gpu.buffer(4 * m * n, "y"))
+    ops.matmul(p, "y", Y, X, DY, m, n, k, trans_a=True, variant=variant, bias=R, res=R.at(n), split_k=s, scratch=S)
     p.finalize().run()
     out = gpu.read(G.buf, count=3 + m * n + n)[3:]
-    want = x.T.astype(np.float64) @ dy + (c0[:m * n].reshape(m, n) if accum else 0)
+    prod = x.T.astype(np.float64) @ dy
+    want = prod + (c0[:m * n].reshape(m, n) if accum else 0)
     assert rel_err(out[:m * n].reshape(m, n), want) < 1e-5
     assert rel_err(out[m * n:], dy.astype(np.float64).sum(0)) < 1e-5
+    assert rel_err(gpu.read(Y.buf, count=m * n).reshape(m, n), prod + bias + res) < 1e-5
+
+
+def test_plan_matmul():
+    class Wide:  # a GPU wanting 264 workgroups
+        matmul_variant, min_workgroups = "direct", 264
+
+    assert ops.plan_matmul(Wide, 4096, 4096, 4096) == ("direct", 1)
+    assert ops.plan_matmul(Wide, 512, 1280, 5120) == ("direct", 2)  # behemoth fc_out: long K
+    assert ops.plan_matmul(Wide, 1024, 256, 256) == ("direct4", 2)  # xl q: short K, small
+    assert ops.plan_matmul(Wide, 256, 256, 1024)[1] > 1  # xl weight gradient: split
 
 
 def test_bias_backward(gpu):

@@ -108,10 +108,10 @@ class WebGPUBackend(Backend):
         top = Arena(xf=BTC, hf=BTC, sf=2 * BT, logits=BT * V, losses=BT)
         scr = Arena(dx=BTC, dh=BTC, dq=BTC, dk=BTC, dv=BTC, datt=BTC, dg=4 * BTC, dd=B * H * T)
         self.tl = ops.TokenLayout.of(BT, V)
-        # split-K scratch for the weight gradients (K = B*T, few output tiles on a big GPU)
-        wshapes = [(C, C), (4 * C, C), (C, 4 * C), (V, C)]
-        self.split = {mn: ops.choose_split_k(gpu, mn[0], mn[1], BT) for mn in wshapes}
-        n_split = max(ops.splitk_scratch(m, n, self.split[(m, n)]) for m, n in wshapes)
+        # split-K scratch: the largest any of the step's products needs (ops.plan_matmul)
+        shapes = [(BT, C, C), (BT, 4 * C, C), (BT, C, 4 * C), (BT, V, C), (BT, C, V),  # (m, n, k)
+                  (C, C, BT), (4 * C, C, BT), (C, 4 * C, BT), (V, C, BT)]
+        n_split = max(ops.splitk_scratch(m, n, ops.plan_matmul(gpu, m, n, k)[1]) for m, n, k in shapes)
         sizes = {"params": 4 * P, "grads": 4 * P, "adam_m": 4 * P, "adam_v": 4 * P,
                  **{f"layer{l}": 4 * la.total for l in range(L)}, "top": 4 * top.total, "scratch": 4 * scr.total,
                  "splitk": 4 * n_split}
@@ -171,10 +171,12 @@ class WebGPUBackend(Backend):
         step = Ref(b["step"], 0)
         p = Program(gpu, "train_step")
 
+        def mm(*args, **kw):  # every product may split K into the shared scratch (ops.plan_matmul)
+            ops.matmul(p, *args, scratch=Ref(b["splitk"], 0), **kw)
+
         def wgrad(name, dw: Ref, x: Ref, dy: Ref, m: int, n: int, db: Ref | None = None):
-            """dW (m,n) = x^T @ dy over K = B*T rows (split-K where the device is wide), db too."""
-            ops.matmul(p, name, dw, x, dy, m, n, BT, trans_a=True, bias_grad=db, split_k=self.split[(m, n)],
-                       scratch=Ref(b["splitk"], 0))
+            """dW (m,n) = x^T @ dy over K = B*T rows, and db (column sums of dy) with it."""
+            mm(name, dw, x, dy, m, n, BT, trans_a=True, bias_grad=db)
 
         # forward ---------------------------------------------------------------------------
         ops.embedding_forward(p, "embed", act(0, "x"), b["tokens"], tl, P, spec["tok_emb"].offset,
@@ -185,42 +187,42 @@ class WebGPUBackend(Backend):
             ops.layernorm_forward(p, f"{n}.ln1", act(l, "h1"), act(l, "s1"), act(l, "x"), par("ln1_w", l),
                                   par("ln1_b", l), BT, C)
             for w, bias, out in (("wq", "bq", "q"), ("wk", "bk", "k"), ("wv", "bv", "v")):
-                ops.matmul(p, f"{n}.{out}", act(l, out), act(l, "h1"), par(w, l), BT, C, C, bias=par(bias, l))
+                mm(f"{n}.{out}", act(l, out), act(l, "h1"), par(w, l), BT, C, C, bias=par(bias, l))
             ops.attention_forward(p, f"{n}.attn", act(l, "att"), act(l, "lse"), act(l, "q"), act(l, "k"),
                                   act(l, "v"), B, T, C, H)
-            ops.matmul(p, f"{n}.proj", act(l, "xm"), act(l, "att"), par("wo", l), BT, C, C, bias=par("bo", l),
+            mm(f"{n}.proj", act(l, "xm"), act(l, "att"), par("wo", l), BT, C, C, bias=par("bo", l),
                        res=act(l, "x"))
             ops.layernorm_forward(p, f"{n}.ln2", act(l, "h2"), act(l, "s2"), act(l, "xm"), par("ln2_w", l),
                                   par("ln2_b", l), BT, C)
-            ops.matmul(p, f"{n}.fc_in", act(l, "f"), act(l, "h2"), par("fc_in_w", l), BT, 4 * C, C,
+            mm(f"{n}.fc_in", act(l, "f"), act(l, "h2"), par("fc_in_w", l), BT, 4 * C, C,
                        bias=par("fc_in_b", l))
             ops.gelu_forward(p, f"{n}.gelu", act(l, "g"), act(l, "f"), BT * 4 * C)
-            ops.matmul(p, f"{n}.fc_out", x_next, act(l, "g"), par("fc_out_w", l), BT, C, 4 * C,
+            mm(f"{n}.fc_out", x_next, act(l, "g"), par("fc_out_w", l), BT, C, 4 * C,
                        bias=par("fc_out_b", l), res=act(l, "xm"))
         ops.layernorm_forward(p, "ln_f", tp("hf"), tp("sf"), tp("xf"), par("lnf_w"), par("lnf_b"), BT, C)
-        ops.matmul(p, "head", tp("logits"), tp("hf"), par("tok_emb"), BT, V, C, trans_b=True)
+        mm("head", tp("logits"), tp("hf"), par("tok_emb"), BT, V, C, trans_b=True)
         ops.crossentropy(p, "loss", tp("logits"), b["tokens"], tl.targets, tp("losses"), step.at(ops.ST_LOSS), BT, V)
 
         # backward (tp("logits") now holds dlogits) -----------------------------------------
-        ops.matmul(p, "head.dx", sc("dh"), tp("logits"), par("tok_emb"), BT, C, V)
+        mm("head.dx", sc("dh"), tp("logits"), par("tok_emb"), BT, C, V)
         wgrad("head.dw", grad("tok_emb"), tp("logits"), tp("hf"), V, C)
         ops.layernorm_backward(p, "ln_f.back", sc("dx"), grad("lnf_w"), grad("lnf_b"), sc("dh"), tp("xf"), tp("sf"),
                                par("lnf_w"), BT, C)
         for l in reversed(range(L)):
             n = f"layer{l}.back"
-            ops.matmul(p, f"{n}.fc_out.dx", sc("dg"), sc("dx"), par("fc_out_w", l), BT, 4 * C, C, trans_b=True)
+            mm(f"{n}.fc_out.dx", sc("dg"), sc("dx"), par("fc_out_w", l), BT, 4 * C, C, trans_b=True)
             wgrad(f"{n}.fc_out.dw", grad("fc_out_w", l), act(l, "g"), sc("dx"), 4 * C, C, grad("fc_out_b", l))
             ops.gelu_backward(p, f"{n}.gelu", sc("dg"), act(l, "f"), BT * 4 * C)
-            ops.matmul(p, f"{n}.fc_in.dx", sc("dh"), sc("dg"), par("fc_in_w", l), BT, C, 4 * C, trans_b=True)
+            mm(f"{n}.fc_in.dx", sc("dh"), sc("dg"), par("fc_in_w", l), BT, C, 4 * C, trans_b=True)
             wgrad(f"{n}.fc_in.dw", grad("fc_in_w", l), act(l, "h2"), sc("dg"), C, 4 * C, grad("fc_in_b", l))
             ops.layernorm_backward(p, f"{n}.ln2", sc("dx"), grad("ln2_w", l), grad("ln2_b", l), sc("dh"),
                                    act(l, "xm"), act(l, "s2"), par("ln2_w", l), BT, C, accum=True)
-            ops.matmul(p, f"{n}.proj.dx", sc("datt"), sc("dx"), par("wo", l), BT, C, C, trans_b=True)
+            mm(f"{n}.proj.dx", sc("datt"), sc("dx"), par("wo", l), BT, C, C, trans_b=True)
             wgrad(f"{n}.proj.dw", grad("wo", l), act(l, "att"), sc("dx"), C, C, grad("bo", l))
             ops.attention_backward(p, f"{n}.attn", sc("dq"), sc("dk"), sc("dv"), sc("dd"), sc("datt"), act(l, "q"),
                                    act(l, "k"), act(l, "v"), act(l, "att"), act(l, "lse"), B, T, C, H)
             for i, (w, bias, d) in enumerate((("wq", "bq", "dq"), ("wk", "bk", "dk"), ("wv", "bv", "dv"))):
-                ops.matmul(p, f"{n}.{w}.dx", sc("dh"), sc(d), par(w, l), BT, C, C, trans_b=True, accum=i > 0)
+                mm(f"{n}.{w}.dx", sc("dh"), sc(d), par(w, l), BT, C, C, trans_b=True, accum=i > 0)
                 wgrad(f"{n}.{w}.dw", grad(w, l), act(l, "h1"), sc(d), C, C, grad(bias, l))
             ops.layernorm_backward(p, f"{n}.ln1", sc("dx"), grad("ln1_w", l), grad("ln1_b", l), sc("dh"),
                                    act(l, "x"), act(l, "s1"), par("ln1_w", l), BT, C, accum=True)

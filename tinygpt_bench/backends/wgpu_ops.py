@@ -32,64 +32,66 @@ HAS_BIAS, HAS_RES, ACCUM, BIAS_GRAD = 1, 2, 4, 8
 def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int,
            trans_a: bool = False, trans_b: bool = False, bias: Ref | None = None,
            res: Ref | None = None, accum: bool = False, variant: str | None = None,
-           bias_grad: Ref | None = None, split_k: int = 1, scratch: Ref | None = None) -> None:
+           bias_grad: Ref | None = None, split_k: int | None = None, scratch: Ref | None = None) -> None:
     """c (m,n) [+]= op(a) (m,k) @ op(b) (k,n) [+ bias (n)] [+ res (m,n)]; see matmul.wgsl.
-    variant: "direct" (register-blocked 8x8; by default it becomes "direct4", 4x4, when the
-    product has fewer 64 x 64 tiles than the Gpu's min_workgroups) or "tiled" (workgroup-memory
-    tiles, slow for now); default: the Gpu's matmul_variant.
-    bias_grad (direct only, with trans_a: a weight gradient x^T @ dy): also write the column
-    sums of dy there (the bias gradient), overwriting.
-    split_k > 1 (no bias or res): matmul_splitk (4x4 blocks) over that many slices of K whose
-    partial products go to scratch (splitk_scratch(m, n, split_k) floats), then one reduce
-    dispatch (splitk_reduce). A separate entry point: the K-range logic made matmul_direct
-    about 1.5x slower on lavapipe."""
-    auto = variant is None
-    variant = variant or p.gpu.matmul_variant
-    if bias_grad is not None:
-        if bias is not None or variant not in ("direct", "direct4"):
-            raise ValueError(f"{name}: bias_grad needs the direct variant and no bias")
-    if auto and variant == "direct" and cdiv(m, 64) * cdiv(n, 64) < p.gpu.min_workgroups:
-        variant = "direct4"  # too few 64 x 64 tiles to fill the device: 32 x 32 tiles
-    if split_k > 1 and (variant not in ("direct", "direct4") or bias or res or scratch is None):
-        raise ValueError(f"{name}: split_k needs a direct variant, no bias or res, and a scratch buffer")
-    entry = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4"}[variant]
-    tile = 32 if variant == "direct4" else 64
+
+    variant: "direct" (8x8 blocks, 64x64 tiles), "direct4" (4x4 blocks, 32x32 tiles) or
+    "tiled" (workgroup-memory tiles, slow for now). split_k: slices of K (matmul_splitk8 or
+    matmul_splitk into scratch, then splitk_reduce, which applies bias, res and accum).
+    Left as None, both are chosen by plan_matmul for the Gpu (split-K only if scratch is given).
+    bias_grad (direct kinds, with trans_a: a weight gradient x^T @ dy): also write the column
+    sums of dy there (the bias gradient), overwriting; not with bias."""
+    auto_variant, auto_split = plan_matmul(p.gpu, m, n, k)
+    variant = variant or auto_variant
+    if split_k is None:
+        split_k = auto_split if scratch is not None and variant == auto_variant else 1
+    if bias_grad is not None and (bias is not None or variant == "tiled"):
+        raise ValueError(f"{name}: bias_grad needs a direct variant and no bias")
+    if split_k > 1 and (variant == "tiled" or scratch is None):
+        raise ValueError(f"{name}: split_k needs a direct variant and a scratch buffer")
     consts = {"TRANS_A": trans_a, "TRANS_B": trans_b}
+    tile = 32 if variant == "direct4" else 64
+    flags = (HAS_BIAS if bias is not None else 0) | (HAS_RES if res is not None else 0) | (ACCUM if accum else 0)
+    flags |= BIAS_GRAD if bias_grad is not None else 0
     if split_k > 1:
         parts, db_parts = scratch, scratch.at(split_k * m * n)
-        flags = BIAS_GRAD if bias_grad is not None else 0
-        args = [m, n, k, a.off, b.off, parts.off, db_parts.off, 0, flags, split_k]
-        p.add(name, "matmul", "matmul_splitk", args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: db_parts.buf, 5: parts.buf},
-              (cdiv(n, 32), cdiv(m, 32), split_k), constants=consts)
-        flags |= ACCUM if accum else 0
-        db = bias_grad or c
-        args = [m, n, k, parts.off, 0, c.off, db.off, 0, flags, split_k]
-        p.add(name + ".reduce", "matmul", "splitk_reduce", args, {1: parts.buf, 3: c.buf, 4: db.buf},
-              grid(m * n, 64, 1024))
+        entry = "matmul_splitk" if variant == "direct4" else "matmul_splitk8"
+        args = [m, n, k, a.off, b.off, parts.off, db_parts.off, 0, flags & BIAS_GRAD, split_k]
+        p.add(name, "matmul", entry, args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: db_parts.buf, 5: parts.buf},
+              (cdiv(n, tile), cdiv(m, tile), split_k), constants=consts)
+        bb, rr = bias_grad or bias or c, res or c
+        args = [m, n, k, parts.off, 0, c.off, bb.off, rr.off, flags, split_k]
+        p.add(name + ".reduce", "matmul", "splitk_reduce", args, {1: parts.buf, 3: c.buf, 4: bb.buf, 5: rr.buf},
+              grid(m * n, 64, 2048))
         return
-    if bias_grad is not None:
-        bias = bias_grad
-    flags = (HAS_BIAS if bias and bias_grad is None else 0) | (HAS_RES if res else 0) | (ACCUM if accum else 0)
-    flags |= BIAS_GRAD if bias_grad is not None else 0
-    bias = bias or c
-    res = res or c
-    args = [m, n, k, a.off, b.off, c.off, bias.off, res.off, flags, 1]
-    bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: bias.buf, 5: res.buf}
+    bb, rr = bias_grad or bias or c, res or c
+    entry = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4"}[variant]
+    args = [m, n, k, a.off, b.off, c.off, bb.off, rr.off, flags, 1]
+    bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: bb.buf, 5: rr.buf}
     p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)), constants=consts)
+
+
+def plan_matmul(gpu, m: int, n: int, k: int, max_split: int = 8) -> tuple[str, int]:
+    """(variant, split_k) for a product on this Gpu: 8x8 blocks when there are at least
+    gpu.min_workgroups 64x64 tiles; else split a long K (>= 1024) over enough slices of 64x64
+    tiles, each slice >= 256 of K; else 4x4 blocks (32x32 tiles), splitting K if still short."""
+    if gpu.matmul_variant != "direct":
+        return gpu.matmul_variant, 1
+    want = gpu.min_workgroups
+    tiles64 = cdiv(m, 64) * cdiv(n, 64)
+    if tiles64 >= want:
+        return "direct", 1
+    if k >= 1024:
+        return "direct", max(1, min(max_split, cdiv(want, tiles64), k // 256))
+    tiles32 = cdiv(m, 32) * cdiv(n, 32)
+    if tiles32 >= want:
+        return "direct4", 1
+    return "direct4", max(1, min(max_split, cdiv(want, tiles32), k // 128))
 
 
 def splitk_scratch(m: int, n: int, split_k: int) -> int:
     """Floats of scratch a split-K product needs: S partial products and S partial bias sums."""
     return split_k * (m * n + n) if split_k > 1 else 0
-
-
-def choose_split_k(gpu, m: int, n: int, k: int, max_split: int = 8) -> int:
-    """Slices of K for a product with a long K and few output tiles (weight gradients, K = B*T):
-    enough 32 x 32 tiles times slices to reach the Gpu's min_workgroups, each slice >= 128 of K."""
-    tiles = cdiv(m, 32) * cdiv(n, 32)
-    if tiles >= gpu.min_workgroups:
-        return 1
-    return max(1, min(max_split, cdiv(gpu.min_workgroups, tiles), k // 128))
 
 
 def bias_backward(p: Program, name: str, db: Ref, dy: Ref, m: int, n: int, accum: bool = False) -> None:
