@@ -401,6 +401,16 @@ def test_fifteen_steps_match_reference(webgpu_backend, name):
     assert rel_err(webgpu_backend.parameters() - w, rb.parameters().astype(np.float64) - w) < 1e-2
 
 
+def test_backend_memory_and_profile(webgpu_backend):
+    preset, layout, w, (batch,) = setup_run("tiny", 1)
+    webgpu_backend.load(preset, w)
+    assert webgpu_backend.memory_bytes() >= 16 * layout.total  # weights, grads, two moments
+    webgpu_backend.step(batch)
+    prof = webgpu_backend.profile()
+    assert len(prof) == len(webgpu_backend.program.dispatches) and all(t >= 0 for _, t in prof)
+    assert any("attention_backward_dkv" in name for name, _ in prof)
+
+
 def test_backend_rejects_bad_batch(webgpu_backend):
     preset, _, w, (batch,) = setup_run("tiny", 1)
     webgpu_backend.load(preset, w)

@@ -276,6 +276,20 @@ class WebGPUBackend(Backend):
             raise RuntimeError("webgpu backend: no gradient yet; call step() first")
         return self.gpu.read(self.bufs["grads"], count=self.layout.total)
 
+    def memory_bytes(self) -> int | None:
+        """Bytes of device buffers this backend allocated (all of them, at load: nothing per step)."""
+        if self.program is None:
+            return None
+        return sum(buf.size for buf in self.bufs.values()) + self.program.uniforms.size + self.readback.size
+
+    def profile(self) -> list[tuple[str, float]]:
+        """[(dispatch name, GPU seconds)] of one training step from timestamp queries, each
+        dispatch in its own compute pass. It RUNS a step on the last batch (weights and Adam
+        moments move on, the step count does not): for diagnosis, not inside a measured run."""
+        if self.program is None or self.t == 0:
+            raise RuntimeError("webgpu backend: call step() once before profile()")
+        return self.program.profile()
+
     def close(self) -> None:
         for buf in self.bufs.values():
             buf.destroy()
