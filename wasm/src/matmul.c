@@ -25,8 +25,9 @@
  * shuffles broadcast them (in wasmtime each scalar load costs a bounds check and a
  * move into a vector register; this is 1 load a k instead of 4). The block is then
  * reused across all of N in panels of NR = 8 columns, packed NC columns at a time
- * (pack_b); the KC x 8 panel of b stays in L1 across the MC rows. Register tile 4 x 8: 8 f32x4 accumulators (cranelift
- * spilled a 6 x 8 tile's 12).
+ * (pack_b); the KC x 8 panel of b stays in L1 across the MC rows. Register tile
+ * 4 x 8: 8 f32x4 accumulators (cranelift, with 16 vector registers, spilled a 6 x 8
+ * tile's 12 and a 4 x 12 tile's 12; both were slower).
  * The k order of every output element is 0..K-1 whatever the blocking or split.
  * =================================================================================== */
 #define MR 4
