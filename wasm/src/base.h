@@ -57,10 +57,14 @@ static inline float dot4(const float *a, const float *b, int nv) {
 #define LOG2E 1.44269504088896341f
 #define LN2_HI 0.693145751953125f
 #define LN2_LO 1.42860682030941723212e-6f
+#define EXP_MAGIC (12582912.0f + 127.0f) /* 1.5 * 2^23 + the exponent bias */
 static inline v128_t exp4(v128_t x) {
     v128_t under = wasm_f32x4_lt(x, SPLAT(EXP_LO));
     x = wasm_f32x4_min(wasm_f32x4_max(x, SPLAT(EXP_LO)), SPLAT(EXP_HI));
-    v128_t n = wasm_f32x4_nearest(wasm_f32x4_mul(x, SPLAT(LOG2E)));
+    /* n = round(x log2 e) by the magic-number add (round to nearest even, as f32.nearest);
+     * the low bits of t then hold n + 127: t << 23 is 2^n's bit pattern, no conversion */
+    v128_t t = wasm_f32x4_add(wasm_f32x4_mul(x, SPLAT(LOG2E)), SPLAT(EXP_MAGIC));
+    v128_t n = wasm_f32x4_sub(t, SPLAT(EXP_MAGIC));
     v128_t r = wasm_f32x4_sub(wasm_f32x4_sub(x, wasm_f32x4_mul(n, SPLAT(LN2_HI))), wasm_f32x4_mul(n, SPLAT(LN2_LO)));
     v128_t p = SPLAT(1.f / 5040.f);
     p = wasm_f32x4_add(wasm_f32x4_mul(p, r), SPLAT(1.f / 720.f));
@@ -70,7 +74,7 @@ static inline v128_t exp4(v128_t x) {
     p = wasm_f32x4_add(wasm_f32x4_mul(p, r), SPLAT(0.5f));
     p = wasm_f32x4_add(wasm_f32x4_mul(p, r), SPLAT(1.f));
     p = wasm_f32x4_add(wasm_f32x4_mul(p, r), SPLAT(1.f));
-    v128_t e = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
+    v128_t e = wasm_i32x4_shl(t, 23);
     return wasm_v128_andnot(wasm_f32x4_mul(p, e), under);
 }
 static inline float expf_(float x) { return wasm_f32x4_extract_lane(exp4(SPLAT(x)), 0); }
