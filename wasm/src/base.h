@@ -60,7 +60,9 @@ static inline float dot4(const float *a, const float *b, int nv) {
 #define EXP_MAGIC (12582912.0f + 127.0f) /* 1.5 * 2^23 + the exponent bias */
 static inline v128_t exp4(v128_t x) {
     v128_t under = wasm_f32x4_lt(x, SPLAT(EXP_LO));
-    x = wasm_f32x4_min(wasm_f32x4_max(x, SPLAT(EXP_LO)), SPLAT(EXP_HI));
+    /* clamp with pmax/pmin (one maxps/minps each; f32x4.min/max's NaN and signed-zero
+     * rules cost about 8 instructions in cranelift); operand order keeps a NaN x NaN */
+    x = wasm_f32x4_pmin(wasm_f32x4_pmax(x, SPLAT(EXP_LO)), SPLAT(EXP_HI));
     /* n = round(x log2 e) by the magic-number add (round to nearest even, as f32.nearest);
      * the low bits of t then hold n + 127: t << 23 is 2^n's bit pattern, no conversion */
     v128_t t = wasm_f32x4_add(wasm_f32x4_mul(x, SPLAT(LOG2E)), SPLAT(EXP_MAGIC));
