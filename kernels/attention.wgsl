@@ -9,9 +9,13 @@
 //                         dq = scale * sum_j p_ij (dout_i . v_j - dd_i) k_j,  p_ij = exp(s_ij - lse_i)
 // attention_backward_dkv  dv_j = sum_{i>=j} p_ij dout_i
 //                         dk_j = scale * sum_{i>=j} p_ij (dout_i . v_j - dd_i) q_i
-// dq runs before dkv (it writes dd). Each invocation owns one query row (forward, dq) or one
-// key row (dkv) and loops over tiles of the other side staged in workgroup memory; the two
+// dq runs before dkv (it writes dd). A workgroup owns 32 query rows (forward, dq) or 32 key
+// rows (dkv) and loops over tiles of the other side staged in workgroup memory; the two
 // backward kernels together recompute p instead of storing it, and need no atomics.
+// Each row is shared by SPLIT invocations (override; workgroup (32, SPLIT)): invocation
+// (x, s) takes every SPLIT-th row of each staged tile, and the SPLIT partial results are
+// merged in workgroup memory in a fixed order (forward: online-softmax states; backward:
+// sums). SPLIT = 1 suits CPU adapters; 4 gives a GPU four times the invocations.
 // Rows are handled as vec4s (hd must be a multiple of 4; hd4 = hd / 4).
 
 struct Args {
@@ -20,7 +24,8 @@ struct Args {
     do_off: u32, dq_off: u32, dk_off: u32, dv_off: u32, dd_off: u32,
     scale: f32,
 }
-const BR: u32 = 32u;        // rows (queries or keys) per workgroup, one per invocation
+const BR: u32 = 32u;        // rows (queries or keys) per workgroup
+override SPLIT: u32 = 1u;   // invocations per row
 const BT: u32 = 32u;        // rows per staged tile of the other side
 const MAX_HD4: u32 = 16u;   // head_dim at most 64
 const NEG: f32 = -3.0e38;
@@ -41,6 +46,8 @@ var<workgroup> tile1: array<vec4<f32>, 512>;   // (BT, MAX_HD4): k (forward, dq)
 var<workgroup> tile2: array<vec4<f32>, 512>;   // (BT, MAX_HD4): v (forward, dq) or dout (dkv)
 var<workgroup> tile_lse: array<f32, 32>;  // dkv: lse of the staged queries
 var<workgroup> tile_dd: array<f32, 32>;   // dkv: dd of the staged queries
+var<workgroup> part_m: array<f32, 32>;    // forward merge: running max of one split
+var<workgroup> part_l: array<f32, 32>;    // forward merge: running sum of one split
 
 fn row_base(b: u32, i: u32, hh: u32) -> u32 { return (b * u.t + i) * u.c + hh * u.hd; }
 
@@ -52,10 +59,11 @@ fn ld_v(i: u32) -> vec4<f32> { return vec4(v[i], v[i + 1u], v[i + 2u], v[i + 3u]
 fn ld_o(i: u32) -> vec4<f32> { return vec4(o[i], o[i + 1u], o[i + 2u], o[i + 3u]); }
 fn ld_do(i: u32) -> vec4<f32> { return vec4(dout[i], dout[i + 1u], dout[i + 2u], dout[i + 3u]); }
 
-// Stage rows j0 .. j0+BT of k and v (head hh) into tile1/tile2 (zero past T).
-fn stage_kv(b: u32, hh: u32, j0: u32, lid: u32) {
+// Stage rows j0 .. j0+BT of k and v (head hh) into tile1/tile2 (zero past T); f is the
+// invocation's flat index in the workgroup, 32 * SPLIT invocations share the work.
+fn stage_kv(b: u32, hh: u32, j0: u32, f: u32) {
     let hd4 = u.hd / 4u;
-    for (var e = lid; e < BT * hd4; e += BR) {
+    for (var e = f; e < BT * hd4; e += BR * SPLIT) {
         let jj = e / hd4;
         let d4 = e % hd4;
         let j = j0 + jj;
@@ -71,29 +79,31 @@ fn stage_kv(b: u32, hh: u32, j0: u32, lid: u32) {
     }
 }
 
-@compute @workgroup_size(32)
-fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let lid = lid3.x;
+@compute @workgroup_size(32, SPLIT)
+fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let x = lid.x;
+    let sp = lid.y;
+    let f = x + BR * sp;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
     let hd4 = u.hd / 4u;
-    let i = wid.x * BR + lid;
+    let i = wid.x * BR + x;
     let valid = i < u.t;
     let rb = row_base(b, min(i, u.t - 1u), hh);
     var qr: array<vec4<f32>, 16>;    // q_i * scale
-    var acc: array<vec4<f32>, 16>;   // sum_j p_ij v_j (unnormalised)
+    var acc: array<vec4<f32>, 16>;   // sum_j p_ij v_j (unnormalised) over this split's keys
     for (var d = 0u; d < hd4; d++) { qr[d] = ld_q(u.q_off + rb + 4u * d) * u.scale; acc[d] = vec4(0.0); }
     var mx = NEG;
     var l = 0.0;
     let kv_end = min(u.t, wid.x * BR + BR);
     for (var j0 = 0u; j0 < kv_end; j0 += BT) {
-        stage_kv(b, hh, j0, lid);
+        stage_kv(b, hh, j0, f);
         workgroupBarrier();
         if (valid && j0 <= i) {
             let jn = min(BT, i + 1u - j0);
             var s: array<f32, 32>;
             var tmax = mx;
-            for (var jj = 0u; jj < jn; jj++) {
+            for (var jj = sp; jj < jn; jj += SPLIT) {
                 var d4 = vec4<f32>(0.0);
                 for (var d = 0u; d < hd4; d++) { d4 = fma(qr[d], tile1[jj * MAX_HD4 + d], d4); }
                 let sc = d4.x + d4.y + d4.z + d4.w;
@@ -103,7 +113,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
             let corr = exp(mx - tmax);
             l *= corr;
             for (var d = 0u; d < hd4; d++) { acc[d] *= corr; }
-            for (var jj = 0u; jj < jn; jj++) {
+            for (var jj = sp; jj < jn; jj += SPLIT) {
                 let pj = exp(s[jj] - tmax);
                 l += pj;
                 for (var d = 0u; d < hd4; d++) { acc[d] = fma(vec4(pj), tile2[jj * MAX_HD4 + d], acc[d]); }
@@ -112,24 +122,45 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         }
         workgroupBarrier();
     }
-    if (valid) {
+    // merge the splits into split 0, one at a time, in order
+    for (var other = 1u; other < SPLIT; other++) {
+        if (sp == other) {
+            part_m[x] = mx;
+            part_l[x] = l;
+            for (var d = 0u; d < hd4; d++) { tile1[x * MAX_HD4 + d] = acc[d]; }
+        }
+        workgroupBarrier();
+        if (sp == 0u) {
+            let m2 = part_m[x];
+            let mn = max(mx, m2);
+            let a0 = exp(mx - mn);
+            let a1 = exp(m2 - mn);
+            l = l * a0 + part_l[x] * a1;
+            for (var d = 0u; d < hd4; d++) { acc[d] = acc[d] * a0 + tile1[x * MAX_HD4 + d] * a1; }
+            mx = mn;
+        }
+        workgroupBarrier();
+    }
+    if (valid && sp == 0u) {
         let inv = 1.0 / l;
         for (var d = 0u; d < hd4; d++) {
-            let x = acc[d] * inv;
+            let y = acc[d] * inv;
             let at = u.o_off + rb + 4u * d;
-            o[at] = x.x; o[at + 1u] = x.y; o[at + 2u] = x.z; o[at + 3u] = x.w;
+            o[at] = y.x; o[at + 1u] = y.y; o[at + 2u] = y.z; o[at + 3u] = y.w;
         }
         lse[u.lse_off + wid.y * u.t + i] = mx + log(l);
     }
 }
 
-@compute @workgroup_size(32)
-fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let lid = lid3.x;
+@compute @workgroup_size(32, SPLIT)
+fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let x = lid.x;
+    let sp = lid.y;
+    let f = x + BR * sp;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
     let hd4 = u.hd / 4u;
-    let i = wid.x * BR + lid;
+    let i = wid.x * BR + x;
     let valid = i < u.t;
     let rb = row_base(b, min(i, u.t - 1u), hh);
     var qr: array<vec4<f32>, 16>;
@@ -146,11 +177,11 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let li = lse[u.lse_off + wid.y * u.t + min(i, u.t - 1u)];
     let kv_end = min(u.t, wid.x * BR + BR);
     for (var j0 = 0u; j0 < kv_end; j0 += BT) {
-        stage_kv(b, hh, j0, lid);
+        stage_kv(b, hh, j0, f);
         workgroupBarrier();
         if (valid && j0 <= i) {
             let jn = min(BT, i + 1u - j0);
-            for (var jj = 0u; jj < jn; jj++) {
+            for (var jj = sp; jj < jn; jj += SPLIT) {
                 var s4 = vec4<f32>(0.0);
                 var dp4 = vec4<f32>(0.0);
                 for (var d = 0u; d < hd4; d++) {
@@ -165,23 +196,31 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         }
         workgroupBarrier();
     }
-    if (valid) {
+    for (var other = 1u; other < SPLIT; other++) {   // sum the splits into split 0, in order
+        if (sp == other) { for (var d = 0u; d < hd4; d++) { tile1[x * MAX_HD4 + d] = acc[d]; } }
+        workgroupBarrier();
+        if (sp == 0u) { for (var d = 0u; d < hd4; d++) { acc[d] += tile1[x * MAX_HD4 + d]; } }
+        workgroupBarrier();
+    }
+    if (valid && sp == 0u) {
         for (var d = 0u; d < hd4; d++) {
-            let x = acc[d] * u.scale;
+            let y = acc[d] * u.scale;
             let at = u.dq_off + rb + 4u * d;
-            dq[at] = x.x; dq[at + 1u] = x.y; dq[at + 2u] = x.z; dq[at + 3u] = x.w;
+            dq[at] = y.x; dq[at + 1u] = y.y; dq[at + 2u] = y.z; dq[at + 3u] = y.w;
         }
         dd[u.dd_off + wid.y * u.t + i] = di;
     }
 }
 
-@compute @workgroup_size(32)
-fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
-    let lid = lid3.x;
+@compute @workgroup_size(32, SPLIT)
+fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let x = lid.x;
+    let sp = lid.y;
+    let f = x + BR * sp;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
     let hd4 = u.hd / 4u;
-    let j = wid.x * BR + lid;
+    let j = wid.x * BR + x;
     let valid = j < u.t;
     let rb = row_base(b, min(j, u.t - 1u), hh);
     var kr: array<vec4<f32>, 16>;    // k_j * scale
@@ -196,7 +235,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     }
     for (var i0 = wid.x * BR; i0 < u.t; i0 += BT) {
         // stage queries i0 .. i0+BT: q, dout, lse, dd
-        for (var e = lid; e < BT * hd4; e += BR) {
+        for (var e = f; e < BT * hd4; e += BR * SPLIT) {
             let ii = e / hd4;
             let d = e % hd4;
             let i = i0 + ii;
@@ -210,14 +249,15 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
             tile1[ii * MAX_HD4 + d] = a;
             tile2[ii * MAX_HD4 + d] = c;
         }
-        if (i0 + lid < u.t) {
-            tile_lse[lid] = lse[u.lse_off + wid.y * u.t + i0 + lid];
-            tile_dd[lid] = dd[u.dd_off + wid.y * u.t + i0 + lid];
+        if (f < BT && i0 + f < u.t) {
+            tile_lse[f] = lse[u.lse_off + wid.y * u.t + i0 + f];
+            tile_dd[f] = dd[u.dd_off + wid.y * u.t + i0 + f];
         }
         workgroupBarrier();
         if (valid) {
             let ni = min(BT, u.t - i0);
-            for (var ii = select(0u, j - i0, j > i0); ii < ni; ii++) {   // queries i >= j only
+            let first = select(0u, j - i0, j > i0);                    // queries i >= j only
+            for (var ii = first + (sp + SPLIT - first % SPLIT) % SPLIT; ii < ni; ii += SPLIT) {
                 var s4 = vec4<f32>(0.0);
                 var dp4 = vec4<f32>(0.0);
                 for (var d = 0u; d < hd4; d++) {
@@ -234,13 +274,23 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         }
         workgroupBarrier();
     }
-    if (valid) {
+    for (var other = 1u; other < SPLIT; other++) {   // sum the splits into split 0, in order
+        if (sp == other) {
+            for (var d = 0u; d < hd4; d++) { tile1[x * MAX_HD4 + d] = dka[d]; tile2[x * MAX_HD4 + d] = dva[d]; }
+        }
+        workgroupBarrier();
+        if (sp == 0u) {
+            for (var d = 0u; d < hd4; d++) { dka[d] += tile1[x * MAX_HD4 + d]; dva[d] += tile2[x * MAX_HD4 + d]; }
+        }
+        workgroupBarrier();
+    }
+    if (valid && sp == 0u) {
         for (var d = 0u; d < hd4; d++) {
-            let x = dka[d] * u.scale;
-            let y = dva[d];
+            let y = dka[d] * u.scale;
+            let w = dva[d];
             let at = rb + 4u * d;
-            dk[u.dk_off + at] = x.x; dk[u.dk_off + at + 1u] = x.y; dk[u.dk_off + at + 2u] = x.z; dk[u.dk_off + at + 3u] = x.w;
-            dv[u.dv_off + at] = y.x; dv[u.dv_off + at + 1u] = y.y; dv[u.dv_off + at + 2u] = y.z; dv[u.dv_off + at + 3u] = y.w;
+            dk[u.dk_off + at] = y.x; dk[u.dk_off + at + 1u] = y.y; dk[u.dk_off + at + 2u] = y.z; dk[u.dk_off + at + 3u] = y.w;
+            dv[u.dv_off + at] = w.x; dv[u.dv_off + at + 1u] = w.y; dv[u.dv_off + at + 2u] = w.z; dv[u.dv_off + at + 3u] = w.w;
         }
     }
 }

@@ -317,8 +317,9 @@ def attention_back_ref(dout, q, k, v, h):
     return merge(dqh), merge(dkh), merge(dvh)
 
 
+@pytest.mark.parametrize("split", [1, 4])
 @pytest.mark.parametrize("b,t,c,h", [(2, 37, 48, 3), (1, 70, 128, 2), (2, 16, 32, 2)])
-def test_attention(gpu, b, t, c, h):
+def test_attention(gpu, b, t, c, h, split):
     rng = np.random.default_rng(t)
     q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
     btc = b * t * c
@@ -328,8 +329,8 @@ def test_attention(gpu, b, t, c, h):
     LSE, DD = O.at(btc), O.at(btc + b * h * t)
     D = ops.Ref(gpu.buffer(4 * 3 * btc, "dqkv"))
     p = Program(gpu, "test")
-    ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h)
-    ops.attention_backward(p, "att", D, D.at(btc), D.at(2 * btc), DD, DO, Q, K, V, O, LSE, b, t, c, h)
+    ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h, split=split)
+    ops.attention_backward(p, "att", D, D.at(btc), D.at(2 * btc), DD, DO, Q, K, V, O, LSE, b, t, c, h, split=split)
     p.finalize().run()
     q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
     o, _ = attention_ref(q64, k64, v64, h)

@@ -247,22 +247,23 @@ def _att_args(t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd
 
 
 def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v: Ref,
-                      b: int, t: int, c: int, h: int) -> None:
-    """o (B,T,C) = causal softmax attention; lse (B,H,T) saved."""
+                      b: int, t: int, c: int, h: int, split: int | None = None) -> None:
+    """o (B,T,C) = causal softmax attention; lse (B,H,T) saved. split: invocations per row
+    (attention.wgsl SPLIT; default the Gpu's attention_split)."""
     if c // h > MAX_HD or (c // h) % 4:
         raise ValueError(f"{name}: head_dim {c // h}; the kernel needs a multiple of 4, at most {MAX_HD}")
     args = _att_args(t, c, h, q, k, v, o, lse)
     p.add(name, "attention", "attention_forward", args, {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf},
-          (cdiv(t, 32), b * h))
+          (cdiv(t, 32), b * h), constants={"SPLIT": split or p.gpu.attention_split})
 
 
 def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref, dout: Ref, q: Ref, k: Ref,
-                       v: Ref, o: Ref, lse: Ref, b: int, t: int, c: int, h: int) -> None:
+                       v: Ref, o: Ref, lse: Ref, b: int, t: int, c: int, h: int, split: int | None = None) -> None:
     """dq, dk, dv (B,T,C) from dout; dd (B,H,T) is scratch (FA2's D = rowsum(dout * o))."""
     args = _att_args(t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
     p.add(name + ".dq", "attention", "attention_backward_dq", args,
           {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf},
-          (cdiv(t, 32), b * h))
+          (cdiv(t, 32), b * h), constants={"SPLIT": split or p.gpu.attention_split})
     p.add(name + ".dkv", "attention", "attention_backward_dkv", args,
           {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf},
-          (cdiv(t, 32), b * h))
+          (cdiv(t, 32), b * h), constants={"SPLIT": split or p.gpu.attention_split})

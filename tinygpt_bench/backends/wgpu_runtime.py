@@ -117,6 +117,8 @@ class Gpu:
         # a matmul with fewer 64 x 64 tiles than this uses 32 x 32 tiles (matmul_direct4); on a
         # CPU adapter a few workgroups already fill the cores
         self.min_workgroups = 4 if cpu else 264  # H100: 132 SMs, two workgroups each
+        # invocations per attention row (attention.wgsl SPLIT): more parallelism on a GPU
+        self.attention_split = 1 if cpu else 4
         self.kernels_dir: Path = resource_dir("kernels")
         self._modules: dict[str, object] = {}
         self._pipelines: dict[tuple, object] = {}
