@@ -341,3 +341,13 @@ def test_matches_the_shared_float64_reference_backend(engine, name):
     losses = [loss] + [engine.step(b) for b in batches[1:]]
     ref.close()
     assert abs(losses[-1] - ref_losses[-1]) / ref_losses[-1] < 1e-3, (losses, ref_losses)
+
+
+def test_nan_in_the_weights_reaches_the_loss(engine):
+    """Clamps and max-reductions inside the kernels must not hide a NaN (diagnose scans
+    for them): a NaN in one query weight makes the loss NaN."""
+    p = presets.load("tiny")
+    flat = model.Layout(p).init(0)
+    flat[model.Layout(p).by_name["wq"].offset + 5] = np.nan
+    engine.load(p, flat)
+    assert math.isnan(engine.step(batches_for(p, 1)[0]))

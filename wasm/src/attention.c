@@ -110,9 +110,9 @@ static void attention_forward_task(void *ctx, int tid, int nth) {
                     v128_t x = wasm_f32x4_mul(st[j], SPLAT(scale));
                     v128_t ok = wasm_i32x4_ge(tq, wasm_i32x4_splat(s0 + j)); /* causal: key <= query */
                     st[j] = wasm_v128_bitselect(x, SPLAT(-INF), ok);
-                    bm = wasm_f32x4_max(bm, st[j]);
+                    bm = wasm_f32x4_pmax(st[j], bm); /* one maxps; a NaN score still reaches p below */
                 }
-                v128_t mn = wasm_f32x4_max(m, bm), corr = exp4(wasm_f32x4_sub(m, mn)), ps = SPLAT(0.f);
+                v128_t mn = wasm_f32x4_pmax(bm, m), corr = exp4(wasm_f32x4_sub(m, mn)), ps = SPLAT(0.f);
                 for (int j = 0; j < KB; j++) {
                     st[j] = exp4(wasm_f32x4_sub(st[j], mn)); /* p, 0 where masked */
                     ps = wasm_f32x4_add(ps, st[j]);
