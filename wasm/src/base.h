@@ -120,7 +120,7 @@ static inline v128_t one_plus_erf4(v128_t z, v128_t *expmz2) {
  * returns when all are done. Thread 0 is the caller. Work splits are static, so a
  * result never depends on timing; kernels split so that it does not depend on nth. */
 #define MAX_THREADS 64
-#define THREAD_SCRATCH_FLOATS (128 * 256 + 256 * 64) /* per-thread scratch (matmul packing) */
+#define THREAD_SCRATCH_FLOATS (256 * 256 + 256 * 64) /* per-thread scratch (matmul packing) */
 typedef void (*task_fn)(void *ctx, int tid, int nth);
 float *thread_scratch(int tid);
 void parallel_for(task_fn fn, void *ctx);

@@ -32,7 +32,7 @@
  * =================================================================================== */
 #define MR 4
 #define NR 8
-#define MC 128
+#define MC 256
 #define KC 256
 #define NC 64 /* columns of b packed at a time */
 _Static_assert(MC * KC + KC * NC <= THREAD_SCRATCH_FLOATS, "packed blocks must fit the thread's scratch");
