@@ -263,6 +263,70 @@ fn matmul_direct4(@builtin(global_invocation_id) gid: vec3<u32>) {
     store_4(row + 3u, col, c3);
 }
 
+// ---------------------------------------------------------------------------------------------
+// matmul_shared: "64 x 64 workgroup tiles through workgroup memory as vec4s, 4 x 4 per
+// invocation in four vec4 accumulators". Workgroup (16, 16); invocation (tx, ty) owns rows
+// row0 + 4ty .. +3 and columns col0 + 4tx .. +3. Per step of BK = 16 along K each invocation
+// loads one vec4 of each tile (along the stored rows, so neighbouring invocations read
+// neighbouring addresses), then does 16 vec4 FMAs per 2 workgroup-memory vec4 reads.
+// Same flags as matmul_direct except BIAS_GRAD.
+
+var<workgroup> sa: array<vec4<f32>, 256>;   // (BK, 16): sa[kk*16 + r4][i] = op(a)[row0 + 4 r4 + i, k0 + kk]
+var<workgroup> sb: array<vec4<f32>, 256>;   // (BK, 16): sb[kk*16 + c4][j] = op(b)[k0 + kk, col0 + 4 c4 + j]
+
+@compute @workgroup_size(16, 16)
+fn matmul_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tx = lid.x;
+    let ty = lid.y;
+    let t = ty * 16u + tx;
+    let row0 = wid.y * 64u;
+    let col0 = wid.x * 64u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < u.k; k0 += 16u) {
+        if (TRANS_A) {   // a stored (K, M): runs along rows
+            let kk = t / 16u;
+            let r4 = t % 16u;
+            var x = vec4<f32>(0.0);
+            for (var i = 0u; i < 4u; i++) { x[i] = load_a(row0 + 4u * r4 + i, k0 + kk); }
+            sa[kk * 16u + r4] = x;
+        } else {         // a stored (M, K): runs along k
+            let row = t / 4u;
+            let k4 = t % 4u;
+            for (var i = 0u; i < 4u; i++) { sa[(4u * k4 + i) * 16u + row / 4u][row % 4u] = load_a(row0 + row, k0 + 4u * k4 + i); }
+        }
+        if (TRANS_B) {   // b stored (N, K): runs along k
+            let col = t / 4u;
+            let k4 = t % 4u;
+            for (var i = 0u; i < 4u; i++) { sb[(4u * k4 + i) * 16u + col / 4u][col % 4u] = load_b(k0 + 4u * k4 + i, col0 + col); }
+        } else {         // b stored (K, N): runs along columns
+            let kk = t / 16u;
+            let c4 = t % 16u;
+            var x = vec4<f32>(0.0);
+            for (var j = 0u; j < 4u; j++) { x[j] = load_b(k0 + kk, col0 + 4u * c4 + j); }
+            sb[kk * 16u + c4] = x;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 16u; kk++) {
+            let a4 = sa[kk * 16u + ty];
+            let b4 = sb[kk * 16u + tx];
+            acc0 = fma(vec4(a4.x), b4, acc0);
+            acc1 = fma(vec4(a4.y), b4, acc1);
+            acc2 = fma(vec4(a4.z), b4, acc2);
+            acc3 = fma(vec4(a4.w), b4, acc3);
+        }
+        workgroupBarrier();
+    }
+    let row = row0 + 4u * ty;
+    let col = col0 + 4u * tx;
+    store_4(row, col, acc0);
+    store_4(row + 1u, col, acc1);
+    store_4(row + 2u, col, acc2);
+    store_4(row + 3u, col, acc3);
+}
+
 // db (N) = sum over rows of dy (M,N)   [+ db with ACCUM]
 // dy is binding a at a_off, db is binding c at c_off. One invocation per column, rows in order:
 // deterministic, no atomics.

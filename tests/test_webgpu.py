@@ -35,7 +35,7 @@ def rand(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4"])
+@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4", "shared"])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("m,n,k", [(70, 45, 33), (128, 64, 16), (5, 130, 67)])
 def test_matmul(gpu, variant, trans_a, trans_b, m, n, k):

@@ -146,7 +146,7 @@ def main(argv=None) -> None:
     d = describe_adapter(gpu.adapter)
     emit({"kind": "adapter", **{k: v for k, v in d.items() if k != "features"}, "matmul_variant": gpu.matmul_variant})
     if args.matmul:
-        for variant in ("tiled", "direct"):
+        for variant in ("tiled", "direct", "shared"):
             emit(bench_matmul(gpu, args.matmul, variant))
     names = [s for s in args.presets.split(",") if s]
     order = presets.ORDER

@@ -45,9 +45,9 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     variant = variant or auto_variant
     if split_k is None:
         split_k = auto_split if scratch is not None and variant == auto_variant else 1
-    if bias_grad is not None and (bias is not None or variant == "tiled"):
+    if bias_grad is not None and (bias is not None or variant in ("tiled", "shared")):
         raise ValueError(f"{name}: bias_grad needs a direct variant and no bias")
-    if split_k > 1 and (variant == "tiled" or scratch is None):
+    if split_k > 1 and (variant in ("tiled", "shared") or scratch is None):
         raise ValueError(f"{name}: split_k needs a direct variant and a scratch buffer")
     consts = {"TRANS_A": trans_a, "TRANS_B": trans_b}
     tile = 32 if variant == "direct4" else 64
@@ -65,7 +65,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
               grid(m * n, 64, 2048))
         return
     bb, rr = bias_grad or bias or c, res or c
-    entry = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4"}[variant]
+    entry = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4", "shared": "matmul_shared"}[variant]
     args = [m, n, k, a.off, b.off, c.off, bb.off, rr.off, flags, 1]
     bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: bb.buf, 5: rr.buf}
     p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)), constants=consts)
