@@ -112,6 +112,12 @@ def test_plan_matmul():
     assert ops.plan_matmul(Wide, 1024, 256, 256) == ("direct4", 2)  # xl q: short K, small
     assert ops.plan_matmul(Wide, 256, 256, 1024)[1] > 1  # xl weight gradient: split
 
+    class WideShared(Wide):
+        matmul_shared = True
+
+    assert ops.plan_matmul(WideShared, 512, 1280, 5120) == ("shared", 1)
+    assert ops.plan_matmul(WideShared, 256, 256, 1024, bias_grad=True)[1] > 1  # no bias_grad in shared
+
 
 def test_bias_backward(gpu):
     rng = np.random.default_rng(1)

@@ -111,7 +111,8 @@ class WebGPUBackend(Backend):
         # split-K scratch: the largest any of the step's products needs (ops.plan_matmul)
         shapes = [(BT, C, C), (BT, 4 * C, C), (BT, C, 4 * C), (BT, V, C), (BT, C, V),  # (m, n, k)
                   (C, C, BT), (4 * C, C, BT), (C, 4 * C, BT), (V, C, BT)]
-        n_split = max(ops.splitk_scratch(m, n, ops.plan_matmul(gpu, m, n, k)[1]) for m, n, k in shapes)
+        n_split = max(ops.splitk_scratch(m, n, ops.plan_matmul(gpu, m, n, k, bg)[1])
+                      for m, n, k in shapes for bg in (False, True))
         sizes = {"params": 4 * P, "grads": 4 * P, "adam_m": 4 * P, "adam_v": 4 * P,
                  **{f"layer{l}": 4 * la.total for l in range(L)}, "top": 4 * top.total, "scratch": 4 * scr.total,
                  "splitk": 4 * n_split}

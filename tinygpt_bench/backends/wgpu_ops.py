@@ -41,7 +41,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     Left as None, both are chosen by plan_matmul for the Gpu (split-K only if scratch is given).
     bias_grad (direct kinds, with trans_a: a weight gradient x^T @ dy): also write the column
     sums of dy there (the bias gradient), overwriting; not with bias."""
-    auto_variant, auto_split = plan_matmul(p.gpu, m, n, k)
+    auto_variant, auto_split = plan_matmul(p.gpu, m, n, k, bias_grad is not None)
     variant = variant or auto_variant
     if split_k is None:
         split_k = auto_split if scratch is not None and variant == auto_variant else 1
@@ -71,14 +71,19 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)), constants=consts)
 
 
-def plan_matmul(gpu, m: int, n: int, k: int, max_split: int = 8) -> tuple[str, int]:
-    """(variant, split_k) for a product on this Gpu: 8x8 blocks when there are at least
-    gpu.min_workgroups 64x64 tiles; else split a long K (>= 1024) over enough slices of 64x64
-    tiles, each slice >= 256 of K; else 4x4 blocks (32x32 tiles), splitting K if still short."""
+def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split: int = 8) -> tuple[str, int]:
+    """(variant, split_k) for a product on this Gpu. Where the Gpu has matmul_shared (GPUs):
+    the workgroup-memory kernel (256 invocations a 64x64 tile) if its tiles bring as many
+    invocations as min_workgroups of 64 (and no bias_grad). Otherwise: 8x8 blocks when there
+    are at least min_workgroups 64x64 tiles; else split a long K (>= 1024) over enough slices
+    of 64x64 tiles, each slice >= 256 of K; else 4x4 blocks (32x32 tiles), splitting K if
+    still short."""
     if gpu.matmul_variant != "direct":
         return gpu.matmul_variant, 1
     want = gpu.min_workgroups
     tiles64 = cdiv(m, 64) * cdiv(n, 64)
+    if getattr(gpu, "matmul_shared", False) and not bias_grad and 4 * tiles64 >= want:
+        return "shared", 1
     if tiles64 >= want:
         return "direct", 1
     if k >= 1024:
