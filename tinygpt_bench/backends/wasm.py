@@ -70,7 +70,11 @@ class WasmBackend(Backend):
         """threads: threads taking part in each step (default: all cores).
         relaxed_simd: use the matmul built with relaxed-SIMD FMA (results differ from the
         plain SIMD128 one by rounding only). initial_memory: bytes of shared memory at
-        start (default: what the module declares); the allocator grows it on demand."""
+        start (default: what the module declares); the allocator grows it on demand.
+        module_path: another build of the module (tests, comparisons).
+        spectre_guards: keep cranelift's Spectre guard on every memory access (wasmtime's
+        default). Off, each load's bounds check loses a cmov: the matmul ran about 11%
+        faster here, results bit-identical (docs/wasm-engine.md)."""
         self.threads = int(threads or len(os.sched_getaffinity(0)) or 1)
         if not 1 <= self.threads <= 64:
             raise UserError(f"wasm backend: threads must be 1..64, got {threads}")
@@ -212,6 +216,7 @@ class WasmBackend(Backend):
         try:
             self._start()
         except WasmError as e:
+            self.close()  # workers already started must not stay parked
             raise WasmError(str(e).replace("wasm backend: ", f"wasm backend: preset {preset.name}: ", 1)) from None
         layout = model_mod.Layout(preset)
         params = np.asarray(params)
