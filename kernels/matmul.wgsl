@@ -269,13 +269,17 @@ fn matmul_direct4(@builtin(global_invocation_id) gid: vec3<u32>) {
 // row0 + 4ty .. +3 and columns col0 + 4tx .. +3. Per step of BK = 16 along K each invocation
 // loads one vec4 of each tile (along the stored rows, so neighbouring invocations read
 // neighbouring addresses), then does 16 vec4 FMAs per 2 workgroup-memory vec4 reads.
-// Same flags as matmul_direct except BIAS_GRAD.
+// Same flags as matmul_direct; BIAS_GRAD: the first row of workgroups also sums the staged
+// op(b) tiles. Split-K over workgroup z when k_split > 1 (slices of whole BK steps).
 
 var<workgroup> sa: array<vec4<f32>, 256>;   // (BK, 16): sa[kk*16 + r4][i] = op(a)[row0 + 4 r4 + i, k0 + kk]
 var<workgroup> sb: array<vec4<f32>, 256>;   // (BK, 16): sb[kk*16 + c4][j] = op(b)[k0 + kk, col0 + 4 c4 + j]
 
 @compute @workgroup_size(16, 16)
 fn matmul_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let kr = k_range(wid.z);
+    let want_db = (u.flags & BIAS_GRAD) != 0u && wid.y == 0u && lid.y == 0u;
+    var db = vec4<f32>(0.0);
     let tx = lid.x;
     let ty = lid.y;
     let t = ty * 16u + tx;
@@ -285,7 +289,7 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < u.k; k0 += 16u) {
+    for (var k0 = kr.x; k0 < kr.y; k0 += 16u) {
         if (TRANS_A) {   // a stored (K, M): runs along rows
             let kk = t / 16u;
             let r4 = t % 16u;
@@ -316,15 +320,19 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
             acc1 = fma(vec4(a4.y), b4, acc1);
             acc2 = fma(vec4(a4.z), b4, acc2);
             acc3 = fma(vec4(a4.w), b4, acc3);
+            if (want_db) { db += b4; }
         }
         workgroupBarrier();
     }
     let row = row0 + 4u * ty;
     let col = col0 + 4u * tx;
-    store_4(row, col, acc0);
-    store_4(row + 1u, col, acc1);
-    store_4(row + 2u, col, acc2);
-    store_4(row + 3u, col, acc3);
+    if (want_db) {
+        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + wid.z * u.n + col + j] = db[j]; } }
+    }
+    store_4z(row, col, acc0, kr.z);
+    store_4z(row + 1u, col, acc1, kr.z);
+    store_4z(row + 2u, col, acc2, kr.z);
+    store_4z(row + 3u, col, acc3, kr.z);
 }
 
 // db (N) = sum over rows of dy (M,N)   [+ db with ACCUM]
@@ -349,7 +357,7 @@ fn bias_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 // at c_off + z*M*N (and partial db at bias_off + z*N); splitk_reduce adds the S partials.
 fn k_range(z: u32) -> vec3<u32> {   // (k_lo, k_hi, element offset of this slice's c)
     if (u.k_split <= 1u) { return vec3(0u, u.k, 0u); }
-    let chunk = (u.k + u.k_split - 1u) / u.k_split;
+    let chunk = ((u.k + u.k_split - 1u) / u.k_split + 15u) / 16u * 16u;   // whole BK = 16 steps
     let lo = min(u.k, z * chunk);
     return vec3(lo, min(u.k, lo + chunk), z * u.m * u.n);
 }

@@ -70,14 +70,16 @@ def test_matmul_bias_grad(gpu):
     G2 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
     ops.matmul(p, "dw+db", G.at(3), X, DY, m, n, k, trans_a=True, variant="direct", bias_grad=G.at(3 + m * n))
     ops.matmul(p, "dw+db4", G2.at(3), X, DY, m, n, k, trans_a=True, variant="direct4", bias_grad=G2.at(3 + m * n))
+    G3 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
+    ops.matmul(p, "dw+db-shared", G3.at(3), X, DY, m, n, k, trans_a=True, variant="shared", bias_grad=G3.at(3 + m * n))
     p.finalize().run()
-    for buf in (G.buf, G2.buf):
+    for buf in (G.buf, G2.buf, G3.buf):
         out = gpu.read(buf, count=3 + m * n + n)
         assert rel_err(out[3:3 + m * n].reshape(m, n), x.T.astype(np.float64) @ dy) < 1e-5
         assert rel_err(out[3 + m * n:], dy.astype(np.float64).sum(0)) < 1e-5
 
 
-@pytest.mark.parametrize("variant", ["direct", "direct4"])
+@pytest.mark.parametrize("variant", ["direct", "direct4", "shared"])
 @pytest.mark.parametrize("accum", [False, True])
 def test_matmul_split_k(gpu, variant, accum):
     rng = np.random.default_rng(10)
@@ -116,7 +118,7 @@ def test_plan_matmul():
         matmul_shared = True
 
     assert ops.plan_matmul(WideShared, 512, 1280, 5120) == ("shared", 1)
-    assert ops.plan_matmul(WideShared, 256, 256, 1024, bias_grad=True)[1] > 1  # no bias_grad in shared
+    assert ops.plan_matmul(WideShared, 256, 256, 1024, bias_grad=True) == ("shared", 4)
 
 
 def test_bias_backward(gpu):

@@ -45,9 +45,9 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     variant = variant or auto_variant
     if split_k is None:
         split_k = auto_split if scratch is not None and variant == auto_variant else 1
-    if bias_grad is not None and (bias is not None or variant in ("tiled", "shared")):
+    if bias_grad is not None and (bias is not None or variant == "tiled"):
         raise ValueError(f"{name}: bias_grad needs a direct variant and no bias")
-    if split_k > 1 and (variant in ("tiled", "shared") or scratch is None):
+    if split_k > 1 and (variant == "tiled" or scratch is None):
         raise ValueError(f"{name}: split_k needs a direct variant and a scratch buffer")
     consts = {"TRANS_A": trans_a, "TRANS_B": trans_b}
     tile = 32 if variant == "direct4" else 64
@@ -55,7 +55,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     flags |= BIAS_GRAD if bias_grad is not None else 0
     if split_k > 1:
         parts, db_parts = scratch, scratch.at(split_k * m * n)
-        entry = "matmul_splitk" if variant == "direct4" else "matmul_splitk8"
+        entry = {"direct4": "matmul_splitk", "direct": "matmul_splitk8", "shared": "matmul_shared"}[variant]
         args = [m, n, k, a.off, b.off, parts.off, db_parts.off, 0, flags & BIAS_GRAD, split_k]
         p.add(name, "matmul", entry, args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: db_parts.buf, 5: parts.buf},
               (cdiv(n, tile), cdiv(m, tile), split_k), constants=consts)
@@ -74,7 +74,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
 def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split: int = 8) -> tuple[str, int]:
     """(variant, split_k) for a product on this Gpu. Where the Gpu has matmul_shared (GPUs):
     the workgroup-memory kernel (256 invocations a 64x64 tile) if its tiles bring as many
-    invocations as min_workgroups of 64 (and no bias_grad). Otherwise: 8x8 blocks when there
+    invocations as min_workgroups of 64, or with K split if K is long (>= 1024). Otherwise: 8x8 blocks when there
     are at least min_workgroups 64x64 tiles; else split a long K (>= 1024) over enough slices
     of 64x64 tiles, each slice >= 256 of K; else 4x4 blocks (32x32 tiles), splitting K if
     still short."""
@@ -82,8 +82,11 @@ def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split:
         return gpu.matmul_variant, 1
     want = gpu.min_workgroups
     tiles64 = cdiv(m, 64) * cdiv(n, 64)
-    if getattr(gpu, "matmul_shared", False) and not bias_grad and 4 * tiles64 >= want:
-        return "shared", 1
+    if getattr(gpu, "matmul_shared", False):
+        if 4 * tiles64 >= want:
+            return "shared", 1
+        if k >= 1024:
+            return "shared", max(1, min(max_split, cdiv(want, 4 * tiles64), k // 256))
     if tiles64 >= want:
         return "direct", 1
     if k >= 1024:
