@@ -171,7 +171,8 @@ def main() -> int:
         b.load(last, model.Layout(last).init(0))
         x = np.random.default_rng(1).integers(0, 256, (last.batch, last.ctx + 1), dtype=np.int32)
         b.step(x)
-        out["profile"] = prof = b.profile(x, steps=2)
+        ms = b.profile(x, steps=2)
+        out["profile"] = prof = {k: {"ms": v, "calls": b.profile_calls[k]} for k, v in ms.items()}
     total = sum(v["ms"] for v in prof.values())
     print(f"profile {last.name} threads={max(threads)} ({total:.1f} ms in parallel regions a step):")
     for k, v in sorted(prof.items(), key=lambda kv: -kv[1]["ms"]):

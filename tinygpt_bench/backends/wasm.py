@@ -35,6 +35,12 @@ PROFILE_TAGS = ("other", "embedding", "layernorm", "matmul_fwd", "attention", "g
                 "embedding_bwd", "grad_norm", "adamw")
 MAX_MEMORY = 16 << 30  # bytes; the module declares the same maximum
 WORKER_STACK = 1 << 20  # bytes of stack for each worker thread
+# mirrors of the module's size constants (wasm/src); load() checks the module agrees
+THREAD_SCRATCH_BYTES = (256 * 256 + 256 * 64) * 4  # base.h THREAD_SCRATCH_FLOATS
+ATTN_KEY_BLOCK = 8  # attention.c KB
+NORM_CHUNK = 16384  # kernels.c NORM_CHUNK
+FAULTS = {"trap": 1, "nan-grad": 2}  # model.c model_set_fault; faults.py's kinds for this engine
+MAX_MEMORY_NAME = "wasm memory max (--max-memory)"
 
 
 class WasmError(RuntimeError):
@@ -62,25 +68,207 @@ def _shared_memory_class(wt):
     return _SharedMemory
 
 
+def _threads(threads: int | None) -> int:
+    n = int(threads or len(os.sched_getaffinity(0)) or 1)
+    if not 1 <= n <= 64:
+        raise UserError(f"wasm backend: threads must be 1..64, got {threads}")
+    return n
+
+
+def _max_memory(max_memory: int | None) -> int:
+    if max_memory is None:
+        return MAX_MEMORY
+    if not PAGE <= int(max_memory) <= MAX_MEMORY:
+        raise UserError(f"wasm backend: --max-memory {max_memory} bytes must be between 64 KiB and {MAX_MEMORY} "
+                        f"bytes (16 GiB, the module's declared maximum)")
+    return int(max_memory)
+
+
+class GrowthEvent(dict):
+    """One growth of the wasm memory (a dict; str() is a sentence for reports)."""
+
+    def __str__(self) -> str:
+        w = self["worker_threads_running"]
+        return (f"{self['stage']}: memory grew {human_bytes(self['from_bytes'])} -> {human_bytes(self['to_bytes'])} "
+                f"({self['from_bytes']} -> {self['to_bytes']} bytes) with {w} worker thread{'s' * (w != 1)} of "
+                f"{self['threads'] - 1} running{' inside a parallel region' if self['in_parallel_region'] else ''}")
+
+
+def _trap_text(e: BaseException) -> str:
+    """wasmtime's trap message without the backtrace: 'wasm trap: ... (wasm function N at 0x...)'."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    msg = "; ".join(lines[lines.index("Caused by:") + 1:]) if "Caused by:" in lines else lines[0]
+    frame = next((ln for ln in lines if ln.startswith("0:")), None)
+    if frame:
+        msg += f" (innermost frame {frame[2:].strip()})"
+    return msg
+
+
+def _a64(n: int) -> int:
+    return (int(n) + 63) & ~63
+
+
+def model_buffers(preset: Preset, threads: int) -> list[tuple[str, int]]:
+    """(name, bytes) of what model_init takes from the module's allocator, in its order
+    (model.c plan(): every block rounded up to 64 bytes). The same arithmetic serves
+    plan() (no module needed) and load(), which checks it against the module's own
+    count (model_bytes) so the two cannot drift apart unnoticed."""
+    L, C, H, T, B = preset.layers, preset.d_model, preset.heads, preset.ctx, preset.batch
+    N, V = B * T, 256
+    n = model_mod.Layout(preset).total
+
+    def f(count):
+        return _a64(count * 4)
+
+    # ln1 q k v att res1 ln2 res2 (L, N, C); ln1/ln2 mean and rstd (L, N); lse (L, N, H);
+    # fch fchg (L, N, 4C); x0 lnf (N, C); lnf mean and rstd, losses (N); logits (N, V)
+    acts = (8 * f(L * N * C) + 4 * f(L * N) + f(L * N * H) + 2 * f(L * N * 4 * C) + 2 * f(N * C) + 3 * f(N)
+            + f(N * V))
+    hd = C // H
+    attn = 2 * (-(-T // ATTN_KEY_BLOCK) * ATTN_KEY_BLOCK) * hd
+    return [
+        ("weights", f(n)),
+        ("gradients", f(n)),
+        ("Adam m", f(n)),
+        ("Adam v", f(n)),
+        ("token batch", _a64(B * (T + 1) * 4)),
+        ("activations (saved for backward)", acts),
+        ("backward buffers", 6 * f(N * C) + f(N * 4 * C)),
+        ("gradient-norm scratch", _a64(-(-n // NORM_CHUNK) * 8)),
+        (f"attention scratch ({threads} x {human_bytes(f(attn))})", threads * f(attn)),
+    ]
+
+
+def human_bytes(n: int) -> str:
+    for div, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n} B"
+
+
+def _leb(b: bytes, i: int, signed: bool = False) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = b[i]
+        i += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            if signed and byte & 0x40:
+                result -= 1 << shift
+            return result, i
+
+
+_FACTS: dict = {}
+
+
+def module_facts(path: str) -> dict:
+    """Read, without compiling, what the module declares: its imported memory's minimum
+    and maximum (bytes) and __heap_base (static data + the main stack end there)."""
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key in _FACTS:
+        return _FACTS[key]
+    b = open(path, "rb").read()
+    if b[:8] != b"\0asm\x01\0\0\0":
+        raise WasmError(f"wasm backend: stage compile: {path} is not a wasm module")
+    i, mem, imported_globals, globals_, exports = 8, None, 0, [], {}
+    try:
+        while i < len(b):
+            sid = b[i]
+            size, i = _leb(b, i + 1)
+            end = i + size
+            if sid == 2:  # imports
+                count, i = _leb(b, i)
+                for _ in range(count):
+                    names = []
+                    for _ in range(2):
+                        n, i = _leb(b, i)
+                        names.append(b[i:i + n].decode())
+                        i += n
+                    kind = b[i]
+                    i += 1
+                    if kind == 0:
+                        _, i = _leb(b, i)
+                    elif kind in (1, 2):  # table (reftype first) or memory: limits
+                        i += kind == 1
+                        flags = b[i]
+                        lo, i = _leb(b, i + 1)
+                        hi = None
+                        if flags & 1:
+                            hi, i = _leb(b, i)
+                        if kind == 2 and names == ["env", "memory"]:
+                            mem = (lo * PAGE, None if hi is None else hi * PAGE)
+                    elif kind == 3:
+                        i += 2
+                        imported_globals += 1
+                    else:
+                        raise ValueError(f"import kind {kind}")
+            elif sid == 6:  # globals: keep i32/i64 constant initialisers
+                count, i = _leb(b, i)
+                for _ in range(count):
+                    i += 2
+                    op, val = b[i], None
+                    i += 1
+                    if op in (0x41, 0x42):
+                        val, i = _leb(b, i, signed=True)
+                    while b[i] != 0x0B:
+                        i += 1
+                    i += 1
+                    globals_.append(val)
+            elif sid == 7:  # exports
+                count, i = _leb(b, i)
+                for _ in range(count):
+                    n, i = _leb(b, i)
+                    name = b[i:i + n].decode()
+                    i += n
+                    kind = b[i]
+                    idx, i = _leb(b, i + 1)
+                    if kind == 3:  # a global
+                        exports[name] = idx
+            i = end
+        heap_base = globals_[exports["__heap_base"] - imported_globals]
+    except (IndexError, KeyError, ValueError, UnicodeDecodeError) as e:
+        raise WasmError(f"wasm backend: stage compile: {path}: cannot read its memory import or __heap_base ({e})") from None
+    if mem is None:
+        raise WasmError(f"wasm backend: stage compile: {path} imports no env.memory")
+    _FACTS[key] = out = {"memory_min_bytes": mem[0], "memory_max_bytes": mem[1], "heap_base": heap_base}
+    return out
+
+
 class WasmBackend(Backend):
     name = "wasm"
 
     def __init__(self, threads: int | None = None, relaxed_simd: bool = False, initial_memory: int | None = None,
-                 module_path: str | None = None, spectre_guards: bool = True):
+                 max_memory: int | None = None, module_path: str | None = None, spectre_guards: bool = True,
+                 fault: str | None = None):
         """threads: threads taking part in each step (default: all cores).
         relaxed_simd: use the matmul built with relaxed-SIMD FMA (results differ from the
         plain SIMD128 one by rounding only). initial_memory: bytes of shared memory at
-        start (default: what the module declares); the allocator grows it on demand.
+        start (default and floor: what the module declares, 2 MiB); the allocator grows it
+        on demand. max_memory: bytes the memory may grow to (default and ceiling: the
+        module's declared 16 GiB); the module's allocator refuses growth past it.
         module_path: another build of the module (tests, comparisons).
         spectre_guards: keep cranelift's Spectre guard on every memory access (wasmtime's
         default). Off, each load's bounds check loses a cmov: the matmul ran about 11%
-        faster here, results bit-identical (docs/wasm-engine.md)."""
-        self.threads = int(threads or len(os.sched_getaffinity(0)) or 1)
-        if not 1 <= self.threads <= 64:
-            raise UserError(f"wasm backend: threads must be 1..64, got {threads}")
+        faster here, results bit-identical (docs/wasm-engine.md).
+        fault: inject a failure (tinygpt_bench/faults.py): 'trap' executes `unreachable`
+        inside train_step after the forward pass; 'nan-grad' writes a NaN into the
+        gradient after backward, before the clip."""
+        self.threads = _threads(threads)
         self.relaxed_simd = bool(relaxed_simd)
         self.spectre_guards = bool(spectre_guards)
-        self.initial_memory = initial_memory
+        self.max_memory = _max_memory(max_memory)
+        if initial_memory is not None and not 0 < int(initial_memory) <= self.max_memory:
+            raise UserError(f"wasm backend: --initial-memory {initial_memory} bytes must be positive and at most "
+                            f"the memory max {self.max_memory} bytes")
+        self.initial_memory = None if initial_memory is None else int(initial_memory)
+        if fault is not None and fault not in FAULTS:
+            raise UserError(f"wasm backend: fault '{fault}' cannot be injected here; it takes "
+                            f"{' or '.join(FAULTS)} (TINYGPT_BENCH_FAULT=wasm:KIND[@PRESET])")
+        self.fault = fault
         self.module_path = module_path or str(resource_dir("wasm") / "tinygpt.wasm")
         self.preset: Preset | None = None
         self._wt = None
@@ -88,12 +276,92 @@ class WasmBackend(Backend):
         self._worker_errors: list[str] = []
         self._started = False
         self._layout = None
+        self._events: list[dict] = []  # growth events read so far, labelled with the stage
+        self._phase = "start"
+        self.profile_calls: dict[str, int] = {}
+
+    # ---- what the module will need, without compiling or allocating ----------------
+    @classmethod
+    def plan(cls, preset: Preset, threads: int | None = None, initial_memory: int | None = None,
+             max_memory: int | None = None, module_path: str | None = None, **_ignored) -> list[dict]:
+        """Rows {name, bytes, limit, limit_name} of the wasm linear memory this preset will
+        take (the module's static data and main stack, worker stacks, per-thread scratch,
+        weights, gradients, Adam moments, activations, ...), and the total against the
+        memory max. Reads the module file's header only: nothing is compiled or allocated.
+        The sizes are the allocator's own arithmetic (model_buffers; load() checks the
+        module agrees)."""
+        threads, max_memory = _threads(threads), _max_memory(max_memory)
+        path = module_path or str(resource_dir("wasm") / "tinygpt.wasm")
+        facts = module_facts(path)
+        rows = [("module static data + main stack (__heap_base)", _a64(facts["heap_base"])),
+                (f"worker stacks ({threads - 1} x {human_bytes(WORKER_STACK)})", (threads - 1) * _a64(WORKER_STACK)),
+                (f"per-thread matmul scratch ({threads} x {human_bytes(THREAD_SCRATCH_BYTES)})",
+                 threads * _a64(THREAD_SCRATCH_BYTES))]
+        rows += model_buffers(preset, threads)
+        out = [{"name": f"wasm: {n}", "bytes": int(b), "limit": None, "limit_name": MAX_MEMORY_NAME} for n, b in rows]
+        total = sum(b for _, b in rows)
+        out.append({"name": f"wasm linear memory in all (preset {preset.name}, {threads} threads)", "bytes": total,
+                    "limit": max_memory, "limit_name": MAX_MEMORY_NAME})
+        if initial_memory is not None:
+            out.append({"name": "wasm initial memory (--initial-memory)", "bytes": int(initial_memory),
+                        "limit": max_memory, "limit_name": MAX_MEMORY_NAME})
+        return out
+
+    def limits(self) -> dict:
+        """What bounds this engine: memory max and initial size, threads, features."""
+        facts = module_facts(self.module_path)
+        initial = max(facts["memory_min_bytes"], -(-self.initial_memory // PAGE) * PAGE) if self.initial_memory \
+            else facts["memory_min_bytes"]
+        return {
+            "memory_max_bytes": self.max_memory,
+            "module_memory_max_bytes": facts["memory_max_bytes"],
+            "initial_memory_bytes": initial,
+            "initial_memory_requested_bytes": self.initial_memory,
+            "module_static_bytes": facts["heap_base"],
+            "threads": self.threads,
+            "worker_stack_bytes": WORKER_STACK,
+            "thread_scratch_bytes": THREAD_SCRATCH_BYTES,
+            "features": ["memory64", "threads (shared memory, atomics)", "simd128", "relaxed-simd", "bulk-memory"],
+            "relaxed_simd_matmul": self.relaxed_simd,
+            "spectre_guards": self.spectre_guards,
+            "max_head_dim": 128,
+            "fault": self.fault,
+        }
+
+    def events(self) -> list[dict]:
+        """Each growth of the wasm memory so far: from and to (bytes), the worker threads
+        inside worker_loop at the time, whether a parallel region was running, and the
+        stage (start: worker stacks and scratch; load: the model; step: later)."""
+        if self._started:
+            self._read_events()
+        return [GrowthEvent(e) for e in self._events]
+
+    def _read_events(self) -> None:
+        n = self._call("grow_log_count")
+        kept = min(n, self._call("grow_log_cap"))
+        if kept > len(self._events):
+            log = self._view(self._call("grow_log_addr"), 4 * kept, ctypes.c_uint64).reshape(kept, 4)
+            for frm, to, workers, in_region in log[len(self._events):].tolist():
+                self._events.append({"from_bytes": frm, "to_bytes": to, "worker_threads_running": workers,
+                                     "threads": self.threads, "in_parallel_region": bool(in_region),
+                                     "stage": self._phase})
+        if n > kept:
+            self._events_dropped = n - kept
 
     # ---- runtime ---------------------------------------------------------------------
+    def _no_memory(self, stage: str, what: str, asked: int) -> WasmError:
+        top = self._call("heap_top")
+        have = self._memory.data_len()
+        return WasmError(
+            f"wasm backend: stage {stage}: {what}: asked for {asked} bytes, {max(self.max_memory - top, 0)} bytes "
+            f"available (memory {have} bytes, heap at {top}, {MAX_MEMORY_NAME} {self.max_memory} bytes); raise "
+            f"--max-memory (at most {MAX_MEMORY}) or choose a smaller preset or fewer threads")
+
     def _start(self) -> None:
         """Engine, module, shared memory, the main instance and the parked workers."""
         if self._started:
             return
+        self._phase = "start"
         wt = self._wt = _wasmtime()
         cfg = wt.Config()
         cfg.wasm_memory64 = True
@@ -117,12 +385,16 @@ class WasmBackend(Backend):
         self._memory = _shared_memory_class(wt)(self._engine, mem_type)
         self._store, self._ex = self._instantiate()
         self.initial_bytes = self._memory.data_len()
+        self._events = []
         self._abort_addr = self._call("pool_abort_addr")
         self._started = True
+        self._call("memory_set_limit", self.max_memory if self.max_memory < MAX_MEMORY else 0)
         nworkers = self.threads - 1
-        self._stacks = [self._call("alloc", WORKER_STACK) for _ in range(nworkers)]
-        if any(s == 0 for s in self._stacks):
-            raise WasmError(f"wasm backend: stage start: no memory for {nworkers} worker stacks")
+        self._stacks = []
+        for _ in range(nworkers):
+            self._stacks.append(self._call("alloc", WORKER_STACK))
+            if self._stacks[-1] == 0:
+                raise self._no_memory("start", f"stack of worker {len(self._stacks)} of {nworkers}", WORKER_STACK)
         ready = threading.Barrier(nworkers + 1) if nworkers else None
         for tid in range(1, self.threads):
             t = threading.Thread(target=self._worker, args=(tid, ready), name=f"wasm-worker-{tid}", daemon=True)
@@ -135,8 +407,9 @@ class WasmBackend(Backend):
                 raise WasmError(f"wasm backend: stage start: {self._worker_errors[0]}")
             threading.Event().wait(0.001)
         if self._call("pool_set_threads", self.threads) != 0:
-            raise WasmError(f"wasm backend: stage start: no memory for {self.threads} threads' scratch")
+            raise self._no_memory("start", f"matmul scratch for {self.threads} threads", THREAD_SCRATCH_BYTES)
         self._heap_mark = self._call("heap_top")
+        self._read_events()
 
     def _instantiate(self):
         wt = self._wt
@@ -202,13 +475,13 @@ class WasmBackend(Backend):
             "relaxed_simd": self.relaxed_simd,
             "spectre_guards": self.spectre_guards,
             "memory64": True,
-            "memory_max_bytes": MAX_MEMORY,
+            "memory_max_bytes": self.max_memory,
             "memory_bytes": self.memory_bytes(),
             # the stamps every result row carries (backends/base.py)
             "device": collect_cpu()["cpu_model"],
             "device_type": "CPU",
             "runtime_settings": f"threads={self.threads} simd128 relaxed_simd={'on' if self.relaxed_simd else 'off'} "
-                                f"spectre_guards={'on' if self.spectre_guards else 'off'} memory64 max={MAX_MEMORY}",
+                                f"spectre_guards={'on' if self.spectre_guards else 'off'} memory64 max={self.max_memory}",
             "module_sha256": hashlib.sha256(open(self.module_path, "rb").read()).hexdigest(),
         }
 
@@ -222,28 +495,34 @@ class WasmBackend(Backend):
         params = np.asarray(params)
         if params.shape != (layout.total,):
             raise UserError(f"wasm backend: preset {preset.name} needs {layout.total} parameters, got {params.shape}")
+        self._phase = "load"
         self._call("heap_reset", self._heap_mark)  # a second load reuses the memory
         self.preset = None
         p = preset
-        need = self._call("model_bytes", p.layers, p.d_model, p.heads, p.ctx, p.batch)
-        room = MAX_MEMORY - self._heap_mark
+        need = sum(b for _, b in model_buffers(p, self.threads))
+        counted = self._call("model_bytes", p.layers, p.d_model, p.heads, p.ctx, p.batch)
+        if counted != need:
+            raise WasmError(f"wasm backend: preset {p.name}: the module's allocation plan takes {counted} bytes, "
+                            f"model_buffers() (plan(), preflight) says {need}: update model_buffers to model.c")
+        room = self.max_memory - self._heap_mark
         if need > room:
             raise WasmError(
                 f"wasm backend: preset {p.name}: stage preflight: the model needs {need} bytes of wasm memory "
-                f"(weights, grads, Adam moments, activations), {room} are available under the {MAX_MEMORY >> 30} "
-                f"GiB maximum of a wasm64 memory here; choose a smaller preset")
+                f"(weights, grads, Adam moments, activations), {room} are available under the {MAX_MEMORY_NAME} of "
+                f"{self.max_memory} bytes ({human_bytes(self.max_memory)}) after {self._heap_mark} bytes of module "
+                f"data, stacks and scratch; " + ("choose a smaller preset" if self.max_memory >= MAX_MEMORY else
+                                                 f"raise --max-memory (at most {MAX_MEMORY}) or choose a smaller preset"))
         before = self._memory.data_len()
         rc = self._call("model_init", p.layers, p.d_model, p.heads, p.ctx, p.batch)
+        self._read_events()
         if rc == 1:
             raise UserError(
                 f"wasm backend: preset {p.name}: d_model {p.d_model} must be a multiple of 8 and head_dim "
                 f"{p.d_model // p.heads} a multiple of 8, at most 128; choose other d_model/heads")
         if rc == 2:
-            have = self._memory.data_len()
-            raise WasmError(
-                f"wasm backend: preset {p.name}: stage allocation: the model needs {need} bytes of wasm memory; "
-                f"memory could not grow past {have} bytes (max {MAX_MEMORY}, asked for "
-                f"{self._call('last_request')} more in one block)")
+            err = self._no_memory("allocation", f"the model needs {need} bytes of wasm memory; memory could not grow "
+                                  "for its next block", self._call("last_request"))
+            raise WasmError(str(err).replace("wasm backend: ", f"wasm backend: preset {p.name}: ", 1))
         self.grew_from, self.grew_to = before, self._memory.data_len()
         n = self._call("model_nparams")
         if n != layout.total:
@@ -254,9 +533,11 @@ class WasmBackend(Backend):
                 raise WasmError(f"wasm backend: parameter {spec.name} at {off} in the module, {spec.offset} in model.py")
         self._call("model_set_fma", int(self.relaxed_simd))
         self._call("model_set_optimizer", OPTIM.beta1, OPTIM.beta2, OPTIM.eps, OPTIM.weight_decay, OPTIM.clip)
+        self._call("model_set_fault", FAULTS.get(self.fault, 0))
         self._f32(self._call("model_params"), n)[:] = params.astype(np.float32, copy=False)
         self._layout = layout
         self.preset = preset
+        self._phase = "step"
 
     def _need_loaded(self):
         if self.preset is None:
@@ -271,7 +552,7 @@ class WasmBackend(Backend):
         if batch.min() < 0 or batch.max() > 255:
             raise UserError("wasm backend: batch values must be bytes 0..255")
         self._i32(self._call("model_tokens"), batch.size)[:] = batch.astype(np.int32, copy=False).ravel()
-        return float(self._guarded("train_step", "train_step", float(lr)))
+        return float(self._guarded("step", "train_step", float(lr)))
 
     def _guarded(self, stage: str, name: str, *args):
         """Call an export that runs parallel regions. A trap (in this thread or a worker)
@@ -282,9 +563,10 @@ class WasmBackend(Backend):
         except Exception as e:
             why = f"; {self._worker_errors[0]}" if self._worker_errors else ""
             where = f"preset {self.preset.name}: " if self.preset else ""
+            injected = (f"; fault '{self.fault}' was injected (TINYGPT_BENCH_FAULT)"
+                        if self.fault == "trap" and stage == "step" else "")
             self.close()
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise WasmError(f"wasm backend: {where}stage {stage}: wasm trapped: {msg}{why}; "
+            raise WasmError(f"wasm backend: {where}stage {stage}: wasm trapped: {_trap_text(e)}{why}{injected}; "
                             "the backend was closed, load it again") from None
 
     def parameters(self) -> np.ndarray:
@@ -296,9 +578,10 @@ class WasmBackend(Backend):
         self._need_loaded()
         return self._f32(self._call("model_grads"), self._layout.total).copy()
 
-    def profile(self, batch: np.ndarray, lr: float = DEFAULT_LR, steps: int = 1) -> dict[str, dict]:
-        """Run `steps` training steps with per-kernel timing on: {tag: {ms, calls}}, the
-        wall time of each kind of parallel region (a host clock call brackets each)."""
+    def profile(self, batch: np.ndarray, lr: float = DEFAULT_LR, steps: int = 1) -> dict[str, float]:
+        """Run `steps` training steps with per-kernel timing on: {kernel: ms a step}, the
+        wall time of each kind of parallel region (a host clock call brackets each).
+        profile_calls then holds {kernel: regions a step}."""
         self._need_loaded()
         n = self._call("prof_ntags")
         self._call("prof_reset")
@@ -307,11 +590,12 @@ class WasmBackend(Backend):
             for _ in range(steps):
                 self.step(batch, lr)
         finally:
-            self._call("prof_enable", 0)
+            if self._started:
+                self._call("prof_enable", 0)
         ns = self._view(self._call("prof_ns_addr"), n, ctypes.c_int64).copy()
         calls = self._view(self._call("prof_calls_addr"), n, ctypes.c_int64).copy()
-        return {PROFILE_TAGS[i]: {"ms": ns[i] / 1e6 / steps, "calls": int(calls[i]) // steps}
-                for i in range(n) if calls[i]}
+        self.profile_calls = {PROFILE_TAGS[i]: int(calls[i]) // steps for i in range(n) if calls[i]}
+        return {PROFILE_TAGS[i]: float(ns[i]) / 1e6 / steps for i in range(n) if calls[i]}
 
     def grad_norm(self) -> float:
         """Global norm of the last step's raw gradient (computed in wasm)."""
@@ -320,6 +604,10 @@ class WasmBackend(Backend):
     def close(self) -> None:
         if not self._started:
             return
+        try:
+            self._read_events()  # events() still answers after close
+        except Exception:  # pragma: no cover - the memory is still there; never block close
+            pass
         self._started = False
         try:
             self._call("pool_stop")

@@ -145,7 +145,8 @@ static inline void split_range(int n, int tid, int nth, int *lo, int *hi) {
 
 /* ---- allocator (pool.c): bump allocation, grows memory on demand ---------------- */
 void *tg_alloc(size_t bytes); /* 64-byte aligned; 0 when memory cannot grow */
-extern size_t tg_last_request; /* bytes asked by the last failed tg_alloc */
+extern size_t tg_last_request; /* bytes asked by the last failed tg_alloc / tg_reserve */
+int tg_reserve(size_t bytes);  /* grow once for `bytes` of allocations to come; 0 ok, -1 refused */
 
 static inline void zero_floats(float *p, size_t n) { __builtin_memset(p, 0, n * sizeof(float)); }
 #endif

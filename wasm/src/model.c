@@ -105,6 +105,7 @@ EXPORT(model_init) int model_init(int L, int C, int H, int T, int B) {
     layout();
     counting = 1; counted = 0; plan();
     M.bytes = counted;
+    if (tg_reserve(M.bytes)) return 2; /* one growth for the whole model */
     counting = 0; failed = 0; counted = 0; plan();
     if (failed) return 2;
     zero_parallel(M.m, M.nparams);
@@ -119,6 +120,12 @@ EXPORT(model_bytes) size_t model_bytes(int L, int C, int H, int T, int B) {
     counting = 1; counted = 0; plan(); counting = 0;
     return counted;
 }
+/* fault injection (tinygpt_bench/faults.py): 0 none; 1 trap: `unreachable` during the
+ * step, after the forward pass; 2 nan-grad: a NaN written into the gradient after
+ * backward, before the clip */
+static int fault;
+EXPORT(model_set_fault) void model_set_fault(int kind) { fault = kind; }
+
 EXPORT(model_set_optimizer) void model_set_optimizer(float b1, float b2, float eps, float wd, float clip) {
     M.b1 = b1; M.b2 = b2; M.eps = eps; M.wd = wd; M.clip = clip;
 }
@@ -265,7 +272,9 @@ EXPORT(train_step) float train_step(float lr) {
     double loss = 0;
     for (int n = 0; n < N; n++) loss += M.losses[n];
     M.loss = (float)(loss / N);
+    if (fault == 1) __builtin_trap();
     backward();
+    if (fault == 2) M.grads[M.nparams / 2] = __builtin_nanf("");
     PT(P_GRAD_NORM);
     M.grad_norm = global_norm(M.grads, M.nparams, M.norm_scratch);
     float gscale = M.grad_norm > M.clip ? (float)(M.clip / (M.grad_norm + 1e-6)) : 1.f;

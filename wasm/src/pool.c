@@ -26,6 +26,7 @@ static struct {
     int abort;         /* set by the host when a worker died: the caller traps */
     int nthreads;      /* threads taking part in regions, caller included */
     int started;       /* workers that entered worker_loop */
+    int in_region;     /* the caller is inside a parallel region */
     task_fn fn;
     void *ctx;
 } pool __attribute__((aligned(64))) = {.nthreads = 0};
@@ -113,6 +114,7 @@ static void run_region(task_fn fn, void *ctx) {
     pool.fn = fn;
     pool.ctx = ctx;
     ST(&pool.pending, nth - 1);
+    ST(&pool.in_region, 1);
     ADD(&pool.gen, 1);
     if (LD(&pool.sleepers)) __builtin_wasm_memory_atomic_notify(&pool.gen, -1);
     fn(ctx, 0, nth);
@@ -124,14 +126,44 @@ static void run_region(task_fn fn, void *ctx) {
         ST(&pool.main_sleeping, 0);
         if (LD(&pool.abort)) __builtin_trap(); /* a worker died: never hang */
     }
+    ST(&pool.in_region, 0);
 }
 
 /* ---- allocator -------------------------------------------------------------------- */
 extern unsigned char __heap_base;
 static size_t heap_top;
 size_t tg_last_request;
+static size_t mem_limit; /* bytes the memory may grow to (host's --max-memory); 0: the module's max */
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+/* Every growth of the memory is logged here (the host reads it: diagnose's memory
+ * events): from and to in bytes, the workers inside worker_loop at the time and
+ * whether a parallel region was running. The first GROW_LOG_CAP are kept; count goes on. */
+#define GROW_LOG_CAP 64
+static struct { u64 from, to, workers, in_region; } grow_log[GROW_LOG_CAP];
+static int grow_count;
+EXPORT(grow_log_addr) size_t grow_log_addr(void) { return (size_t)grow_log; }
+EXPORT(grow_log_count) int grow_log_count(void) { return LD(&grow_count); }
+EXPORT(grow_log_cap) int grow_log_cap(void) { return GROW_LOG_CAP; }
+EXPORT(memory_set_limit) void memory_set_limit(size_t bytes) { mem_limit = bytes; }
+EXPORT(memory_limit) size_t memory_limit(void) { return mem_limit; }
+
+/* memory.grow by `pages`, refused past mem_limit; logged. Old size in pages or -1. */
+static long long tg_grow(size_t pages) {
+    size_t have = __builtin_wasm_memory_size(0);
+    if (mem_limit && (have + pages) << 16 > mem_limit) return -1;
+    size_t old = __builtin_wasm_memory_grow(0, pages);
+    if (old == (size_t)-1) return -1;
+    int i = ADD(&grow_count, 1);
+    if (i < GROW_LOG_CAP) {
+        grow_log[i].from = (u64)old << 16;
+        grow_log[i].to = (u64)(old + pages) << 16;
+        grow_log[i].workers = (u64)LD(&pool.started);
+        grow_log[i].in_region = (u64)LD(&pool.in_region);
+    }
+    return (long long)old;
+}
 
 void *tg_alloc(size_t bytes) {
     if (!heap_top) heap_top = align64((size_t)&__heap_base);
@@ -139,13 +171,26 @@ void *tg_alloc(size_t bytes) {
     size_t have = __builtin_wasm_memory_size(0) << 16;
     if (end > have) {
         size_t pages = (end - have + 65535) >> 16;
-        if (__builtin_wasm_memory_grow(0, pages) == (size_t)-1) {
+        if (tg_grow(pages) < 0) {
             tg_last_request = bytes;
             return 0;
         }
     }
     heap_top = end;
     return (void *)p;
+}
+
+/* grow once so that `bytes` more can be allocated without growing again: a plan's
+ * blocks then cost one growth (one event), not one per block. 0: ok, -1: refused. */
+int tg_reserve(size_t bytes) {
+    if (!heap_top) heap_top = align64((size_t)&__heap_base);
+    size_t end = align64(heap_top) + bytes, have = __builtin_wasm_memory_size(0) << 16;
+    if (end <= have) return 0;
+    if (tg_grow((end - have + 65535) >> 16) < 0) {
+        tg_last_request = bytes;
+        return -1;
+    }
+    return 0;
 }
 
 EXPORT(alloc) size_t alloc_export(size_t bytes) { return (size_t)tg_alloc(bytes); }
@@ -166,7 +211,7 @@ static struct { size_t pages; long long result; int grown; } gt;
 static void grow_task(void *ctx, int tid, int nth) {
     (void)ctx;
     if (tid == 0) {
-        gt.result = (long long)__builtin_wasm_memory_grow(0, gt.pages);
+        gt.result = tg_grow(gt.pages);
         ST(&gt.grown, 1);
     } else {
         while (!LD(&gt.grown)) {}
