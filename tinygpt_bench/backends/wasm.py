@@ -278,6 +278,7 @@ class WasmBackend(Backend):
         self._layout = None
         self._events: list[dict] = []  # growth events read so far, labelled with the stage
         self._phase = "start"
+        self.events_dropped = 0
         self.profile_calls: dict[str, int] = {}
 
     # ---- what the module will need, without compiling or allocating ----------------
@@ -346,7 +347,7 @@ class WasmBackend(Backend):
                                      "threads": self.threads, "in_parallel_region": bool(in_region),
                                      "stage": self._phase})
         if n > kept:
-            self._events_dropped = n - kept
+            self.events_dropped = n - kept  # growths past the log's capacity (not in events())
 
     # ---- runtime ---------------------------------------------------------------------
     def _no_memory(self, stage: str, what: str, asked: int) -> WasmError:
