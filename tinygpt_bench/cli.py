@@ -336,6 +336,8 @@ def diagnose_cmd(
         def show(st) -> None:
             mark = "[green]pass[/green]" if st.ok else "[red]FAIL[/red]"
             console.print(f"  {mark} {st.name:<9} {st.figure}", highlight=False)
+            for ev in st.detail.get("events", []) if st.name == "load" else []:
+                console.print(f"            {ev}", highlight=False, markup=False)
             if not st.ok:
                 console.print(f"       error: {st.error}", highlight=False, markup=False)
                 console.print(f"       means: {st.meaning}", highlight=False, markup=False)
