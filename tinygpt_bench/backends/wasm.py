@@ -6,6 +6,12 @@ own a wasmtime Store and Instance of the module; workers park inside wasm
 (`worker_loop`) on atomic wait/notify between parallel regions, each on its own stack
 taken from the module's heap. A training step is ONE call into wasm: `train_step(lr)`.
 
+For `tinygpt-bench diagnose` (issue 6) it offers plan() (the wasm memory a preset will
+take, from the module file's header and the allocator's arithmetic, nothing compiled),
+limits(), events() (each memory growth: from, to, worker threads running), memory_bytes()
+and profile() (ms a step per kernel); max_memory caps growth inside the module's
+allocator; fault='trap' / 'nan-grad' inject failures from inside wasm (faults.py).
+
 Facts this relies on (docs/wasm-engine.md): wasmtime-py 50 cannot pass a SharedMemory
 as an import (issue 318; `_SharedMemory._as_extern` below fixes it); growth of a shared
 memory past 4 GiB needs `Config.memory_reservation` of the full maximum.
@@ -88,10 +94,11 @@ class GrowthEvent(dict):
     """One growth of the wasm memory (a dict; str() is a sentence for reports)."""
 
     def __str__(self) -> str:
-        w = self["worker_threads_running"]
+        w, n = self["worker_threads_running"], self["threads"] - 1
+        who = f"with {w} worker thread{'s' * (w != 1)} of {n} running" if n else "with no worker threads (1 thread)"
         return (f"{self['stage']}: memory grew {human_bytes(self['from_bytes'])} -> {human_bytes(self['to_bytes'])} "
-                f"({self['from_bytes']} -> {self['to_bytes']} bytes) with {w} worker thread{'s' * (w != 1)} of "
-                f"{self['threads'] - 1} running{' inside a parallel region' if self['in_parallel_region'] else ''}")
+                f"({self['from_bytes']} -> {self['to_bytes']} bytes) {who}"
+                f"{' inside a parallel region' if self['in_parallel_region'] else ''}")
 
 
 def _trap_text(e: BaseException) -> str:
