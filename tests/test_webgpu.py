@@ -325,7 +325,7 @@ def attention_back_ref(dout, q, k, v, h):
     return merge(dqh), merge(dkh), merge(dvh)
 
 
-@pytest.mark.parametrize("split", [1, 4])
+@pytest.mark.parametrize("split", [1, 4, 8])
 @pytest.mark.parametrize("b,t,c,h", [(2, 37, 48, 3), (1, 70, 128, 2), (2, 16, 32, 2)])
 def test_attention(gpu, b, t, c, h, split):
     rng = np.random.default_rng(t)
