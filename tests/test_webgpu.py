@@ -121,6 +121,17 @@ def test_plan_matmul():
     assert ops.plan_matmul(WideShared, 256, 256, 1024, bias_grad=True) == ("shared", 4)
 
 
+def test_attention_split_rule():
+    class P:  # a Program on a GPU that leaves the choice to head_dim
+        class gpu:
+            attention_split = None
+
+    assert ops.attention_split(P, 64, backward=True) == 2 and ops.attention_split(P, 64, backward=False) == 4
+    assert ops.attention_split(P, 32, backward=True) == 4
+    P.gpu.attention_split = 1
+    assert ops.attention_split(P, 64, backward=True) == 1
+
+
 def test_bias_backward(gpu):
     rng = np.random.default_rng(1)
     m, n = 77, 130

@@ -138,7 +138,7 @@ def main(argv=None) -> None:
     ap.add_argument("--parity-upto", default="small", help="check one step against the reference up to this preset")
     ap.add_argument("--matmul", type=int, default=0, help="also time a square matmul of this size")
     ap.add_argument("--adapter", default=None)
-    ap.add_argument("--attention-split", type=int, default=0, help="override Gpu.attention_split (invocations per row)")
+    ap.add_argument("--attention-split", type=int, default=0, help="override Gpu.attention_split (invocations per row; default chosen by head_dim)")
     ap.add_argument("--parity-steps", type=int, default=0,
                     help="also run the float64 reference for this many steps and compare every loss")
     ap.add_argument("--peer", default=None, help="also time this registered backend (e.g. torch-cuda) on the same steps")

@@ -249,6 +249,16 @@ def decay_bits(decay_mask) -> "object":
 MAX_HD = 64
 
 
+def attention_split(p: Program, hd: int, backward: bool) -> int:
+    """Invocations per row: the Gpu's attention_split if set, else 4, but 2 for the backward
+    kernels at head_dim above 32 (they hold four hd-float rows per invocation). H100, SPLIT
+    2/4/8: behemoth (hd 64) forward 15.7/10.3/11.9 ms, dk/dv 20.2/26.7/42.5, dq 14.7/18.3/22.0;
+    mega (hd 32) best at 4 in all three."""
+    if p.gpu.attention_split:
+        return p.gpu.attention_split
+    return 2 if backward and hd > 32 else 4
+
+
 def _att_args(t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd=None):
     offs = [r.off if r is not None else 0 for r in (q, k, v, o, lse, dout, dq, dk, dv, dd)]
     return [t, c, h, c // h, *offs, float(1.0 / math.sqrt(c // h))]
@@ -257,12 +267,12 @@ def _att_args(t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd
 def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v: Ref,
                       b: int, t: int, c: int, h: int, split: int | None = None) -> None:
     """o (B,T,C) = causal softmax attention; lse (B,H,T) saved. split: invocations per row
-    (attention.wgsl SPLIT; default the Gpu's attention_split)."""
+    (attention.wgsl SPLIT; default attention_split())."""
     if c // h > MAX_HD or (c // h) % 4:
         raise ValueError(f"{name}: head_dim {c // h}; the kernel needs a multiple of 4, at most {MAX_HD}")
     args = _att_args(t, c, h, q, k, v, o, lse)
     p.add(name, "attention", "attention_forward", args, {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf},
-          (cdiv(t, 32), b * h), constants={"SPLIT": split or p.gpu.attention_split})
+          (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, c // h, False)})
 
 
 def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref, dout: Ref, q: Ref, k: Ref,
@@ -271,7 +281,7 @@ def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref
     args = _att_args(t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
     p.add(name + ".dq", "attention", "attention_backward_dq", args,
           {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf},
-          (cdiv(t, 32), b * h), constants={"SPLIT": split or p.gpu.attention_split})
+          (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, c // h, True)})
     p.add(name + ".dkv", "attention", "attention_backward_dkv", args,
           {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf},
-          (cdiv(t, 32), b * h), constants={"SPLIT": split or p.gpu.attention_split})
+          (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, c // h, True)})

@@ -120,8 +120,9 @@ class Gpu:
         # matmul_shared (workgroup-memory tiles) where it pays: on the H100 16.5 TFLOP/s at
         # 4096^3 and 11.9 at 1024^3 against matmul_direct's 15.2 and 7.2; lavapipe: no
         self.matmul_shared = not cpu
-        # invocations per attention row (attention.wgsl SPLIT): more parallelism on a GPU
-        self.attention_split = 1 if cpu else 4
+        # invocations per attention row (attention.wgsl SPLIT): 1 on CPU adapters; None on GPUs
+        # lets wgpu_ops.attention_split choose by head_dim (measured on the H100)
+        self.attention_split = 1 if cpu else None
         self.kernels_dir: Path = resource_dir("kernels")
         self._modules: dict[str, object] = {}
         self._pipelines: dict[tuple, object] = {}
