@@ -167,6 +167,9 @@ def preflight(preset: Preset, backend: str, options: dict) -> Stage:
         err = "; ".join(f"{r['name']}: {human(r['bytes'])} ({r['bytes']:,} bytes) > {r['limit_name']} "
                         f"{human(r['limit'])} ({r['limit']:,} bytes), short by {human(r['bytes'] - r['limit'])}"
                         for r in over)
+        parts = sorted((r for r in rows if r.get("limit") is None), key=lambda r: -r["bytes"])[:3]
+        if parts:
+            err += "; largest parts: " + ", ".join(f"{r['name']} {human(r['bytes'])}" for r in parts)
         return Stage("preflight", False, figure, err,
                      f"'{worst['name']}' cannot fit under {worst['limit_name']}; nothing was allocated. Use a "
                      f"smaller preset, or raise the limit where it is a setting (--max-memory for wasm).", detail)

@@ -17,7 +17,15 @@ describe() keys the result files stamp on every row (absent ones are left blank)
     runtime           e.g. "wasmtime 50.0.1", "wgpu 0.32.0", "numpy 2.4.6"
     runtime_settings  engine settings that change speed (SIMD, relaxed SIMD, memory max...)
     module_sha256     the .wasm module run;  kernels_sha256: the WGSL sources run
-An optional memory_bytes() -> int reports what the engine allocated (wasm memory, GPU buffers).
+Optional hooks, used by `diagnose` and `curve` where an engine has them:
+    memory_bytes() -> int        what the engine allocated (wasm memory, GPU buffers)
+    plan(preset, **options)      (class-level, allocates nothing) -> [{name, bytes, limit, limit_name}]:
+                                 every buffer or region load() will need, against the limit it must fit
+                                 (limit None for a row shown for information)
+    limits() -> dict             the limits in force (adapter limits, wasm memory max, threads)
+    events() -> list             memory growth events: from, to, worker threads running
+    profile(batch) -> dict       kernel name -> milliseconds of one step (runs a step: diagnosis only)
+    fault=KIND constructor arg   fault injection for tests (faults.py)
 
 A batch is an int32 array (B, T+1) of byte values: inputs batch[:, :-1], targets batch[:, 1:].
 """
