@@ -8,6 +8,9 @@
 //                    m = b1 m + (1 - b1) gc;  v = b2 v + (1 - b2) gc^2
 //                    p -= lr * (wd * p * decay + (m / bc1) / (sqrt(v / bc2) + eps))
 //                    decay = bit i of the mask (matrices and embeddings only)
+// poison_grad        g[u.n] = the f32 whose bits are u.nparts (fault injection, faults.py
+//                    'nan-grad': a NaN written into the gradient after backward; the two u32
+//                    fields carry the index and the bits, so no NaN is a shader constant)
 // st (the step record, f32): LR, BC1 = 1 - b1^t, BC2 = 1 - b2^t written by the host each step;
 // NORM, SCALE, LOSS written on the device; partial sums from PART.
 
@@ -87,4 +90,9 @@ fn adamw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
         let pi = p[i];
         p[i] = pi - lr * (u.wd * decay * pi + (mi / bc1) / (sqrt(vi / bc2) + u.eps));
     }
+}
+
+@compute @workgroup_size(1)
+fn poison_grad() {
+    g[u.n] = bitcast<f32>(u.nparts);
 }

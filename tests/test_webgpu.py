@@ -422,13 +422,24 @@ def test_fifteen_steps_match_reference(webgpu_backend, name):
 
 
 def test_backend_memory_and_profile(webgpu_backend):
+    from tinygpt_bench.backends.webgpu import WebGPUBackend
+
     preset, layout, w, (batch,) = setup_run("tiny", 1)
     webgpu_backend.load(preset, w)
     assert webgpu_backend.memory_bytes() >= 16 * layout.total  # weights, grads, two moments
+    # plan() lists exactly what load() allocated, to the byte
+    assert sum(r["bytes"] for r in WebGPUBackend.plan(preset)) == webgpu_backend.memory_bytes()
     webgpu_backend.step(batch)
-    prof = webgpu_backend.profile()
+    prof = webgpu_backend.profile_dispatches()  # the last batch again
     assert len(prof) == len(webgpu_backend.program.dispatches) and all(t >= 0 for _, t in prof)
     assert any("attention_backward_dkv" in name for name, _ in prof)
+    assert webgpu_backend.t == 2  # a profile is a real step
+    by_kernel = webgpu_backend.profile(batch)  # {kernel: ms}, layers summed
+    assert webgpu_backend.t == 3 and len(webgpu_backend.last_profile) == len(prof)
+    assert {"attention_backward_dkv", "adamw", "matmul_direct fwd"} <= set(by_kernel)
+    assert any(k.startswith("matmul_") and k.endswith(" dw") for k in by_kernel)
+    assert all(isinstance(v, float) and v >= 0 for v in by_kernel.values())
+    assert len(by_kernel) < len(prof) / 2
 
 
 def test_backend_rejects_bad_batch(webgpu_backend):
@@ -450,10 +461,11 @@ def test_adapter_choice(gpu):
         pick_adapter(99)
 
 
-def test_binding_limit_message(webgpu_backend, gpu):
-    class Small:  # an adapter with 1 MiB bindings
-        limits = {**gpu.limits, "max-storage-buffer-binding-size": 1 << 20}
-        adapter = gpu.adapter
-
-    with pytest.raises(UserError, match=r"buffer 'params' needs 4,000,000 bytes, 2,951,424 above .*also grads"):
-        webgpu_backend._check_limits(Small, {"params": 4_000_000, "grads": 2_000_000, "top": 10})
+def test_binding_limit_message(webgpu_backend):
+    rows = [{"name": "webgpu buffer params", "bytes": 4_000_000, "limit": 1 << 20, "limit_name": "adapter X (Y)"},
+            {"name": "webgpu buffer grads", "bytes": 2_000_000, "limit": 1 << 20, "limit_name": "adapter X (Y)"},
+            {"name": "webgpu buffer top", "bytes": 10, "limit": 1 << 20, "limit_name": "adapter X (Y)"}]
+    with pytest.raises(UserError, match=r"webgpu buffer params needs 4,000,000 bytes, 2,951,424 above the "
+                                        r"adapter X \(Y\) 1,048,576; also webgpu buffer grads"):
+        webgpu_backend._check_limits(rows)
+    webgpu_backend._check_limits(rows[2:])  # fits: no error

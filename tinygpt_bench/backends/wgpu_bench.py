@@ -18,7 +18,7 @@ import numpy as np
 
 from tinygpt_bench import presets
 from tinygpt_bench.backends import wgpu_ops as ops
-from tinygpt_bench.backends.webgpu import WebGPUBackend
+from tinygpt_bench.backends.webgpu import WebGPUBackend, kernel_of
 from tinygpt_bench.backends.wgpu_runtime import Gpu, Program, describe_adapter
 from tinygpt_bench.model import Layout, flops_per_step
 
@@ -91,11 +91,11 @@ def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None
     be.program.encode(enc)
     out["encode_ms"] = (time.perf_counter() - t0) * 1e3
     enc.finish()
-    prof = be.program.profile()
+    prof = be.profile_dispatches()  # [(dispatch, GPU seconds)]: one more step, on the last batch
     out["gpu_busy_ms"] = sum(t for _, t in prof) * 1e3
     by_kernel = collections.Counter()
-    for label, t in prof:
-        by_kernel[label.split("[")[-1].rstrip("]")] += t * 1e3
+    for label, t in prof:  # the rows of WebGPUBackend.profile(): entry point, matmuls by role
+        by_kernel[kernel_of(label)] += t * 1e3
     out["gpu_ms_by_kernel"] = dict(by_kernel.most_common())
     by_role = collections.Counter()  # "layer3.back.fc_in.dw [matmul...]" -> "back.fc_in.dw"
     for label, t in prof:

@@ -235,6 +235,16 @@ def clip_adamw(p: Program, name: str, params, grads, m, v, mask, st, n: int, bet
           grid(n, 256, 65535))
 
 
+NAN_BITS = 0x7FC00000  # a quiet NaN
+
+
+def poison_grad(p: Program, name: str, grads, index: int, bits: int = NAN_BITS) -> None:
+    """grads[index] = the f32 with these bits (a NaN): fault injection ('nan-grad', faults.py),
+    a real dispatch between backward and the gradient norm."""
+    args = [index, bits, 0.0, 0.0, 0.0, 0.0, 0.0]
+    p.add(name, "optimizer", "poison_grad", args, {2: grads}, (1,))
+
+
 def decay_bits(decay_mask) -> "object":
     """Pack a 0/1 mask (P) into u32 words, bit i%32 of word i//32."""
     import numpy as np

@@ -53,6 +53,16 @@ def pick_adapter(choice: str | int | None = None):
     raise UserError(f"no adapter named like '{choice}'; adapters are {listing or 'none'}")
 
 
+LIMIT_KEYS = (
+    "max-buffer-size",
+    "max-storage-buffer-binding-size",
+    "max-compute-workgroup-storage-size",
+    "max-compute-invocations-per-workgroup",
+    "max-compute-workgroups-per-dimension",
+    "max-storage-buffers-per-shader-stage",
+)
+
+
 def describe_adapter(adapter) -> dict:
     info = adapter.info
     return {
@@ -62,18 +72,66 @@ def describe_adapter(adapter) -> dict:
         "backend_api": info["backend_type"],
         "adapter_type": info["adapter_type"],
         "features": sorted(adapter.features),
-        "limits": {
-            k: adapter.limits[k]
-            for k in (
-                "max-buffer-size",
-                "max-storage-buffer-binding-size",
-                "max-compute-workgroup-storage-size",
-                "max-compute-invocations-per-workgroup",
-                "max-compute-workgroups-per-dimension",
-                "max-storage-buffers-per-shader-stage",
-            )
-        },
+        "limits": {k: adapter.limits[k] for k in LIMIT_KEYS},
     }
+
+
+CAPPED_LIMITS = ("max-storage-buffer-binding-size", "max-buffer-size")  # what a 'limit=BYTES' fault caps
+
+
+def capped_limits(limits: dict, cap: int | None) -> dict:
+    """The limits with max-storage-buffer-binding-size and max-buffer-size lowered to `cap`
+    (fault injection, faults.py 'limit=BYTES'); unchanged without a cap."""
+    out = dict(limits)
+    if cap is not None:
+        for k in CAPPED_LIMITS:
+            out[k] = min(int(out[k]), int(cap))
+    return out
+
+
+def buffer_bytes(nbytes: int) -> int:
+    """The size Gpu.buffer allocates for a request: rounded up to 16 bytes, at least 16."""
+    return max(16, (int(nbytes) + 15) // 16 * 16)
+
+
+def tuning_for(adapter) -> dict:
+    """Kernel variants for an adapter, decided from its type alone (so plans need no device).
+    matmul: "direct" (8x8 per invocation, no workgroup memory) everywhere: measured 4x faster
+    than "tiled" on lavapipe and 43x on the H100 (15.5 vs 0.36 TFLOP/s at 4096^3; the tiled
+    kernel's dynamically indexed accumulator array likely lives in local memory there).
+    layernorm: "rows" (an invocation per row) on CPU adapters, where barriers are costly;
+    "workgroup" (a workgroup per row) on GPUs. min_workgroups: a matmul with fewer 64 x 64
+    tiles than this uses 32 x 32 tiles (matmul_direct4); on a CPU adapter a few workgroups
+    already fill the cores (H100: 132 SMs, two workgroups each). matmul_shared
+    (workgroup-memory tiles) where it pays: on the H100 16.5 TFLOP/s at 4096^3 and 11.9 at
+    1024^3 against matmul_direct's 15.2 and 7.2; lavapipe: no. attention_split: invocations
+    per attention row (attention.wgsl SPLIT): 1 on CPU adapters; None on GPUs lets
+    wgpu_ops.attention_split choose by head_dim (measured on the H100)."""
+    cpu = adapter.info["adapter_type"] == "CPU"
+    return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
+            "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "attention_split": 1 if cpu else None}
+
+
+class AdapterPlan:
+    """What a Program needs to RECORD dispatches without a device: an adapter's limits and
+    kernel tuning. Program(AdapterPlan(...), label).add() checks workgroup counts and keeps the
+    uniform values but compiles nothing (pipeline() returns None), so a plan can count
+    dispatches and size buffers with the very code load() runs."""
+
+    def __init__(self, adapter, limits: dict, tuning: dict | None = None):
+        self.adapter = adapter
+        self.limits = dict(limits)
+        for k, v in (tuning or tuning_for(adapter)).items():
+            setattr(self, k, v)
+
+    @classmethod
+    def of_gpu(cls, gpu: "Gpu", limits: dict | None = None) -> "AdapterPlan":
+        """The same plan as `gpu` would record (its tuning, including overrides set on it)."""
+        tuning = {k: getattr(gpu, k) for k in tuning_for(gpu.adapter)}
+        return cls(gpu.adapter, gpu.limits if limits is None else limits, tuning)
+
+    def pipeline(self, family: str, entry: str, constants: dict | None = None):
+        return None
 
 
 class Gpu:
@@ -106,23 +164,10 @@ class Gpu:
         self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
         self.limits = self.device.limits
         self.waiter = Waiter(self.device)
-        # kernel variants. matmul: "direct" (8x8 per invocation, no workgroup memory) everywhere:
-        # measured 4x faster than "tiled" on lavapipe and 43x on the H100 (15.5 vs 0.36 TFLOP/s
-        # at 4096^3; the tiled kernel's dynamically indexed accumulator array likely lives in
-        # local memory there). layernorm: "rows" (an invocation per row) on CPU adapters, where
-        # barriers are costly; "workgroup" (a workgroup per row) on GPUs.
-        cpu = self.adapter.info["adapter_type"] == "CPU"
-        self.matmul_variant = "direct"
-        self.layernorm_variant = "rows" if cpu else "workgroup"
-        # a matmul with fewer 64 x 64 tiles than this uses 32 x 32 tiles (matmul_direct4); on a
-        # CPU adapter a few workgroups already fill the cores
-        self.min_workgroups = 4 if cpu else 264  # H100: 132 SMs, two workgroups each
-        # matmul_shared (workgroup-memory tiles) where it pays: on the H100 16.5 TFLOP/s at
-        # 4096^3 and 11.9 at 1024^3 against matmul_direct's 15.2 and 7.2; lavapipe: no
-        self.matmul_shared = not cpu
-        # invocations per attention row (attention.wgsl SPLIT): 1 on CPU adapters; None on GPUs
-        # lets wgpu_ops.attention_split choose by head_dim (measured on the H100)
-        self.attention_split = 1 if cpu else None
+        # kernel variants (tuning_for says why each): matmul_variant, layernorm_variant,
+        # min_workgroups, matmul_shared, attention_split; tests and wgpu_bench may override them
+        for k, v in tuning_for(self.adapter).items():
+            setattr(self, k, v)
         self.kernels_dir: Path = resource_dir("kernels")
         self._modules: dict[str, object] = {}
         self._pipelines: dict[tuple, object] = {}
@@ -131,7 +176,7 @@ class Gpu:
     def buffer(self, nbytes: int, label: str, extra_usage: int = 0):
         """A storage buffer (copy source and destination too), at least 16 bytes."""
         u = self.wgpu.BufferUsage
-        nbytes = max(16, (int(nbytes) + 15) // 16 * 16)
+        nbytes = buffer_bytes(nbytes)
         if nbytes > self.limits["max-buffer-size"]:
             raise UserError(
                 f"buffer '{label}' needs {nbytes:,} bytes, above the adapter's max-buffer-size "
@@ -165,6 +210,21 @@ class Gpu:
         self.waiter.wait()
 
     # kernels -------------------------------------------------------------------------------
+    def source(self, family: str) -> str:
+        """The WGSL text of kernels/<family>.wgsl."""
+        path = self.kernels_dir / f"{family}.wgsl"
+        if not path.is_file():
+            raise WebGPUError(f"kernel file {path} not found; reinstall tinygpt-bench")
+        return path.read_text()
+
+    def compile(self, family: str, code: str):
+        """A shader module of WGSL `code` (not cached); a rejected shader is raised as
+        WebGPUError naming the kernel, with the validation text verbatim."""
+        try:
+            return self.device.create_shader_module(code=code, label=family)
+        except Exception as e:  # GPUValidationError and friends
+            raise WebGPUError(f"kernel {family}.wgsl does not compile: {str(e).rstrip()}") from None
+
     def pipeline(self, family: str, entry: str, constants: dict | None = None):
         """The compute pipeline of `entry` in kernels/<family>.wgsl (cached); shader and
         pipeline errors are raised as WebGPUError naming the kernel."""
@@ -173,13 +233,7 @@ class Gpu:
             return self._pipelines[key]
         name = f"{family}.wgsl:{entry}" + (f" {dict(key[2])}" if key[2] else "")
         if family not in self._modules:
-            path = self.kernels_dir / f"{family}.wgsl"
-            if not path.is_file():
-                raise WebGPUError(f"kernel file {path} not found; reinstall tinygpt-bench")
-            try:
-                self._modules[family] = self.device.create_shader_module(code=path.read_text(), label=family)
-            except Exception as e:  # GPUValidationError and friends
-                raise WebGPUError(f"kernel {family}.wgsl does not compile: {e}") from None
+            self._modules[family] = self.compile(family, self.source(family))
         stage = {"module": self._modules[family], "entry_point": entry}
         if constants:
             stage["constants"] = {k: (float(v) if not isinstance(v, bool) else v) for k, v in constants.items()}
