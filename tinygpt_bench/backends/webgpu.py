@@ -84,9 +84,13 @@ def parse_fault(fault: str | None) -> tuple[str | None, int | None]:
     if kind == "limit" and arg:
         from tinygpt_bench.diagnose import parse_bytes  # the project's one size parser
 
-        cap = parse_bytes(arg)
-        if cap is None or cap < 16:
-            raise UserError(f"webgpu backend: fault '{fault}': the cap must be at least 16 bytes")
+        try:
+            cap = parse_bytes(arg)
+        except UserError as e:
+            raise UserError(f"webgpu backend: fault '{fault}': {e}; it takes {FAULT_KINDS}") from None
+        if cap < 16:
+            raise UserError(f"webgpu backend: fault '{fault}': the cap must be at least 16 bytes; it takes "
+                            f"{FAULT_KINDS}")
         return "limit", cap
     raise UserError(f"webgpu backend: fault '{fault}' cannot be injected here; it takes {FAULT_KINDS} "
                     f"(TINYGPT_BENCH_FAULT=webgpu:KIND[@PRESET], e.g. webgpu:limit=1MiB@small)")
