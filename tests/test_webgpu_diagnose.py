@@ -53,6 +53,23 @@ def test_shader_fault_fails_load_naming_the_kernel_with_the_validation_text(gpu,
     assert report["ok"] is False and report["stages"][-1]["error"] == load.error
 
 
+def test_failed_load_releases_its_buffers_and_the_device_stays_usable(gpu):
+    p = presets.load("tiny")
+    w = model.Layout(p).init(0)
+    be = webgpu.WebGPUBackend(fault="shader")
+    be.gpu = gpu
+    with pytest.raises(wgpu_runtime.WebGPUError, match=r"kernel gelu\.wgsl does not compile: Validation Error"):
+        be.load(p, w)
+    assert be.bufs == {} and be.memory_bytes() is None and be.readback is None
+    ok = webgpu.WebGPUBackend()
+    ok.gpu = gpu  # the same device goes on working
+    try:
+        ok.load(p, w)
+        assert np.isfinite(ok.step(np.random.default_rng(1).integers(0, 256, (p.batch, p.ctx + 1), dtype=np.int32)))
+    finally:
+        ok.close()
+
+
 def test_nan_grad_fault_fails_the_scan_naming_the_gradient(gpu, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT, "webgpu:nan-grad@tiny")
     p = presets.load("tiny")

@@ -36,7 +36,10 @@ def pick_adapter(choice: str | int | None = None):
     or numbered (index into adapters())."""
     wgpu = import_wgpu()
     if choice is None or choice == "":
-        adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
+        try:
+            adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
+        except Exception as e:  # wgpu-py raises RuntimeError "Request adapter failed" where none exists
+            raise UserError(f"no WebGPU adapter found ({str(e).strip()}); fix: {NO_ADAPTER_FIX}") from None
         if adapter is None:
             raise UserError(f"no WebGPU adapter found; fix: {NO_ADAPTER_FIX}")
         return adapter
