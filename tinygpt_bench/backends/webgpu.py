@@ -278,7 +278,7 @@ class WebGPUBackend(Backend):
     def _free(self) -> None:
         self.preset = None
         self.program = None
-        self.plan_ = None
+        self.planned: StepPlan | None = None  # what load() allocated by
         self.bufs: dict[str, object] = {}
         self.readback = None
         self.t = 0
@@ -302,7 +302,10 @@ class WebGPUBackend(Backend):
         kind, cap = parse_fault(fault)
         a = pick_adapter(adapter)
         limits = capped_limits(a.limits, cap)
-        sp = step_plan(preset, AdapterPlan(a, limits), fault if kind == "nan-grad" else None)
+        try:
+            sp = step_plan(preset, AdapterPlan(a, limits), fault if kind == "nan-grad" else None)
+        except WebGPUError as e:  # a dispatch the adapter cannot run (workgroup counts): say so, no traceback
+            raise UserError(f"webgpu backend: preset '{preset.name}' cannot be planned on this adapter: {e}") from None
         return plan_rows(sp, limits, a.info["device"], fault if cap is not None else None)
 
     def limits(self) -> dict:
@@ -355,7 +358,7 @@ class WebGPUBackend(Backend):
             raise
 
     def _allocate(self, gpu: Gpu, sp: StepPlan, params: np.ndarray) -> None:
-        self.preset, self.layout, self.tl, self.plan_ = sp.preset, sp.layout, sp.tl, sp
+        self.preset, self.layout, self.tl, self.planned = sp.preset, sp.layout, sp.tl, sp
         b = self.bufs
         for name, nbytes in sp.storage.items():  # created zeroed
             b[name] = gpu.buffer(nbytes, name)
