@@ -108,7 +108,7 @@ def test_limit_fault_is_named_in_preflight_before_any_device_exists(gpu, tmp_pat
     assert biggest == "webgpu buffer layer0"
     assert f"webgpu buffer layer0: 6.03 MiB ({need[biggest]:,} bytes) > {limit}, short by" in err
     assert "webgpu buffer params" in err and "webgpu buffer splitk" not in err  # 16 bytes fit
-    assert "'webgpu buffer layer0' cannot fit" in report["stages"][0]["meaning"]
+    assert "webgpu buffer layer0 cannot fit" in report["stages"][0]["meaning"]
     assert "nothing was allocated" in report["stages"][0]["meaning"]
     rows = {r["name"]: r for r in report["stages"][0]["detail"]["buffers"]}
     assert rows["webgpu buffer params"]["bytes"] == 4 * model.Layout(p).total

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygpt_bench import corpus as corpus_mod
-from tinygpt_bench import envinfo, model, protocol
+from tinygpt_bench import envinfo, faults, model, protocol
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.presets import Preset
 
@@ -156,23 +156,36 @@ def preflight(preset: Preset, backend: str, options: dict) -> Stage:
              "limit": _host_available(), "limit_name": "host RAM available"}]
     cls, kwargs = _backend_class(backend)
     plan = getattr(cls, "plan", None)
-    if callable(plan):
-        rows += plan(preset, **{**kwargs, **{k: v for k, v in options.items() if v is not None}})
-    over = [r for r in rows if r.get("limit") is not None and r["bytes"] > r["limit"]]
     figure = (f"needs {human(need['total'])} (weights {human(need['weights'])}, grads {human(need['grads'])}, "
               f"Adam {human(need['adam'])}, activations {human(need['activations'])})")
+    if callable(plan):
+        plan_options = {**kwargs, **{k: v for k, v in options.items() if v is not None},
+                        "fault": faults.for_backend(backend, preset.name)}
+        try:
+            rows += plan(preset, **plan_options)
+        except Exception as e:  # the engine's own refusal (no adapter, unsupported shape) is a preflight failure
+            err = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+            return Stage("preflight", False, figure, err, meaning_of("preflight", err), {"buffers": rows})
+    over = sorted((r for r in rows if r.get("limit") is not None and r["bytes"] > r["limit"]),
+                  key=lambda r: -r["bytes"] / r["limit"])
     detail = {"buffers": rows, "step_bytes": need}
     if over:
-        worst = max(over, key=lambda r: r["bytes"] / r["limit"])
+        worst = over[0]
         err = "; ".join(f"{r['name']}: {human(r['bytes'])} ({r['bytes']:,} bytes) > {r['limit_name']} "
                         f"{human(r['limit'])} ({r['limit']:,} bytes), short by {human(r['bytes'] - r['limit'])}"
-                        for r in over)
+                        for r in over[:3])
+        if len(over) > 3:
+            err += f"; and {len(over) - 3} more over their limits: {', '.join(r['name'] for r in over[3:])}"
         parts = sorted((r for r in rows if r.get("limit") is None), key=lambda r: -r["bytes"])[:3]
         if parts:
             err += "; largest parts: " + ", ".join(f"{r['name']} {human(r['bytes'])}" for r in parts)
+        fix = {"wasm": "raise --max-memory (at most 16 GiB) or pick a smaller preset",
+               "webgpu": "pick an adapter with larger limits (--adapter) or a smaller preset"}.get(
+                   backend, "pick a smaller preset")
+        injected = " The limit was capped by an injected fault (TINYGPT_BENCH_FAULT)." if "fault" in worst["limit_name"] else ""
         return Stage("preflight", False, figure, err,
-                     f"'{worst['name']}' cannot fit under {worst['limit_name']}; nothing was allocated. Use a "
-                     f"smaller preset, or raise the limit where it is a setting (--max-memory for wasm).", detail)
+                     f"{worst['name']} cannot fit under {worst['limit_name']}; nothing was allocated. "
+                     f"To fix: {fix}.{injected}", detail)
     return Stage("preflight", True, figure, detail=detail)
 
 
