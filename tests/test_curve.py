@@ -20,7 +20,8 @@ BACKENDS = "reference,reference-fp32"
 MEASUREMENT_HEADER = (
     "format_version,run_id,timestamp,preset,backend,status,stage,error,layers,d_model,heads,ctx,batch,params,"
     "flops_per_step,steps,repeats,seed,lr,corpus,corpus_sha256,cold_ms,median_ms,mean_ms,min_ms,q1_ms,q3_ms,"
-    "max_ms,mad_ms,n_samples,n_outliers,tokens_per_s,gflop_per_s,peak_rss_bytes,first_loss,final_loss,"
+    "max_ms,mad_ms,n_samples,n_outliers,tokens_per_s,gflop_per_s,peak_rss_bytes,engine_memory_bytes,first_loss,"
+    "final_loss,"
     "loss_rel_diff_backends,loss_rel_diff_reference,reference,parity_ok,device,device_type,software_adapter,"
     "adapter_vendor,adapter_driver,adapter_api,cpu_model,threads,runtime,runtime_settings,module_sha256,"
     "kernels_sha256,git_commit,settings_id"
@@ -54,6 +55,7 @@ def test_protocol_figures(tiny_run):
     assert (df.min_ms <= df.q1_ms).all() and (df.q1_ms <= df.median_ms).all() and (df.median_ms <= df.max_ms).all()
     assert (df.loss_rel_diff_backends < 1e-3).all() and df.parity_ok.all()
     assert (df.first_loss - 5.545).abs().max() < 0.05
+    assert (df.peak_rss_bytes > 10 * 2**20).all()  # the worker's own resident set
     steps = pd.read_csv(tiny_run / "steps.csv")
     assert len(steps) == 2 * 2 * 4
     # repeats interleave the backends: A B A B

@@ -9,6 +9,7 @@ Phases, top to bottom, per preset:
                loads a fresh model and times every step; past --timeout it is killed
   4. summary   cold first step apart from steady state (steps 2..N over all repeats):
                median, quartiles, MAD outliers (flagged, never dropped), tokens/s, GFLOP/s,
+               peak memory (the worker's resident set; what the engine allocated),
                final-loss parity between backends and against the reference; one CSV row per
                (preset, backend), written and flushed as soon as it is known
 The step count is global (--steps, default 15) and never varies per preset; a slow preset
@@ -76,7 +77,8 @@ class _Acc:
     stage: str = ""
     error: str = ""
     describe: dict = field(default_factory=dict)
-    memory: int | None = None
+    memory: int | None = None  # what the engine reports allocating (max over repeats)
+    peak_rss: int | None = None  # the worker process's peak resident memory (max over repeats)
 
 
 def artifact_digests() -> dict:
@@ -130,7 +132,7 @@ def _worker(conn, name: str, preset: Preset, corpus_spec: str, steps: int, seed:
 
         protocol.train(be, work, lr, on_step)
         mem = getattr(be, "memory_bytes", None)
-        conn.send(("done", mem() if callable(mem) else None))
+        conn.send(("done", mem() if callable(mem) else None, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
     except protocol.StageError as e:
         conn.send(("failed", e.stage, e.error))
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent
@@ -196,7 +198,8 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
             elif kind == "note":
                 reporter.note(msg[1])
             elif kind == "done":
-                acc.memory = msg[1]
+                acc.memory = max(filter(None, (acc.memory, msg[1])), default=None)
+                acc.peak_rss = max(filter(None, (acc.peak_rss, msg[2])), default=None)
                 result = ("ok", "", "")
             elif kind == "failed":
                 result = ("failed", msg[1], msg[2])
@@ -227,7 +230,7 @@ def _row(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, corp, env:
         "params": model.param_count(p), "flops_per_step": flops,
         "steps": s.steps, "repeats": s.repeats, "seed": s.seed, "lr": s.lr,
         "corpus": corp.name, "corpus_sha256": corp.sha256,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": acc.peak_rss, "engine_memory_bytes": acc.memory,
         "reference": "reference (numpy float64)" if ref else "",
         "cpu_model": env.get("cpu_model"), "git_commit": env.get("git_commit"),
         "settings_id": results.settings_id(run_settings(s, corp, env)),

@@ -33,7 +33,7 @@ MEASUREMENT_COLUMNS = [
     "layers", "d_model", "heads", "ctx", "batch", "params", "flops_per_step",
     "steps", "repeats", "seed", "lr", "corpus", "corpus_sha256",
     "cold_ms", "median_ms", "mean_ms", "min_ms", "q1_ms", "q3_ms", "max_ms", "mad_ms",
-    "n_samples", "n_outliers", "tokens_per_s", "gflop_per_s", "peak_rss_bytes",
+    "n_samples", "n_outliers", "tokens_per_s", "gflop_per_s", "peak_rss_bytes", "engine_memory_bytes",
     "first_loss", "final_loss", "loss_rel_diff_backends", "loss_rel_diff_reference", "reference", "parity_ok",
     "device", "device_type", "software_adapter", "adapter_vendor", "adapter_driver", "adapter_api",
     "cpu_model", "threads", "runtime", "runtime_settings", "module_sha256", "kernels_sha256",
