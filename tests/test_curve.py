@@ -193,3 +193,22 @@ def test_markdown_summary_comes_from_the_csv(tiny_run, run_cli):
     assert code == 0
     m = pd.read_csv(tiny_run / "measurements.csv")
     assert f"{m.median_ms[0]:.2f}" in out and out.startswith("| preset | params |")
+
+
+def test_nondeterministic_repeats_are_noted_and_fail_parity_only_past_tolerance():
+    from tinygpt_bench import corpus as corpus_mod, curve, presets, protocol
+
+    p = presets.load("tiny")
+    corp = corpus_mod.synthetic(n_bytes=50_000)
+    work = protocol.prepare(p, corp, steps=2)
+    s = curve.CurveSettings(presets=[p], backends=["x"], steps=2, repeats=2)
+
+    def row(second_final):
+        acc = curve._Acc(cold=[1.0, 1.0], steady=[1.0, 1.0], losses=[[5.5, 5.0], [5.5, second_final]])
+        return curve._row("x", work, s, acc, corp, {}, "run", {"x": 5.0}, None)
+
+    near = row(5.0 + 5e-7)
+    assert near["parity_ok"] is None or near["parity_ok"] is True
+    assert "differ between repeats" in near["error"]
+    far = row(5.1)
+    assert far["parity_ok"] is False
