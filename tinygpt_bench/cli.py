@@ -131,8 +131,7 @@ def run_cmd(
     """Train PRESET for a fixed number of steps on one backend; print each step's time and loss."""
     protocol.check_steps(steps)
     p = presets.load(preset)
-    if backend not in backends.names():
-        backends.create(backend)  # raises the error naming the choices
+    backends.get_class(backend)  # an unknown name raises the error naming the choices
     c = corpus.load(corpus_spec)
     work = protocol.prepare(p, c, steps, seed)
     be = protocol.create_backend(backend, p, threads=threads, adapter=adapter)
@@ -204,8 +203,7 @@ def curve_cmd(
     chosen = presets.load_list(presets_spec)
     names = [b.strip() for b in backends_spec.split(",") if b.strip()]
     for b in names:
-        if b not in backends.names():
-            backends.create(b)
+        backends.get_class(b)  # an unknown name raises the error naming the choices
     settings = curve.CurveSettings(
         presets=chosen, backends=names, steps=steps, repeats=repeats, timeout_s=timeout, threads=threads,
         adapter=adapter, corpus=corpus_spec, seed=seed, out=out, resume=resume,

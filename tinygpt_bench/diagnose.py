@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygpt_bench import corpus as corpus_mod
-from tinygpt_bench import envinfo, faults, model, protocol
+from tinygpt_bench import backends, envinfo, faults, model, protocol
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.presets import Preset
 
@@ -139,22 +139,11 @@ def _host_available() -> int | None:
     return None
 
 
-def _backend_class(name: str):
-    import importlib
-
-    from tinygpt_bench import backends
-
-    if name not in backends.names():
-        backends.create(name)  # raises the error naming the choices
-    module, cls, kwargs = backends._REGISTRY[name]
-    return getattr(importlib.import_module(module), cls), kwargs
-
-
 def preflight(preset: Preset, backend: str, options: dict) -> Stage:
     need = model.step_bytes(preset)
     rows = [{"name": "weights+grads+adam+activations (host copy of the model state)", "bytes": need["total"],
              "limit": _host_available(), "limit_name": "host RAM available"}]
-    cls, kwargs = _backend_class(backend)
+    cls, kwargs = backends.get_class(backend)
     plan = getattr(cls, "plan", None)
     figure = (f"needs {human(need['total'])} (weights {human(need['weights'])}, grads {human(need['grads'])}, "
               f"Adam {human(need['adam'])}, activations {human(need['activations'])})")

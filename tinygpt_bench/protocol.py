@@ -82,13 +82,8 @@ def prepare(preset: Preset, corpus: Corpus, steps: int = DEFAULT_STEPS, seed: in
 
 def create_backend(name: str, preset: Preset, **options) -> Backend:
     """A backend with the options its constructor accepts (threads, adapter, ...); others ignored."""
-    module, cls, _ = backends._REGISTRY.get(name, (None, None, None))
-    if module is None:
-        return backends.create(name)  # raises the UserError naming the choices
     try:
-        import importlib
-
-        ctor = getattr(importlib.import_module(module), cls)
+        ctor, _ = backends.get_class(name)  # an unknown name raises the UserError naming the choices
         accepted = inspect.signature(ctor).parameters
         kept = {k: v for k, v in options.items() if v is not None and k in accepted}
         fault = faults.for_backend(name, preset.name)

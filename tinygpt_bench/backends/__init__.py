@@ -22,9 +22,15 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
-def create(name: str, **options):
-    """A new, unloaded backend instance; options are passed to its constructor."""
+def get_class(name: str):
+    """(backend class, its registry keyword arguments), importing the engine's module."""
     if name not in _REGISTRY:
         raise UserError(f"unknown backend '{name}'; choose one of {', '.join(_REGISTRY)}")
     module, cls, kwargs = _REGISTRY[name]
-    return getattr(importlib.import_module(module), cls)(**{**kwargs, **options})
+    return getattr(importlib.import_module(module), cls), kwargs
+
+
+def create(name: str, **options):
+    """A new, unloaded backend instance; options are passed to its constructor."""
+    cls, kwargs = get_class(name)
+    return cls(**{**kwargs, **options})
