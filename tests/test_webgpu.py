@@ -5,7 +5,6 @@ Skips (with the fix) where no WebGPU adapter exists. Runs on lavapipe (CPU) in C
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -405,7 +404,7 @@ def test_one_step_matches_reference(webgpu_backend, name):
     assert abs(webgpu_backend.last_grad_norm - np.linalg.norm(want_grad)) < 1e-4 * np.linalg.norm(want_grad)
 
 
-SLOW = pytest.mark.skipif(not os.environ.get("TINYGPT_SLOW"), reason="slow on lavapipe (~1 min); set TINYGPT_SLOW=1")
+SLOW = pytest.mark.slow  # about a minute on lavapipe: `pytest -m slow`
 
 
 @pytest.mark.parametrize("name", ["tiny", "small", pytest.param("medium", marks=SLOW)])
