@@ -157,9 +157,9 @@ void attention_forward(float *out, float *lse, const float *q, const float *k, c
     parallel_for(attention_forward_task, &a);
 }
 
-/* rows[i] (8 columns at c of row key0 + i, stride C, i < nrows) += sum over r < nq of
+/* rows[i] (8 columns at c of row key0 + i, stride C, i < nrows) += sum over r < nq (<= 8) of
  * lane i of w[r] times src row r (8 columns at c, stride C): dV += p^T dO, dK += ds^T Q */
-static inline void accumulate_rows4(float *rows, size_t C, int nrows, const v128_t w[4], int nq, const float *src,
+static inline void accumulate_rows4(float *rows, size_t C, int nrows, const v128_t *w, int nq, const float *src,
                                     int hd) {
     for (int c = 0; c < hd; c += 8) {
         float *r0 = rows + c, *r1 = rows + C + c, *r2 = rows + 2 * C + c, *r3 = rows + 3 * C + c;
@@ -203,63 +203,93 @@ static void attention_backward_task(void *ctx, int tid, int nth) {
                 STORE(dk + (size_t)t * C + d, SPLAT(0.f));
                 STORE(dv + (size_t)t * C + d, SPLAT(0.f));
             }
-        for (int t0 = 0; t0 < T; t0 += QB) {
-            int last = imin(t0 + QB, T) - 1, nq = last + 1 - t0;
-            float qp[4 * 128] __attribute__((aligned(16))), dop[4 * 128] __attribute__((aligned(16)));
-            float dqb[QB * 128] __attribute__((aligned(16)));
-            pack_rows4(qp, q, t0, T, C, hd);
-            pack_rows4(dop, dout, t0, T, C, hd);
-            for (int i = 0; i < QB * hd; i += 4) STORE(dqb + i, SPLAT(0.f));
-            float Df[4] = {0, 0, 0, 0}, Lf[4] = {0, 0, 0, 0};
-            for (int r = 0; r < nq; r++) {
-                Df[r] = dot4(dout + (size_t)(t0 + r) * C, o + (size_t)(t0 + r) * C, hd / 4);
-                Lf[r] = a->lse_in[(size_t)bh * T + t0 + r];
+        /* two 4-query tiles u = 0, 1 (queries t0 + 4u ..) at a time: t0 is a multiple of KB, so
+         * both see the same key blocks s0 <= t0, and dV/dK sum over up to 8 queries per load
+         * and store of their rows, in the same order as tile by tile (tile 0's rows, then 1's) */
+        for (int t0 = 0; t0 < T; t0 += 2 * QB) {
+            int nqt[2], lastt[2];
+            float qp[2][4 * 128] __attribute__((aligned(16))), dop[2][4 * 128] __attribute__((aligned(16)));
+            float dqb[2][QB * 128] __attribute__((aligned(16)));
+            float Df[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}, Lf[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+            for (int u = 0; u < 2; u++) {
+                int tu = t0 + QB * u;
+                nqt[u] = tu < T ? imin(QB, T - tu) : 0;
+                lastt[u] = tu + nqt[u] - 1;
+                if (!nqt[u]) continue;
+                pack_rows4(qp[u], q, tu, T, C, hd);
+                pack_rows4(dop[u], dout, tu, T, C, hd);
+                for (int i = 0; i < QB * hd; i += 4) STORE(dqb[u] + i, SPLAT(0.f));
+                for (int r = 0; r < nqt[u]; r++) {
+                    Df[u][r] = dot4(dout + (size_t)(tu + r) * C, o + (size_t)(tu + r) * C, hd / 4);
+                    Lf[u][r] = a->lse_in[(size_t)bh * T + tu + r];
+                }
             }
-            for (int s0 = 0; s0 <= last; s0 += KB) {
-                v128_t s[8], dp[8], p[8], ds[8];
-                tile_4x8_packed(s, qp, kt + (size_t)(s0 / KB) * hd * KB, hd);
-                tile_4x8_packed(dp, dop, vt + (size_t)(s0 / KB) * hd * KB, hd);
-                for (int r = 0; r < QB; r++)
-                    for (int hh = 0; hh < 2; hh++) {
-                        int i = 2 * r + hh;
-                        v128_t keys = wasm_i32x4_add(wasm_i32x4_splat(s0 + 4 * hh), wasm_i32x4_make(0, 1, 2, 3));
-                        v128_t ok = wasm_i32x4_le(keys, wasm_i32x4_splat(t0 + r)); /* causal: key <= query */
-                        v128_t e = exp4(wasm_f32x4_sub(wasm_f32x4_mul(s[i], SPLAT(scale)), SPLAT(Lf[r])));
-                        p[i] = r < nq ? wasm_v128_and(e, ok) : SPLAT(0.f);
-                        ds[i] = wasm_f32x4_mul(wasm_f32x4_mul(p[i], wasm_f32x4_sub(dp[i], SPLAT(Df[r]))), SPLAT(scale));
-                    }
-                /* dV[key] += sum_r p[r][key] dO[r]; dK[key] += sum_r ds[r][key] Q[r]: keys s0 + 4 hh + i */
+            for (int s0 = 0; s0 <= lastt[0]; s0 += KB) {
+                v128_t p[2][8], ds[2][8];
+                for (int u = 0; u < 2; u++) {
+                    if (!nqt[u]) continue;
+                    int tu = t0 + QB * u, nq = nqt[u];
+                    v128_t s[8], dp[8];
+                    tile_4x8_packed(s, qp[u], kt + (size_t)(s0 / KB) * hd * KB, hd);
+                    tile_4x8_packed(dp, dop[u], vt + (size_t)(s0 / KB) * hd * KB, hd);
+                    for (int r = 0; r < QB; r++)
+                        for (int hh = 0; hh < 2; hh++) {
+                            int i = 2 * r + hh;
+                            v128_t keys = wasm_i32x4_add(wasm_i32x4_splat(s0 + 4 * hh), wasm_i32x4_make(0, 1, 2, 3));
+                            v128_t ok = wasm_i32x4_le(keys, wasm_i32x4_splat(tu + r)); /* causal: key <= query */
+                            v128_t e = exp4(wasm_f32x4_sub(wasm_f32x4_mul(s[i], SPLAT(scale)), SPLAT(Lf[u][r])));
+                            p[u][i] = r < nq ? wasm_v128_and(e, ok) : SPLAT(0.f);
+                            ds[u][i] = wasm_f32x4_mul(wasm_f32x4_mul(p[u][i], wasm_f32x4_sub(dp[i], SPLAT(Df[u][r]))),
+                                                      SPLAT(scale));
+                        }
+                }
+                /* dV[key] += sum_r p[r][key] dO[r]; dK[key] += sum_r ds[r][key] Q[r]: keys s0 + 4 hh + i,
+                 * r over the queries of the tiles that reach key k0 (tile 0 reaches it whenever tile 1 does
+                 * not start after it, and then tile 0 is full, so the rows are contiguous) */
                 for (int hh = 0; hh < 2; hh++) {
-                    int k0 = s0 + 4 * hh, nk = imin(4, last + 1 - k0);
-                    if (nk <= 0) continue;
-                    v128_t wp[4] = {p[hh], p[2 + hh], p[4 + hh], p[6 + hh]};
-                    v128_t wd[4] = {ds[hh], ds[2 + hh], ds[4 + hh], ds[6 + hh]};
-                    accumulate_rows4(dv + (size_t)k0 * C, C, nk, wp, nq, dout + (size_t)t0 * C, hd);
-                    accumulate_rows4(dk + (size_t)k0 * C, C, nk, wd, nq, q + (size_t)t0 * C, hd);
+                    int k0 = s0 + 4 * hh, nk = 0, nq = 0, first = -1;
+                    v128_t wp[8], wd[8];
+                    for (int u = 0; u < 2; u++) {
+                        int nku = imin(4, lastt[u] + 1 - k0);
+                        if (!nqt[u] || nku <= 0) continue;
+                        if (first < 0) first = u;
+                        nk = nku > nk ? nku : nk;
+                        for (int r = 0; r < QB; r++, nq++) { wp[nq] = p[u][2 * r + hh]; wd[nq] = ds[u][2 * r + hh]; }
+                        nq -= QB - nqt[u];
+                    }
+                    if (first < 0) continue;
+                    int tf = t0 + QB * first;
+                    accumulate_rows4(dv + (size_t)k0 * C, C, nk, wp, nq, dout + (size_t)tf * C, hd);
+                    accumulate_rows4(dk + (size_t)k0 * C, C, nk, wd, nq, q + (size_t)tf * C, hd);
                 }
                 /* dQ[r] += sum_key ds[r][key] K[key]: transpose ds to key-major, lanes = queries */
-                v128_t dt[8] = {ds[0], ds[2], ds[4], ds[6], ds[1], ds[3], ds[5], ds[7]};
-                transpose4(&dt[0], &dt[1], &dt[2], &dt[3]);
-                transpose4(&dt[4], &dt[5], &dt[6], &dt[7]);
-                int nk = imin(KB, last + 1 - s0);
-                for (int c = 0; c < hd; c += 8) {
-                    float *q0 = dqb + c, *q1 = dqb + hd + c, *q2 = dqb + 2 * hd + c, *q3 = dqb + 3 * hd + c;
-                    v128_t a00 = LOAD(q0), a01 = LOAD(q0 + 4), a10 = LOAD(q1), a11 = LOAD(q1 + 4);
-                    v128_t a20 = LOAD(q2), a21 = LOAD(q2 + 4), a30 = LOAD(q3), a31 = LOAD(q3 + 4);
-                    for (int j = 0; j < nk; j++) {
-                        const float *kr = k + (size_t)(s0 + j) * C + c;
-                        v128_t b0 = LOAD(kr), b1 = LOAD(kr + 4), w = dt[j], x;
-                        x = LANE(w, 0); a00 = MADD(x, b0, a00); a01 = MADD(x, b1, a01);
-                        x = LANE(w, 1); a10 = MADD(x, b0, a10); a11 = MADD(x, b1, a11);
-                        x = LANE(w, 2); a20 = MADD(x, b0, a20); a21 = MADD(x, b1, a21);
-                        x = LANE(w, 3); a30 = MADD(x, b0, a30); a31 = MADD(x, b1, a31);
+                for (int u = 0; u < 2; u++) {
+                    if (!nqt[u]) continue;
+                    v128_t dt[8] = {ds[u][0], ds[u][2], ds[u][4], ds[u][6], ds[u][1], ds[u][3], ds[u][5], ds[u][7]};
+                    transpose4(&dt[0], &dt[1], &dt[2], &dt[3]);
+                    transpose4(&dt[4], &dt[5], &dt[6], &dt[7]);
+                    int nk = imin(KB, lastt[u] + 1 - s0);
+                    for (int c = 0; c < hd; c += 8) {
+                        float *q0 = dqb[u] + c, *q1 = dqb[u] + hd + c, *q2 = dqb[u] + 2 * hd + c, *q3 = dqb[u] + 3 * hd + c;
+                        v128_t a00 = LOAD(q0), a01 = LOAD(q0 + 4), a10 = LOAD(q1), a11 = LOAD(q1 + 4);
+                        v128_t a20 = LOAD(q2), a21 = LOAD(q2 + 4), a30 = LOAD(q3), a31 = LOAD(q3 + 4);
+                        for (int j = 0; j < nk; j++) {
+                            const float *kr = k + (size_t)(s0 + j) * C + c;
+                            v128_t b0 = LOAD(kr), b1 = LOAD(kr + 4), w = dt[j], x;
+                            x = LANE(w, 0); a00 = MADD(x, b0, a00); a01 = MADD(x, b1, a01);
+                            x = LANE(w, 1); a10 = MADD(x, b0, a10); a11 = MADD(x, b1, a11);
+                            x = LANE(w, 2); a20 = MADD(x, b0, a20); a21 = MADD(x, b1, a21);
+                            x = LANE(w, 3); a30 = MADD(x, b0, a30); a31 = MADD(x, b1, a31);
+                        }
+                        STORE(q0, a00); STORE(q0 + 4, a01); STORE(q1, a10); STORE(q1 + 4, a11);
+                        STORE(q2, a20); STORE(q2 + 4, a21); STORE(q3, a30); STORE(q3 + 4, a31);
                     }
-                    STORE(q0, a00); STORE(q0 + 4, a01); STORE(q1, a10); STORE(q1 + 4, a11);
-                    STORE(q2, a20); STORE(q2 + 4, a21); STORE(q3, a30); STORE(q3 + 4, a31);
                 }
             }
-            for (int r = 0; r < nq; r++)
-                for (int d = 0; d < hd; d += 4) STORE(dq + (size_t)(t0 + r) * C + d, LOAD(dqb + r * hd + d));
+            for (int u = 0; u < 2; u++)
+                for (int r = 0; r < nqt[u]; r++)
+                    for (int d = 0; d < hd; d += 4)
+                        STORE(dq + (size_t)(t0 + QB * u + r) * C + d, LOAD(dqb[u] + r * hd + d));
         }
     }
 }
