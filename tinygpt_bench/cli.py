@@ -9,7 +9,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from tinygpt_bench import backends, corpus, envinfo, model, presets, protocol
 from tinygpt_bench import curve as curve_mod
 from tinygpt_bench.errors import UserError
+from tinygpt_bench.units import fmt_bytes, fmt_si
 
 app = typer.Typer(
     add_completion=False,
@@ -27,20 +27,6 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 CorpusOpt = typer.Option("synthetic", "--corpus", help="'synthetic' (default, offline), 'shakespeare', or a text file path")
-
-
-def _si(n: float, unit: str = "") -> str:
-    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f} {prefix}{unit}"
-    return f"{n:.0f} {unit}".strip()
-
-
-def _bytes(n: int) -> str:
-    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= div:
-            return f"{n / div:.1f} {unit}"
-    return f"{n} B"
 
 
 @app.command("presets")
@@ -57,7 +43,7 @@ def presets_cmd(
         rows.append([
             p.name, str(p.layers), str(p.d_model), str(p.heads), str(p.ctx), str(p.batch),
             f"{model.param_count(p):,}", f"{model.flops_per_step(p)['total'] / 1e9:.3f}",
-            _bytes(b["weights"] + b["grads"] + b["adam"]), _bytes(b["activations"]), _bytes(b["total"]),
+            fmt_bytes(b["weights"] + b["grads"] + b["adam"], 1), fmt_bytes(b["activations"], 1), fmt_bytes(b["total"], 1),
         ])
     note = (
         "W+G+Adam: fp32 weights, gradients and both AdamW moments (16 bytes a parameter). "
@@ -92,7 +78,7 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JS
     t.add_column("value")
     t.add_row("CPU", f"{info['cpu_model']} ({info['cpu_usable_cores']} usable of {info['cpu_logical_cores']} logical cores)")
     if info.get("host_memory_bytes"):
-        t.add_row("memory", _bytes(info["host_memory_bytes"]))
+        t.add_row("memory", fmt_bytes(info["host_memory_bytes"], 1))
     t.add_row("OS", info["os"])
     t.add_row("Python", info["python"])
     for lib in envinfo.LIBRARIES:
@@ -109,7 +95,7 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JS
         a.add_column(c)
     for ad in info["adapters"]:
         a.add_row(str(ad["index"]), ad["name"], ad["backend"], ad["adapter_type"],
-                  "yes" if ad["software"] else "no", ad["driver"], _bytes(ad["max_storage_buffer_binding_size"]))
+                  "yes" if ad["software"] else "no", ad["driver"], fmt_bytes(ad["max_storage_buffer_binding_size"], 1))
     console.print(a)
     if info.get("adapters_error"):
         console.print(f"[yellow]WebGPU: {info['adapters_error']}[/yellow]", highlight=False)
@@ -140,22 +126,13 @@ def run_cmd(
         f"[bold]{p.name}[/bold] on [bold]{backend}[/bold]: {model.param_count(p):,} parameters, "
         f"{steps} steps, corpus {c.name} (sha256 {c.sha256[:12]}), seed {seed}", highlight=False,
     )
-    results: list[protocol.StepTime] = []
-    try:
-        if plain:
-            def show(st: protocol.StepTime) -> None:
-                print(f"step {st.step:3d}  {st.ms:10.2f} ms  loss {st.loss:.6f}", flush=True)
-            results = protocol.train(be, work, lr, show)
-        else:
-            with Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
-            ) as prog:
-                task = prog.add_task(f"{p.name}/{backend}", total=steps, info="loading")
+    from tinygpt_bench import display
 
-                def show(st: protocol.StepTime) -> None:
-                    prog.update(task, advance=1, info=f"{st.ms:8.1f} ms  loss {st.loss:.4f}")
-                results = protocol.train(be, work, lr, show)
+    reporter = display.PlainReporter(console) if plain else display.LiveReporter(console)
+    try:
+        with reporter:
+            reporter.measurement_start(p.name, backend, 1, 1, steps)
+            results = protocol.train(be, work, lr, lambda st: reporter.step(p.name, backend, st))
     finally:
         be.close()
     t = Table(title=f"{p.name} / {backend}")
@@ -171,7 +148,7 @@ def run_cmd(
     console.print(
         f"first step {results[0].ms:.1f} ms (cold); steady median {med:.2f} ms/step over steps "
         f"{2 if len(results) > 1 else 1}..{len(results)}; {tokens / med * 1e3:,.0f} tokens/s; "
-        f"{_si(flops / med * 1e3, 'FLOP/s')}; loss {results[0].loss:.4f} -> {results[-1].loss:.4f}",
+        f"{fmt_si(flops / med * 1e3, 'FLOP/s')}; loss {results[0].loss:.4f} -> {results[-1].loss:.4f}",
         highlight=False,
     )
 

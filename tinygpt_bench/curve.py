@@ -219,12 +219,12 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
 
 
 def _row(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, corp, env: dict, run_id: str,
-         finals: dict[str, float], ref: list[float] | None) -> dict:
+         finals: dict[str, float], ref: list[float] | None, settings_id: str = "") -> dict:
     p = work.preset
     d = acc.describe
     flops = model.flops_per_step(p)["total"]
     row = {
-        "run_id": run_id, "timestamp": envinfo.collect_all(adapters=False)["timestamp"],
+        "run_id": run_id, "timestamp": envinfo.now(),
         "preset": p.name, "backend": name, "status": acc.status, "stage": acc.stage, "error": acc.error,
         "layers": p.layers, "d_model": p.d_model, "heads": p.heads, "ctx": p.ctx, "batch": p.batch,
         "params": model.param_count(p), "flops_per_step": flops,
@@ -233,7 +233,7 @@ def _row(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, corp, env:
         "peak_rss_bytes": acc.peak_rss, "engine_memory_bytes": acc.memory,
         "reference": "reference (numpy float64)" if ref else "",
         "cpu_model": env.get("cpu_model"), "git_commit": env.get("git_commit"),
-        "settings_id": results.settings_id(run_settings(s, corp, env)),
+        "settings_id": settings_id,
     }
     for key in ("device", "device_type", "software_adapter", "adapter_vendor", "adapter_driver", "adapter_api",
                 "threads", "runtime", "runtime_settings", "module_sha256", "kernels_sha256"):
@@ -314,7 +314,7 @@ def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
                     if pr.backend not in finals and not math.isnan(pr.final_loss):
                         finals[pr.backend] = float(pr.final_loss)
             for b in todo:
-                row = _row(b, work, s, accs[b], corp, env, run_id, finals, ref)
+                row = _row(b, work, s, accs[b], corp, env, run_id, finals, ref, environment["settings_id"])
                 environment["backend_descriptions"].setdefault(b, accs[b].describe)
                 writer.measurement(row)
                 written.append(row)

@@ -32,6 +32,7 @@ import numpy as np
 from tinygpt_bench import corpus as corpus_mod
 from tinygpt_bench import backends, envinfo, faults, model, protocol
 from tinygpt_bench.errors import UserError
+from tinygpt_bench.units import fmt_bytes
 from tinygpt_bench.presets import Preset
 
 LOSS_TOLERANCE = 1e-4
@@ -49,15 +50,6 @@ def parse_bytes(text: str | None) -> int | None:
     if not m or m.group(2).upper() not in _UNITS:
         raise UserError(f"'{text}' is not a size; write bytes like 4GiB, 512MiB or 1073741824")
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-
-
-def human(n: int | float | None) -> str:
-    if n is None:
-        return "?"
-    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(n) >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{int(n)} B"
 
 
 @dataclass
@@ -145,8 +137,8 @@ def preflight(preset: Preset, backend: str, options: dict) -> Stage:
              "limit": _host_available(), "limit_name": "host RAM available"}]
     cls, kwargs = backends.get_class(backend)
     plan = getattr(cls, "plan", None)
-    figure = (f"needs {human(need['total'])} (weights {human(need['weights'])}, grads {human(need['grads'])}, "
-              f"Adam {human(need['adam'])}, activations {human(need['activations'])})")
+    figure = (f"needs {fmt_bytes(need['total'])} (weights {fmt_bytes(need['weights'])}, grads {fmt_bytes(need['grads'])}, "
+              f"Adam {fmt_bytes(need['adam'])}, activations {fmt_bytes(need['activations'])})")
     if callable(plan):
         plan_options = {**kwargs, **{k: v for k, v in options.items() if v is not None},
                         "fault": faults.for_backend(backend, preset.name)}
@@ -160,14 +152,14 @@ def preflight(preset: Preset, backend: str, options: dict) -> Stage:
     detail = {"buffers": rows, "step_bytes": need}
     if over:
         worst = over[0]
-        err = "; ".join(f"{r['name']}: {human(r['bytes'])} ({r['bytes']:,} bytes) > {r['limit_name']} "
-                        f"{human(r['limit'])} ({r['limit']:,} bytes), short by {human(r['bytes'] - r['limit'])}"
+        err = "; ".join(f"{r['name']}: {fmt_bytes(r['bytes'])} ({r['bytes']:,} bytes) > {r['limit_name']} "
+                        f"{fmt_bytes(r['limit'])} ({r['limit']:,} bytes), short by {fmt_bytes(r['bytes'] - r['limit'])}"
                         for r in over[:3])
         if len(over) > 3:
             err += f"; and {len(over) - 3} more over their limits: {', '.join(r['name'] for r in over[3:])}"
         parts = sorted((r for r in rows if r.get("limit") is None), key=lambda r: -r["bytes"])[:3]
         if parts:
-            err += "; largest parts: " + ", ".join(f"{r['name']} {human(r['bytes'])}" for r in parts)
+            err += "; largest parts: " + ", ".join(f"{r['name']} {fmt_bytes(r['bytes'])}" for r in parts)
         fix = {"wasm": "raise --max-memory (at most 16 GiB) or pick a smaller preset",
                "webgpu": "pick an adapter with larger limits (--adapter) or a smaller preset"}.get(
                    backend, "pick a smaller preset")
@@ -217,7 +209,7 @@ def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = N
             return d
         events = be.events() if hasattr(be, "events") else []
         mem = be.memory_bytes() if hasattr(be, "memory_bytes") else None
-        add(Stage("load", True, f"{(time.perf_counter() - t0) * 1e3:.0f} ms; allocated {human(mem)}; "
+        add(Stage("load", True, f"{(time.perf_counter() - t0) * 1e3:.0f} ms; allocated {fmt_bytes(mem)}; "
                   f"{len(events)} memory growth event(s)", detail={"events": events, "memory_bytes": mem}))
         t0 = time.perf_counter()
         try:

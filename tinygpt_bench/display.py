@@ -30,6 +30,12 @@ class PlainReporter(Reporter):
     def __init__(self, console: Console):
         self.console = console
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
     def preset_start(self, preset: Preset, n_backends: int) -> None:
         self.console.print(f"== {preset.name}: {model.param_count(preset):,} parameters, "
                            f"{model.flops_per_step(preset)['total'] / 1e9:.2f} GFLOP/step", highlight=False)

@@ -156,8 +156,13 @@ def sha256_of(paths: list[Path]) -> str | None:
     return h.hexdigest()
 
 
+def now() -> str:
+    """UTC time to the second, ISO 8601: the stamp of every record."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def collect_all(adapters: bool = True) -> dict:
-    out = {"timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    out = {"timestamp": now()}
     for part in (collect_cpu(), collect_python(), collect_git(), collect_wasmtime()):
         out.update(part)
     if adapters:

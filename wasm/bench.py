@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tinygpt_bench import model, presets  # noqa: E402
+from tinygpt_bench import model, presets, protocol  # noqa: E402
 from tinygpt_bench.backends.wasm import WasmBackend  # noqa: E402
 
 XL_SHAPES = [  # (M, N, K, a transposed): xl's matmuls, B*T = 1024, C = 256
@@ -95,17 +95,14 @@ def matmul(threads: int, reps: int = 5) -> list[dict]:
 
 
 def train(backend, p, flat, batches) -> dict:
-    backend.load(p, flat)
-    times, losses = [], []
-    for x in batches:
-        t = time.perf_counter()
-        losses.append(backend.step(x))
-        times.append(time.perf_counter() - t)
+    """The protocol's own timed loop (protocol.train) over the same weights and batches."""
+    steps = protocol.train(backend, protocol.Work(p, flat, batches, seed=0))
+    times = [st.ms / 1e3 for st in steps]
     steady = times[1:] or times
     med = statistics.median(steady)
     return {"cold_ms": times[0] * 1e3, "median_ms": med * 1e3, "min_ms": min(steady) * 1e3,
             "max_ms": max(steady) * 1e3, "tokens_per_s": p.batch * p.ctx / med,
-            "gflops": model.flops_per_step(p)["total"] / med / 1e9, "final_loss": losses[-1]}
+            "gflops": model.flops_per_step(p)["total"] / med / 1e9, "final_loss": steps[-1].loss}
 
 
 def main() -> int:

@@ -33,6 +33,7 @@ from tinygpt_bench.envinfo import collect_cpu
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.presets import Preset
 from tinygpt_bench.resources import resource_dir
+from tinygpt_bench.units import fmt_bytes
 
 PAGE = 65536
 # profile tags of the module, in the order of its enum (wasm/src/base.h)
@@ -96,7 +97,7 @@ class GrowthEvent(dict):
     def __str__(self) -> str:
         w, n = self["worker_threads_running"], self["threads"] - 1
         who = f"with {w} worker thread{'s' * (w != 1)} of {n} running" if n else "with no worker threads (1 thread)"
-        return (f"{self['stage']}: memory grew {human_bytes(self['from_bytes'])} -> {human_bytes(self['to_bytes'])} "
+        return (f"{self['stage']}: memory grew {fmt_bytes(self['from_bytes'])} -> {fmt_bytes(self['to_bytes'])} "
                 f"({self['from_bytes']} -> {self['to_bytes']} bytes) {who}"
                 f"{' inside a parallel region' if self['in_parallel_region'] else ''}")
 
@@ -144,15 +145,8 @@ def model_buffers(preset: Preset, threads: int) -> list[tuple[str, int]]:
         ("activations (saved for backward)", acts),
         ("backward buffers", 6 * f(N * C) + f(N * 4 * C)),
         ("gradient-norm scratch", _a64(-(-n // NORM_CHUNK) * 8)),
-        (f"attention scratch ({threads} x {human_bytes(f(attn))})", threads * f(attn)),
+        (f"attention scratch ({threads} x {fmt_bytes(f(attn))})", threads * f(attn)),
     ]
-
-
-def human_bytes(n: int) -> str:
-    for div, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if n >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{n} B"
 
 
 def _leb(b: bytes, i: int, signed: bool = False) -> tuple[int, int]:
@@ -302,8 +296,8 @@ class WasmBackend(Backend):
         path = module_path or str(resource_dir("wasm") / "tinygpt.wasm")
         facts = module_facts(path)
         rows = [("module static data + main stack (__heap_base)", _a64(facts["heap_base"])),
-                (f"worker stacks ({threads - 1} x {human_bytes(WORKER_STACK)})", (threads - 1) * _a64(WORKER_STACK)),
-                (f"per-thread matmul scratch ({threads} x {human_bytes(THREAD_SCRATCH_BYTES)})",
+                (f"worker stacks ({threads - 1} x {fmt_bytes(WORKER_STACK)})", (threads - 1) * _a64(WORKER_STACK)),
+                (f"per-thread matmul scratch ({threads} x {fmt_bytes(THREAD_SCRATCH_BYTES)})",
                  threads * _a64(THREAD_SCRATCH_BYTES))]
         rows += model_buffers(preset, threads)
         out = [{"name": f"wasm: {n}", "bytes": int(b), "limit": None, "limit_name": MAX_MEMORY_NAME} for n, b in rows]
@@ -517,7 +511,7 @@ class WasmBackend(Backend):
             raise WasmError(
                 f"wasm backend: preset {p.name}: stage preflight: the model needs {need} bytes of wasm memory "
                 f"(weights, grads, Adam moments, activations), {room} are available under the {MAX_MEMORY_NAME} of "
-                f"{self.max_memory} bytes ({human_bytes(self.max_memory)}) after {self._heap_mark} bytes of module "
+                f"{self.max_memory} bytes ({fmt_bytes(self.max_memory)}) after {self._heap_mark} bytes of module "
                 f"data, stacks and scratch; " + ("choose a smaller preset" if self.max_memory >= MAX_MEMORY else
                                                  f"raise --max-memory (at most {MAX_MEMORY}) or choose a smaller preset"))
         before = self._memory.data_len()

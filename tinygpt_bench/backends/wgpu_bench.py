@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from tinygpt_bench import presets
+from tinygpt_bench import presets, protocol
 from tinygpt_bench.backends import wgpu_ops as ops
 from tinygpt_bench.backends.webgpu import WebGPUBackend, kernel_of
 from tinygpt_bench.backends.wgpu_runtime import Gpu, Program, describe_adapter
@@ -50,13 +50,12 @@ def time_peer(peer: str, preset, w, batches) -> dict:
     from tinygpt_bench import backends
 
     be = backends.create(peer)
-    be.load(preset, w)
-    times, losses = [], []
-    for b in batches:
-        t0 = time.perf_counter()
-        losses.append(be.step(b))
-        times.append(time.perf_counter() - t0)
-    be.close()
+    try:  # the protocol's own timed loop over the same weights and batches
+        steps = protocol.train(be, protocol.Work(preset, w, batches, seed=0))
+    finally:
+        be.close()
+    times = [st.ms / 1e3 for st in steps]
+    losses = [st.loss for st in steps]
     return {"peer": peer, "peer_median_ms": float(np.median(times[1:] or times)) * 1e3, "peer_last_loss": losses[-1]}
 
 
