@@ -1,5 +1,4 @@
 import os
-import sys
 
 # numpy's bundled OpenBLAS spins its threads; on a 2-core machine shared with lavapipe and
 # wasm workers that made reference steps 40x slower. One BLAS thread keeps tests steady.

@@ -3,7 +3,6 @@ reference backends (fast and always available; the engines plug into the same pa
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -140,7 +140,7 @@ def draw(data: dict, out_dir: Path, stem: str = "speedup") -> list[Path]:
         if b in data["fit_curves"]:
             c = data["fit_curves"][b]
             ax.plot(c["flops_per_step"], c["speedup"], "-", color=color[b], alpha=0.6,
-                    label=f"fit: ratio of overhead + FLOPs/throughput")
+                    label="fit: ratio of overhead + FLOPs/throughput")
     ax.axhline(1.0, color="gray", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("FLOPs per training step (matrix products)")

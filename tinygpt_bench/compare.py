@@ -7,7 +7,6 @@ interval; a change counts as significant only when the interval excludes 1.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 

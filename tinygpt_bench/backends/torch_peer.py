@@ -11,7 +11,6 @@ Backends: 'torch-cpu' (threads = --threads, default all cores) and 'torch-cuda'.
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np

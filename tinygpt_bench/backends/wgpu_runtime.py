@@ -141,7 +141,7 @@ class Gpu:
     """One device on one adapter, with the kernel library (WGSL files under kernels/)."""
 
     def __init__(self, adapter: str | int | None = None, need: dict | None = None, timestamps: bool = True):
-        wgpu = self.wgpu = import_wgpu()
+        self.wgpu = import_wgpu()
         self.adapter = pick_adapter(adapter)
         have = self.adapter.limits
         need = dict(need or {})
