@@ -335,6 +335,99 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     store_4z(row + 3u, col, acc3, kr.z);
 }
 
+// ---------------------------------------------------------------------------------------------
+// matmul_big: "128 x 128 workgroup tiles, 8 x 8 per invocation". Workgroup (16, 16); invocation
+// (tx, ty) owns rows row0 + 4ty + {0..3, 64..67} and columns col0 + 4tx + {0..3, 64..67}
+// (two vec4 of a and two of b from workgroup memory per k: 64 FMAs per 4 reads, against
+// matmul_shared's 16 per 2), in sixteen vec4 accumulators written out by hand. BK = 8 along K.
+// For large products on GPUs (H100: two workgroups of 256 an SM). Same flags and split-K
+// (k_range slices are whole multiples of 16, so of BK) as matmul_shared; BIAS_GRAD: the
+// invocations with ty = 0 of the first row of workgroups sum the staged op(b) tiles.
+
+var<workgroup> ga: array<vec4<f32>, 256>;   // (BK, 32): ga[kk*32 + r4][i] = op(a)[row0 + 4 r4 + i, k0 + kk]
+var<workgroup> gb: array<vec4<f32>, 256>;   // (BK, 32): gb[kk*32 + c4][j] = op(b)[k0 + kk, col0 + 4 c4 + j]
+
+fn row_fma(acc_lo: ptr<function, vec4<f32>>, acc_hi: ptr<function, vec4<f32>>, x: f32, b_lo: vec4<f32>, b_hi: vec4<f32>) {
+    *acc_lo = fma(vec4(x), b_lo, *acc_lo);
+    *acc_hi = fma(vec4(x), b_hi, *acc_hi);
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_big(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let kr = k_range(wid.z);
+    let want_db = (u.flags & BIAS_GRAD) != 0u && wid.y == 0u && lid.y == 0u;
+    var db_lo = vec4<f32>(0.0);
+    var db_hi = vec4<f32>(0.0);
+    let tx = lid.x;
+    let ty = lid.y;
+    let t = ty * 16u + tx;
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    var c0a = vec4<f32>(0.0); var c0b = vec4<f32>(0.0);
+    var c1a = vec4<f32>(0.0); var c1b = vec4<f32>(0.0);
+    var c2a = vec4<f32>(0.0); var c2b = vec4<f32>(0.0);
+    var c3a = vec4<f32>(0.0); var c3b = vec4<f32>(0.0);
+    var c4a = vec4<f32>(0.0); var c4b = vec4<f32>(0.0);
+    var c5a = vec4<f32>(0.0); var c5b = vec4<f32>(0.0);
+    var c6a = vec4<f32>(0.0); var c6b = vec4<f32>(0.0);
+    var c7a = vec4<f32>(0.0); var c7b = vec4<f32>(0.0);
+    for (var k0 = kr.x; k0 < kr.y; k0 += 8u) {
+        if (TRANS_A) {   // a stored (K, M): 4 consecutive rows at one k
+            let kk = t / 32u;
+            let r4 = t % 32u;
+            ga[kk * 32u + r4] = vec4(load_a(row0 + 4u * r4, k0 + kk), load_a(row0 + 4u * r4 + 1u, k0 + kk),
+                                     load_a(row0 + 4u * r4 + 2u, k0 + kk), load_a(row0 + 4u * r4 + 3u, k0 + kk));
+        } else {         // a stored (M, K): 4 consecutive k of one row
+            let row = t / 2u;
+            let k4 = 4u * (t % 2u);
+            for (var i = 0u; i < 4u; i++) { ga[(k4 + i) * 32u + row / 4u][row % 4u] = load_a(row0 + row, k0 + k4 + i); }
+        }
+        if (TRANS_B) {   // b stored (N, K): 4 consecutive k of one column
+            let col = t / 2u;
+            let k4 = 4u * (t % 2u);
+            for (var i = 0u; i < 4u; i++) { gb[(k4 + i) * 32u + col / 4u][col % 4u] = load_b(k0 + k4 + i, col0 + col); }
+        } else {         // b stored (K, N): 4 consecutive columns at one k
+            let kk = t / 32u;
+            let c4 = t % 32u;
+            gb[kk * 32u + c4] = vec4(load_b(k0 + kk, col0 + 4u * c4), load_b(k0 + kk, col0 + 4u * c4 + 1u),
+                                     load_b(k0 + kk, col0 + 4u * c4 + 2u), load_b(k0 + kk, col0 + 4u * c4 + 3u));
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 8u; kk++) {
+            let a_lo = ga[kk * 32u + ty];
+            let a_hi = ga[kk * 32u + 16u + ty];
+            let b_lo = gb[kk * 32u + tx];
+            let b_hi = gb[kk * 32u + 16u + tx];
+            row_fma(&c0a, &c0b, a_lo.x, b_lo, b_hi);
+            row_fma(&c1a, &c1b, a_lo.y, b_lo, b_hi);
+            row_fma(&c2a, &c2b, a_lo.z, b_lo, b_hi);
+            row_fma(&c3a, &c3b, a_lo.w, b_lo, b_hi);
+            row_fma(&c4a, &c4b, a_hi.x, b_lo, b_hi);
+            row_fma(&c5a, &c5b, a_hi.y, b_lo, b_hi);
+            row_fma(&c6a, &c6b, a_hi.z, b_lo, b_hi);
+            row_fma(&c7a, &c7b, a_hi.w, b_lo, b_hi);
+            if (want_db) { db_lo += b_lo; db_hi += b_hi; }
+        }
+        workgroupBarrier();
+    }
+    let r = row0 + 4u * ty;
+    let col = col0 + 4u * tx;
+    if (want_db) {
+        for (var j = 0u; j < 4u; j++) {
+            if (col + j < u.n) { bias[u.bias_off + wid.z * u.n + col + j] = db_lo[j]; }
+            if (col + 64u + j < u.n) { bias[u.bias_off + wid.z * u.n + col + 64u + j] = db_hi[j]; }
+        }
+    }
+    store_4z(r, col, c0a, kr.z);               store_4z(r, col + 64u, c0b, kr.z);
+    store_4z(r + 1u, col, c1a, kr.z);          store_4z(r + 1u, col + 64u, c1b, kr.z);
+    store_4z(r + 2u, col, c2a, kr.z);          store_4z(r + 2u, col + 64u, c2b, kr.z);
+    store_4z(r + 3u, col, c3a, kr.z);          store_4z(r + 3u, col + 64u, c3b, kr.z);
+    store_4z(r + 64u, col, c4a, kr.z);         store_4z(r + 64u, col + 64u, c4b, kr.z);
+    store_4z(r + 65u, col, c5a, kr.z);         store_4z(r + 65u, col + 64u, c5b, kr.z);
+    store_4z(r + 66u, col, c6a, kr.z);         store_4z(r + 66u, col + 64u, c6b, kr.z);
+    store_4z(r + 67u, col, c7a, kr.z);         store_4z(r + 67u, col + 64u, c7b, kr.z);
+}
+
 // db (N) = sum over rows of dy (M,N)   [+ db with ACCUM]
 // dy is binding a at a_off, db is binding c at c_off. One invocation per column, rows in order:
 // deterministic, no atomics.

@@ -34,9 +34,9 @@ def rand(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4", "shared"])
+@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4", "shared", "big"])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
-@pytest.mark.parametrize("m,n,k", [(70, 45, 33), (128, 64, 16), (5, 130, 67)])
+@pytest.mark.parametrize("m,n,k", [(70, 45, 33), (128, 64, 16), (5, 130, 67), (200, 136, 9)])
 def test_matmul(gpu, variant, trans_a, trans_b, m, n, k):
     rng = np.random.default_rng(m * 1000 + n + k)
     a = rand(rng, *((k, m) if trans_a else (m, k)))
@@ -71,14 +71,16 @@ def test_matmul_bias_grad(gpu):
     ops.matmul(p, "dw+db4", G2.at(3), X, DY, m, n, k, trans_a=True, variant="direct4", bias_grad=G2.at(3 + m * n))
     G3 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
     ops.matmul(p, "dw+db-shared", G3.at(3), X, DY, m, n, k, trans_a=True, variant="shared", bias_grad=G3.at(3 + m * n))
+    G4 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
+    ops.matmul(p, "dw+db-big", G4.at(3), X, DY, m, n, k, trans_a=True, variant="big", bias_grad=G4.at(3 + m * n))
     p.finalize().run()
-    for buf in (G.buf, G2.buf, G3.buf):
+    for buf in (G.buf, G2.buf, G3.buf, G4.buf):
         out = gpu.read(buf, count=3 + m * n + n)
         assert rel_err(out[3:3 + m * n].reshape(m, n), x.T.astype(np.float64) @ dy) < 1e-5
         assert rel_err(out[3 + m * n:], dy.astype(np.float64).sum(0)) < 1e-5
 
 
-@pytest.mark.parametrize("variant", ["direct", "direct4", "shared"])
+@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "big"])
 @pytest.mark.parametrize("accum", [False, True])
 def test_matmul_split_k(gpu, variant, accum):
     rng = np.random.default_rng(10)
@@ -118,6 +120,13 @@ def test_plan_matmul():
 
     assert ops.plan_matmul(WideShared, 512, 1280, 5120) == ("shared", 1)
     assert ops.plan_matmul(WideShared, 256, 256, 1024, bias_grad=True) == ("shared", 4)
+
+    class WideBig(WideShared):
+        matmul_big = True
+
+    assert ops.plan_matmul(WideBig, 4096, 4096, 4096) == ("big", 1)
+    assert ops.plan_matmul(WideBig, 512, 5120, 1280) == ("big", 1)  # behemoth fc_in: 160 tiles of 128
+    assert ops.plan_matmul(WideBig, 1024, 1024, 256) == ("shared", 1)  # xl fc_in: 64 such tiles, too few
 
 
 def test_attention_split_rule():

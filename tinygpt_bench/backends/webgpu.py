@@ -273,6 +273,9 @@ class WebGPUBackend(Backend):
         self.adapter_choice = adapter
         self.gpu: Gpu | None = None
         self.last_profile: list[tuple[str, float]] = []
+        # step() encodes the next step's command buffer while the GPU runs the current one
+        # (the commands are the same every step); False: encode, submit, wait, in turn
+        self.pipelined = True
         self._free()
 
     def _free(self) -> None:
@@ -281,6 +284,7 @@ class WebGPUBackend(Backend):
         self.planned: StepPlan | None = None  # what load() allocated by
         self.bufs: dict[str, object] = {}
         self.readback = None
+        self._next_commands = None
         self.t = 0
         self._last_batch = None
         self.last_loss = self.last_grad_norm = self.last_clip_scale = None
@@ -316,7 +320,8 @@ class WebGPUBackend(Backend):
                 **capped_limits({k: gpu.limits[k] for k in own}, self.cap),
                 "adapter_limits": own, "cap_bytes": self.cap, "fault": self.fault,
                 "timestamp_query": gpu.timestamps, "max_head_dim": ops.MAX_HD,
-                "matmul_shared": gpu.matmul_shared, "min_workgroups": gpu.min_workgroups,
+                "matmul_shared": gpu.matmul_shared, "matmul_big": gpu.matmul_big,
+                "min_workgroups": gpu.min_workgroups,
                 "layernorm_variant": gpu.layernorm_variant}
 
     # -------------------------------------------------------------------------------------
@@ -328,7 +333,9 @@ class WebGPUBackend(Backend):
         d.update(device=d.get("adapter"), device_type="CPU" if d["adapter_type"] == "CPU" else "GPU",
                  software_adapter=is_software_adapter({"device": d.get("adapter"), "adapter_type": d["adapter_type"]}),
                  adapter_vendor=d.get("vendor"), adapter_driver=d.get("description"), adapter_api=d.get("backend_api"),
-                 runtime=f"wgpu-py {d['wgpu']}", kernels_sha256=sha256_of(list(resource_dir("kernels").glob("*.wgsl"))))
+                 runtime=f"wgpu-py {d['wgpu']}", kernels_sha256=sha256_of(list(resource_dir("kernels").glob("*.wgsl"))),
+                 runtime_settings=f"encoding {'pipelined' if self.pipelined else 'in turn'}, matmul "
+                                  + ("128x128 tiles where they fill the device" if gpu.matmul_big else "64x64 tiles"))
         if d["adapter_type"] == "CPU":
             d["note"] = "CPU adapter (software rasteriser such as lavapipe): not a GPU result"
         if self.fault:
@@ -426,13 +433,22 @@ class WebGPUBackend(Backend):
         gpu.write(self.bufs["step"], st)
         self._last_batch = batch
 
+    def _encode_step(self):
+        """The command buffer of one training step (the same every step: inputs change through
+        queue writes, never through the commands)."""
+        enc = self.gpu.device.create_command_encoder(label="train_step")
+        self.program.encode(enc)
+        enc.copy_buffer_to_buffer(self.bufs["step"], 4 * ops.ST_NORM, self.readback, 0, 12)
+        return self.program.finish(enc)
+
     def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
         self._write_inputs(batch, lr)
         gpu = self.gpu
-        enc = gpu.device.create_command_encoder(label="train_step")
-        self.program.encode(enc)
-        enc.copy_buffer_to_buffer(self.bufs["step"], 4 * ops.ST_NORM, self.readback, 0, 12)
-        gpu.device.queue.submit([self.program.finish(enc)])
+        commands = self._next_commands or self._encode_step()
+        self._next_commands = None
+        gpu.device.queue.submit([commands])
+        if self.pipelined:  # encode the next step's commands while the GPU runs this one
+            self._next_commands = self._encode_step()
         norm, scale, loss = read_mapped(self.readback, np.float32, 3)
         self.last_loss, self.last_grad_norm, self.last_clip_scale = float(loss), float(norm), float(scale)
         if not np.isfinite(loss):

@@ -5,6 +5,7 @@ protocol's job). Prints one JSON object per line.
 
     python -m tinygpt_bench.backends.wgpu_bench --presets tiny,small --steps 15 --parity-upto small
     python -m tinygpt_bench.backends.wgpu_bench --matmul 4096
+    python -m tinygpt_bench.backends.wgpu_bench --presets xl,behemoth --matmul-big 0,1 --pipelined 0,1  # A/B
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def time_peer(peer: str, preset, w, batches) -> dict:
 
 
 def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None = None,
-                 parity_steps: int = 0) -> dict:
+                 parity_steps: int = 0, pipelined: bool = True) -> dict:
     preset = presets.load(name)
     layout = Layout(preset)
     w = layout.init(seed=0)
@@ -68,7 +69,9 @@ def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None
     batches = [rng.integers(0, 256, size=(preset.batch, preset.ctx + 1)).astype(np.int32) for _ in range(steps)]
     be = WebGPUBackend()
     be.gpu = gpu
-    out = {"kind": "preset", "preset": name, "params": layout.total}
+    be.pipelined = pipelined
+    out = {"kind": "preset", "preset": name, "params": layout.total, "matmul_big": gpu.matmul_big,
+           "pipelined": pipelined}
     t0 = time.perf_counter()
     be.load(preset, w)
     out["load_s"] = time.perf_counter() - t0
@@ -141,6 +144,8 @@ def main(argv=None) -> None:
     ap.add_argument("--parity-steps", type=int, default=0,
                     help="also run the float64 reference for this many steps and compare every loss")
     ap.add_argument("--peer", default=None, help="also time this registered backend (e.g. torch-cuda) on the same steps")
+    ap.add_argument("--matmul-big", default="", help="A/B: comma-separated 0/1, run each preset with Gpu.matmul_big off/on")
+    ap.add_argument("--pipelined", default="1", help="A/B: comma-separated 0/1, encode the next step during this one")
     args = ap.parse_args(argv)
     gpu = Gpu(args.adapter)
     if args.attention_split:
@@ -149,17 +154,23 @@ def main(argv=None) -> None:
     emit({"kind": "adapter", **{k: v for k, v in d.items() if k != "features"}, "matmul_variant": gpu.matmul_variant,
           "attention_split": gpu.attention_split})
     if args.matmul:
-        for variant in ("tiled", "direct", "shared"):
+        for variant in ("direct", "shared", "big"):
             emit(bench_matmul(gpu, args.matmul, variant))
     names = [s for s in args.presets.split(",") if s]
     order = presets.ORDER
     limit = order.index(args.parity_upto) if args.parity_upto in order else -1
+    bigs = [bool(int(x)) for x in args.matmul_big.split(",") if x] or [gpu.matmul_big]
+    pipes = [bool(int(x)) for x in args.pipelined.split(",") if x]
     for name in names:
         parity = name in order and order.index(name) <= limit
-        try:
-            emit(bench_preset(gpu, name, args.steps, parity, args.peer, args.parity_steps))
-        except Exception as e:  # keep what finished; say what failed
-            emit({"kind": "preset", "preset": name, "status": "failed", "error": f"{type(e).__name__}: {e}"})
+        for i, (big, pipe) in enumerate((b, q) for b in bigs for q in pipes):
+            gpu.matmul_big = big
+            try:  # the peer and the parity checks once per preset, with the first configuration
+                emit(bench_preset(gpu, name, args.steps, parity and i == 0, args.peer if i == 0 else None,
+                                  args.parity_steps if i == 0 else 0, pipelined=pipe))
+            except Exception as e:  # keep what finished; say what failed
+                emit({"kind": "preset", "preset": name, "matmul_big": big, "pipelined": pipe, "status": "failed",
+                      "error": f"{type(e).__name__}: {e}"})
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
            bias_grad: Ref | None = None, split_k: int | None = None, scratch: Ref | None = None) -> None:
     """c (m,n) [+]= op(a) (m,k) @ op(b) (k,n) [+ bias (n)] [+ res (m,n)]; see matmul.wgsl.
 
-    variant: "direct" (8x8 blocks, 64x64 tiles), "direct4" (4x4 blocks, 32x32 tiles) or
+    variant: "direct" (8x8 blocks, 64x64 tiles), "direct4" (4x4 blocks, 32x32 tiles), "shared"
+    (64x64 workgroup-memory tiles), "big" (128x128 workgroup-memory tiles, 8x8 blocks) or
     "tiled" (workgroup-memory tiles, slow for now). split_k: slices of K (matmul_splitk8 or
     matmul_splitk into scratch, then splitk_reduce, which applies bias, res and accum).
     Left as None, both are chosen by plan_matmul for the Gpu (split-K only if scratch is given).
@@ -50,12 +51,13 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     if split_k > 1 and (variant == "tiled" or scratch is None):
         raise ValueError(f"{name}: split_k needs a direct variant and a scratch buffer")
     consts = {"TRANS_A": trans_a, "TRANS_B": trans_b}
-    tile = 32 if variant == "direct4" else 64
+    tile = {"direct4": 32, "big": 128}.get(variant, 64)
     flags = (HAS_BIAS if bias is not None else 0) | (HAS_RES if res is not None else 0) | (ACCUM if accum else 0)
     flags |= BIAS_GRAD if bias_grad is not None else 0
     if split_k > 1:
         parts, db_parts = scratch, scratch.at(split_k * m * n)
-        entry = {"direct4": "matmul_splitk", "direct": "matmul_splitk8", "shared": "matmul_shared"}[variant]
+        entry = {"direct4": "matmul_splitk", "direct": "matmul_splitk8", "shared": "matmul_shared",
+                 "big": "matmul_big"}[variant]
         args = [m, n, k, a.off, b.off, parts.off, db_parts.off, 0, flags & BIAS_GRAD, split_k]
         p.add(name, "matmul", entry, args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: db_parts.buf, 5: parts.buf},
               (cdiv(n, tile), cdiv(m, tile), split_k), constants=consts)
@@ -65,7 +67,8 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
               grid(m * n, 64, 2048))
         return
     bb, rr = bias_grad or bias or c, res or c
-    entry = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4", "shared": "matmul_shared"}[variant]
+    entry = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4", "shared": "matmul_shared",
+             "big": "matmul_big"}[variant]
     args = [m, n, k, a.off, b.off, c.off, bb.off, rr.off, flags, 1]
     bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: bb.buf, 5: rr.buf}
     p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)), constants=consts)
@@ -82,6 +85,8 @@ def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split:
         return gpu.matmul_variant, 1
     want = gpu.min_workgroups
     tiles64 = cdiv(m, 64) * cdiv(n, 64)
+    if getattr(gpu, "matmul_big", False) and 2 * cdiv(m, 128) * cdiv(n, 128) >= want:
+        return "big", 1  # 128 x 128 tiles, at least one workgroup of 256 per SM
     if getattr(gpu, "matmul_shared", False):
         if 4 * tiles64 >= want:
             return "shared", 1
