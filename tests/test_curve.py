@@ -115,6 +115,19 @@ def test_resume_refuses_other_settings(tiny_run, run_cli):
     assert code == 2 and "pass --resume" in err
 
 
+def test_resume_with_more_presets_keeps_both(tmp_path, run_cli):
+    """A long run split over several calls (one preset set each, the same --out): the folder's
+    environment.json lists every preset measured, and the earlier call's run id."""
+    out = tmp_path / "split"
+    common = ["--backends", "reference", "--steps", "2", "--repeats", "1", "--out", str(out), "--plain", "--no-chart"]
+    assert run_cli("curve", "--presets", "tiny", *common)[0] == 0
+    first = json.loads((out / "environment.json").read_text())["run_id"]
+    assert run_cli("curve", "--presets", "small", *common, "--resume")[0] == 0
+    env = json.loads((out / "environment.json").read_text())
+    assert env["presets"] == ["tiny", "small"] and env["earlier_run_ids"] == [first]
+    assert list(pd.read_csv(out / "measurements.csv").preset) == ["tiny", "small"]
+
+
 def test_timeout_stops_the_step_for_real_and_run_goes_on(tmp_path, run_cli, monkeypatch):
     # every reference-fp32 step of tiny sleeps 1 s more (faults.py): 15 steps would take 15 s, past
     # the 10 s budget; small has no fault and fits it

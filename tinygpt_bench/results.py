@@ -70,6 +70,12 @@ class ResultWriter:
                     f"--resume refused: {self.dir} was measured with other settings or on another machine "
                     f"({diff}); use a new --out folder"
                 )
+            # a resumed run covers what the folder held before and what this call adds
+            for key in ("presets", "backends"):
+                environment[key] = list(dict.fromkeys([*old.get(key, []), *environment[key]]))
+            environment["backend_descriptions"] = {**old.get("backend_descriptions", {}),
+                                                   **environment.get("backend_descriptions", {})}
+            environment["earlier_run_ids"] = [*old.get("earlier_run_ids", []), old.get("run_id")]
         self.env_path.write_text(json.dumps(environment, indent=2, default=str) + "\n")
         self._m = self._open(existing, MEASUREMENT_COLUMNS)
         self._s = self._open(self.dir / STEPS, STEP_COLUMNS)
