@@ -16,6 +16,7 @@ import pytest
 
 from tinygpt_bench import model, presets
 from tinygpt_bench.backends.base import OPTIM
+from tinygpt_bench.errors import UserError
 
 wasm = pytest.importorskip("tinygpt_bench.backends.wasm")
 
@@ -191,8 +192,9 @@ def test_fifteen_steps_loss_matches_reference(engine, name):
     assert rel(engine.parameters(), ref_w) < 1e-3
 
 
-def run_steps(threads, p, flat, batches, relaxed=False, spectre_guards=True):
-    with wasm.WasmBackend(threads=threads, relaxed_simd=relaxed, spectre_guards=spectre_guards) as b:
+def run_steps(threads, p, flat, batches, relaxed=False, spectre_guards=True, matmul_kernel="shuffle"):
+    with wasm.WasmBackend(threads=threads, relaxed_simd=relaxed, spectre_guards=spectre_guards,
+                          matmul_kernel=matmul_kernel) as b:
         b.load(p, flat)
         losses = [b.step(x) for x in batches]
         return losses, b.parameters(), b.gradients()
@@ -210,6 +212,56 @@ def test_bit_identical_runs_and_thread_counts():
         again = run_steps(threads, p, flat, batches, spectre_guards=guards)
         assert again[0] == first[0], threads
         assert np.array_equal(again[1], first[1]) and np.array_equal(again[2], first[2]), threads
+
+
+@pytest.mark.parametrize("name,relaxed", [("tiny", False), ("small", False), ("tiny", True)])
+def test_matmul_kernel_variants_bit_identical(name, relaxed):
+    """The splat-load and pre-broadcast 4x8 tiles do the same multiply and add per element in the same k
+    order as the shuffle tile: losses, parameters and gradients bit-identical (plain and FMA)."""
+    p = presets.load(name)
+    flat = model.Layout(p).init(5)
+    batches = batches_for(p, 3, seed=6)
+    shuffle = run_steps(2, p, flat, batches, relaxed=relaxed)
+    assert not np.array_equal(shuffle[1], flat)  # the steps did move the weights
+    for kernel in ("splat", "bcast"):
+        other = run_steps(2, p, flat, batches, relaxed=relaxed, matmul_kernel=kernel)
+        assert other[0] == shuffle[0], kernel
+        assert np.array_equal(other[1], shuffle[1]) and np.array_equal(other[2], shuffle[2]), kernel
+
+
+@pytest.mark.parametrize("trans_a", [0, 1])
+def test_matmul_kernel_variants_ragged_shapes(trans_a):
+    """M not a multiple of 4 and above every variant's MC, K above KC: the three tile forms
+    agree to the bit, plain and FMA, and match numpy."""
+    M, N, K = 263, 40, 300
+    rng = np.random.default_rng(7)
+    a, bm = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32)
+    with wasm.WasmBackend(threads=2) as b:
+        b._start()
+        A, B, C = b._call("alloc", 4 * M * K), b._call("alloc", 4 * K * N), b._call("alloc", 4 * M * N)
+        b._f32(A, M * K)[:] = (a.T if trans_a else a).ravel()
+        b._f32(B, K * N)[:] = bm.ravel()
+        for fma in (0, 1):
+            b._call("model_set_fma", fma)
+            outs = []
+            for kind in range(len(wasm.MATMUL_KERNELS)):
+                assert b._call("model_set_matmul_kernel", kind) == 0
+                b._call("bench_matmul", C, A, B, M, N, K, trans_a, 1)
+                outs.append(b._f32(C, M * N).copy())
+            for o in outs[1:]:
+                assert np.array_equal(o, outs[0]), fma
+            assert rel(outs[0], (a.astype(np.float64) @ bm).ravel()) < 1e-5
+        assert b._call("model_set_matmul_kernel", 3) == -1
+
+
+def test_matmul_kernel_setting_shown_and_checked():
+    with wasm.WasmBackend(threads=1, matmul_kernel="splat") as b:
+        d = b.describe()
+        assert d["matmul_kernel"] == "splat" and "matmul_kernel=splat" in d["runtime_settings"]
+        assert b.limits()["matmul_kernel"] == "splat"
+    assert "matmul_kernel=shuffle" in wasm.WasmBackend(threads=1).describe()["runtime_settings"]
+    with pytest.raises(UserError, match="matmul_kernel 'vbroadcast'"):
+        wasm.WasmBackend(threads=1, matmul_kernel="vbroadcast")
 
 
 def test_relaxed_simd_build_within_tolerance():

@@ -13,6 +13,18 @@ In one run on one machine:
    beside PyTorch CPU fp32 eager of the same model, weights, batches and thread count;
 4. a per-kernel profile of the largest preset at the largest thread count.
 FLOPs: 2 per multiply-add of the matmuls and attention (model.flops_per_step).
+
+A/B of the matmul's 4x8 tile variants (one module; WasmBackend(matmul_kernel=...,
+relaxed_simd=...)): with --matmul-kernels, steps 2 and 3 run once per variant and the
+PyTorch peer and the profile are skipped; a compact table comes at the end:
+
+    python wasm/bench.py --threads 1,16 --presets xl --steps 6 --matmul-kernels shuffle,splat,bcast,fma --json ab.json
+
+Variants: shuffle (default: one v128 load of 4 A rows + 4 i32x4.shuffle a k), splat
+(4 v128.load32_splat a k), bcast (A packed pre-broadcast: 4 v128 loads a k, no shuffle),
+and fma, fma-splat, fma-bcast (the same with relaxed-SIMD FMA). The matmul alone is
+timed in rounds, variants interleaved within each round, median of the rounds;
+--steps 0 skips the training steps.
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tinygpt_bench import model, presets, protocol  # noqa: E402
-from tinygpt_bench.backends.wasm import WasmBackend  # noqa: E402
+from tinygpt_bench.backends.wasm import MATMUL_KERNELS, WasmBackend  # noqa: E402
 
 XL_SHAPES = [  # (M, N, K, a transposed): xl's matmuls, B*T = 1024, C = 256
     ("qkv/o fwd", 1024, 256, 256, 0),
@@ -83,7 +95,7 @@ def matmul(threads: int, reps: int = 5) -> list[dict]:
             A, B, C = b._call("alloc", 4 * M * K), b._call("alloc", 4 * K * N), b._call("alloc", 4 * M * N)
             b._f32(A, M * K)[:] = rng.standard_normal(M * K)
             b._f32(B, K * N)[:] = rng.standard_normal(K * N)
-            for fma in (0, 1):
+            for fma in (0, 1):  # the default tile (shuffle); --matmul-kernels compares the tiles
                 b._call("model_set_fma", fma)
                 b._call("bench_matmul", C, A, B, M, N, K, tr, 1)
                 t = time.perf_counter()
@@ -92,6 +104,118 @@ def matmul(threads: int, reps: int = 5) -> list[dict]:
                 rows.append({"shape": label, "M": M, "N": N, "K": K, "fma": bool(fma), "threads": threads,
                              "ms": dt * 1e3, "gflops": 2 * M * N * K / dt / 1e9})
     return rows
+
+
+def variant(name: str) -> dict:
+    """'shuffle' -> plain mul+add with that tile; 'fma' / 'fma-splat' -> relaxed-SIMD FMA."""
+    relaxed = name == "fma" or name.startswith("fma-")
+    kernel = "shuffle" if name == "fma" else name[4:] if relaxed else name
+    if kernel not in MATMUL_KERNELS:
+        raise SystemExit(f"--matmul-kernels: unknown variant {name!r}; use {', '.join(MATMUL_KERNELS)}, "
+                         f"fma, {', '.join('fma-' + k for k in MATMUL_KERNELS[1:])}")
+    return {"name": name, "relaxed_simd": relaxed, "matmul_kernel": kernel}
+
+
+def matmul_ab(threads: int, variants: list[dict], reps: int = 3, rounds: int = 3,
+              spectre_guards: bool = True) -> list[dict]:
+    """The matmul alone at xl's shapes per variant: rounds x (every variant, every shape),
+    reps calls timed each; the median over rounds. Interleaving keeps clock or neighbour
+    drift from favouring one variant."""
+    rng = np.random.default_rng(0)
+    times: dict[tuple[str, str], list[float]] = {}
+    with WasmBackend(threads=threads, spectre_guards=spectre_guards) as b:
+        b._start()
+        bufs = []
+        for label, M, N, K, tr in XL_SHAPES:
+            A, B, C = b._call("alloc", 4 * M * K), b._call("alloc", 4 * K * N), b._call("alloc", 4 * M * N)
+            b._f32(A, M * K)[:] = rng.standard_normal(M * K)
+            b._f32(B, K * N)[:] = rng.standard_normal(K * N)
+            bufs.append((label, M, N, K, tr, A, B, C))
+        for _ in range(rounds):
+            for v in variants:
+                b._call("model_set_fma", int(v["relaxed_simd"]))
+                if b._call("model_set_matmul_kernel", MATMUL_KERNELS.index(v["matmul_kernel"])):
+                    raise SystemExit("the module has no model_set_matmul_kernel variant " + v["matmul_kernel"])
+                for label, M, N, K, tr, A, B, C in bufs:
+                    b._call("bench_matmul", C, A, B, M, N, K, tr, 1)
+                    t = time.perf_counter()
+                    b._call("bench_matmul", C, A, B, M, N, K, tr, reps)
+                    times.setdefault((v["name"], label), []).append((time.perf_counter() - t) / reps)
+    rows = []
+    for v in variants:
+        for label, M, N, K, tr, *_ in bufs:
+            dt = statistics.median(times[(v["name"], label)])
+            rows.append({"variant": v["name"], "shape": label, "M": M, "N": N, "K": K, "fma": v["relaxed_simd"],
+                         "matmul_kernel": v["matmul_kernel"], "threads": threads, "ms": dt * 1e3,
+                         "gflops": 2 * M * N * K / dt / 1e9,
+                         "gflops_rounds": [2 * M * N * K / x / 1e9 for x in times[(v["name"], label)]]})
+    return rows
+
+
+def ab_main(args, threads: list[int], names: list[str], out: dict) -> int:
+    """--matmul-kernels: peak, the matmul per variant, steps per variant; a table at the end."""
+    variants = [variant(n) for n in names]
+    step_threads = [int(t) for t in args.step_threads.split(",")] if args.step_threads else threads
+    out["variants"] = variants
+    out["matmul_ab"], out["train_ab"] = [], []
+    peak(max(threads), iters=50_000_000)  # warm-up: let clocks settle before measuring
+    for th in threads:
+        out["peak"][th] = pk = peak(th)
+        pk["fork_join_us"] = fork_join_us(th)
+        print(f"peak threads={th}: SIMD128 mul+add {pk['simd128_mul_add']:.1f} GFLOP/s, "
+              f"relaxed FMA {pk['simd128_relaxed_fma']:.1f} GFLOP/s; an empty parallel region "
+              f"{pk['fork_join_us']:.1f} us", flush=True)
+        for r in matmul_ab(th, variants, spectre_guards=not args.no_spectre_guards):
+            r["pct_of_peak"] = 100 * r["gflops"] / pk["simd128_relaxed_fma" if r["fma"] else "simd128_mul_add"]
+            out["matmul_ab"].append(r)
+            print(f"  matmul {r['variant']:9s} {r['shape']:11s} {r['M']}x{r['N']}x{r['K']}: {r['ms']:7.2f} ms "
+                  f"{r['gflops']:6.1f} GFLOP/s ({r['pct_of_peak']:.0f}% of peak)", flush=True)
+    if args.steps > 0:
+        for name in args.presets.split(","):
+            p = presets.load(name)
+            flat = model.Layout(p).init(0)
+            rng = np.random.default_rng(1)
+            batches = [rng.integers(0, 256, (p.batch, p.ctx + 1), dtype=np.int32) for _ in range(args.steps)]
+            for th in step_threads:
+                for v in variants:
+                    with WasmBackend(threads=th, relaxed_simd=v["relaxed_simd"], matmul_kernel=v["matmul_kernel"],
+                                     spectre_guards=not args.no_spectre_guards) as b:
+                        r = {"preset": name, "variant": v["name"], "threads": th, **train(b, p, flat, batches)}
+                    out["train_ab"].append(r)
+                    print(f"{name:7s} threads={th:2d} {v['name']:9s} {r['median_ms']:8.1f} ms/step "
+                          f"({r['gflops']:.1f} GFLOP/s), final loss {r['final_loss']:.6f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    # the compact table
+    print(f"\n## matmul variants A/B: {out['machine']['cpu']}, {out['machine']['cores']} cores"
+          f"{', Spectre guards off' if args.no_spectre_guards else ''}")
+    shapes = [s[0] for s in XL_SHAPES]
+    print("matmul at xl's shapes, GFLOP/s (% of the SIMD128 peak of its arithmetic: mul+add, or FMA for fma*)")
+    print(f"| threads | variant | {' | '.join(shapes)} | mean GFLOP/s | mean % peak |")
+    print("|---|---|" + "---|" * (len(shapes) + 2))
+    for th in threads:
+        for v in variants:
+            rs = [r for r in out["matmul_ab"] if r["threads"] == th and r["variant"] == v["name"]]
+            cells = " | ".join(f"{r['gflops']:.1f} ({r['pct_of_peak']:.0f}%)" for r in rs)
+            g = statistics.mean(r["gflops"] for r in rs)
+            pc = statistics.mean(r["pct_of_peak"] for r in rs)
+            print(f"| {th} | {v['name']} | {cells} | {g:.1f} | {pc:.0f}% |")
+    if out["train_ab"]:
+        base = variants[0]["name"]
+        print(f"whole step, median ms of steps 2..{args.steps} (vs {base})")
+        print(f"| preset | threads | {' | '.join(v['name'] for v in variants)} |")
+        print("|---|---|" + "---|" * len(variants))
+        for name in args.presets.split(","):
+            for th in step_threads:
+                rs = {r["variant"]: r for r in out["train_ab"] if r["preset"] == name and r["threads"] == th}
+                b0 = rs[base]["median_ms"]
+                cells = " | ".join(f"{rs[v['name']]['median_ms']:.1f} ({rs[v['name']]['median_ms'] / b0:.3f}x)"
+                                   for v in variants)
+                print(f"| {name} | {th} | {cells} |")
+        print("final losses equal across non-FMA variants: " + str(len({
+            (r["preset"], r["threads"], r["final_loss"]) for r in out["train_ab"] if not variant(r["variant"])["relaxed_simd"]})
+            == len({(r["preset"], r["threads"]) for r in out["train_ab"] if not variant(r["variant"])["relaxed_simd"]})))
+    return 0
 
 
 def train(backend, p, flat, batches) -> dict:
@@ -113,14 +237,22 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=15, help="steps per measurement (the protocol's 15)")
     ap.add_argument("--relaxed", action="store_true", help="time the relaxed-SIMD FMA matmul in the steps")
     ap.add_argument("--no-spectre-guards", action="store_true",
-                    help="compile without cranelift's Spectre guard on memory accesses (steps only)")
+                    help="compile without cranelift's Spectre guard on memory accesses (steps; with "
+                    "--matmul-kernels the matmul too)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch CPU peer")
+    ap.add_argument("--matmul-kernels", help="A/B of the matmul tile variants, comma list of "
+                    "shuffle, splat, bcast, fma, fma-splat, fma-bcast (the first is the baseline): the matmul alone "
+                    "per variant and thread count, then --steps steps of --presets per variant (0: none); no torch, no "
+                    "profile")
+    ap.add_argument("--step-threads", help="with --matmul-kernels: thread counts for the steps (default: --threads)")
     ap.add_argument("--json", help="write all results to this file")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     out = {"machine": {"cpu": cpu_model(), "cores": ncpu, "python": platform.python_version()},
            "steps": args.steps, "peak": {}, "matmul": [], "train": [], "profile": {}}
     print(f"# {out['machine']['cpu']}, {ncpu} cores; steps {args.steps}", flush=True)
+    if args.matmul_kernels:
+        return ab_main(args, threads, args.matmul_kernels.split(","), out)
     peak(max(threads), iters=50_000_000)  # warm-up: let clocks settle before measuring
     for th in threads:
         out["peak"][th] = pk = peak(th)

@@ -3,9 +3,12 @@
     python wasm/build.py            # writes wasm/tinygpt.wasm
     python wasm/build.py --check    # rebuild into a temp dir, fail if it differs from the shipped file
 
-One module: every source is compiled with SIMD128; matmul.c is compiled a second time
-with relaxed SIMD (-mrelaxed-simd -DTG_RELAXED) so the engine can choose the FMA matmul
-at run time (model_set_fma). The module therefore needs an engine with relaxed SIMD
+One module: every source is compiled with SIMD128; matmul.c is compiled five more
+times (AGAIN below): with relaxed SIMD (-mrelaxed-simd -DTG_RELAXED) so the engine can
+choose the FMA matmul at run time (model_set_fma), and with -DTG_SPLAT / -DTG_BCAST (how
+the 4x8 tile broadcasts A values: splat loads, or packing A pre-broadcast), plain and
+relaxed, chosen at run time with model_set_matmul_kernel; bench.c a second time with
+relaxed SIMD (bench_peak_fma). The module therefore needs an engine with relaxed SIMD
 (wasmtime has it).
 
 The build is deterministic: fixed flags, sources in sorted order, no timestamps or paths
@@ -34,7 +37,15 @@ LDFLAGS = ["-mwasm64", "--no-entry", "--import-memory", "--shared-memory",
            "--export=__stack_pointer", "--export=__heap_base", "-z", f"stack-size={MAIN_STACK}",
            "--strip-all", "--no-gc-sections"]
 MODULE = "tinygpt.wasm"
-TWICE = {name: ["-mrelaxed-simd", "-DTG_RELAXED"] for name in ("matmul.c", "bench.c")}  # second compile, relaxed-SIMD FMA
+RELAXED = ["-mrelaxed-simd", "-DTG_RELAXED"]
+AGAIN = [  # (source, object suffix, extra flags): further compiles of one source, linked in this order
+    ("matmul.c", "_relaxed", RELAXED),  # relaxed-SIMD FMA matmul (model_set_fma)
+    ("bench.c", "_relaxed", RELAXED),  # bench_peak_fma
+    ("matmul.c", "_splat", ["-DTG_SPLAT"]),  # splat-load 4x8 tile (model_set_matmul_kernel 1)
+    ("matmul.c", "_relaxed_splat", [*RELAXED, "-DTG_SPLAT"]),
+    ("matmul.c", "_bcast", ["-DTG_BCAST"]),  # A packed pre-broadcast (model_set_matmul_kernel 2)
+    ("matmul.c", "_relaxed_bcast", [*RELAXED, "-DTG_BCAST"]),
+]
 
 
 def zig(*args: str) -> None:
@@ -48,7 +59,7 @@ def zig(*args: str) -> None:
 
 def build(out_dir: Path) -> dict[str, Path]:
     units = [(src, src.stem, []) for src in sorted(SRC.glob("*.c"))]
-    units += [(SRC / name, Path(name).stem + "_relaxed", extra) for name, extra in TWICE.items()]
+    units += [(SRC / name, Path(name).stem + suffix, extra) for name, suffix, extra in AGAIN]
     with tempfile.TemporaryDirectory() as tmp:
         objs = []
         for src, stem, extra in units:

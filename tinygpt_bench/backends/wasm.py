@@ -1,7 +1,7 @@
 """The WASM Memory64 engine: the C kernels of wasm/src compiled to wasm64, run by wasmtime.
 
 One module (wasm/tinygpt.wasm; its matmul comes in a plain SIMD128 and a relaxed-SIMD
-FMA version, picked at load) over one shared 64-bit memory of up to 16 GiB. The calling thread and N - 1 worker threads each
+FMA version, each with a shuffle or a splat-load 4x8 tile, picked at load) over one shared 64-bit memory of up to 16 GiB. The calling thread and N - 1 worker threads each
 own a wasmtime Store and Instance of the module; workers park inside wasm
 (`worker_loop`) on atomic wait/notify between parallel regions, each on its own stack
 taken from the module's heap. A training step is ONE call into wasm: `train_step(lr)`.
@@ -46,6 +46,7 @@ WORKER_STACK = 1 << 20  # bytes of stack for each worker thread
 THREAD_SCRATCH_BYTES = (256 * 256 + 256 * 64) * 4  # base.h THREAD_SCRATCH_FLOATS
 ATTN_KEY_BLOCK = 8  # attention.c KB
 NORM_CHUNK = 16384  # kernels.c NORM_CHUNK
+MATMUL_KERNELS = ("shuffle", "splat", "bcast")  # the 4x8 tile's A broadcast (matmul.c); model_set_matmul_kernel
 FAULTS = {"trap": 1, "nan-grad": 2}  # model.c model_set_fault; faults.py's kinds for this engine
 MAX_MEMORY_NAME = "wasm memory max (--max-memory)"
 
@@ -244,7 +245,7 @@ class WasmBackend(Backend):
 
     def __init__(self, threads: int | None = None, relaxed_simd: bool = False, initial_memory: int | None = None,
                  max_memory: int | None = None, module_path: str | None = None, spectre_guards: bool = True,
-                 fault: str | None = None):
+                 fault: str | None = None, matmul_kernel: str = "shuffle"):
         """threads: threads taking part in each step (default: all cores).
         relaxed_simd: use the matmul built with relaxed-SIMD FMA (results differ from the
         plain SIMD128 one by rounding only). initial_memory: bytes of shared memory at
@@ -257,9 +258,17 @@ class WasmBackend(Backend):
         faster here, results bit-identical (docs/wasm-engine.md).
         fault: inject a failure (tinygpt_bench/faults.py): 'trap' executes `unreachable`
         inside train_step after the forward pass; 'nan-grad' writes a NaN into the
-        gradient after backward, before the clip."""
+        gradient after backward, before the clip.
+        matmul_kernel: how the matmul's 4x8 tile broadcasts A values: 'shuffle' (one v128
+        load of 4 rows, lanes broadcast by i32x4.shuffle; the default), 'splat' (one
+        v128.load32_splat per row) or 'bcast' (A packed already broadcast, 4 plain v128
+        loads a k, no shuffles). Same arithmetic in the same order: results are
+        bit-identical; only speed differs (x86 shuffle port vs load ports)."""
         self.threads = _threads(threads)
         self.relaxed_simd = bool(relaxed_simd)
+        if matmul_kernel not in MATMUL_KERNELS:
+            raise UserError(f"wasm backend: matmul_kernel '{matmul_kernel}' is not one of {', '.join(MATMUL_KERNELS)}")
+        self.matmul_kernel = matmul_kernel
         self.spectre_guards = bool(spectre_guards)
         self.max_memory = _max_memory(max_memory)
         if initial_memory is not None and not 0 < int(initial_memory) <= self.max_memory:
@@ -325,6 +334,7 @@ class WasmBackend(Backend):
             "thread_scratch_bytes": THREAD_SCRATCH_BYTES,
             "features": ["memory64", "threads (shared memory, atomics)", "simd128", "relaxed-simd", "bulk-memory"],
             "relaxed_simd_matmul": self.relaxed_simd,
+            "matmul_kernel": self.matmul_kernel,
             "spectre_guards": self.spectre_guards,
             "max_head_dim": 128,
             "fault": self.fault,
@@ -475,6 +485,7 @@ class WasmBackend(Backend):
             "threads": self.threads,
             "simd128": True,
             "relaxed_simd": self.relaxed_simd,
+            "matmul_kernel": self.matmul_kernel,
             "spectre_guards": self.spectre_guards,
             "memory64": True,
             "memory_max_bytes": self.max_memory,
@@ -483,6 +494,7 @@ class WasmBackend(Backend):
             "device": collect_cpu()["cpu_model"],
             "device_type": "CPU",
             "runtime_settings": f"threads={self.threads} simd128 relaxed_simd={'on' if self.relaxed_simd else 'off'} "
+                                f"matmul_kernel={self.matmul_kernel} "
                                 f"spectre_guards={'on' if self.spectre_guards else 'off'} memory64 max={self.max_memory}",
             "module_sha256": hashlib.sha256(open(self.module_path, "rb").read()).hexdigest(),
         }
@@ -534,6 +546,7 @@ class WasmBackend(Backend):
             if off != spec.offset:
                 raise WasmError(f"wasm backend: parameter {spec.name} at {off} in the module, {spec.offset} in model.py")
         self._call("model_set_fma", int(self.relaxed_simd))
+        self._call("model_set_matmul_kernel", MATMUL_KERNELS.index(self.matmul_kernel))
         self._call("model_set_optimizer", OPTIM.beta1, OPTIM.beta2, OPTIM.eps, OPTIM.weight_decay, OPTIM.clip)
         self._call("model_set_fault", FAULTS.get(self.fault, 0))
         self._f32(self._call("model_params"), n)[:] = params.astype(np.float32, copy=False)

@@ -9,16 +9,28 @@
  */
 #include "kernels.h"
 
-/* matmul: the blocked kernels live in matmul.c, built twice (plain SIMD128 and
- * relaxed-SIMD FMA); model_set_fma() picks one at run time. */
-static int use_fma;
-EXPORT(model_set_fma) void model_set_fma(int on) { use_fma = on; }
+/* matmul: the blocked kernels live in matmul.c, built six times (plain SIMD128 or
+ * relaxed-SIMD FMA, x the 4x8 tile's A broadcast: shuffle, splat load, pre-broadcast
+ * packing); model_set_fma() and model_set_matmul_kernel() pick one at run time. */
+static int use_fma, matmul_kind;
+EXPORT(model_set_fma) void model_set_fma(int on) { use_fma = on != 0; }
+/* 0 shuffle (default), 1 splat, 2 bcast; returns 0, or -1 for an unknown kind (unchanged) */
+EXPORT(model_set_matmul_kernel) int model_set_matmul_kernel(int kind) {
+    if (kind < 0 || kind > 2) return -1;
+    matmul_kind = kind;
+    return 0;
+}
+typedef void (*MatmulShare)(const MatmulJob *J, int tid, int nth);
+static MatmulShare const matmul_shares[2][3] = {
+    {matmul_share_plain, matmul_share_plain_splat, matmul_share_plain_bcast},
+    {matmul_share_fma, matmul_share_fma_splat, matmul_share_fma_bcast}};
 
 /* jobs run one after another on each thread; jobs with the same (M, N) split the same
  * way, so a later job may add into an earlier job's output without a barrier */
 static void matmul_task(void *ctx, int tid, int nth) {
     const MatmulJobs *js = ctx;
-    for (int j = 0; j < js->n; j++) (use_fma ? matmul_share_fma : matmul_share_plain)(&js->job[j], tid, nth);
+    MatmulShare share = matmul_shares[use_fma][matmul_kind];
+    for (int j = 0; j < js->n; j++) share(&js->job[j], tid, nth);
 }
 void matmul_jobs(const MatmulJobs *js) { parallel_for(matmul_task, (void *)js); }
 

@@ -23,6 +23,10 @@ static inline MatmulJob mmjob_bt(float *c, const float *init, const float *bias,
 void matmul_jobs(const MatmulJobs *js);
 void matmul_share_plain(const MatmulJob *J, int tid, int nth); /* matmul.c */
 void matmul_share_fma(const MatmulJob *J, int tid, int nth);
+void matmul_share_plain_splat(const MatmulJob *J, int tid, int nth);
+void matmul_share_fma_splat(const MatmulJob *J, int tid, int nth);
+void matmul_share_plain_bcast(const MatmulJob *J, int tid, int nth);
+void matmul_share_fma_bcast(const MatmulJob *J, int tid, int nth);
 void matmul(float *c, const float *init, const float *bias, const float *a, size_t rsa, size_t csa,
             const float *b, int M, int N, int K);
 void matmul_bt(float *c, const float *init, const float *bias, const float *a, size_t rsa, size_t csa,

@@ -1,15 +1,34 @@
-/* The matmul kernel, compiled twice by wasm/build.py: once as plain SIMD128
- * (matmul_share_plain, multiply then add) and once with -mrelaxed-simd -DTG_RELAXED
- * (matmul_share_fma, relaxed fused multiply-add where the engine has FMA). Both give
- * results within rounding of each other; each is deterministic on its own.
+/* The matmul kernel, compiled six times by wasm/build.py: plain SIMD128 (multiply then
+ * add) or relaxed-SIMD FMA (-mrelaxed-simd -DTG_RELAXED), each with one of three ways
+ * for the 4x8 tile to get its A values as 4 equal lanes:
+ *   shuffle (default): one v128 load of a 4-row column, lanes broadcast by i32x4.shuffle
+ *           (x86: vpshufd, Intel's shuffle port 5);
+ *   splat (-DTG_SPLAT): one v128.load32_splat per row (cranelift in wasmtime 50 emits a
+ *           bounds-checked scalar load + vmovd + vpbroadcastd: two port-5 ops on Intel);
+ *   bcast (-DTG_BCAST): pack_a stores every A value already broadcast ([k][4 rows][4]),
+ *           the tile does 4 plain v128 loads a k and no shuffles at all (4x the packed
+ *           A bytes, so MC is 64 for it).
+ * model_set_fma / model_set_matmul_kernel pick one at run time. The three forms do the
+ * same multiply and add per element in the same k order, so their results are
+ * bit-identical; plain and FMA differ by rounding only.
  */
 #include "kernels.h"
 
-#ifdef TG_RELAXED
-#define MATMUL_SHARE matmul_share_fma
+#if defined(TG_SPLAT)
+#define KIND_ _splat
+#elif defined(TG_BCAST)
+#define KIND_ _bcast
 #else
-#define MATMUL_SHARE matmul_share_plain
+#define KIND_
 #endif
+#ifdef TG_RELAXED
+#define ARITH_ matmul_share_fma
+#else
+#define ARITH_ matmul_share_plain
+#endif
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define MATMUL_SHARE CAT(ARITH_, KIND_)
 
 /* ===================================================================================
  * matmul: c (M, N) = init (M, N) + bias (N) + a (M, K) @ b (K, N)
@@ -32,12 +51,39 @@
  * =================================================================================== */
 #define MR 4
 #define NR 8
+#ifdef TG_BCAST
+#define MC 64
+#define AW 16 /* floats of packed A a k of a 4-row panel: each value 4 times */
+#else
 #define MC 256
+#define AW 4
+#endif
 #define KC 256
 #define NC 64 /* columns of b packed at a time */
-_Static_assert(MC * KC + KC * NC <= THREAD_SCRATCH_FLOATS, "packed blocks must fit the thread's scratch");
+_Static_assert(MC / MR * AW * KC + KC * NC <= THREAD_SCRATCH_FLOATS, "packed blocks must fit the thread's scratch");
 
 /* pack rows [i0, i1) x depth [k0, k0 + kc) of a into 4-row panels, zero-padded */
+#ifdef TG_BCAST
+#define LANE(v, l) wasm_i32x4_shuffle((v), (v), l, l, l, l)
+static void pack_a(float *dst, const MatmulJob *J, int i0, int i1, int k0, int kc) {
+    const size_t rsa = J->rsa, csa = J->csa;
+    for (int i = i0; i < i1; i += MR) {
+        int rows = imin(MR, i1 - i);
+        const float *a = J->a + i * rsa + k0 * csa;
+        if (rsa == 1 && rows == MR) { /* rows contiguous: one vector a k, lanes broadcast here once */
+            for (int k = 0; k < kc; k++) {
+                v128_t v = LOAD(a + k * csa);
+                STORE(dst + AW * k, LANE(v, 0)); STORE(dst + AW * k + 4, LANE(v, 1));
+                STORE(dst + AW * k + 8, LANE(v, 2)); STORE(dst + AW * k + 12, LANE(v, 3));
+            }
+        } else {
+            for (int k = 0; k < kc; k++)
+                for (int r = 0; r < MR; r++) STORE(dst + AW * k + 4 * r, SPLAT(r < rows ? a[r * rsa + k * csa] : 0.f));
+        }
+        dst += AW * kc;
+    }
+}
+#else
 static void pack_a(float *dst, const MatmulJob *J, int i0, int i1, int k0, int kc) {
     const size_t rsa = J->rsa, csa = J->csa;
     for (int i = i0; i < i1; i += MR) {
@@ -52,8 +98,9 @@ static void pack_a(float *dst, const MatmulJob *J, int i0, int i1, int k0, int k
         dst += MR * kc;
     }
 }
-
 #define LANE(v, l) wasm_i32x4_shuffle((v), (v), l, l, l, l)
+#endif
+
 static inline void tile_4x8(float *c, const float *src, const float *bias, const float *ap, const float *b, int N,
                             int kc) {
     v128_t c00, c01, c10, c11, c20, c21, c30, c31;
@@ -73,11 +120,22 @@ static inline void tile_4x8(float *c, const float *src, const float *bias, const
         c30 = wasm_f32x4_add(c30, b0); c31 = wasm_f32x4_add(c31, b1);
     }
     for (int k = 0; k < kc; k++) {
-        v128_t av = LOAD(ap + 4 * k), b0 = LOAD(b + NR * k), b1 = LOAD(b + NR * k + 4), x;
-        x = LANE(av, 0); c00 = MADD(x, b0, c00); c01 = MADD(x, b1, c01);
-        x = LANE(av, 1); c10 = MADD(x, b0, c10); c11 = MADD(x, b1, c11);
-        x = LANE(av, 2); c20 = MADD(x, b0, c20); c21 = MADD(x, b1, c21);
-        x = LANE(av, 3); c30 = MADD(x, b0, c30); c31 = MADD(x, b1, c31);
+#if defined(TG_SPLAT) /* each A value broadcast by its own splat load */
+        const float *a = ap + 4 * k;
+#define AVAL(r) wasm_v128_load32_splat(a + (r))
+#elif defined(TG_BCAST) /* A values packed already broadcast: plain loads */
+        const float *a = ap + AW * k;
+#define AVAL(r) LOAD(a + 4 * (r))
+#else /* one load of the 4-row column, lanes broadcast by shuffles (x86: vpshufd) */
+        v128_t av = LOAD(ap + 4 * k);
+#define AVAL(r) LANE(av, r)
+#endif
+        v128_t b0 = LOAD(b + NR * k), b1 = LOAD(b + NR * k + 4), x;
+        x = AVAL(0); c00 = MADD(x, b0, c00); c01 = MADD(x, b1, c01);
+        x = AVAL(1); c10 = MADD(x, b0, c10); c11 = MADD(x, b1, c11);
+        x = AVAL(2); c20 = MADD(x, b0, c20); c21 = MADD(x, b1, c21);
+        x = AVAL(3); c30 = MADD(x, b0, c30); c31 = MADD(x, b1, c31);
+#undef AVAL
     }
     STORE(c, c00); STORE(c + 4, c01);
     STORE(c + N, c10); STORE(c + N + 4, c11);
@@ -92,7 +150,7 @@ static inline void tile_1x8(float *c, const float *src, const float *bias, const
     if (src) { c0 = LOAD(src); c1 = LOAD(src + 4); }
     if (bias) { c0 = wasm_f32x4_add(c0, LOAD(bias)); c1 = wasm_f32x4_add(c1, LOAD(bias + 4)); }
     for (int k = 0; k < kc; k++) {
-        v128_t x = wasm_v128_load32_splat(ap + 4 * k);
+        v128_t x = wasm_v128_load32_splat(ap + AW * k);
         c0 = MADD(x, LOAD(b + NR * k), c0); c1 = MADD(x, LOAD(b + NR * k + 4), c1);
     }
     STORE(c, c0); STORE(c + 4, c1);
@@ -139,7 +197,7 @@ static void pack_b(float *dst, const MatmulJob *J, int k0, int kc, int j0, int j
 /* rows [i0, i1) x columns [j0, j1) of one job; j0, j1 multiples of NR */
 static void matmul_block(const MatmulJob *J, int i0, int i1, int j0, int j1, float *scratch) {
     const int N = J->N, K = J->K;
-    float *pa = scratch, *pb = scratch + MC * KC;
+    float *pa = scratch, *pb = scratch + MC / MR * AW * KC;
     for (int ib = i0; ib < i1; ib += MC) {
         int ie = imin(ib + MC, i1);
         for (int kb = 0; kb < K; kb += KC) {
@@ -152,13 +210,13 @@ static void matmul_block(const MatmulJob *J, int i0, int i1, int j0, int j1, flo
                     const float *bp = pb + (size_t)(j - jb) * kc;
                     const float *bias = (kb == 0 && J->bias) ? J->bias + j : 0;
                     const float *ap = pa;
-                    for (int i = ib; i < ie; i += MR, ap += MR * kc) {
+                    for (int i = ib; i < ie; i += MR, ap += AW * kc) {
                         int rows = imin(MR, ie - i);
                         for (int r = 0; r < (rows == MR ? 1 : rows); r++) {
                             float *cp = J->c + (size_t)(i + r) * N + j;
                             const float *src = kb ? cp : (J->init ? J->init + (size_t)(i + r) * N + j : 0);
                             if (rows == MR) tile_4x8(cp, src, bias, ap, bp, N, kc);
-                            else tile_1x8(cp, src, bias, ap + r, bp, N, kc);
+                            else tile_1x8(cp, src, bias, ap + (AW / MR) * r, bp, N, kc);
                         }
                     }
                 }
