@@ -347,11 +347,6 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 var<workgroup> ga: array<vec4<f32>, 256>;   // (BK, 32): ga[kk*32 + r4][i] = op(a)[row0 + 4 r4 + i, k0 + kk]
 var<workgroup> gb: array<vec4<f32>, 256>;   // (BK, 32): gb[kk*32 + c4][j] = op(b)[k0 + kk, col0 + 4 c4 + j]
 
-fn row_fma(acc_lo: ptr<function, vec4<f32>>, acc_hi: ptr<function, vec4<f32>>, x: f32, b_lo: vec4<f32>, b_hi: vec4<f32>) {
-    *acc_lo = fma(vec4(x), b_lo, *acc_lo);
-    *acc_hi = fma(vec4(x), b_hi, *acc_hi);
-}
-
 @compute @workgroup_size(16, 16)
 fn matmul_big(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let kr = k_range(wid.z);
@@ -398,14 +393,14 @@ fn matmul_big(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             let a_hi = ga[kk * 32u + 16u + ty];
             let b_lo = gb[kk * 32u + tx];
             let b_hi = gb[kk * 32u + 16u + tx];
-            row_fma(&c0a, &c0b, a_lo.x, b_lo, b_hi);
-            row_fma(&c1a, &c1b, a_lo.y, b_lo, b_hi);
-            row_fma(&c2a, &c2b, a_lo.z, b_lo, b_hi);
-            row_fma(&c3a, &c3b, a_lo.w, b_lo, b_hi);
-            row_fma(&c4a, &c4b, a_hi.x, b_lo, b_hi);
-            row_fma(&c5a, &c5b, a_hi.y, b_lo, b_hi);
-            row_fma(&c6a, &c6b, a_hi.z, b_lo, b_hi);
-            row_fma(&c7a, &c7b, a_hi.w, b_lo, b_hi);
+            c0a = fma(vec4(a_lo.x), b_lo, c0a); c0b = fma(vec4(a_lo.x), b_hi, c0b);
+            c1a = fma(vec4(a_lo.y), b_lo, c1a); c1b = fma(vec4(a_lo.y), b_hi, c1b);
+            c2a = fma(vec4(a_lo.z), b_lo, c2a); c2b = fma(vec4(a_lo.z), b_hi, c2b);
+            c3a = fma(vec4(a_lo.w), b_lo, c3a); c3b = fma(vec4(a_lo.w), b_hi, c3b);
+            c4a = fma(vec4(a_hi.x), b_lo, c4a); c4b = fma(vec4(a_hi.x), b_hi, c4b);
+            c5a = fma(vec4(a_hi.y), b_lo, c5a); c5b = fma(vec4(a_hi.y), b_hi, c5b);
+            c6a = fma(vec4(a_hi.z), b_lo, c6a); c6b = fma(vec4(a_hi.z), b_hi, c6b);
+            c7a = fma(vec4(a_hi.w), b_lo, c7a); c7b = fma(vec4(a_hi.w), b_hi, c7b);
             if (want_db) { db_lo += b_lo; db_hi += b_hi; }
         }
         workgroupBarrier();

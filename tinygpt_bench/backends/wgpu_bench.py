@@ -24,8 +24,30 @@ from tinygpt_bench.backends.wgpu_runtime import Gpu, Program, describe_adapter
 from tinygpt_bench.model import Layout, flops_per_step
 
 
+EMITTED: list[dict] = []
+
+
 def emit(obj: dict) -> None:
+    EMITTED.append(obj)
     print(json.dumps(obj), flush=True)
+
+
+def summary(rows: list[dict]) -> str:
+    """A short table of what was emitted, for the end of a log."""
+    out = []
+    for r in rows:
+        if r.get("kind") == "matmul":
+            out.append(f"matmul {r['variant']:>7} {r['size']}^3: {r['tflops']:.2f} TFLOP/s  rel_err {r['rel_err']:.1e}")
+        elif r.get("kind") == "preset" and "median_ms" in r:
+            peer = f"  peer {r['peer_median_ms']:.2f} ms ({r['speedup_vs_peer']:.2f}x)" if "peer_median_ms" in r else ""
+            par = f"  parity {r['parity_loss_rel']:.1e} {r['parity_grad_worst']}" if "parity_loss_rel" in r else ""
+            out.append(f"{r['preset']:>8} big={int(r['matmul_big'])} pipe={int(r['pipelined'])} fill={r['shared_fill']}:"
+                       f" {r['median_ms']:.2f} ms"
+                       f" (min {r['min_ms']:.2f}, first {r['first_step_ms']:.0f}) busy {r['gpu_busy_ms']:.2f}"
+                       f" encode {r['encode_ms']:.2f}{peer}{par}")
+        elif r.get("kind") == "preset":
+            out.append(f"{r['preset']:>8}: FAILED {r.get('error')}")
+    return "\n".join(out)
 
 
 def bench_matmul(gpu: Gpu, size: int, variant: str, reps: int = 3) -> dict:
@@ -71,7 +93,7 @@ def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None
     be.gpu = gpu
     be.pipelined = pipelined
     out = {"kind": "preset", "preset": name, "params": layout.total, "matmul_big": gpu.matmul_big,
-           "pipelined": pipelined}
+           "shared_fill": gpu.shared_fill, "pipelined": pipelined}
     t0 = time.perf_counter()
     be.load(preset, w)
     out["load_s"] = time.perf_counter() - t0
@@ -146,6 +168,8 @@ def main(argv=None) -> None:
     ap.add_argument("--peer", default=None, help="also time this registered backend (e.g. torch-cuda) on the same steps")
     ap.add_argument("--matmul-big", default="", help="A/B: comma-separated 0/1, run each preset with Gpu.matmul_big off/on")
     ap.add_argument("--pipelined", default="1", help="A/B: comma-separated 0/1, encode the next step during this one")
+    ap.add_argument("--shared-fill", default="", help="A/B: comma-separated Gpu.shared_fill values (0: no split-K for "
+                                                      "products matmul_shared fills)")
     args = ap.parse_args(argv)
     gpu = Gpu(args.adapter)
     if args.attention_split:
@@ -161,16 +185,19 @@ def main(argv=None) -> None:
     limit = order.index(args.parity_upto) if args.parity_upto in order else -1
     bigs = [bool(int(x)) for x in args.matmul_big.split(",") if x] or [gpu.matmul_big]
     pipes = [bool(int(x)) for x in args.pipelined.split(",") if x]
+    fills = [int(x) for x in args.shared_fill.split(",") if x] or [gpu.shared_fill]
     for name in names:
         parity = name in order and order.index(name) <= limit
-        for i, (big, pipe) in enumerate((b, q) for b in bigs for q in pipes):
-            gpu.matmul_big = big
+        for i, (big, pipe, fill) in enumerate((b, q, f) for b in bigs for q in pipes for f in fills):
+            gpu.matmul_big, gpu.shared_fill = big, fill
             try:  # the peer and the parity checks once per preset, with the first configuration
                 emit(bench_preset(gpu, name, args.steps, parity and i == 0, args.peer if i == 0 else None,
                                   args.parity_steps if i == 0 else 0, pipelined=pipe))
             except Exception as e:  # keep what finished; say what failed
-                emit({"kind": "preset", "preset": name, "matmul_big": big, "pipelined": pipe, "status": "failed",
+                emit({"kind": "preset", "preset": name, "matmul_big": big, "pipelined": pipe, "shared_fill": fill,
+                      "status": "failed",
                       "error": f"{type(e).__name__}: {e}"})
+    print(summary(EMITTED), flush=True)
 
 
 if __name__ == "__main__":

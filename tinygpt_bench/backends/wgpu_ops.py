@@ -89,6 +89,9 @@ def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split:
         return "big", 1  # 128 x 128 tiles, at least one workgroup of 256 per SM
     if getattr(gpu, "matmul_shared", False):
         if 4 * tiles64 >= want:
+            fill = getattr(gpu, "shared_fill", 0)  # workgroups that fill the device (tuning_for)
+            if fill and tiles64 < fill and k >= 1024:  # few tiles, long K: split K to fill it
+                return "shared", max(1, min(max_split, fill // tiles64, k // 256))
             return "shared", 1
         if k >= 1024:
             return "shared", max(1, min(max_split, cdiv(want, 4 * tiles64), k // 256))

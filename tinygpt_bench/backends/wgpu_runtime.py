@@ -112,7 +112,7 @@ def tuning_for(adapter) -> dict:
     wgpu_ops.attention_split choose by head_dim (measured on the H100)."""
     cpu = adapter.info["adapter_type"] == "CPU"
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
-            "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False,
+            "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False, "shared_fill": 0,
             "attention_split": 1 if cpu else None}
 
 
