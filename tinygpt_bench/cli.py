@@ -334,6 +334,52 @@ def diagnose_cmd(
         raise typer.Exit(1)
 
 
+@app.command("peak")
+def peak_cmd(
+    out: Path = typer.Option(..., "--out", help="folder for peaks.csv (e.g. the curve's results folder)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="threads of the N-thread rows (default: all cores)"),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="WebGPU adapter name substring or index"),
+    quick: bool = typer.Option(False, "--quick", help="small sizes and few iterations (tests, software adapters)"),
+) -> None:
+    """Measure the ceilings: wasm SIMD128 and WebGPU fp32 FMA peaks, each engine's matmul, torch matmul."""
+    from tinygpt_bench import peak
+
+    def show(r: dict) -> None:
+        fig = f"{r['gflop_per_s']:,.1f} GFLOP/s" if r["status"] == "ok" else r["status"]
+        where = f"{r['threads']} threads" if r.get("threads") else (r.get("device") or "")
+        console.print(f"  {r['engine']:<10} {r['kind']:<6} {r['what']:<20} {r.get('size') or '':<40} {where:<14} "
+                      f"{fig}{'  (' + str(r['note']) + ')' if r.get('note') else ''}", highlight=False, markup=False)
+
+    console.print(f"peak -> {out}/{peak.PEAKS}{' (quick)' if quick else ''}", highlight=False)
+    rows = peak.measure(out, threads=threads, adapter=adapter, quick=quick, on_row=show)
+    if any(r["status"] == "failed" for r in rows):
+        console.print("a measurement failed its check against numpy or raised; see its note", style="red")
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_cmd(
+    results_dir: Path = typer.Argument(..., help="a results folder: measurements.csv, steps.csv, environment.json, "
+                                                  "peaks.csv, diagnose-*.json"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write a whole new page here (hand-written part a stub)"),
+    update: Optional[Path] = typer.Option(None, "--update", help="replace only the generated block of this page"),
+) -> None:
+    """The performance page (Markdown) from a results folder; every number read from its files."""
+    from tinygpt_bench import perfpage
+
+    if out and update:
+        raise UserError("give --out (a new page) or --update (an existing page), not both")
+    page = out or update
+    if page is None:
+        print(perfpage.generated_block(results_dir), end="")
+        return
+    if update:
+        perfpage.update_page(results_dir, update)
+    else:
+        perfpage.write_page(results_dir, out)
+    console.print(f"wrote {page}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input and failing engines end with one line on stderr and exit code 2."""
     try:

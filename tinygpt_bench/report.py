@@ -64,6 +64,30 @@ def speedups(df: pd.DataFrame, steps: pd.DataFrame | None, baseline: str | None 
     return pd.DataFrame(rows)
 
 
+# each engine's native peer: what a user would otherwise pick on the same hardware
+PEERS = {"webgpu": "torch-cuda", "wasm": "torch-cpu"}
+
+
+def peer_ratios(df: pd.DataFrame, steps: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per (preset, engine) whose native peer was measured too: ratio = engine ms /
+    peer ms (below 1: faster than native) with its 95% bootstrap interval; the columns of
+    speedups(), with 'engine' and 'peer' in place of 'baseline' and 'backend'."""
+    frames = []
+    present = set(df["backend"])
+    for engine, peer in PEERS.items():
+        if engine not in present or peer not in present:
+            continue
+        sp = speedups(df[df.backend.isin([engine, peer])], steps, baseline=engine)
+        if len(sp):
+            sp = sp[sp.backend == peer].rename(columns={"backend": "peer", "baseline": "engine",
+                                                       "speedup": "ratio"})
+            sp["status"] = sp["status"].astype(str)
+            frames.append(sp)
+    cols = ["preset", "engine", "peer", "flops_per_step", "params", "d_model", "status", "ratio", "low", "high",
+            "parity_ok"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+
 def _bool(v) -> bool:
     if isinstance(v, str):
         return v.lower() == "true"

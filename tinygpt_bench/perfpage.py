@@ -1,0 +1,480 @@
+"""The performance page (`tinygpt-bench report DIR`): Markdown rendered from a results folder
+alone, every number read from its files, none typed in.
+
+Reads DIR/measurements.csv, steps.csv, environment.json (written by `curve`), peaks.csv
+(`peak`) and diagnose-*.json (`diagnose --out DIR`). The page has a hand-written part (why
+each engine is where it is) and a generated block between GENERATED_START and
+GENERATED_END; `--update PAGE` replaces only that block, so the hand-written text stays.
+The start marker names the results folder (relative to the page), so a test can check a
+committed page against its files.
+
+Sections of the block: machine; ms/step per preset and backend; the speedup curve (the
+chart, webgpu vs wasm); each engine's ratio to its native peer; the targets of issue 7,
+met or missed and by how much; achieved GFLOP/s against the measured peaks; per-kernel
+time from diagnose; loss parity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from tinygpt_bench import chart, peak, presets, report, results
+from tinygpt_bench.curve import PARITY_TOLERANCE
+from tinygpt_bench.errors import UserError
+from tinygpt_bench.units import fmt_bytes
+
+GENERATED_START = "<!-- generated:start"
+GENERATED_END = "<!-- generated:end -->"
+START_RE = re.compile(r"<!-- generated:start source=(\S+) -->")
+
+# issue 7's targets, as ratios engine ms / peer ms measured in the same run
+RATIO_TARGETS = [("webgpu", "torch-cuda", "xl", 0.5), ("webgpu", "torch-cuda", "behemoth", 1.2),
+                 ("wasm", "torch-cpu", "xl", 1.0)]
+PARITY_TARGET = PARITY_TOLERANCE  # relative difference of the loss at the last step, every preset
+
+PAGE_HEAD = """# Performance
+
+The generated block below is rendered by `tinygpt-bench report {source} --update {page}`
+from the result files alone; a test keeps it equal to what those files give. Edit only
+outside it.
+
+## Why: what limits each engine (hand-written)
+
+_To be written from the figures below: for each missed target, by how much (from the
+targets table), where the time goes (the per-kernel tables) and what would close it._
+
+"""
+
+
+# ---- formatting ---------------------------------------------------------------------------
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x)) or (not isinstance(x, str) and pd.isna(x))
+
+
+def f_ms(x) -> str:
+    if _nan(x):
+        return "-"
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.1f}" if x >= 100 else f"{x:.2f}" if x >= 1 else f"{x:.3f}"
+
+
+def f_gflops(x) -> str:
+    return "-" if _nan(x) else f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.3f}"
+
+
+def f_ratio(v, lo=math.nan, hi=math.nan) -> str:
+    if _nan(v):
+        return "-"
+    ci = f" [{lo:.2f}-{hi:.2f}]" if not _nan(lo) and not _nan(hi) else ""
+    return f"{v:.2f}{ci}"
+
+
+def f_rel(x) -> str:
+    return "-" if _nan(x) else "0" if x == 0 else f"{x:.1e}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    return report.markdown_table(header, [[str(c).replace("|", "\\|") for c in r] for r in rows])
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+class Run:
+    """Everything in one results folder."""
+
+    def __init__(self, folder: Path):
+        self.dir = Path(folder)
+        if not (self.dir / results.MEASUREMENTS).is_file():
+            raise UserError(f"{self.dir} holds no {results.MEASUREMENTS}; give a folder written by `curve --out`")
+        self.df = results.read_measurements([self.dir])
+        self.steps = results.read_steps([self.dir])
+        self.env = results.read_environment([self.dir])
+        self.peaks = peak.read_peaks(self.dir) if (self.dir / peak.PEAKS).is_file() else None
+        self.diagnoses = []
+        for p in sorted(self.dir.glob("diagnose-*.json")):
+            try:
+                self.diagnoses.append(json.loads(p.read_text()))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{p}: not a diagnose report ({e}); rewrite it with `tinygpt-bench diagnose`") from None
+        order = {n: i for i, n in enumerate(presets.ORDER)}
+        self.diagnoses.sort(key=lambda d: (order.get(d.get("preset"), 99), d.get("preset", ""), d.get("backend", "")))
+        self.backends = report.backend_order(self.df)
+        self.presets = list(self.df["preset"].unique())
+
+    def row(self, preset: str, backend: str):
+        sel = self.df[(self.df.preset == preset) & (self.df.backend == backend)]
+        return None if sel.empty else sel.iloc[0]
+
+
+# ---- sections -----------------------------------------------------------------------------
+
+def section_machine(run: Run, src: str) -> str:
+    e = run.env.get("environment", {})
+    s = run.env.get("settings", {})
+    lines = ["## Machine", ""]
+    cpu = e.get("cpu_model") or "?"
+    lines.append(f"- CPU: {cpu}, {e.get('cpu_usable_cores', '?')} usable cores of {e.get('cpu_logical_cores', '?')}; "
+                 f"memory {fmt_bytes(e.get('host_memory_bytes'), 1)}; {e.get('os', '?')}")
+    for b in run.backends:
+        sel = run.df[(run.df.backend == b) & run.df.device.notna()] if "device" in run.df else run.df.iloc[0:0]
+        if sel.empty:
+            continue
+        r = sel.iloc[0]
+        extra = []
+        for col, label in (("adapter_api", "API"), ("adapter_driver", "driver"), ("threads", "threads"),
+                           ("runtime", "runtime")):
+            v = r.get(col)
+            if not _nan(v) and str(v):
+                extra.append(f"{label} {int(v) if col == 'threads' else v}")
+        soft = str(r.get("software_adapter", "")).lower() == "true"
+        lines.append(f"- {b}: {r.device}" + (f" ({', '.join(extra)})" if extra else "")
+                     + (" - a CPU adapter: not a GPU result" if soft and b == "webgpu" else ""))
+    libs = ", ".join(f"{k} {e[k]}" for k in ("python", "numpy", "wgpu", "wasmtime", "torch") if e.get(k))
+    lines.append(f"- software: {libs}")
+    commit = e.get("git_commit") or "?"
+    lines.append(f"- curve run {run.env.get('run_id', '?')}: git commit {str(commit)[:12]}"
+                 + (" (dirty)" if e.get("git_dirty") else "")
+                 + f"; {s.get('steps', '?')} steps x {s.get('repeats', '?')} repeats, seed {s.get('seed', '?')}, "
+                 f"corpus sha256 {str(s.get('corpus_sha256', '?'))[:12]}")
+    if run.peaks is not None and len(run.peaks):
+        p = run.peaks.iloc[0]
+        same = p.get("cpu_model") == e.get("cpu_model") and p.get("hostname") == e.get("hostname")
+        lines.append(f"- peak run {p.run_id}: git commit {str(p.get('git_commit'))[:12]}; "
+                     + ("same CPU and host name as the curve run" if same else
+                        f"**another machine than the curve run** (CPU {p.get('cpu_model')}, host {p.get('hostname')})"))
+    lines.append(f"- files: `{src}/` ({', '.join(sorted(f.name for f in run.dir.iterdir() if f.suffix in ('.csv', '.json')))})")
+    return "\n".join(lines)
+
+
+def section_steps(run: Run) -> str:
+    header = ["preset", "params", "GFLOP/step"] + [f"{b} ms/step" for b in run.backends]
+    rows = []
+    for preset in run.presets:
+        first = run.df[run.df.preset == preset].iloc[0]
+        line = [preset, f"{int(first.params):,}", f"{first.flops_per_step / 1e9:.3g}"]
+        for b in run.backends:
+            r = run.row(preset, b)
+            if r is None:
+                line.append("-")
+            elif r.status != "ok":
+                line.append(r.status)
+            else:
+                line.append(f"{f_ms(r.median_ms)} [{f_ms(r.q1_ms)}-{f_ms(r.q3_ms)}]")
+        rows.append(line)
+    n = run.df[run.df.status == "ok"]["n_samples"]
+    count = "?" if not len(n) else f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())} to {int(n.max())}"
+    note = (f"Median ms of steps 2..N over all repeats [first-third quartile]; {count} steps a cell. FLOPs: matrix products, 2 per multiply-add, step = 3x "
+            "forward (`tinygpt-bench presets`).")
+    return "\n".join(["## Step time", "", table(header, rows), "", note])
+
+
+def section_curve(run: Run, src: str) -> str:
+    lines = ["## The speedup curve", ""]
+    if (run.dir / "speedup.png").is_file():
+        lines += [f"![speedup curve]({src}/speedup.png)", "",
+                  f"(`{src}/speedup.svg`; the plotted numbers: `{src}/{chart.CHART_DATA}`)", ""]
+    else:
+        lines += [f"No chart in `{src}` yet: `tinygpt-bench chart {src}` draws it.", ""]
+    engines = [b for b in run.backends if b not in report.PEERS.values()]
+    if "wasm" in engines and len(engines) > 1:
+        sp = report.speedups(run.df[run.df.backend.isin(engines)], run.steps, "wasm")
+        header = ["preset"] + [f"{b} vs wasm" for b in engines if b != "wasm"]
+        rows = []
+        for preset in run.presets:
+            line = [preset]
+            for b in engines:
+                if b == "wasm":
+                    continue
+                s = sp[(sp.preset == preset) & (sp.backend == b)] if len(sp) else sp
+                if s.empty:
+                    line.append("-")
+                    continue
+                s = s.iloc[0]
+                ci = f" [{s.low:.2f}-{s.high:.2f}]" if not _nan(s.low) else ""
+                line.append(("-" if _nan(s.speedup) else f"{s.speedup:.2f}x{ci}")
+                            + ("" if s.status == "ok" else f" ({s.status})"))
+            rows.append(line)
+        lines += [table(header, rows), "",
+                  "Speedup = wasm ms / engine ms (ratio of medians of steps 2..N), with its 95% bootstrap interval."]
+    return "\n".join(lines)
+
+
+def section_peers(run: Run) -> str:
+    pr = report.peer_ratios(run.df, run.steps)
+    lines = ["## Ratio to the native peer", ""]
+    if pr.empty:
+        return "\n".join(lines + ["No engine was measured beside its native peer (webgpu with torch-cuda, wasm with "
+                                  "torch-cpu) in this run."])
+    pairs = [(e, p) for e, p in report.PEERS.items() if ((pr.engine == e) & (pr.peer == p)).any()]
+    header = ["preset"] + [f"{e} / {p}" for e, p in pairs]
+    rows = []
+    for preset in run.presets:
+        line = [preset]
+        for e, p in pairs:
+            s = pr[(pr.preset == preset) & (pr.engine == e)]
+            if s.empty:
+                line.append("-")
+            elif s.iloc[0].status not in ("ok", "parity failed"):
+                line.append(s.iloc[0].status)
+            else:
+                line.append(f_ratio(s.iloc[0].ratio, s.iloc[0].low, s.iloc[0].high)
+                            + (" (parity failed)" if s.iloc[0].status == "parity failed" else ""))
+        rows.append(line)
+    threads = []
+    for b in ("wasm", "torch-cpu"):
+        t = run.df[(run.df.backend == b)]["threads"].dropna() if "threads" in run.df else []
+        if len(t):
+            threads.append(f"{b} {', '.join(str(int(x)) for x in sorted(set(t)))} threads")
+    return "\n".join(lines + [table(header, rows), "",
+                              "Ratio = engine ms / peer ms (ratio of medians of steps 2..N, 95% bootstrap interval): "
+                              "below 1 the engine is faster than PyTorch eager fp32 on the same hardware"
+                              + (f" ({'; '.join(threads)})." if threads else ".")])
+
+
+def _verdict(value: float, low: float, high: float, target: float) -> tuple[str, str]:
+    """(met/missed, by how much) for a value that must be <= target."""
+    met = value <= target
+    if not _nan(low) and not _nan(high) and low <= target <= high:
+        sig = " (the 95% interval straddles the target)"
+    else:
+        sig = ""
+    if met:
+        return "met" + sig, f"{value / target:.2f}x the target: {1 - value / target:.0%} margin"
+    return "**missed**" + sig, (f"{value / target:.2f}x the target: the engine's step needs "
+                                f"{1 - target / value:.0%} less time")
+
+
+def section_targets(run: Run) -> str:
+    pr = report.peer_ratios(run.df, run.steps)
+    header = ["target", "measured", "95% CI", "target", "result", "by how much"]
+    rows = []
+    for engine, peer, preset, target in RATIO_TARGETS:
+        name = f"{engine} / {peer}, {preset}"
+        s = pr[(pr.preset == preset) & (pr.engine == engine) & (pr.peer == peer)] if len(pr) else pr
+        if s.empty or _nan(s.iloc[0].ratio):
+            why = "not measured in this run" if s.empty else s.iloc[0].status
+            rows.append([name, "-", "-", f"<= {target:g}", "not measured", why])
+            continue
+        r = s.iloc[0]
+        verdict, by = _verdict(r.ratio, r.low, r.high, target)
+        rows.append([name, f"{r.ratio:.2f}", f"[{r.low:.2f}-{r.high:.2f}]" if not _nan(r.low) else "-",
+                     f"<= {target:g}", verdict, by])
+    par = parity_rows(run)
+    measured = [(r["worst"], r["preset"]) for r in par if not _nan(r["worst"])]
+    missing = [r["preset"] for r in par if _nan(r["worst"])]
+    if measured:
+        worst, where = max(measured)
+        met = worst <= PARITY_TARGET and not missing
+        by = (f"worst {where}: {worst / PARITY_TARGET:.2g}x the tolerance"
+              + (f"; no parity figure for {', '.join(missing)}" if missing else ""))
+        rows.append(["loss parity at the last step, every preset", f"{worst:.1e}", "-", f"<= {PARITY_TARGET:g}",
+                     "met" if met else "**missed**", by])
+    else:
+        rows.append(["loss parity at the last step, every preset", "-", "-", f"<= {PARITY_TARGET:g}", "not measured", ""])
+    return "\n".join(["## Targets (issue 7)", "", table(header, rows), "",
+                      "Ratios as above (engine ms / peer ms, same run). Loss parity: the largest relative "
+                      "difference of the final loss between any two engines, or against the numpy float64 "
+                      "reference, over every preset (the parity table below)."])
+
+
+def _peak_row(pk: pd.DataFrame, engine: str, what: str, threads=None):
+    sel = pk[(pk.engine == engine) & (pk.what == what) & (pk.status == "ok")]
+    if threads is not None and "threads" in sel:
+        exact = sel[sel.threads == threads]
+        sel = exact if len(exact) else sel.sort_values("threads")
+    return None if sel.empty else sel.iloc[-1]
+
+
+def _best(pk: pd.DataFrame, engine: str, whats: tuple[str, ...]):
+    sel = pk[(pk.engine == engine) & pk.what.isin(whats) & (pk.status == "ok")]
+    return None if sel.empty else sel.loc[sel.gflop_per_s.idxmax()]
+
+
+def section_gflops(run: Run, src: str) -> str:
+    lines = ["## Achieved GFLOP/s against the measured peaks", ""]
+    pk = run.peaks
+    if pk is None:
+        return "\n".join(lines + [f"No `{peak.PEAKS}` in `{src}`: measure it with `tinygpt-bench peak --out {src}`."])
+    header = ["engine", "what", "threads / device", "size", "GFLOP/s", "check (rel err)", "note"]
+    rows = []
+    for _, r in pk.iterrows():
+        where = f"{int(r.threads)} threads" if not _nan(r.threads) else (r.device if not _nan(r.device) else "-")
+        rows.append([r.engine, r.what, where, r["size"] if not _nan(r["size"]) else "-",
+                     f_gflops(r.gflop_per_s) if r.status == "ok" else r.status,
+                     f_rel(r.max_rel_err), "" if _nan(r.note) else str(r.note)])
+    lines += ["### Peaks (`tinygpt-bench peak`)", "", table(header, rows), "",
+              "Peaks: independent multiply-add chains (wasm: 12 f32x4 a thread; WebGPU: 8 vec4 fma an invocation, "
+              "kernels/peak.wgsl); matmul: each engine's own kernel alone. Every kernel was checked against numpy "
+              "before it was timed; the best of the repeats.", ""]
+    # the ceiling each backend is judged against
+    header = ["preset", "backend", "GFLOP/s", "% of hardware peak", "% of own matmul"]
+    rows = []
+    for preset in run.presets:
+        for b in run.backends:
+            r = run.row(preset, b)
+            if r is None or r.status != "ok":
+                continue
+            threads = None if _nan(r.get("threads")) else int(r.threads)
+            hw, own = None, None
+            if b == "wasm":
+                hw = _peak_row(pk, "wasm", "simd128_mul_add", threads)
+                own = _best(pk, "wasm", ("matmul simd128",))
+            elif b in ("webgpu", "torch-cuda"):
+                hw = _peak_row(pk, "webgpu", "fp32_fma")
+                own = _best(pk, b, ("matmul",))
+            elif b == "torch-cpu":
+                own = _best(pk, "torch-cpu", ("matmul",))
+
+            def pct(ref):
+                if ref is None:
+                    return "-"
+                who = f"{ref.engine} {ref.what}" + (f" {int(ref.threads)}t" if not _nan(ref.threads) else "") \
+                    + (f" {ref['size']}" if ref.kind == "matmul" else "")
+                return f"{100 * r.gflop_per_s / ref.gflop_per_s:.1f}% of {f_gflops(ref.gflop_per_s)} ({who})"
+
+            rows.append([preset, b, f_gflops(r.gflop_per_s), pct(hw), pct(own)])
+    lines += ["### Each preset against them", "", table(header, rows), "",
+              "GFLOP/s = counted FLOPs a step / median step time. Hardware peak: wasm against the SIMD128 "
+              "mul+add peak at its thread count; webgpu and torch-cuda against the WebGPU fp32 FMA peak of the "
+              "same GPU; torch-cpu has none here (native code, not SIMD128). Own matmul: the fastest product of "
+              "the backend's own matmul in peaks.csv (wasm: at xl's shapes; webgpu, torch: square)."]
+    return "\n".join(lines)
+
+
+def section_kernels(run: Run, src: str) -> str:
+    lines = ["## Where the time goes (`tinygpt-bench diagnose`)", ""]
+    if not run.diagnoses:
+        return "\n".join(lines + [f"No diagnose reports in `{src}`: `tinygpt-bench diagnose PRESET --backend B --out "
+                                  f"{src}` writes them (diagnose-PRESET-B.json)."])
+    for d in run.diagnoses:
+        stages = {s["name"]: s for s in d.get("stages", [])}
+        opts = ", ".join(f"{k} {v}" for k, v in sorted(d.get("options", {}).items())) or "defaults"
+        lines += [f"### {d.get('preset')} on {d.get('backend')}", ""]
+        timed = stages.get("timed", {}).get("figure")
+        head = f"Options: {opts}." + (f" Timed: {timed}." if timed else "")
+        r = run.row(d.get("preset"), d.get("backend"))
+        if r is not None and r.status == "ok":
+            head += f" In the curve: {f_ms(r.median_ms)} ms/step."
+        de, ce = d.get("environment", {}), run.env.get("environment", {})
+        if de and (de.get("cpu_model"), de.get("hostname")) != (ce.get("cpu_model"), ce.get("hostname")):
+            head += f" **Measured on another machine** ({de.get('cpu_model')}, host {de.get('hostname')})."
+        failed = [s for s in d.get("stages", []) if not s.get("ok")]
+        if failed:
+            s = failed[0]
+            lines += [head, "", f"Stage **{s['name']}** failed: `{s.get('error', '')}`; {s.get('meaning', '')}", ""]
+            continue
+        kern = stages.get("kernels", {}).get("detail", {}).get("kernels") or {}
+        if not kern:
+            lines += [head, "", stages.get("kernels", {}).get("figure", "no per-kernel times"), ""]
+            continue
+        total = sum(kern.values()) or 1.0
+        rows = [[k, f"{ms:.3f}", f"{ms / total:.1%}"] for k, ms in sorted(kern.items(), key=lambda kv: (-kv[1], kv[0]))]
+        how = ("GPU time from timestamp queries, each dispatch in its own compute pass"
+               if d.get("backend") == "webgpu" else "wall time of each kind of parallel region"
+               if d.get("backend") == "wasm" else "the engine's own per-kernel timing")
+        lines += [head + f" Per kernel: {how}; {total:.2f} ms in all.", "",
+                  table(["kernel", "ms", "share"], rows + [["total", f"{total:.3f}", "100.0%"]]), ""]
+    return "\n".join(lines).rstrip()
+
+
+def parity_rows(run: Run) -> list[dict]:
+    out = []
+    last = run.steps["step"].max() if run.steps is not None and len(run.steps) else None
+    for preset in run.presets:
+        sub = run.df[(run.df.preset == preset) & (run.df.status == "ok")]
+        finals = {r.backend: r.final_loss for _, r in sub.iterrows() if not _nan(r.get("final_loss"))}
+        # between engines: curve's own figure, from the losses before the CSV rounded them
+        pairs = sub["loss_rel_diff_backends"].dropna() if "loss_rel_diff_backends" in sub else []
+        pair = float(pairs.max()) if len(pairs) else None
+        ref = sub["loss_rel_diff_reference"].dropna() if "loss_rel_diff_reference" in sub else []
+        ref_max = float(ref.max()) if len(ref) else None
+        spread = None
+        if last is not None:
+            st = run.steps[(run.steps.preset == preset) & (run.steps.step == last)]
+            for _, g in st.groupby("backend"):
+                if len(g) > 1:
+                    lo, hi = g.loss.min(), g.loss.max()
+                    spread = max(spread or 0.0, (hi - lo) / abs(lo))
+        known = [x for x in (pair, ref_max, spread) if x is not None]
+        out.append({"preset": preset, "finals": finals, "pair": pair, "reference": ref_max, "spread": spread,
+                    "worst": max(known) if known else math.nan,
+                    "flagged": any(str(v).lower() == "false" for v in sub.get("parity_ok", []))})
+    return out
+
+
+def section_parity(run: Run) -> str:
+    backs = run.backends
+    header = ["preset"] + [f"{b} final loss" for b in backs] + [
+        "between engines", "vs float64 reference", "repeats spread", "parity"]
+    rows = []
+    for r in parity_rows(run):
+        line = [r["preset"]] + [f"{r['finals'][b]:.6f}" if b in r["finals"] else "-" for b in backs]
+        worst = r["worst"]
+        ok = not _nan(worst) and worst <= PARITY_TARGET
+        line += [f_rel(r["pair"]), f_rel(r["reference"]), f_rel(r["spread"]),
+                 "-" if _nan(worst) else ("ok" if ok else "**FAILED**") + (", but curve set parity_ok false" if r["flagged"] else "")]
+        rows.append(line)
+    return "\n".join(["## Loss parity", "", table(header, rows), "",
+                      "Final loss: the last step's loss of the first repeat. Between engines: the largest "
+                      "|a - b| / |b| over every pair of backends (curve's loss_rel_diff_backends); vs reference: the numpy float64 reference on the "
+                      "same work (presets up to the curve's reference limit); repeats spread: the largest relative "
+                      f"spread of one backend's last-step loss over its repeats (steps.csv, 6 decimals). Tolerance {PARITY_TARGET:g}."])
+
+
+# ---- the page -----------------------------------------------------------------------------
+
+def source_of(results_dir: Path, page: Path | None) -> str:
+    """How the page names the results folder: relative to the page's folder (so its links work)."""
+    if page is None:
+        return str(results_dir).rstrip("/")
+    return Path(os.path.relpath(Path(results_dir).resolve(), Path(page).resolve().parent)).as_posix()
+
+
+def generated_block(results_dir: Path, page: Path | None = None) -> str:
+    run = Run(results_dir)
+    src = source_of(results_dir, page)
+    parts = [
+        f"<!-- generated:start source={src} -->",
+        f"<!-- rendered by `tinygpt-bench report` from {src}/: do not edit by hand; regenerate instead -->",
+        section_machine(run, src), section_steps(run), section_curve(run, src), section_peers(run),
+        section_targets(run), section_gflops(run, src), section_kernels(run, src), section_parity(run),
+        GENERATED_END,
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def split_page(text: str, page: Path) -> tuple[str, str, str, str]:
+    """(before, source, block, after) of a page with one generated block."""
+    m = START_RE.search(text)
+    end = text.find(GENERATED_END)
+    if not m or end < m.start() or text.count(GENERATED_START) != 1:
+        raise UserError(f"{page} has no single generated block ('{GENERATED_START} source=DIR -->' ... "
+                        f"'{GENERATED_END}'); make a new page with `tinygpt-bench report DIR --out {page}`")
+    stop = end + len(GENERATED_END)
+    if text[stop:stop + 1] == "\n":
+        stop += 1
+    return text[:m.start()], m.group(1), text[m.start():stop], text[stop:]
+
+
+def update_page(results_dir: Path, page: Path) -> None:
+    page = Path(page)
+    if not page.is_file():
+        raise UserError(f"{page} does not exist; make it with `tinygpt-bench report {results_dir} --out {page}`")
+    before, _, _, after = split_page(page.read_text(), page)
+    page.write_text(before + generated_block(results_dir, page) + after)
+
+
+def write_page(results_dir: Path, page: Path) -> None:
+    page = Path(page)
+    if page.exists():
+        raise UserError(f"{page} exists; `tinygpt-bench report {results_dir} --update {page}` replaces its generated "
+                        "block and keeps the hand-written text")
+    page.parent.mkdir(parents=True, exist_ok=True)
+    head = PAGE_HEAD.format(source=str(results_dir).rstrip("/"), page=page)
+    page.write_text(head + generated_block(results_dir, page))
