@@ -1,10 +1,13 @@
 """The speedup chart, drawn from result files alone (`tinygpt-bench chart`).
 
-Left panel: speedup (baseline ms / backend ms) against FLOPs per step, every measured
+Left panel: speedup (baseline ms / backend ms, the engines only: native peers are
+compared in the third panel) against FLOPs per step, every measured
 preset a point with its 95% interval, failed presets marked at the axis, a failed loss
 parity drawn hollow and labelled, and the fitted shape: each backend's time modelled as
 overhead + FLOPs / throughput on its own points, the ratio of the two fits drawn as a
-line. Right panel: ms/step per backend on log axes with each fit.
+line. Middle panel: ms/step per backend on log axes with each fit. Third panel, where an
+engine was measured beside its native peer (report.PEERS): engine ms / peer ms (webgpu /
+torch-cuda, wasm / torch-cpu) with 95% intervals and the ratio of the two fits.
 
 `chart_data()` is everything plotted, as plain numbers; it is written beside the PNG/SVG
 (chart-data.json) so CI can check a committed chart against the CSVs without pixels.
@@ -53,7 +56,11 @@ def chart_data(paths: list[Path]) -> dict:
     env = results.read_environment(paths)
     order = report.backend_order(df)
     baseline = report.baseline_of(order)
-    sp = report.speedups(df, steps, baseline)
+    # the speedup panel compares the engines; native peers get their own panel (engine / peer)
+    engines = [b for b in order if b not in report.PEERS.values()]
+    compared = engines if any(b != baseline for b in engines) else order
+    sp = report.speedups(df[df.backend.isin(compared)], steps, baseline)
+    pr = report.peer_ratios(df, steps)
     data = {
         "format_version": results.FORMAT_VERSION,
         "title": title_of(df, env),
@@ -63,11 +70,18 @@ def chart_data(paths: list[Path]) -> dict:
         "ms_points": [],
         "fits": {},
         "fit_curves": {},
+        "peer_ratio_points": [],
+        "peer_fit_curves": {},
     }
     for _, r in sp.iterrows():
         data["speedup_points"].append({
             "preset": r.preset, "backend": r.backend, "flops_per_step": int(r.flops_per_step),
             "speedup": _r(r.speedup), "low": _r(r.low), "high": _r(r.high), "status": r.status,
+        })
+    for _, r in pr.iterrows():
+        data["peer_ratio_points"].append({
+            "preset": r.preset, "engine": r.engine, "peer": r.peer, "flops_per_step": int(r.flops_per_step),
+            "ratio": _r(r.ratio), "low": _r(r.low), "high": _r(r.high), "status": r.status,
         })
     for _, r in df.iterrows():
         data["ms_points"].append({
@@ -85,11 +99,19 @@ def chart_data(paths: list[Path]) -> dict:
     if baseline in data["fits"]:
         fb = data["fits"][baseline]
         for b, f in data["fits"].items():
-            if b == baseline:
+            if b == baseline or b not in compared:
                 continue
             t_base = fb["overhead_ms"] + grid / (fb["gflop_per_s"] * 1e6)
             t_b = f["overhead_ms"] + grid / (f["gflop_per_s"] * 1e6)
             data["fit_curves"][b] = {"flops_per_step": [_r(x) for x in grid], "speedup": [_r(x) for x in t_base / t_b]}
+    for engine, peer in report.PEERS.items():
+        if engine in data["fits"] and peer in data["fits"] and any(
+                p["engine"] == engine for p in data["peer_ratio_points"]):
+            fe, fp = data["fits"][engine], data["fits"][peer]
+            t_e = fe["overhead_ms"] + grid / (fe["gflop_per_s"] * 1e6)
+            t_p = fp["overhead_ms"] + grid / (fp["gflop_per_s"] * 1e6)
+            data["peer_fit_curves"][engine] = {"peer": peer, "flops_per_step": [_r(x) for x in grid],
+                                               "ratio": [_r(x) for x in t_e / t_p]}
     return data
 
 
@@ -97,10 +119,15 @@ def draw(data: dict, out_dir: Path, stem: str = "speedup") -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "tinygpt-bench"  # the SVG's ids the same on every redraw
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    peers = bool(data.get("peer_ratio_points"))
+    if peers:
+        fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(19, 5.4))
+    else:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     backends = []
     for p in data["ms_points"]:
@@ -173,7 +200,9 @@ def draw(data: dict, out_dir: Path, stem: str = "speedup") -> list[Path]:
     ax2.grid(True, which="both", alpha=0.3)
     if ax2.lines:
         ax2.legend(fontsize=8)
-    for a in (ax, ax2):
+    if peers:
+        _draw_peer_panel(ax3, data, color)
+    for a in (ax, ax2) + ((ax3,) if peers else ()):
         a.xaxis.set_minor_formatter(NullFormatter())
     ax2.yaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(data["title"], fontsize=10)
@@ -190,6 +219,50 @@ def draw(data: dict, out_dir: Path, stem: str = "speedup") -> list[Path]:
     data_path.write_text(json.dumps(data, indent=1) + "\n")
     paths.append(data_path)
     return paths
+
+
+def _draw_peer_panel(ax, data: dict, color: dict) -> None:
+    """Third panel: each engine's step time over its native peer's (webgpu / torch-cuda,
+    wasm / torch-cpu), lower is faster than native, with the ratio of the two fits."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for engine in dict.fromkeys(p["engine"] for p in data["peer_ratio_points"]):
+        pts = [p for p in data["peer_ratio_points"] if p["engine"] == engine]
+        peer = pts[0]["peer"]
+        good = [p for p in pts if p["ratio"] is not None and p["status"] in ("ok", "parity failed")]
+        failed = [p for p in pts if p not in good]
+        c = color.get(engine, "black")
+        if good:
+            err = None
+            if all(p["low"] is not None for p in good):
+                err = [[max(p["ratio"] - p["low"], 0) for p in good], [max(p["high"] - p["ratio"], 0) for p in good]]
+            ax.errorbar([p["flops_per_step"] for p in good], [p["ratio"] for p in good], yerr=err, fmt="s",
+                        color=c, capsize=3, label=f"{engine} / {peer} (95% CI)")
+            for p in good:
+                hollow = p["status"] == "parity failed"
+                if hollow:
+                    ax.plot(p["flops_per_step"], p["ratio"], "s", mfc="white", color=c)
+                ax.annotate(p["preset"] + (": loss parity failed" if hollow else ""), (p["flops_per_step"], p["ratio"]),
+                            textcoords="offset points", xytext=(4, 6), fontsize=8, color="red" if hollow else "black")
+        for p in failed:
+            ax.plot(p["flops_per_step"], 0.02, "x", color="red", transform=ax.get_xaxis_transform(), ms=9)
+            ax.annotate(f"{p['preset']}: {p['status']}", (p["flops_per_step"], 0.04), xycoords=("data", "axes fraction"),
+                        rotation=90, fontsize=7, color="red", va="bottom", ha="right")
+        fc = data.get("peer_fit_curves", {}).get(engine)
+        if fc:
+            ax.plot(fc["flops_per_step"], fc["ratio"], "-", color=c, alpha=0.6, label=f"fit: {engine} / {peer}")
+    ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("FLOPs per training step")
+    ax.set_ylabel("engine ms / native peer ms (below 1: faster than native)")
+    ax.set_title("each engine against its native peer (PyTorch eager fp32)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    if ax.lines:
+        ax.legend(fontsize=8)
 
 
 def check(paths: list[Path], committed: Path) -> list[str]:
