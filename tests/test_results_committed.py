@@ -1,5 +1,6 @@
-"""The committed reference runs under results/: their charts match their CSVs, and the
-README's table is the summary of the committed CSV, number for number."""
+"""The committed reference runs under results/: their charts match their CSVs, the
+README's table is the summary of the committed CSV, and docs/performance.md's generated
+block is the report of its results folder, number for number."""
 
 from pathlib import Path
 
@@ -24,3 +25,21 @@ def test_readme_table_is_the_committed_csv():
     df = results.read_measurements([cpu])
     table = report.markdown_table(*report.summary_rows(df, results.read_steps([cpu])))
     assert table in (ROOT / "README.md").read_text()
+
+
+PAGE = ROOT / "docs" / "performance.md"
+PEAK_RUNS = sorted(p.parent for p in (ROOT / "results").glob("*/peaks.csv"))
+
+
+def test_performance_page_is_its_results():
+    """docs/performance.md's generated block is what `tinygpt-bench report` makes of the
+    results folder its marker names (a folder with peaks.csv), number for number."""
+    from tinygpt_bench import perfpage
+
+    if not PAGE.is_file() or not PEAK_RUNS:
+        pytest.skip("no docs/performance.md or no results folder with peaks.csv yet")
+    _, source, block, _ = perfpage.split_page(PAGE.read_text(), PAGE)
+    run = (PAGE.parent / source).resolve()
+    assert run in [r.resolve() for r in PEAK_RUNS], f"the page renders {source}, not a results folder with peaks.csv"
+    assert block == perfpage.generated_block(run, PAGE), (
+        f"docs/performance.md is stale: `tinygpt-bench report {run.relative_to(ROOT)} --update docs/performance.md`")
