@@ -82,7 +82,7 @@ def test_targets_say_met_or_missed_and_by_how_much(synthetic):
     assert "| 0.40 |" in xl and "| met |" in xl and "0.80x the target: 20% margin" in xl
     beh = _row(block, "| webgpu / torch-cuda, behemoth |")
     assert "| 1.54 |" in beh and "**missed**" in beh and "1.29x the target" in beh and "22% less time" in beh
-    wasm = _row(block, "| wasm / torch-cpu, xl |")
+    wasm = _row(block, "| wasm / torch-cpu, xl (16 / 16 threads) |")
     assert re.search(r"\| 3\.0\d \|", wasm) and "**missed**" in wasm and re.search(r"3\.0\dx the target", wasm)
     par = _row(block, "| loss parity at the last step, every preset |")
     assert "| met |" in par and "1.3e-07" in par

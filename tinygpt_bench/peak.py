@@ -225,6 +225,9 @@ def webgpu_peak(gpu, seconds: float, repeats: int) -> dict:
     err = _checked(f"webgpu peak.wgsl ({iters} rounds)",
                    rel_err(gpu.read(out, count=n), webgpu_peak_expected(n, iters)), 1e-3)
     t = _gpu_seconds(gpu, p, 2)
+    while t < seconds / 8 and iters < 1 << 22:  # grow past the launch overhead before extrapolating
+        iters *= 8
+        t = _gpu_seconds(gpu, program(iters), 1)
     iters = int(min(max(iters * seconds / max(t, 1e-7), 64), 1 << 22))  # scaled to about `seconds`
     p = program(iters)
     p.run()

@@ -256,6 +256,9 @@ def section_targets(run: Run) -> str:
     rows = []
     for engine, peer, preset, target in RATIO_TARGETS:
         name = f"{engine} / {peer}, {preset}"
+        threads = [run.row(preset, b) for b in (engine, peer)]
+        if all(t is not None and not _nan(t.get("threads")) for t in threads):
+            name += f" ({int(threads[0].threads)} / {int(threads[1].threads)} threads)"
         s = pr[(pr.preset == preset) & (pr.engine == engine) & (pr.peer == peer)] if len(pr) else pr
         if s.empty or _nan(s.iloc[0].ratio):
             why = "not measured in this run" if s.empty else s.iloc[0].status
@@ -296,6 +299,15 @@ def _best(pk: pd.DataFrame, engine: str, whats: tuple[str, ...]):
     return None if sel.empty else sel.loc[sel.gflop_per_s.idxmax()]
 
 
+def _pct(gflops: float, ref) -> str:
+    """'12.3% of 400 (wasm simd128_mul_add 16t)': achieved against a peaks.csv row."""
+    if ref is None:
+        return "-"
+    who = (f"{ref.engine} {ref.what}" + (f" {int(ref.threads)}t" if not _nan(ref.threads) else "")
+           + (f" {ref['size']}" if ref.kind == "matmul" else ""))
+    return f"{100 * gflops / ref.gflop_per_s:.1f}% of {f_gflops(ref.gflop_per_s)} ({who})"
+
+
 def section_gflops(run: Run, src: str) -> str:
     lines = ["## Achieved GFLOP/s against the measured peaks", ""]
     pk = run.peaks
@@ -331,14 +343,7 @@ def section_gflops(run: Run, src: str) -> str:
             elif b == "torch-cpu":
                 own = _best(pk, "torch-cpu", ("matmul",))
 
-            def pct(ref):
-                if ref is None:
-                    return "-"
-                who = f"{ref.engine} {ref.what}" + (f" {int(ref.threads)}t" if not _nan(ref.threads) else "") \
-                    + (f" {ref['size']}" if ref.kind == "matmul" else "")
-                return f"{100 * r.gflop_per_s / ref.gflop_per_s:.1f}% of {f_gflops(ref.gflop_per_s)} ({who})"
-
-            rows.append([preset, b, f_gflops(r.gflop_per_s), pct(hw), pct(own)])
+            rows.append([preset, b, f_gflops(r.gflop_per_s), _pct(r.gflop_per_s, hw), _pct(r.gflop_per_s, own)])
     lines += ["### Each preset against them", "", table(header, rows), "",
               "GFLOP/s = counted FLOPs a step / median step time. Hardware peak: wasm against the SIMD128 "
               "mul+add peak at its thread count; webgpu and torch-cuda against the WebGPU fp32 FMA peak of the "
