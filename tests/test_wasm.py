@@ -403,3 +403,15 @@ def test_nan_in_the_weights_reaches_the_loss(engine):
     flat[model.Layout(p).by_name["wq"].offset + 5] = np.nan
     engine.load(p, flat)
     assert math.isnan(engine.step(batches_for(p, 1)[0]))
+
+
+def test_fma_default_follows_the_cpu():
+    """relaxed-SIMD FMA by default on Intel CPUs with FMA (measured faster there), never on
+    AMD or without the flag; the backend records the choice."""
+    intel = "vendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx fma avx2\n"
+    assert wasm.fma_by_default(intel)
+    assert not wasm.fma_by_default(intel.replace(" fma", ""))
+    assert not wasm.fma_by_default("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx fma avx2\n")
+    assert not wasm.fma_by_default("")
+    assert wasm.WasmBackend(threads=1).relaxed_simd == wasm.fma_by_default()
+    assert wasm.WasmBackend(threads=1, relaxed_simd=False).relaxed_simd is False

@@ -24,6 +24,7 @@ import hashlib
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -240,15 +241,32 @@ def module_facts(path: str) -> dict:
     return out
 
 
+def fma_by_default(cpuinfo: str | None = None) -> bool:
+    """Whether the matmul uses relaxed-SIMD FMA unless told: on Intel CPUs with FMA, where the
+    4x8 tile's multiply-then-add is bound by its ports (GPU host's Xeon, 16 threads, xl: 483
+    ms/step with FMA vs 595 without); not on AMD, where the mul+add tile was faster (2-core
+    EPYC, 2 threads, xl: 718 vs 787 ms) (docs/wasm-engine.md). Decided by the CPU alone, so a
+    machine always gets the same choice and the same results."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    vendor = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("vendor_id")), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
+    return vendor == "GenuineIntel" and "fma" in flags
+
+
 class WasmBackend(Backend):
     name = "wasm"
 
-    def __init__(self, threads: int | None = None, relaxed_simd: bool = False, initial_memory: int | None = None,
+    def __init__(self, threads: int | None = None, relaxed_simd: bool | None = None, initial_memory: int | None = None,
                  max_memory: int | None = None, module_path: str | None = None, spectre_guards: bool = True,
                  fault: str | None = None, matmul_kernel: str = "shuffle"):
         """threads: threads taking part in each step (default: all cores).
         relaxed_simd: use the matmul built with relaxed-SIMD FMA (results differ from the
-        plain SIMD128 one by rounding only). initial_memory: bytes of shared memory at
+        plain SIMD128 one by rounding only). None (default): where it was measured faster,
+        fma_by_default() (Intel CPUs with FMA). initial_memory: bytes of shared memory at
         start (default and floor: what the module declares, 2 MiB); the allocator grows it
         on demand. max_memory: bytes the memory may grow to (default and ceiling: the
         module's declared 16 GiB); the module's allocator refuses growth past it.
@@ -265,7 +283,7 @@ class WasmBackend(Backend):
         loads a k, no shuffles). Same arithmetic in the same order: results are
         bit-identical; only speed differs (x86 shuffle port vs load ports)."""
         self.threads = _threads(threads)
-        self.relaxed_simd = bool(relaxed_simd)
+        self.relaxed_simd = fma_by_default() if relaxed_simd is None else bool(relaxed_simd)
         if matmul_kernel not in MATMUL_KERNELS:
             raise UserError(f"wasm backend: matmul_kernel '{matmul_kernel}' is not one of {', '.join(MATMUL_KERNELS)}")
         self.matmul_kernel = matmul_kernel
