@@ -348,7 +348,8 @@ def peak_cmd(
         fig = f"{r['gflop_per_s']:,.1f} GFLOP/s" if r["status"] == "ok" else r["status"]
         where = f"{r['threads']} threads" if r.get("threads") else (r.get("device") or "")
         console.print(f"  {r['engine']:<10} {r['kind']:<6} {r['what']:<20} {r.get('size') or '':<40} {where:<14} "
-                      f"{fig}{'  (' + str(r['note']) + ')' if r.get('note') else ''}", highlight=False, markup=False)
+                      f"{fig}{'  (' + str(r['note']) + ')' if r.get('note') else ''}", highlight=False, markup=False,
+                      soft_wrap=True)
 
     console.print(f"peak -> {out}/{peak.PEAKS}{' (quick)' if quick else ''}", highlight=False)
     rows = peak.measure(out, threads=threads, adapter=adapter, quick=quick, on_row=show)

@@ -7,7 +7,8 @@ One run on one machine writes DIR/peaks.csv, one row per measurement:
            (bench_matmul), plain SIMD128 and relaxed FMA
 - webgpu   fp32 FMA throughput peak (kernels/peak.wgsl: 8 independent vec4 fma chains an
            invocation, enough workgroups to fill the device); the engine's own matmul
-           (its kernel planning, wgpu_bench.bench_matmul) at 1024^3 and 4096^3
+           (its kernel planning, wgpu_bench.bench_matmul) at 1024^3 and 4096^3 (2048^3 at
+           most on a CPU adapter such as lavapipe, where 4096^3 takes minutes)
 - torch-cpu / torch-cuda   fp32 matmul at 4096^3 (N threads; CUDA with TF32 off), when
            torch is importable, else a 'skipped' row saying why
 Correctness before timing: every kernel's result is checked against numpy (or the closed
@@ -436,7 +437,8 @@ def measure(out_dir: Path, threads: int | None = None, adapter: str | None = Non
                  None, gpu_name, sizes.repeats)
             emit("webgpu", "matmul", "matmul check", lambda: webgpu_matmul(gpu, sizes.webgpu_check, 1),
                  None, gpu_name, 1)
-            for s in sizes.webgpu_matmul:
+            cpu_adapter = machine.get("adapter_type") == "CPU"  # 4096^3 takes minutes on lavapipe
+            for s in [min(x, 2048) for x in sizes.webgpu_matmul] if cpu_adapter else sizes.webgpu_matmul:
                 emit("webgpu", "matmul", "matmul", lambda s=s: webgpu_matmul(gpu, s, sizes.repeats),
                      None, gpu_name, sizes.repeats)
         emit("torch-cpu", "matmul", "matmul",
