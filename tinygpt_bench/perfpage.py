@@ -343,7 +343,10 @@ def section_gflops(run: Run, src: str) -> str:
             elif b == "torch-cpu":
                 own = _best(pk, "torch-cpu", ("matmul",))
 
-            rows.append([preset, b, f_gflops(r.gflop_per_s), _pct(r.gflop_per_s, hw), _pct(r.gflop_per_s, own)])
+            hw_cell = _pct(r.gflop_per_s, hw)
+            if hw is not None and threads and not _nan(hw.threads) and int(hw.threads) != threads:
+                hw_cell += f" - measured at {int(hw.threads)}, not {threads} threads"
+            rows.append([preset, b, f_gflops(r.gflop_per_s), hw_cell, _pct(r.gflop_per_s, own)])
     lines += ["### Each preset against them", "", table(header, rows), "",
               "GFLOP/s = counted FLOPs a step / median step time. Hardware peak: wasm against the SIMD128 "
               "mul+add peak at its thread count; webgpu and torch-cuda against the WebGPU fp32 FMA peak of the "
