@@ -84,3 +84,28 @@ def test_read_peaks_refuses_other_versions(tmp_path):
         peak.read_peaks(tmp_path)
     with pytest.raises(UserError, match="tinygpt-bench peak --out"):
         peak.read_peaks(tmp_path / "nowhere")
+
+
+def test_webgpu_peak_without_timestamp_queries_uses_host_time():
+    from tinygpt_bench.backends.wgpu_runtime import Gpu
+
+    gpu = Gpu(timestamps=False)
+    r = peak.webgpu_peak(gpu, seconds=0.002, repeats=1)
+    assert r["gflop_per_s"] > 0 and r["max_rel_err"] <= 1e-3 and "host time" in r["note"]
+    with pytest.raises(UserError, match="timestamp-query"):
+        peak.webgpu_matmul(gpu, 64, 1)
+
+
+def test_no_adapter_skips_the_webgpu_rows_and_measures_the_rest(tmp_path, monkeypatch):
+    from tinygpt_bench.backends import wgpu_runtime
+
+    def no_adapter(*a, **k):
+        raise UserError("no WebGPU adapter found; fix: apt-get install mesa-vulkan-drivers")
+
+    monkeypatch.setattr(wgpu_runtime, "Gpu", no_adapter)
+    monkeypatch.setattr(peak, "wasm_matmul", lambda *a, **k: [])
+    monkeypatch.setattr(peak, "torch_matmul", lambda *a, **k: {"status": "skipped", "note": "not here"})
+    rows = peak.measure(tmp_path, threads=1, quick=True)
+    gpu = [r for r in rows if r["engine"] == "webgpu"]
+    assert len(gpu) == 1 and gpu[0]["status"] == "skipped" and "mesa-vulkan-drivers" in gpu[0]["note"]
+    assert all(r["status"] == "ok" for r in rows if r["engine"] == "wasm" and r["kind"] == "peak")

@@ -249,6 +249,8 @@ def webgpu_matmul(gpu, size: int, repeats: int) -> dict:
     from tinygpt_bench.backends import wgpu_ops
     from tinygpt_bench.backends.wgpu_bench import bench_matmul
 
+    if not gpu.timestamps:
+        raise UserError("the adapter has no timestamp-query feature, which wgpu_bench.bench_matmul times with")
     variant, split = wgpu_ops.plan_matmul(gpu, size, size, size)
     r = bench_matmul(gpu, size, None, reps=repeats)
     err = _checked(f"webgpu matmul {size}^3", r["rel_err"])
