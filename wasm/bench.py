@@ -117,7 +117,7 @@ def variant(name: str) -> dict:
 
 
 def matmul_ab(threads: int, variants: list[dict], reps: int = 3, rounds: int = 3,
-              spectre_guards: bool = True) -> list[dict]:
+              spectre_guards: bool = False) -> list[dict]:
     """The matmul alone at xl's shapes per variant: rounds x (every variant, every shape),
     reps calls timed each; the median over rounds. Interleaving keeps clock or neighbour
     drift from favouring one variant."""
@@ -165,7 +165,7 @@ def ab_main(args, threads: list[int], names: list[str], out: dict) -> int:
         print(f"peak threads={th}: SIMD128 mul+add {pk['simd128_mul_add']:.1f} GFLOP/s, "
               f"relaxed FMA {pk['simd128_relaxed_fma']:.1f} GFLOP/s; an empty parallel region "
               f"{pk['fork_join_us']:.1f} us", flush=True)
-        for r in matmul_ab(th, variants, spectre_guards=not args.no_spectre_guards):
+        for r in matmul_ab(th, variants, spectre_guards=args.spectre_guards):
             r["pct_of_peak"] = 100 * r["gflops"] / pk["simd128_relaxed_fma" if r["fma"] else "simd128_mul_add"]
             out["matmul_ab"].append(r)
             print(f"  matmul {r['variant']:9s} {r['shape']:11s} {r['M']}x{r['N']}x{r['K']}: {r['ms']:7.2f} ms "
@@ -179,7 +179,7 @@ def ab_main(args, threads: list[int], names: list[str], out: dict) -> int:
             for th in step_threads:
                 for v in variants:
                     with WasmBackend(threads=th, relaxed_simd=v["relaxed_simd"], matmul_kernel=v["matmul_kernel"],
-                                     spectre_guards=not args.no_spectre_guards) as b:
+                                     spectre_guards=args.spectre_guards) as b:
                         r = {"preset": name, "variant": v["name"], "threads": th, **train(b, p, flat, batches)}
                     out["train_ab"].append(r)
                     print(f"{name:7s} threads={th:2d} {v['name']:9s} {r['median_ms']:8.1f} ms/step "
@@ -188,7 +188,7 @@ def ab_main(args, threads: list[int], names: list[str], out: dict) -> int:
         Path(args.json).write_text(json.dumps(out, indent=1))
     # the compact table
     print(f"\n## matmul variants A/B: {out['machine']['cpu']}, {out['machine']['cores']} cores"
-          f"{', Spectre guards off' if args.no_spectre_guards else ''}")
+          f"{', Spectre guards on' if args.spectre_guards else ''}")
     shapes = [s[0] for s in XL_SHAPES]
     print("matmul at xl's shapes, GFLOP/s (% of the SIMD128 peak of its arithmetic: mul+add, or FMA for fma*)")
     print(f"| threads | variant | {' | '.join(shapes)} | mean GFLOP/s | mean % peak |")
@@ -236,9 +236,9 @@ def main() -> int:
     ap.add_argument("--presets", default="small,medium,large,xl")
     ap.add_argument("--steps", type=int, default=15, help="steps per measurement (the protocol's 15)")
     ap.add_argument("--relaxed", action="store_true", help="time the relaxed-SIMD FMA matmul in the steps")
-    ap.add_argument("--no-spectre-guards", action="store_true",
-                    help="compile without cranelift's Spectre guard on memory accesses (steps; with "
-                    "--matmul-kernels the matmul too)")
+    ap.add_argument("--spectre-guards", action="store_true",
+                    help="compile with cranelift's Spectre guard on memory accesses, wasmtime's default (the "
+                    "engine's is off; steps; with --matmul-kernels the matmul too)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch CPU peer")
     ap.add_argument("--matmul-kernels", help="A/B of the matmul tile variants, comma list of "
                     "shuffle, splat, bcast, fma, fma-splat, fma-bcast (the first is the baseline): the matmul alone "
@@ -280,7 +280,7 @@ def main() -> int:
         rng = np.random.default_rng(1)
         batches = [rng.integers(0, 256, (p.batch, p.ctx + 1), dtype=np.int32) for _ in range(args.steps)]
         for th in threads:
-            with WasmBackend(threads=th, relaxed_simd=args.relaxed, spectre_guards=not args.no_spectre_guards) as b:
+            with WasmBackend(threads=th, relaxed_simd=args.relaxed, spectre_guards=args.spectre_guards) as b:
                 r = {"preset": name, "backend": "wasm", "threads": th, **train(b, p, flat, batches)}
             out["train"].append(r)
             line = f"{name:7s} threads={th:2d} wasm {r['median_ms']:8.1f} ms/step ({r['gflops']:.1f} GFLOP/s)"
@@ -296,7 +296,7 @@ def main() -> int:
                          f"{abs(r['final_loss'] - t['final_loss']) / t['final_loss']:.1e}")
             print(line, flush=True)
     last = presets.load(args.presets.split(",")[-1])
-    with WasmBackend(threads=max(threads), relaxed_simd=args.relaxed, spectre_guards=not args.no_spectre_guards) as b:
+    with WasmBackend(threads=max(threads), relaxed_simd=args.relaxed, spectre_guards=args.spectre_guards) as b:
         b.load(last, model.Layout(last).init(0))
         x = np.random.default_rng(1).integers(0, 256, (last.batch, last.ctx + 1), dtype=np.int32)
         b.step(x)

@@ -261,7 +261,7 @@ class WasmBackend(Backend):
     name = "wasm"
 
     def __init__(self, threads: int | None = None, relaxed_simd: bool | None = None, initial_memory: int | None = None,
-                 max_memory: int | None = None, module_path: str | None = None, spectre_guards: bool = True,
+                 max_memory: int | None = None, module_path: str | None = None, spectre_guards: bool = False,
                  fault: str | None = None, matmul_kernel: str = "shuffle"):
         """threads: threads taking part in each step (default: all cores).
         relaxed_simd: use the matmul built with relaxed-SIMD FMA (results differ from the
@@ -271,9 +271,12 @@ class WasmBackend(Backend):
         on demand. max_memory: bytes the memory may grow to (default and ceiling: the
         module's declared 16 GiB); the module's allocator refuses growth past it.
         module_path: another build of the module (tests, comparisons).
-        spectre_guards: keep cranelift's Spectre guard on every memory access (wasmtime's
-        default). Off, each load's bounds check loses a cmov: the matmul ran about 11%
-        faster here, results bit-identical (docs/wasm-engine.md).
+        spectre_guards: cranelift's Spectre guard (a cmov) on every bounds-checked memory
+        access: wasmtime's default, which protects a host from an untrusted module. Off by
+        default here: the module is this project's own code, the case V8's documentation
+        calls "likely unaffected" (v8.dev/docs/untrusted-code-mitigations). Off, the matmul
+        ran about 11% faster on the 2-core EPYC and xl 8.7%; results are bit-identical
+        either way (tested); runtime_settings records the choice (docs/wasm-engine.md).
         fault: inject a failure (tinygpt_bench/faults.py): 'trap' executes `unreachable`
         inside train_step after the forward pass; 'nan-grad' writes a NaN into the
         gradient after backward, before the clip.
