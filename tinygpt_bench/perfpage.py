@@ -157,7 +157,8 @@ def section_steps(run: Run) -> str:
     rows = []
     for preset in run.presets:
         first = run.df[run.df.preset == preset].iloc[0]
-        line = [preset, f"{int(first.params):,}", f"{first.flops_per_step / 1e9:.3g}"]
+        gflop = first.flops_per_step / 1e9
+        line = [preset, f"{int(first.params):,}", f"{gflop:,.0f}" if gflop >= 100 else f"{gflop:.3g}"]
         for b in run.backends:
             r = run.row(preset, b)
             if r is None:
