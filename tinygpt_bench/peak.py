@@ -141,10 +141,15 @@ def wasm_matmul(threads: int, reps: int, shapes=XL_SHAPES, repeats: int = 3) -> 
     checked against numpy, then the best of `repeats` timings of `reps` products."""
     from tinygpt_bench.backends.wasm import WasmBackend
 
+    from tinygpt_bench.backends import wasm as wasm_mod
+
     rows = []
     rng = np.random.default_rng(0)
     with WasmBackend(threads=threads) as b:
         b._start()
+        kernel = getattr(b, "matmul_kernel", None)  # the engine's default 4x8 tile, as load() sets it
+        if kernel is not None:
+            b._call("model_set_matmul_kernel", wasm_mod.MATMUL_KERNELS.index(kernel))
         for label, M, N, K, tr in shapes:
             A, B, C = b._call("alloc", 4 * M * K), b._call("alloc", 4 * K * N), b._call("alloc", 4 * M * N)
             a = rng.standard_normal(M * K).astype(np.float32)
@@ -164,7 +169,8 @@ def wasm_matmul(threads: int, reps: int, shapes=XL_SHAPES, repeats: int = 3) -> 
                     best = min(best, (time.perf_counter() - t) / reps)
                 flops = 2 * M * N * K  # multiply and accumulate
                 rows.append({"what": "matmul relaxed-fma" if fma else "matmul simd128", "size": f"{M}x{N}x{K}",
-                             "note": f"xl {label}" + (" (a transposed)" if tr else ""), "flops": flops,
+                             "note": f"xl {label}" + (" (a transposed)" if tr else "")
+                             + (f"; {kernel} tile" if kernel else ""), "flops": flops,
                              "seconds": best, "gflop_per_s": flops / best / 1e9, "max_rel_err": err,
                              "repeats": repeats})
         b._call("model_set_fma", 0)
