@@ -336,6 +336,96 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 }
 
 // ---------------------------------------------------------------------------------------------
+// matmul_shared_pf: matmul_shared with the next K step's global loads issued before the current
+// step's arithmetic ("register prefetch"): each invocation holds the 4 values of op(a) and of
+// op(b) it stages next in registers, so their latency overlaps the 16 FMA rounds instead of
+// stalling at the barrier. Same staging layout, same arithmetic in the same order: results equal
+// matmul_shared's bit for bit.
+
+fn fetch_a(t: u32, row0: u32, k0: u32) -> vec4<f32> {   // the 4 values of op(a) invocation t stages at k0
+    if (TRANS_A) {
+        let kk = t / 16u; let r4 = t % 16u;
+        return vec4(load_a(row0 + 4u * r4, k0 + kk), load_a(row0 + 4u * r4 + 1u, k0 + kk),
+                    load_a(row0 + 4u * r4 + 2u, k0 + kk), load_a(row0 + 4u * r4 + 3u, k0 + kk));
+    }
+    let row = t / 4u; let k4 = 4u * (t % 4u);
+    return vec4(load_a(row0 + row, k0 + k4), load_a(row0 + row, k0 + k4 + 1u),
+                load_a(row0 + row, k0 + k4 + 2u), load_a(row0 + row, k0 + k4 + 3u));
+}
+
+fn put_a(t: u32, x: vec4<f32>) {
+    if (TRANS_A) { sa[(t / 16u) * 16u + t % 16u] = x; return; }
+    let row = t / 4u; let k4 = 4u * (t % 4u);
+    for (var i = 0u; i < 4u; i++) { sa[(k4 + i) * 16u + row / 4u][row % 4u] = x[i]; }
+}
+
+fn fetch_b(t: u32, col0: u32, k0: u32) -> vec4<f32> {   // the 4 values of op(b) invocation t stages at k0
+    if (TRANS_B) {
+        let col = t / 4u; let k4 = 4u * (t % 4u);
+        return vec4(load_b(k0 + k4, col0 + col), load_b(k0 + k4 + 1u, col0 + col),
+                    load_b(k0 + k4 + 2u, col0 + col), load_b(k0 + k4 + 3u, col0 + col));
+    }
+    let kk = t / 16u; let c4 = t % 16u;
+    return vec4(load_b(k0 + kk, col0 + 4u * c4), load_b(k0 + kk, col0 + 4u * c4 + 1u),
+                load_b(k0 + kk, col0 + 4u * c4 + 2u), load_b(k0 + kk, col0 + 4u * c4 + 3u));
+}
+
+fn put_b(t: u32, x: vec4<f32>) {
+    if (TRANS_B) {
+        let col = t / 4u; let k4 = 4u * (t % 4u);
+        for (var i = 0u; i < 4u; i++) { sb[(k4 + i) * 16u + col / 4u][col % 4u] = x[i]; }
+        return;
+    }
+    sb[(t / 16u) * 16u + t % 16u] = x;
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_shared_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let kr = k_range(wid.z);
+    let want_db = (u.flags & BIAS_GRAD) != 0u && wid.y == 0u && lid.y == 0u;
+    var db = vec4<f32>(0.0);
+    let tx = lid.x;
+    let ty = lid.y;
+    let t = ty * 16u + tx;
+    let row0 = wid.y * 64u;
+    let col0 = wid.x * 64u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var xa = fetch_a(t, row0, kr.x);
+    var xb = fetch_b(t, col0, kr.x);
+    for (var k0 = kr.x; k0 < kr.y; k0 += 16u) {
+        put_a(t, xa);
+        put_b(t, xb);
+        workgroupBarrier();
+        if (k0 + 16u < kr.y) {   // the next step's loads, in flight during this step's arithmetic
+            xa = fetch_a(t, row0, k0 + 16u);
+            xb = fetch_b(t, col0, k0 + 16u);
+        }
+        for (var kk = 0u; kk < 16u; kk++) {
+            let a4 = sa[kk * 16u + ty];
+            let b4 = sb[kk * 16u + tx];
+            acc0 = fma(vec4(a4.x), b4, acc0);
+            acc1 = fma(vec4(a4.y), b4, acc1);
+            acc2 = fma(vec4(a4.z), b4, acc2);
+            acc3 = fma(vec4(a4.w), b4, acc3);
+            if (want_db) { db += b4; }
+        }
+        workgroupBarrier();
+    }
+    let row = row0 + 4u * ty;
+    let col = col0 + 4u * tx;
+    if (want_db) {
+        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + wid.z * u.n + col + j] = db[j]; } }
+    }
+    store_4z(row, col, acc0, kr.z);
+    store_4z(row + 1u, col, acc1, kr.z);
+    store_4z(row + 2u, col, acc2, kr.z);
+    store_4z(row + 3u, col, acc3, kr.z);
+}
+
+// ---------------------------------------------------------------------------------------------
 // matmul_big: "128 x 128 workgroup tiles, 8 x 8 per invocation". Workgroup (16, 16); invocation
 // (tx, ty) owns rows row0 + 4ty + {0..3, 64..67} and columns col0 + 4tx + {0..3, 64..67}
 // (two vec4 of a and two of b from workgroup memory per k: 64 FMAs per 4 reads, against

@@ -34,7 +34,7 @@ def rand(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4", "shared", "big"])
+@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4", "shared", "shared_pf", "big"])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("m,n,k", [(70, 45, 33), (128, 64, 16), (5, 130, 67), (200, 136, 9)])
 def test_matmul(gpu, variant, trans_a, trans_b, m, n, k):
@@ -73,14 +73,16 @@ def test_matmul_bias_grad(gpu):
     ops.matmul(p, "dw+db-shared", G3.at(3), X, DY, m, n, k, trans_a=True, variant="shared", bias_grad=G3.at(3 + m * n))
     G4 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
     ops.matmul(p, "dw+db-big", G4.at(3), X, DY, m, n, k, trans_a=True, variant="big", bias_grad=G4.at(3 + m * n))
+    G5 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
+    ops.matmul(p, "dw+db-pf", G5.at(3), X, DY, m, n, k, trans_a=True, variant="shared_pf", bias_grad=G5.at(3 + m * n))
     p.finalize().run()
-    for buf in (G.buf, G2.buf, G3.buf, G4.buf):
+    for buf in (G.buf, G2.buf, G3.buf, G4.buf, G5.buf):
         out = gpu.read(buf, count=3 + m * n + n)
         assert rel_err(out[3:3 + m * n].reshape(m, n), x.T.astype(np.float64) @ dy) < 1e-5
         assert rel_err(out[3 + m * n:], dy.astype(np.float64).sum(0)) < 1e-5
 
 
-@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "big"])
+@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big"])
 @pytest.mark.parametrize("accum", [False, True])
 def test_matmul_split_k(gpu, variant, accum):
     rng = np.random.default_rng(10)
@@ -477,3 +479,56 @@ def test_binding_limit_message(webgpu_backend):
                                         r"adapter X \(Y\) 1,048,576; also webgpu buffer grads"):
         webgpu_backend._check_limits(rows)
     webgpu_backend._check_limits(rows[2:])  # fits: no error
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
+def test_matmul_shared_prefetch_is_bit_identical(gpu, trans_a, trans_b):
+    """matmul_shared_pf reorders loads only: its products equal matmul_shared's bit for bit."""
+    rng = np.random.default_rng(21)
+    m, n, k = 70, 90, 77
+    a = rand(rng, *((k, m) if trans_a else (m, k)))
+    b = rand(rng, *((n, k) if trans_b else (k, n)))
+    A, B = ops.Ref(gpu.upload(a, "a")), ops.Ref(gpu.upload(b, "b"))
+    C = ops.Ref(gpu.buffer(4 * 2 * m * n, "c"))
+    p = Program(gpu, "test")
+    ops.matmul(p, "shared", C, A, B, m, n, k, trans_a, trans_b, variant="shared")
+    ops.matmul(p, "prefetch", C.at(m * n), A, B, m, n, k, trans_a, trans_b, variant="shared_pf")
+    p.finalize().run()
+    out = gpu.read(C.buf, count=2 * m * n).reshape(2, m, n)
+    assert np.array_equal(out[0], out[1])
+
+
+def test_tune_override_from_the_environment(monkeypatch):
+    """TINYGPT_BENCH_TUNE sets kernel tuning for A/B runs; bad text is one clear error."""
+    from tinygpt_bench.backends.wgpu_runtime import tune_override
+    from tinygpt_bench.errors import UserError
+
+    defaults = {"shared_fill": 1056, "matmul_big": False}
+    assert tune_override(defaults, "shared_fill=0, shared_prefetch=1") == {"shared_fill": 0, "shared_prefetch": True}
+    assert tune_override(defaults, "") == {}
+    for bad in ("shared_fill", "nosuch=1", "shared_fill=x"):
+        with pytest.raises(UserError, match="TINYGPT_BENCH_TUNE"):
+            tune_override(defaults, bad)
+
+
+def test_prefetch_tuning_runs_a_step_and_says_so(monkeypatch):
+    """A whole step with the prefetching matmul asked for through the environment: the plan and
+    the load agree, the loss equals the default kernels' (same arithmetic), describe() says it."""
+    from tinygpt_bench import presets
+    from tinygpt_bench.backends.webgpu import WebGPUBackend
+    from tinygpt_bench.model import Layout
+
+    p = presets.load("tiny")
+    w = Layout(p).init(0)
+    batch = np.random.default_rng(3).integers(0, 256, (p.batch, p.ctx + 1)).astype(np.int32)
+    losses = []
+    for tune in ("", "shared_prefetch=1,matmul_shared=1"):
+        monkeypatch.setenv("TINYGPT_BENCH_TUNE", tune)
+        be = WebGPUBackend()
+        be.load(p, w)
+        losses.append(be.step(batch))
+        if tune:
+            assert "shared_prefetch=True" in be.describe()["runtime_settings"]
+            assert any("matmul_shared_pf" in d.name for d in be.program.dispatches)
+        be.close()
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)

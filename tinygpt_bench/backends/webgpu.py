@@ -335,7 +335,8 @@ class WebGPUBackend(Backend):
                  adapter_vendor=d.get("vendor"), adapter_driver=d.get("description"), adapter_api=d.get("backend_api"),
                  runtime=f"wgpu-py {d['wgpu']}", kernels_sha256=sha256_of(list(resource_dir("kernels").glob("*.wgsl"))),
                  runtime_settings=f"encoding {'pipelined' if self.pipelined else 'in turn'}, matmul "
-                                  + ("128x128 tiles where they fill the device" if gpu.matmul_big else "64x64 tiles"))
+                                  + ("128x128 tiles where they fill the device" if gpu.matmul_big else "64x64 tiles")
+                                  + "".join(f", {k}={v}" for k, v in gpu.tune_override.items()))
         if d["adapter_type"] == "CPU":
             d["note"] = "CPU adapter (software rasteriser such as lavapipe): not a GPU result"
         if self.fault:

@@ -36,7 +36,9 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     """c (m,n) [+]= op(a) (m,k) @ op(b) (k,n) [+ bias (n)] [+ res (m,n)]; see matmul.wgsl.
 
     variant: "direct" (8x8 blocks, 64x64 tiles), "direct4" (4x4 blocks, 32x32 tiles), "shared"
-    (64x64 workgroup-memory tiles), "big" (128x128 workgroup-memory tiles, 8x8 blocks) or
+    (64x64 workgroup-memory tiles; "shared_pf": the same with the next K step's loads issued
+    early, chosen for "shared" where Gpu.shared_prefetch), "big" (128x128 workgroup-memory
+    tiles, 8x8 blocks) or
     "tiled" (workgroup-memory tiles, slow for now). split_k: slices of K (matmul_splitk8 or
     matmul_splitk into scratch, then splitk_reduce, which applies bias, res and accum).
     Left as None, both are chosen by plan_matmul for the Gpu (split-K only if scratch is given).
@@ -44,6 +46,8 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     sums of dy there (the bias gradient), overwriting; not with bias."""
     auto_variant, auto_split = plan_matmul(p.gpu, m, n, k, bias_grad is not None)
     variant = variant or auto_variant
+    if variant == "shared" and getattr(p.gpu, "shared_prefetch", False):
+        variant = auto_variant = "shared_pf"  # the same product, next K step's loads issued early
     if split_k is None:
         split_k = auto_split if scratch is not None and variant == auto_variant else 1
     if bias_grad is not None and (bias is not None or variant == "tiled"):
@@ -57,7 +61,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     if split_k > 1:
         parts, db_parts = scratch, scratch.at(split_k * m * n)
         entry = {"direct4": "matmul_splitk", "direct": "matmul_splitk8", "shared": "matmul_shared",
-                 "big": "matmul_big"}[variant]
+                 "shared_pf": "matmul_shared_pf", "big": "matmul_big"}[variant]
         args = [m, n, k, a.off, b.off, parts.off, db_parts.off, 0, flags & BIAS_GRAD, split_k]
         p.add(name, "matmul", entry, args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: db_parts.buf, 5: parts.buf},
               (cdiv(n, tile), cdiv(m, tile), split_k), constants=consts)
@@ -68,7 +72,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
         return
     bb, rr = bias_grad or bias or c, res or c
     entry = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4", "shared": "matmul_shared",
-             "big": "matmul_big"}[variant]
+             "shared_pf": "matmul_shared_pf", "big": "matmul_big"}[variant]
     args = [m, n, k, a.off, b.off, c.off, bb.off, rr.off, flags, 1]
     bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: bb.buf, 5: rr.buf}
     p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)), constants=consts)

@@ -7,6 +7,7 @@ on top of it. wgpu-py workarounds live in wgpu_compat.py.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,25 @@ def tuning_for(adapter) -> dict:
             "attention_split": 1 if cpu else None}
 
 
+TUNE_ENV = "TINYGPT_BENCH_TUNE"
+EXTRA_TUNING = {"shared_prefetch": False}  # experimental kernel choices, off unless asked for
+
+
+def tune_override(defaults: dict, text: str | None = None) -> dict:
+    """Kernel tuning asked for by TINYGPT_BENCH_TUNE="key=value,..." (development A/B runs:
+    e.g. shared_fill=0); values are integers (0/1 for switches). The backend's describe()
+    records them in runtime_settings, so a result says what it ran with."""
+    text = os.environ.get(TUNE_ENV, "") if text is None else text
+    known = {**defaults, **EXTRA_TUNING}
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        key, _, val = item.partition("=")
+        if key not in known or not val.lstrip("-").isdigit():
+            raise UserError(f"{TUNE_ENV}: '{item}' is not KEY=INTEGER with KEY one of {', '.join(sorted(known))}")
+        out[key] = bool(int(val)) if isinstance(known[key], bool) else int(val)
+    return out
+
+
 class AdapterPlan:
     """What a Program needs to RECORD dispatches without a device: an adapter's limits and
     kernel tuning. Program(AdapterPlan(...), label).add() checks workgroup counts and keeps the
@@ -130,13 +150,16 @@ class AdapterPlan:
     def __init__(self, adapter, limits: dict, tuning: dict | None = None):
         self.adapter = adapter
         self.limits = dict(limits)
-        for k, v in (tuning or tuning_for(adapter)).items():
+        if tuning is None:
+            tuning = {**EXTRA_TUNING, **tuning_for(adapter)}
+            tuning.update(tune_override(tuning))
+        for k, v in tuning.items():
             setattr(self, k, v)
 
     @classmethod
     def of_gpu(cls, gpu: "Gpu", limits: dict | None = None) -> "AdapterPlan":
         """The same plan as `gpu` would record (its tuning, including overrides set on it)."""
-        tuning = {k: getattr(gpu, k) for k in tuning_for(gpu.adapter)}
+        tuning = {k: getattr(gpu, k) for k in {**EXTRA_TUNING, **tuning_for(gpu.adapter)}}
         return cls(gpu.adapter, gpu.limits if limits is None else limits, tuning)
 
     def pipeline(self, family: str, entry: str, constants: dict | None = None):
@@ -175,7 +198,10 @@ class Gpu:
         self.waiter = Waiter(self.device)
         # kernel variants (tuning_for says why each): matmul_variant, layernorm_variant,
         # min_workgroups, matmul_shared, attention_split; tests and wgpu_bench may override them
-        for k, v in tuning_for(self.adapter).items():
+        for k, v in {**EXTRA_TUNING, **tuning_for(self.adapter)}.items():
+            setattr(self, k, v)
+        self.tune_override = tune_override(tuning_for(self.adapter))
+        for k, v in self.tune_override.items():
             setattr(self, k, v)
         self.kernels_dir: Path = resource_dir("kernels")
         self._modules: dict[str, object] = {}
