@@ -20,7 +20,7 @@ import numpy as np
 from tinygpt_bench import presets, protocol
 from tinygpt_bench.backends import wgpu_ops as ops
 from tinygpt_bench.backends.webgpu import WebGPUBackend, kernel_of
-from tinygpt_bench.backends.wgpu_runtime import Gpu, Program, describe_adapter
+from tinygpt_bench.backends.wgpu_runtime import EXTRA_TUNING, Gpu, Program, describe_adapter, tune_override, tuning_for
 from tinygpt_bench.model import Layout, flops_per_step
 
 
@@ -37,11 +37,13 @@ def summary(rows: list[dict]) -> str:
     out = []
     for r in rows:
         if r.get("kind") == "matmul":
-            out.append(f"matmul {r['variant']:>7} {r['size']}^3: {r['tflops']:.2f} TFLOP/s  rel_err {r['rel_err']:.1e}")
+            out.append(f"matmul {r['variant']:>7} {r['size']}^3: {r['tflops']:.2f} TFLOP/s  rel_err {r['rel_err']:.1e}"
+                       f"  {r.get('tune', '')}")
         elif r.get("kind") == "preset" and "median_ms" in r:
             peer = f"  peer {r['peer_median_ms']:.2f} ms ({r['speedup_vs_peer']:.2f}x)" if "peer_median_ms" in r else ""
             par = f"  parity {r['parity_loss_rel']:.1e} {r['parity_grad_worst']}" if "parity_loss_rel" in r else ""
-            out.append(f"{r['preset']:>8} big={int(r['matmul_big'])} pipe={int(r['pipelined'])} fill={r['shared_fill']}:"
+            out.append(f"{r['preset']:>8} {r.get('tune', '')} big={int(r['matmul_big'])} pipe={int(r['pipelined'])}"
+                       f" fill={r['shared_fill']}:"
                        f" {r['median_ms']:.2f} ms"
                        f" (min {r['min_ms']:.2f}, first {r['first_step_ms']:.0f}) busy {r['gpu_busy_ms']:.2f}"
                        f" encode {r['encode_ms']:.2f}{peer}{par}")
@@ -168,6 +170,10 @@ def main(argv=None) -> None:
     ap.add_argument("--peer", default=None, help="also time this registered backend (e.g. torch-cuda) on the same steps")
     ap.add_argument("--matmul-big", default="", help="A/B: comma-separated 0/1, run each preset with Gpu.matmul_big off/on")
     ap.add_argument("--pipelined", default="1", help="A/B: comma-separated 0/1, encode the next step during this one")
+    ap.add_argument("--tunes", default="", help="A/B: alternatives separated by '|', each KEY=INT,... as in "
+                                                "TINYGPT_BENCH_TUNE (e.g. 'shared_prefetch=0|shared_prefetch=1'); "
+                                                "everything runs under each, interleaved, --rounds times")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the alternatives this many times, interleaved")
     ap.add_argument("--shared-fill", default="", help="A/B: comma-separated Gpu.shared_fill values (0: no split-K for "
                                                       "products matmul_shared fills)")
     args = ap.parse_args(argv)
@@ -177,26 +183,36 @@ def main(argv=None) -> None:
     d = describe_adapter(gpu.adapter)
     emit({"kind": "adapter", **{k: v for k, v in d.items() if k != "features"}, "matmul_variant": gpu.matmul_variant,
           "attention_split": gpu.attention_split})
-    if args.matmul:
-        for variant in ("direct", "shared", "big"):
-            emit(bench_matmul(gpu, args.matmul, variant))
+    base = {k: getattr(gpu, k) for k in {**EXTRA_TUNING, **tuning_for(gpu.adapter)}}
+    tunes = args.tunes.split("|") if args.tunes else [""]
     names = [s for s in args.presets.split(",") if s]
     order = presets.ORDER
     limit = order.index(args.parity_upto) if args.parity_upto in order else -1
-    bigs = [bool(int(x)) for x in args.matmul_big.split(",") if x] or [gpu.matmul_big]
-    pipes = [bool(int(x)) for x in args.pipelined.split(",") if x]
-    fills = [int(x) for x in args.shared_fill.split(",") if x] or [gpu.shared_fill]
-    for name in names:
-        parity = name in order and order.index(name) <= limit
-        for i, (big, pipe, fill) in enumerate((b, q, f) for b in bigs for q in pipes for f in fills):
-            gpu.matmul_big, gpu.shared_fill = big, fill
-            try:  # the peer and the parity checks once per preset, with the first configuration
-                emit(bench_preset(gpu, name, args.steps, parity and i == 0, args.peer if i == 0 else None,
-                                  args.parity_steps if i == 0 else 0, pipelined=pipe))
-            except Exception as e:  # keep what finished; say what failed
-                emit({"kind": "preset", "preset": name, "matmul_big": big, "pipelined": pipe, "shared_fill": fill,
-                      "status": "failed",
-                      "error": f"{type(e).__name__}: {e}"})
+    first = set()  # presets whose peer and parity ran (once, with the first configuration)
+    for rnd in range(1, args.rounds + 1):
+        for tune in tunes:  # alternatives interleaved, round after round: drift hits them alike
+            for k, v in {**base, **tune_override(base, tune)}.items():
+                setattr(gpu, k, v)
+            if args.matmul:
+                for variant in ("direct", "shared", "big"):
+                    emit({**bench_matmul(gpu, args.matmul, variant), "tune": tune, "round": rnd})
+            bigs = [bool(int(x)) for x in args.matmul_big.split(",") if x] or [gpu.matmul_big]
+            pipes = [bool(int(x)) for x in args.pipelined.split(",") if x]
+            fills = [int(x) for x in args.shared_fill.split(",") if x] or [gpu.shared_fill]
+            for name in names:
+                parity = name in order and order.index(name) <= limit
+                for big, pipe, fill in ((b, q, f) for b in bigs for q in pipes for f in fills):
+                    gpu.matmul_big, gpu.shared_fill = big, fill
+                    once = name not in first
+                    first.add(name)
+                    try:  # the peer and the parity checks once per preset, with the first configuration
+                        emit({**bench_preset(gpu, name, args.steps, parity and once, args.peer if once else None,
+                                             args.parity_steps if once else 0, pipelined=pipe),
+                              "tune": tune, "round": rnd})
+                    except Exception as e:  # keep what finished; say what failed
+                        emit({"kind": "preset", "preset": name, "matmul_big": big, "pipelined": pipe,
+                              "shared_fill": fill, "tune": tune, "round": rnd, "status": "failed",
+                              "error": f"{type(e).__name__}: {e}"})
     print(summary(EMITTED), flush=True)
 
 
