@@ -503,7 +503,7 @@ def test_tune_override_from_the_environment(monkeypatch):
     from tinygpt_bench.backends.wgpu_runtime import tune_override
     from tinygpt_bench.errors import UserError
 
-    defaults = {"shared_fill": 1056, "matmul_big": False}
+    defaults = {"shared_fill": 1056, "matmul_big": False, "shared_prefetch": False}
     assert tune_override(defaults, "shared_fill=0, shared_prefetch=1") == {"shared_fill": 0, "shared_prefetch": True}
     assert tune_override(defaults, "") == {}
     for bad in ("shared_fill", "nosuch=1", "shared_fill=x"):

@@ -114,16 +114,19 @@ def tuning_for(adapter) -> dict:
     of 256 that fill the device (H100: 8 an SM x 132 SMs); a long-K product with fewer 64 x 64
     tiles splits K up to that (H100: mega 43.5 -> 37.4 ms, behemoth 210.7 -> 173.0 ms a step).
     matmul_big (128 x 128 tiles, 8 x 8 an invocation): off; 7.2 TFLOP/s at 4096^3 on the H100
-    against matmul_shared's 15.5, and behemoth only 1.5% faster with it."""
+    against matmul_shared's 15.5, and behemoth only 1.5% faster with it. shared_prefetch
+    (matmul_shared_pf: the next K step's loads in flight during this step's FMAs) on GPUs:
+    H100, interleaved A/B in one process, xl 12.6 -> 11.3 ms, mega 37.7 -> 33.5, behemoth
+    174.2 -> 162.6; lavapipe: no (its loads are not asynchronous)."""
     cpu = adapter.info["adapter_type"] == "CPU"
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
             "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False,
-            "shared_fill": 0 if cpu else 1056,
+            "shared_fill": 0 if cpu else 1056, "shared_prefetch": not cpu,
             "attention_split": 1 if cpu else None}
 
 
 TUNE_ENV = "TINYGPT_BENCH_TUNE"
-EXTRA_TUNING = {"shared_prefetch": False}  # experimental kernel choices, off unless asked for
+EXTRA_TUNING: dict = {}  # experimental kernel choices outside tuning_for, off unless asked for
 
 
 def tune_override(defaults: dict, text: str | None = None) -> dict:
