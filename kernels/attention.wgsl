@@ -294,3 +294,236 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
         }
     }
 }
+
+// ---- head-dim split variants (*_hs): the HSPLIT invocations of a row each hold HD4P = hd/4/HSPLIT
+// vec4s of it (a quarter of the registers of the kernels above at HSPLIT 4). Workgroup
+// (HSPLIT, 32): invocation (g, x) holds vec4s [g*HD4P, (g+1)*HD4P) of row x. Per staged tile:
+// phase 1 writes each invocation's partial dot products (q.k, and do.v in backward) to `part`;
+// barrier; phase 2 sums the HSPLIT partials of each pair in the fixed order g = 0, 1, ... (every
+// member of a group gets the same bits) and updates its own slice. The staged tile holds
+// bt = min(32, 48 / HSPLIT) rows so that `part` (32 x bt x HSPLIT vec2s) fits in 12 KiB and a
+// kernel's workgroup memory (tiles 16 KiB, part, lse/dd 256 B) in 32 KiB.
+// Loop bounds are overrides (constants after pipeline creation), so the per-row arrays can
+// live in registers.
+override HSPLIT: u32 = 2u;   // invocations per row, splitting its head dim
+override HD4P: u32 = 8u;     // vec4s of a row per invocation: hd / 4 / HSPLIT
+var<workgroup> part: array<vec2<f32>, 1536>;   // (BR, bt, HSPLIT) partial (s, dp); dq first: rowsum(dout * o)
+
+fn hs_tile() -> u32 { return min(BT, 48u / HSPLIT); }
+
+fn stage_kv_hs(b: u32, hh: u32, j0: u32, f: u32, bt: u32) {
+    let hd4 = HD4P * HSPLIT;
+    for (var e = f; e < bt * hd4; e += BR * HSPLIT) {
+        let jj = e / hd4;
+        let d4 = e % hd4;
+        let j = j0 + jj;
+        var a = vec4<f32>(0.0);
+        var c = vec4<f32>(0.0);
+        if (j < u.t) {
+            let r = row_base(b, j, hh) + 4u * d4;
+            a = ld_k(u.k_off + r);
+            c = ld_v(u.v_off + r);
+        }
+        tile1[jj * MAX_HD4 + d4] = a;
+        tile2[jj * MAX_HD4 + d4] = c;
+    }
+}
+
+// the full dot products of pair jj of row x: partials summed in order g = 0 .. HSPLIT-1
+fn part_sum(x: u32, jj: u32, bt: u32) -> vec2<f32> {
+    var s = vec2<f32>(0.0);
+    for (var gg = 0u; gg < HSPLIT; gg++) { s += part[(x * bt + jj) * HSPLIT + gg]; }
+    return s;
+}
+
+@compute @workgroup_size(HSPLIT, 32)
+fn attention_forward_hs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = lid.x;
+    let x = lid.y;
+    let f = g + HSPLIT * x;
+    let b = wid.y / u.h;
+    let hh = wid.y % u.h;
+    let d0 = g * HD4P;
+    let bt = hs_tile();
+    let i = wid.x * BR + x;
+    let valid = i < u.t;
+    let rb = row_base(b, min(i, u.t - 1u), hh);
+    var qr: array<vec4<f32>, 16>;    // this slice of q_i * scale
+    var acc: array<vec4<f32>, 16>;   // this slice of sum_j p_ij v_j (unnormalised)
+    for (var e = 0u; e < HD4P; e++) { qr[e] = ld_q(u.q_off + rb + 4u * (d0 + e)) * u.scale; acc[e] = vec4(0.0); }
+    var mx = NEG;
+    var l = 0.0;
+    let kv_end = min(u.t, wid.x * BR + BR);
+    for (var j0 = 0u; j0 < kv_end; j0 += bt) {
+        stage_kv_hs(b, hh, j0, f, bt);
+        workgroupBarrier();
+        let jn = select(0u, min(bt, i + 1u - j0), valid && j0 <= i);
+        for (var jj = 0u; jj < jn; jj++) {
+            var s4 = vec4<f32>(0.0);
+            for (var e = 0u; e < HD4P; e++) { s4 = fma(qr[e], tile1[jj * MAX_HD4 + d0 + e], s4); }
+            part[(x * bt + jj) * HSPLIT + g] = vec2(s4.x + s4.y + s4.z + s4.w, 0.0);
+        }
+        workgroupBarrier();
+        if (jn > 0u) {
+            var tmax = mx;
+            for (var jj = 0u; jj < jn; jj++) { tmax = max(tmax, part_sum(x, jj, bt).x); }
+            let corr = exp(mx - tmax);
+            l *= corr;
+            for (var e = 0u; e < HD4P; e++) { acc[e] *= corr; }
+            for (var jj = 0u; jj < jn; jj++) {
+                let pj = exp(part_sum(x, jj, bt).x - tmax);
+                l += pj;
+                for (var e = 0u; e < HD4P; e++) { acc[e] = fma(vec4(pj), tile2[jj * MAX_HD4 + d0 + e], acc[e]); }
+            }
+            mx = tmax;
+        }
+        workgroupBarrier();
+    }
+    if (valid) {
+        let inv = 1.0 / l;
+        for (var e = 0u; e < HD4P; e++) {
+            let y = acc[e] * inv;
+            let at = u.o_off + rb + 4u * (d0 + e);
+            o[at] = y.x; o[at + 1u] = y.y; o[at + 2u] = y.z; o[at + 3u] = y.w;
+        }
+        if (g == 0u) { lse[u.lse_off + wid.y * u.t + i] = mx + log(l); }
+    }
+}
+
+@compute @workgroup_size(HSPLIT, 32)
+fn attention_backward_dq_hs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = lid.x;
+    let x = lid.y;
+    let f = g + HSPLIT * x;
+    let b = wid.y / u.h;
+    let hh = wid.y % u.h;
+    let d0 = g * HD4P;
+    let bt = hs_tile();
+    let i = wid.x * BR + x;
+    let valid = i < u.t;
+    let rb = row_base(b, min(i, u.t - 1u), hh);
+    var qr: array<vec4<f32>, 16>;
+    var dor: array<vec4<f32>, 16>;
+    var acc: array<vec4<f32>, 16>;
+    var di4 = vec4<f32>(0.0);
+    for (var e = 0u; e < HD4P; e++) {
+        let at = rb + 4u * (d0 + e);
+        qr[e] = ld_q(u.q_off + at) * u.scale;
+        dor[e] = ld_do(u.do_off + at);
+        di4 = fma(dor[e], ld_o(u.o_off + at), di4);
+        acc[e] = vec4(0.0);
+    }
+    part[x * HSPLIT + g] = vec2(di4.x + di4.y + di4.z + di4.w, 0.0);
+    workgroupBarrier();
+    var di = 0.0;   // read before the first tile's barrier, after which part is written again
+    for (var gg = 0u; gg < HSPLIT; gg++) { di += part[x * HSPLIT + gg].x; }
+    let li = lse[u.lse_off + wid.y * u.t + min(i, u.t - 1u)];
+    let kv_end = min(u.t, wid.x * BR + BR);
+    for (var j0 = 0u; j0 < kv_end; j0 += bt) {
+        stage_kv_hs(b, hh, j0, f, bt);
+        workgroupBarrier();
+        let jn = select(0u, min(bt, i + 1u - j0), valid && j0 <= i);
+        for (var jj = 0u; jj < jn; jj++) {
+            var s4 = vec4<f32>(0.0);
+            var dp4 = vec4<f32>(0.0);
+            for (var e = 0u; e < HD4P; e++) {
+                s4 = fma(qr[e], tile1[jj * MAX_HD4 + d0 + e], s4);
+                dp4 = fma(dor[e], tile2[jj * MAX_HD4 + d0 + e], dp4);
+            }
+            part[(x * bt + jj) * HSPLIT + g] = vec2(s4.x + s4.y + s4.z + s4.w, dp4.x + dp4.y + dp4.z + dp4.w);
+        }
+        workgroupBarrier();
+        for (var jj = 0u; jj < jn; jj++) {
+            let sd = part_sum(x, jj, bt);
+            let ds = exp(sd.x - li) * (sd.y - di);
+            for (var e = 0u; e < HD4P; e++) { acc[e] = fma(vec4(ds), tile1[jj * MAX_HD4 + d0 + e], acc[e]); }
+        }
+        workgroupBarrier();
+    }
+    if (valid) {
+        for (var e = 0u; e < HD4P; e++) {
+            let y = acc[e] * u.scale;
+            let at = u.dq_off + rb + 4u * (d0 + e);
+            dq[at] = y.x; dq[at + 1u] = y.y; dq[at + 2u] = y.z; dq[at + 3u] = y.w;
+        }
+        if (g == 0u) { dd[u.dd_off + wid.y * u.t + i] = di; }
+    }
+}
+
+@compute @workgroup_size(HSPLIT, 32)
+fn attention_backward_dkv_hs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = lid.x;
+    let x = lid.y;
+    let f = g + HSPLIT * x;
+    let b = wid.y / u.h;
+    let hh = wid.y % u.h;
+    let d0 = g * HD4P;
+    let hd4 = HD4P * HSPLIT;
+    let bt = hs_tile();
+    let j = wid.x * BR + x;
+    let valid = j < u.t;
+    let rb = row_base(b, min(j, u.t - 1u), hh);
+    var kr: array<vec4<f32>, 16>;    // this slice of k_j * scale
+    var vr: array<vec4<f32>, 16>;
+    var dka: array<vec4<f32>, 16>;
+    var dva: array<vec4<f32>, 16>;
+    for (var e = 0u; e < HD4P; e++) {
+        kr[e] = ld_k(u.k_off + rb + 4u * (d0 + e)) * u.scale;
+        vr[e] = ld_v(u.v_off + rb + 4u * (d0 + e));
+        dka[e] = vec4(0.0);
+        dva[e] = vec4(0.0);
+    }
+    for (var i0 = wid.x * BR; i0 < u.t; i0 += bt) {
+        // stage queries i0 .. i0+bt: q, dout, lse, dd
+        for (var e = f; e < bt * hd4; e += BR * HSPLIT) {
+            let ii = e / hd4;
+            let d = e % hd4;
+            let i = i0 + ii;
+            var a = vec4<f32>(0.0);
+            var c = vec4<f32>(0.0);
+            if (i < u.t) {
+                let r = row_base(b, i, hh) + 4u * d;
+                a = ld_q(u.q_off + r);
+                c = ld_do(u.do_off + r);
+            }
+            tile1[ii * MAX_HD4 + d] = a;
+            tile2[ii * MAX_HD4 + d] = c;
+        }
+        if (f < bt && i0 + f < u.t) {
+            tile_lse[f] = lse[u.lse_off + wid.y * u.t + i0 + f];
+            tile_dd[f] = dd[u.dd_off + wid.y * u.t + i0 + f];
+        }
+        workgroupBarrier();
+        let ni = select(0u, min(bt, u.t - i0), valid);
+        let first = select(0u, j - i0, j > i0);                        // queries i >= j only
+        for (var ii = first; ii < ni; ii++) {
+            var s4 = vec4<f32>(0.0);
+            var dp4 = vec4<f32>(0.0);
+            for (var e = 0u; e < HD4P; e++) {
+                s4 = fma(tile1[ii * MAX_HD4 + d0 + e], kr[e], s4);
+                dp4 = fma(tile2[ii * MAX_HD4 + d0 + e], vr[e], dp4);
+            }
+            part[(x * bt + ii) * HSPLIT + g] = vec2(s4.x + s4.y + s4.z + s4.w, dp4.x + dp4.y + dp4.z + dp4.w);
+        }
+        workgroupBarrier();
+        for (var ii = first; ii < ni; ii++) {
+            let sd = part_sum(x, ii, bt);
+            let pij = exp(sd.x - tile_lse[ii]);
+            let ds = pij * (sd.y - tile_dd[ii]);
+            for (var e = 0u; e < HD4P; e++) {
+                dva[e] = fma(vec4(pij), tile2[ii * MAX_HD4 + d0 + e], dva[e]);
+                dka[e] = fma(vec4(ds), tile1[ii * MAX_HD4 + d0 + e], dka[e]);
+            }
+        }
+        workgroupBarrier();
+    }
+    if (valid) {
+        for (var e = 0u; e < HD4P; e++) {
+            let y = dka[e] * u.scale;
+            let w = dva[e];
+            let at = rb + 4u * (d0 + e);
+            dk[u.dk_off + at] = y.x; dk[u.dk_off + at + 1u] = y.y; dk[u.dk_off + at + 2u] = y.z; dk[u.dk_off + at + 3u] = y.w;
+            dv[u.dv_off + at] = w.x; dv[u.dv_off + at + 1u] = w.y; dv[u.dv_off + at + 2u] = w.z; dv[u.dv_off + at + 3u] = w.w;
+        }
+    }
+}

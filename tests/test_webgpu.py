@@ -532,3 +532,71 @@ def test_prefetch_tuning_runs_a_step_and_says_so(monkeypatch):
             assert any("matmul_shared_pf" in d.name for d in be.program.dispatches)
         be.close()
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+HS_CASES = [(hs, *shape) for hs in (1, 2, 4) for shape in ((2, 37, 48, 3), (2, 70, 128, 2), (2, 45, 128, 4),
+                                                             (2, 33, 64, 4))] + [(8, 2, 70, 128, 2), (8, 2, 50, 256, 4)]
+
+
+@pytest.mark.parametrize("hsplit,b,t,c,h", HS_CASES)
+def test_attention_head_split(gpu, b, t, c, h, hsplit):
+    """attention.wgsl's *_hs kernels (each row's head dim split over HSPLIT invocations, partial
+    dot products summed in workgroup memory) against the float64 reference: head_dim 16, 32, 64."""
+    hd = c // h
+    assert ops.attention_hsplit(Program(gpu, "x"), hd, hsplit) == hsplit  # hsplit divides hd / 4: no fallback
+    rng = np.random.default_rng(t + hsplit)
+    q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
+    btc = b * t * c
+    A = gpu.upload(np.concatenate([np.zeros(5, np.float32), q.ravel(), k.ravel(), v.ravel(), dout.ravel()]), "qkv")
+    Q, K, V, DO = (ops.Ref(A, 5 + i * btc) for i in range(4))
+    O = ops.Ref(gpu.buffer(4 * (btc + 2 * b * h * t), "o"))
+    LSE, DD = O.at(btc), O.at(btc + b * h * t)
+    D = ops.Ref(gpu.buffer(4 * 3 * btc, "dqkv"))
+    p = Program(gpu, "test")
+    ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h, hsplit=hsplit)
+    ops.attention_backward(p, "att", D, D.at(btc), D.at(2 * btc), DD, DO, Q, K, V, O, LSE, b, t, c, h, hsplit=hsplit)
+    assert all(d.name.endswith("_hs]") for d in p.dispatches)
+    p.finalize().run()
+    q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
+    o, _ = attention_ref(q64, k64, v64, h)
+    assert rel_err(gpu.read(O.buf, count=btc).reshape(b, t, c), o) < 1e-5
+    dq, dk, dv = attention_back_ref(dout.astype(np.float64), q64, k64, v64, h)
+    got = gpu.read(D.buf, count=3 * btc).reshape(3, b, t, c)
+    for name, g, want in zip("qkv", got, (dq, dk, dv)):
+        assert rel_err(g, want) < 1e-5, name
+
+
+def test_attention_hsplit_rule():
+    class P:
+        class gpu:
+            attention_hsplit = 4
+    assert ops.attention_hsplit(P, 64) == 4 and ops.attention_hsplit(P, 64, 0) == 0
+    assert ops.attention_hsplit(P, 8) == 0  # hd / 4 = 2: HSPLIT 4 does not divide it, the row kernels
+    with pytest.raises(ValueError):
+        ops.attention_hsplit(P, 64, 3)
+
+
+@pytest.mark.parametrize("name,hsplit", [("tiny", 2), ("small", 4)])
+def test_one_step_head_split_matches_reference(gpu, name, hsplit):
+    """A whole training step with the head-dim split attention kernels against float64."""
+    ref = pytest.importorskip("tinygpt_bench.backends.reference", reason="numpy reference not in this checkout")
+    from tinygpt_bench.backends.webgpu import WebGPUBackend
+
+    preset, layout, w, (batch,) = setup_run(name, 1)
+    assert (preset.head_dim // 4) % hsplit == 0
+    want_loss, want_grad = ref.loss_and_grad(preset, w.astype(np.float64), batch)
+    old = gpu.attention_hsplit
+    gpu.attention_hsplit = hsplit
+    be = WebGPUBackend()
+    be.gpu = gpu
+    try:
+        be.load(preset, w)
+        assert any(d.name.endswith("attention_backward_dkv_hs]") for d in be.program.dispatches)
+        loss = be.step(batch)
+        assert abs(loss - want_loss) / want_loss < 1e-4
+        errs = grad_errors(layout, be.gradients(), want_grad)
+        bad = {n: e for n, e in errs.items() if not e < 1e-4}
+        assert not bad, f"gradients off the float64 reference: {bad}"
+    finally:
+        gpu.attention_hsplit = old
+        be.close()

@@ -281,29 +281,59 @@ def attention_split(p: Program, hd: int, backward: bool) -> int:
     return 2 if backward and hd > 32 else 4
 
 
+HSPLITS = (1, 2, 4, 8)
+
+
+def attention_hsplit(p: Program, hd: int, hsplit: int | None = None) -> int:
+    """Invocations splitting each row's head dim (attention.wgsl *_hs kernels), 0 for the row
+    kernels: `hsplit` if given, else the Gpu's attention_hsplit (default 0). A value that does
+    not divide hd / 4 falls back to 0 (the row kernels)."""
+    hs = hsplit if hsplit is not None else (getattr(p.gpu, "attention_hsplit", 0) or 0)
+    if hs and hs not in HSPLITS:
+        raise ValueError(f"attention_hsplit {hs}: one of {', '.join(map(str, HSPLITS))} (or 0)")
+    return hs if hs and (hd // 4) % hs == 0 else 0
+
+
+def _hs_constants(hd: int, hs: int) -> dict:
+    return {"HSPLIT": hs, "HD4P": hd // 4 // hs}
+
+
 def _att_args(t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd=None):
     offs = [r.off if r is not None else 0 for r in (q, k, v, o, lse, dout, dq, dk, dv, dd)]
     return [t, c, h, c // h, *offs, float(1.0 / math.sqrt(c // h))]
 
 
 def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v: Ref,
-                      b: int, t: int, c: int, h: int, split: int | None = None) -> None:
+                      b: int, t: int, c: int, h: int, split: int | None = None,
+                      hsplit: int | None = None) -> None:
     """o (B,T,C) = causal softmax attention; lse (B,H,T) saved. split: invocations per row
-    (attention.wgsl SPLIT; default attention_split())."""
+    (attention.wgsl SPLIT; default attention_split()); hsplit: the head-dim split kernels
+    (attention_forward_hs, HSPLIT invocations a row) when nonzero (default attention_hsplit())."""
     if c // h > MAX_HD or (c // h) % 4:
         raise ValueError(f"{name}: head_dim {c // h}; the kernel needs a multiple of 4, at most {MAX_HD}")
     args = _att_args(t, c, h, q, k, v, o, lse)
-    p.add(name, "attention", "attention_forward", args, {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf},
+    binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf}
+    hs = attention_hsplit(p, c // h, hsplit)
+    if hs:
+        p.add(name, "attention", "attention_forward_hs", args, binds, (cdiv(t, 32), b * h),
+              constants=_hs_constants(c // h, hs))
+        return
+    p.add(name, "attention", "attention_forward", args, binds,
           (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, c // h, False)})
 
 
 def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref, dout: Ref, q: Ref, k: Ref,
-                       v: Ref, o: Ref, lse: Ref, b: int, t: int, c: int, h: int, split: int | None = None) -> None:
-    """dq, dk, dv (B,T,C) from dout; dd (B,H,T) is scratch (FA2's D = rowsum(dout * o))."""
+                       v: Ref, o: Ref, lse: Ref, b: int, t: int, c: int, h: int, split: int | None = None,
+                       hsplit: int | None = None) -> None:
+    """dq, dk, dv (B,T,C) from dout; dd (B,H,T) is scratch (FA2's D = rowsum(dout * o)).
+    hsplit: as in attention_forward (the *_hs kernels when nonzero)."""
     args = _att_args(t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
-    p.add(name + ".dq", "attention", "attention_backward_dq", args,
+    hs = attention_hsplit(p, c // h, hsplit)
+    suffix = "_hs" if hs else ""
+    consts = _hs_constants(c // h, hs) if hs else {"SPLIT": split or attention_split(p, c // h, True)}
+    p.add(name + ".dq", "attention", "attention_backward_dq" + suffix, args,
           {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf},
-          (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, c // h, True)})
-    p.add(name + ".dkv", "attention", "attention_backward_dkv", args,
+          (cdiv(t, 32), b * h), constants=consts)
+    p.add(name + ".dkv", "attention", "attention_backward_dkv" + suffix, args,
           {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf},
-          (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, c // h, True)})
+          (cdiv(t, 32), b * h), constants=consts)
