@@ -233,15 +233,16 @@ def crossentropy(p: Program, name: str, logits: Ref, tokens, tgt_off: int, losse
 
 # optimizer.wgsl ------------------------------------------------------------------------------
 ST_LR, ST_BC1, ST_BC2, ST_NORM, ST_SCALE, ST_LOSS, ST_PART = 0, 1, 2, 3, 4, 5, 8
-NPARTS = 256
+NPARTS = 2048  # most partial sums of the gradient norm (the step record has room for them)
 
 
 def clip_adamw(p: Program, name: str, params, grads, m, v, mask, st, n: int, beta1: float, beta2: float,
                eps: float, wd: float, clip: float) -> None:
     """Global grad-norm (st[NORM]), clip scale (st[SCALE]), AdamW over all n parameters.
     The host writes st[LR], st[BC1], st[BC2] before the step."""
-    args = [n, NPARTS, float(beta1), float(beta2), float(eps), float(wd), float(clip)]
-    p.add(name + ".norm", "optimizer", "grad_norm_partial", args, {2: grads, 6: st}, (NPARTS,))
+    parts = min(NPARTS, getattr(p.gpu, "norm_parts", 256))  # workgroups of the partial sums (tuning_for)
+    args = [n, parts, float(beta1), float(beta2), float(eps), float(wd), float(clip)]
+    p.add(name + ".norm", "optimizer", "grad_norm_partial", args, {2: grads, 6: st}, (parts,))
     p.add(name + ".clip", "optimizer", "grad_norm_finish", args, {6: st}, (1,))
     p.add(name + ".adamw", "optimizer", "adamw", args, {1: params, 2: grads, 3: m, 4: v, 5: mask, 6: st},
           grid(n, 256, 65535))
