@@ -26,6 +26,8 @@ struct Args {
 }
 const BR: u32 = 32u;        // rows (queries or keys) per workgroup
 override SPLIT: u32 = 1u;   // invocations per row
+override HD4: u32 = 0u;     // hd / 4 fixed at pipeline creation (0: read it from the uniform), so the
+                            // per-row loops have constant bounds and the per-row arrays can be registers
 const BT: u32 = 32u;        // rows per staged tile of the other side
 const MAX_HD4: u32 = 16u;   // head_dim at most 64
 const NEG: f32 = -3.0e38;
@@ -62,7 +64,7 @@ fn ld_do(i: u32) -> vec4<f32> { return vec4(dout[i], dout[i + 1u], dout[i + 2u],
 // Stage rows j0 .. j0+BT of k and v (head hh) into tile1/tile2 (zero past T); f is the
 // invocation's flat index in the workgroup, 32 * SPLIT invocations share the work.
 fn stage_kv(b: u32, hh: u32, j0: u32, f: u32) {
-    let hd4 = u.hd / 4u;
+    let hd4 = select(u.hd / 4u, HD4, HD4 > 0u);
     for (var e = f; e < BT * hd4; e += BR * SPLIT) {
         let jj = e / hd4;
         let d4 = e % hd4;
@@ -86,7 +88,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     let f = x + BR * sp;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
-    let hd4 = u.hd / 4u;
+    let hd4 = select(u.hd / 4u, HD4, HD4 > 0u);
     let i = wid.x * BR + x;
     let valid = i < u.t;
     let rb = row_base(b, min(i, u.t - 1u), hh);
@@ -159,7 +161,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let f = x + BR * sp;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
-    let hd4 = u.hd / 4u;
+    let hd4 = select(u.hd / 4u, HD4, HD4 > 0u);
     let i = wid.x * BR + x;
     let valid = i < u.t;
     let rb = row_base(b, min(i, u.t - 1u), hh);
@@ -219,7 +221,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let f = x + BR * sp;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
-    let hd4 = u.hd / 4u;
+    let hd4 = select(u.hd / 4u, HD4, HD4 > 0u);
     let j = wid.x * BR + x;
     let valid = j < u.t;
     let rb = row_base(b, min(j, u.t - 1u), hh);

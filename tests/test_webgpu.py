@@ -600,3 +600,28 @@ def test_one_step_head_split_matches_reference(gpu, name, hsplit):
     finally:
         gpu.attention_hsplit = old
         be.close()
+
+
+@pytest.mark.parametrize("c,h", [(48, 3), (128, 2)])  # head_dim 16 and 64
+def test_attention_constant_head_dim_is_bit_identical(gpu, c, h, monkeypatch):
+    """HD4 as a pipeline constant (attention_const_hd) changes loop bounds only: outputs equal the
+    uniform-bound kernels' bit for bit."""
+    rng = np.random.default_rng(c)
+    b, t = 2, 45
+    q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
+    btc = b * t * c
+    A = gpu.upload(np.concatenate([q.ravel(), k.ravel(), v.ravel(), dout.ravel()]), "qkv")
+    Q, K, V, DO = (ops.Ref(A, i * btc) for i in range(4))
+    outs = []
+    for const in (False, True):
+        monkeypatch.setattr(gpu, "attention_const_hd", const, raising=False)
+        O = ops.Ref(gpu.buffer(4 * (btc + 2 * b * h * t), "o"))
+        LSE, DD = O.at(btc), O.at(btc + b * h * t)
+        D = ops.Ref(gpu.buffer(4 * 3 * btc, "dqkv"))
+        p = Program(gpu, "test")
+        ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h, split=2)
+        ops.attention_backward(p, "att", D, D.at(btc), D.at(2 * btc), DD, DO, Q, K, V, O, LSE, b, t, c, h, split=2)
+        assert all(("HD4" in str(d.pipeline.label)) == const for d in p.dispatches)
+        p.finalize().run()
+        outs.append(np.concatenate([gpu.read(O.buf, count=btc), gpu.read(D.buf, count=3 * btc)]))
+    assert np.array_equal(outs[0], outs[1])

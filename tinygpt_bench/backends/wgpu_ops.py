@@ -285,6 +285,13 @@ def attention_split(p: Program, hd: int, backward: bool) -> int:
 HSPLITS = (1, 2, 4, 8)
 
 
+def _hd4(p: Program, hd: int) -> dict:
+    """The HD4 override of the attention kernels: hd / 4 as a pipeline constant where the Gpu's
+    attention_const_hd is set (constant loop bounds: the per-row arrays can live in registers),
+    else 0 (the kernels read hd from the uniform)."""
+    return {"HD4": hd // 4} if getattr(p.gpu, "attention_const_hd", False) else {}
+
+
 def attention_hsplit(p: Program, hd: int, hsplit: int | None = None) -> int:
     """Invocations splitting each row's head dim (attention.wgsl *_hs kernels), 0 for the row
     kernels: `hsplit` if given, else the Gpu's attention_hsplit (default 0). A value that does
@@ -320,7 +327,7 @@ def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v
               constants=_hs_constants(c // h, hs))
         return
     p.add(name, "attention", "attention_forward", args, binds,
-          (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, c // h, False)})
+          (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, c // h, False), **_hd4(p, c // h)})
 
 
 def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref, dout: Ref, q: Ref, k: Ref,
@@ -331,7 +338,7 @@ def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref
     args = _att_args(t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
     hs = attention_hsplit(p, c // h, hsplit)
     suffix = "_hs" if hs else ""
-    consts = _hs_constants(c // h, hs) if hs else {"SPLIT": split or attention_split(p, c // h, True)}
+    consts = _hs_constants(c // h, hs) if hs else {"SPLIT": split or attention_split(p, c // h, True), **_hd4(p, c // h)}
     p.add(name + ".dq", "attention", "attention_backward_dq" + suffix, args,
           {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf},
           (cdiv(t, 32), b * h), constants=consts)

@@ -126,7 +126,7 @@ def tuning_for(adapter) -> dict:
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
             "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False,
             "shared_fill": 0 if cpu else 1056, "shared_prefetch": not cpu,
-            "norm_parts": 256 if cpu else 1024,
+            "norm_parts": 256 if cpu else 1024, "attention_const_hd": False,
             "attention_split": 1 if cpu else None, "attention_hsplit": 0}
 
 
