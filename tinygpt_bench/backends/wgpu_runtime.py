@@ -119,14 +119,16 @@ def tuning_for(adapter) -> dict:
     H100, interleaved A/B in one process, xl 12.6 -> 11.3 ms, mega 37.7 -> 33.5, behemoth
     174.2 -> 162.6; lavapipe: no (its loads are not asynchronous). norm_parts: workgroups of
     the gradient norm's partial sums: 1024 on GPUs (H100 behemoth: 2.88 -> 0.87 ms, 2.2 TB/s,
-    step 162.5 -> 160.6 ms), 256 on CPU adapters. attention_hsplit: 0 (the
+    step 162.5 -> 160.6 ms), 256 on CPU adapters. attention_const_hd: head_dim / 4 as a pipeline
+    constant in the attention kernels, on GPUs (H100 behemoth 160.4 -> 159.3 ms, attention dq
+    14.8 -> 14.2 ms; bit-identical). attention_hsplit: 0 (the
     row kernels); 2/4/8 picks attention.wgsl's *_hs kernels, which split each row's head dim
     over that many invocations (fewer registers an invocation at head_dim 64), for A/B runs."""
     cpu = adapter.info["adapter_type"] == "CPU"
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
             "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False,
             "shared_fill": 0 if cpu else 1056, "shared_prefetch": not cpu,
-            "norm_parts": 256 if cpu else 1024, "attention_const_hd": False,
+            "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
             "attention_split": 1 if cpu else None, "attention_hsplit": 0}
 
 
