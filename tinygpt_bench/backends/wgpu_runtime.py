@@ -111,8 +111,10 @@ def tuning_for(adapter) -> dict:
     1024^3 against matmul_direct's 15.2 and 7.2; lavapipe: no. attention_split: invocations
     per attention row (attention.wgsl SPLIT): 1 on CPU adapters; None on GPUs lets
     wgpu_ops.attention_split choose by head_dim (measured on the H100). shared_fill: workgroups
-    of 256 that fill the device (H100: 8 an SM x 132 SMs); a long-K product with fewer 64 x 64
-    tiles splits K up to that (H100: mega 43.5 -> 37.4 ms, behemoth 210.7 -> 173.0 ms a step).
+    of 256 that fill the device; a long-K product with fewer 64 x 64 tiles splits K up to that
+    (H100, 1056 = 8 an SM x 132 SMs: mega 43.5 -> 37.4 ms, behemoth 210.7 -> 173.0 ms a step;
+    later, with the prefetching kernel, 528 measured best: behemoth 159.5 (1056), 158.4 (528),
+    159.1 (2112)).
     matmul_big (128 x 128 tiles, 8 x 8 an invocation): off; 7.2 TFLOP/s at 4096^3 on the H100
     against matmul_shared's 15.5, and behemoth only 1.5% faster with it. shared_prefetch
     (matmul_shared_pf: the next K step's loads in flight during this step's FMAs) on GPUs:
@@ -127,7 +129,7 @@ def tuning_for(adapter) -> dict:
     cpu = adapter.info["adapter_type"] == "CPU"
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
             "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False,
-            "shared_fill": 0 if cpu else 1056, "shared_prefetch": not cpu,
+            "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
             "attention_split": 1 if cpu else None, "attention_hsplit": 0}
 
