@@ -44,13 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tinygpt_bench import model, presets, protocol  # noqa: E402
 from tinygpt_bench.backends.wasm import MATMUL_KERNELS, WasmBackend  # noqa: E402
-
-XL_SHAPES = [  # (M, N, K, a transposed): xl's matmuls, B*T = 1024, C = 256
-    ("qkv/o fwd", 1024, 256, 256, 0),
-    ("fc_in fwd", 1024, 1024, 256, 0),
-    ("fc_out fwd", 1024, 256, 1024, 0),
-    ("fc_in dW", 256, 1024, 1024, 1),
-]
+from tinygpt_bench.peak import XL_SHAPES, wasm_peak  # noqa: E402  (shared with `tinygpt-bench peak`)
 
 
 def cpu_model() -> str:
@@ -64,16 +58,9 @@ def cpu_model() -> str:
 
 
 def peak(threads: int, iters: int = 20_000_000) -> dict:
-    out = {}
-    with WasmBackend(threads=threads) as b:
-        b._start()
-        for name in ("bench_peak", "bench_peak_fma"):
-            b._call(name, 100_000)
-            t = time.perf_counter()
-            b._call(name, iters)
-            dt = time.perf_counter() - t
-            out[name] = 12 * 8 * iters * threads / dt / 1e9
-    return {"simd128_mul_add": out["bench_peak"], "simd128_relaxed_fma": out["bench_peak_fma"]}
+    """GFLOP/s of bench_peak and bench_peak_fma, each checked against its recurrence first
+    (tinygpt_bench.peak.wasm_peak, the same measurement `tinygpt-bench peak` records)."""
+    return {k: v["gflop_per_s"] for k, v in wasm_peak(threads, iters, repeats=1).items()}
 
 
 def fork_join_us(threads: int, n: int = 2000) -> float:
