@@ -231,3 +231,18 @@ def test_nondeterministic_repeats_are_noted_and_fail_parity_only_past_tolerance(
     assert "differ between repeats" in near["error"]
     far = row(5.1)
     assert far["parity_ok"] is False
+
+
+def test_wasm_engine_options_reach_the_rows(tmp_path, run_cli):
+    """--no-wasm-fma and --spectre-guards go to the wasm engine, show in its runtime_settings and
+    are part of the run's settings (a resume with other engine options is refused)."""
+    out = tmp_path / "opts"
+    common = ["--presets", "tiny", "--backends", "wasm", "--steps", "2", "--repeats", "1", "--threads", "1",
+              "--out", str(out), "--plain", "--no-chart"]
+    assert run_cli("curve", *common, "--no-wasm-fma", "--spectre-guards")[0] == 0
+    row = pd.read_csv(out / "measurements.csv").iloc[0]
+    assert "relaxed_simd=off" in row.runtime_settings and "spectre_guards=on" in row.runtime_settings
+    env = json.loads((out / "environment.json").read_text())
+    assert env["settings"]["wasm_fma"] is False and env["settings"]["spectre_guards"] is True
+    code, _, err = run_cli("curve", *common, "--resume")
+    assert code == 2 and "--resume refused" in err

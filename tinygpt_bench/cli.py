@@ -102,6 +102,12 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JS
     console.print(f"backends: {', '.join(backends.names())}")
 
 
+WasmFmaOpt = typer.Option(None, "--wasm-fma/--no-wasm-fma",
+                          help="wasm matmul with relaxed-SIMD FMA (default: on for Intel CPUs with FMA, where it measured faster)")
+SpectreOpt = typer.Option(False, "--spectre-guards", help="wasm: cranelift's Spectre guard on every memory access "
+                                                         "(wasmtime's default; off by default here: the module is this project's own code)")
+
+
 @app.command("run")
 def run_cmd(
     preset: str = typer.Argument(..., help="preset name (see `tinygpt-bench presets`) or a .toml path"),
@@ -112,6 +118,8 @@ def run_cmd(
     lr: float = typer.Option(3e-4, "--lr", help="AdamW learning rate"),
     threads: Optional[int] = typer.Option(None, "--threads", help="worker threads (wasm backend; default all cores)"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="WebGPU adapter name substring or index"),
+    wasm_fma: Optional[bool] = WasmFmaOpt,
+    spectre_guards: bool = SpectreOpt,
     plain: bool = typer.Option(False, "--plain", help="no live display (CI logs)"),
 ) -> None:
     """Train PRESET for a fixed number of steps on one backend; print each step's time and loss."""
@@ -120,7 +128,8 @@ def run_cmd(
     backends.get_class(backend)  # an unknown name raises the error naming the choices
     c = corpus.load(corpus_spec)
     work = protocol.prepare(p, c, steps, seed)
-    be = protocol.create_backend(backend, p, threads=threads, adapter=adapter)
+    be = protocol.create_backend(backend, p, threads=threads, adapter=adapter, relaxed_simd=wasm_fma,
+                                 spectre_guards=spectre_guards)
     flops = model.flops_per_step(p)["total"]
     console.print(
         f"[bold]{p.name}[/bold] on [bold]{backend}[/bold]: {model.param_count(p):,} parameters, "
@@ -164,6 +173,8 @@ def curve_cmd(
     timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds per measurement; past it: 'timeout'"),
     threads: Optional[int] = typer.Option(None, "--threads", help="wasm worker threads (default: all cores)"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="WebGPU adapter name substring or index"),
+    wasm_fma: Optional[bool] = WasmFmaOpt,
+    spectre_guards: bool = SpectreOpt,
     corpus_spec: str = CorpusOpt,
     seed: int = typer.Option(protocol.DEFAULT_SEED, "--seed"),
     out: Path = typer.Option(Path("results"), "--out", help="folder for measurements.csv, steps.csv, environment.json, charts"),
@@ -183,7 +194,8 @@ def curve_cmd(
         backends.get_class(b)  # an unknown name raises the error naming the choices
     settings = curve.CurveSettings(
         presets=chosen, backends=names, steps=steps, repeats=repeats, timeout_s=timeout, threads=threads,
-        adapter=adapter, corpus=corpus_spec, seed=seed, out=out, resume=resume,
+        adapter=adapter, corpus=corpus_spec, seed=seed, out=out, resume=resume, wasm_fma=wasm_fma,
+        spectre_guards=spectre_guards,
     )
     console.print(f"curve: {', '.join(p.name for p in chosen)} on {', '.join(names)}; {steps} steps x {repeats} repeats -> {out}/",
                   highlight=False)
@@ -294,6 +306,8 @@ def diagnose_cmd(
     initial_memory: Optional[str] = typer.Option(None, "--initial-memory", help="wasm initial memory, e.g. 64MiB"),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help="wasm memory maximum, e.g. 4GiB"),
     adapter: Optional[str] = typer.Option(None, "--adapter", help="WebGPU adapter name substring or index"),
+    wasm_fma: Optional[bool] = WasmFmaOpt,
+    spectre_guards: bool = SpectreOpt,
     timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds for 15 steps"),
     out: Path = typer.Option(Path("results"), "--out", help="folder for the report (Markdown and JSON)"),
 ) -> None:
@@ -303,7 +317,7 @@ def diagnose_cmd(
     p = presets.load(preset)
     names = [backend] if backend else list(curve_mod.DEFAULT_BACKENDS)
     options = {"threads": threads, "adapter": adapter, "initial_memory": diag.parse_bytes(initial_memory),
-               "max_memory": diag.parse_bytes(max_memory)}
+               "max_memory": diag.parse_bytes(max_memory), "relaxed_simd": wasm_fma, "spectre_guards": spectre_guards}
     failed = False
     for name in names:
         console.print(f"[bold]diagnose {p.name} on {name}[/bold]")

@@ -54,6 +54,8 @@ class CurveSettings:
     out: Path = Path("results")
     resume: bool = False
     reference_max_gflop: float = REFERENCE_MAX_GFLOP
+    wasm_fma: bool | None = None  # None: the engine's default for this CPU (wasm.fma_by_default)
+    spectre_guards: bool = False
 
 
 class Reporter:
@@ -96,6 +98,8 @@ def run_settings(s: CurveSettings, corp: corpus_mod.Corpus, env: dict) -> dict:
     return {
         "steps": s.steps, "repeats": s.repeats, "seed": s.seed, "lr": s.lr,
         "corpus_sha256": corp.sha256, "threads": s.threads, "adapter": s.adapter,
+        **({"wasm_fma": s.wasm_fma} if s.wasm_fma is not None else {}),
+        **({"spectre_guards": True} if s.spectre_guards else {}),
         "cpu_model": env.get("cpu_model"), "cpu_usable_cores": env.get("cpu_usable_cores"),
         "hostname": env.get("hostname"), **artifact_digests(),
     }
@@ -163,7 +167,7 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
     reporter.measurement_start(preset.name, name, repeat, s.repeats, s.steps)
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    options = {"threads": s.threads, "adapter": s.adapter}
+    options = {"threads": s.threads, "adapter": s.adapter, "relaxed_simd": s.wasm_fma, "spectre_guards": s.spectre_guards}
     proc = ctx.Process(target=_worker, args=(send, name, preset, s.corpus, s.steps, s.seed, s.lr, options,
                                                         work.digest),
                        name=f"tinygpt-bench {preset.name}/{name}", daemon=True)
