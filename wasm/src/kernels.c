@@ -45,6 +45,12 @@ void matmul_bt(float *c, const float *init, const float *bias, const float *a, s
     matmul_jobs(&js);
 }
 
+void matmul_dw(float *c, const float *a, size_t rsa, size_t csa, const float *b, int M, int N, int K, float *dbias) {
+    MatmulJobs js = {1, {mmjob(c, c, 0, a, rsa, csa, b, M, N, K)}};
+    js.job[0].dbias = dbias;
+    matmul_jobs(&js);
+}
+
 /* ---- bias backward: dbias (N) += sum over rows of dout (M, N); up to 3 at once --- */
 typedef struct { int n, M, N; float *db[3]; const float *dout[3]; } BiasArgs;
 static void bias_backward_task(void *ctx, int tid, int nth) {

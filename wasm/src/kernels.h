@@ -7,17 +7,18 @@
  * (N, K) when bt (x @ W^T for input gradients, the tied head) */
 typedef struct {
     float *c; const float *init, *bias, *a, *b; size_t rsa, csa; int M, N, K, bt;
+    float *dbias; /* optional, b not transposed: dbias (N) += sum over b's K rows, row order 0..K-1 */
 } MatmulJob;
 typedef struct { int n; MatmulJob job[3]; } MatmulJobs;
 /* a job in the argument order of matmul() */
 static inline MatmulJob mmjob(float *c, const float *init, const float *bias, const float *a, size_t rsa, size_t csa,
                               const float *b, int M, int N, int K) {
-    return (MatmulJob){c, init, bias, a, b, rsa, csa, M, N, K, 0};
+    return (MatmulJob){c, init, bias, a, b, rsa, csa, M, N, K, 0, 0};
 }
 /* the same with b^T: b is (N, K) row-major */
 static inline MatmulJob mmjob_bt(float *c, const float *init, const float *bias, const float *a, size_t rsa,
                                  size_t csa, const float *b, int M, int N, int K) {
-    return (MatmulJob){c, init, bias, a, b, rsa, csa, M, N, K, 1};
+    return (MatmulJob){c, init, bias, a, b, rsa, csa, M, N, K, 1, 0};
 }
 #define MAX_HEAD_DIM 128 /* attention keeps 4 x head_dim tiles on the stack */
 void matmul_jobs(const MatmulJobs *js);
@@ -31,6 +32,8 @@ void matmul(float *c, const float *init, const float *bias, const float *a, size
             const float *b, int M, int N, int K);
 void matmul_bt(float *c, const float *init, const float *bias, const float *a, size_t rsa, size_t csa,
                const float *b, int M, int N, int K);
+/* weight gradient c (M, N) += a @ b with dbias (N) += column sums of b (K, N), fused */
+void matmul_dw(float *c, const float *a, size_t rsa, size_t csa, const float *b, int M, int N, int K, float *dbias);
 void bias_backward3(int n, float *const db[], const float *const dout[], int M, int N);
 
 void embedding_forward(float *out, const int *ids, const float *tok, const float *pos, int B, int T, int C);

@@ -119,18 +119,19 @@ static inline void tile_4x8(float *c, const float *src, const float *bias, const
         c20 = wasm_f32x4_add(c20, b0); c21 = wasm_f32x4_add(c21, b1);
         c30 = wasm_f32x4_add(c30, b0); c31 = wasm_f32x4_add(c31, b1);
     }
-    for (int k = 0; k < kc; k++) {
+    /* loop closed by comparing the b pointer with its end (one fused cmp/jne a k) */
+    for (const float *be = b + NR * kc; b != be; b += NR, ap += AW) {
 #if defined(TG_SPLAT) /* each A value broadcast by its own splat load */
-        const float *a = ap + 4 * k;
+        const float *a = ap;
 #define AVAL(r) wasm_v128_load32_splat(a + (r))
 #elif defined(TG_BCAST) /* A values packed already broadcast: plain loads */
-        const float *a = ap + AW * k;
+        const float *a = ap;
 #define AVAL(r) LOAD(a + 4 * (r))
 #else /* one load of the 4-row column, lanes broadcast by shuffles (x86: vpshufd) */
-        v128_t av = LOAD(ap + 4 * k);
+        v128_t av = LOAD(ap);
 #define AVAL(r) LANE(av, r)
 #endif
-        v128_t b0 = LOAD(b + NR * k), b1 = LOAD(b + NR * k + 4), x;
+        v128_t b0 = LOAD(b), b1 = LOAD(b + 4), x;
         x = AVAL(0); c00 = MADD(x, b0, c00); c01 = MADD(x, b1, c01);
         x = AVAL(1); c10 = MADD(x, b0, c10); c11 = MADD(x, b1, c11);
         x = AVAL(2); c20 = MADD(x, b0, c20); c21 = MADD(x, b1, c21);
@@ -169,7 +170,7 @@ static inline void transpose4(v128_t *a, v128_t *b, v128_t *c, v128_t *d) {
 /* pack depth [k0, k0 + kc) x columns [j0, j1) of b into panels of NR columns, each
  * k-major with row stride NR: a panel is read contiguously, whatever N is (rows of b
  * N floats apart alias in the cache when N is a power of two: 4 KiB for N = 1024) */
-static void pack_b(float *dst, const MatmulJob *J, int k0, int kc, int j0, int j1) {
+static void pack_b(float *dst, const MatmulJob *J, int k0, int kc, int j0, int j1, float *dbias) {
     if (J->bt) { /* b is (N, K): a panel's 8 columns are 8 rows of b, 4 x 4 blocks transposed */
         for (int j = j0; j < j1; j += NR, dst += NR * kc)
             for (int x = 0; x < NR; x += 4) {
@@ -186,6 +187,18 @@ static void pack_b(float *dst, const MatmulJob *J, int k0, int kc, int j0, int j
     }
     for (int j = j0; j < j1; j += NR) {
         const float *b = J->b + (size_t)k0 * J->N + j;
+        if (dbias) { /* the bias gradient rides along: the same adds in the same row order as
+                      * bias_backward3 did (the caller passes it for one row block only) */
+            v128_t s0 = LOAD(dbias + j), s1 = LOAD(dbias + j + 4);
+            for (int k = 0; k < kc; k++) {
+                v128_t v0 = LOAD(b + (size_t)k * J->N), v1 = LOAD(b + (size_t)k * J->N + 4);
+                STORE(dst + NR * k, v0); STORE(dst + NR * k + 4, v1);
+                s0 = wasm_f32x4_add(s0, v0); s1 = wasm_f32x4_add(s1, v1);
+            }
+            STORE(dbias + j, s0); STORE(dbias + j + 4, s1);
+            dst += NR * kc;
+            continue;
+        }
         for (int k = 0; k < kc; k++) {
             STORE(dst + NR * k, LOAD(b + (size_t)k * J->N));
             STORE(dst + NR * k + 4, LOAD(b + (size_t)k * J->N + 4));
@@ -205,7 +218,9 @@ static void matmul_block(const MatmulJob *J, int i0, int i1, int j0, int j1, flo
             pack_a(pa, J, ib, ie, kb, kc);
             for (int jb = j0; jb < j1; jb += NC) {
                 int je = imin(jb + NC, j1);
-                pack_b(pb, J, kb, kc, jb, je);
+                /* kb runs 0..K-1 in order, and row block 0 is one thread's: each column's sum
+                 * is taken by exactly one thread in row order */
+                pack_b(pb, J, kb, kc, jb, je, ib == 0 ? J->dbias : 0);
                 for (int j = jb; j < je; j += NR) {
                     const float *bp = pb + (size_t)(j - jb) * kc;
                     const float *bias = (kb == 0 && J->bias) ? J->bias + j : 0;

@@ -207,22 +207,15 @@ static void backward(void) {
         PT(P_MATMUL_DX);
         matmul_bt(M.dfch, 0, 0, M.dres, C, 1, P(FPW) + 4 * l * CC, N, 4 * C, C);
         PT(P_MATMUL_DW);
-        matmul(G(FPW) + 4 * l * CC, G(FPW) + 4 * l * CC, 0, fchg, 1, 4 * C, M.dres, 4 * C, C, N);
-        float *db1[1] = {G(FPB) + l * C};
-        const float *dd1[1] = {M.dres};
-        PT(P_BIAS_BWD);
-        bias_backward3(1, db1, dd1, N, C);
+        /* dfc_out_b += column sums of dres, taken while the dW matmul packs dres */
+        matmul_dw(G(FPW) + 4 * l * CC, fchg, 1, 4 * C, M.dres, 4 * C, C, N, G(FPB) + l * C);
         PT(P_GELU_BWD);
         gelu_backward(M.dfch, fch, M.dfch, 4 * NC);
         /* MLP in: dln2 (N, C) = dfch @ fc_in_w^T; dfc_in_w (C, 4C) += ln2^T @ dfch */
         PT(P_MATMUL_DX);
         matmul_bt(M.dln, 0, 0, M.dfch, 4 * C, 1, P(FCW) + 4 * l * CC, N, C, 4 * C);
         PT(P_MATMUL_DW);
-        matmul(G(FCW) + 4 * l * CC, G(FCW) + 4 * l * CC, 0, ln2, 1, C, M.dfch, C, 4 * C, N);
-        float *db2[1] = {G(FCB) + 4 * l * C};
-        const float *dd2[1] = {M.dfch};
-        PT(P_BIAS_BWD);
-        bias_backward3(1, db2, dd2, N, 4 * C);
+        matmul_dw(G(FCW) + 4 * l * CC, ln2, 1, C, M.dfch, C, 4 * C, N, G(FCB) + 4 * l * C);
         /* dres += LN2'(dln2): now the gradient of res1 */
         PT(P_LAYERNORM_BWD);
         layernorm_backward(M.dres, G(LN2W) + l * C, G(LN2B) + l * C, M.dres, M.dln, res1, P(LN2W) + l * C,
@@ -231,11 +224,7 @@ static void backward(void) {
         PT(P_MATMUL_DX);
         matmul_bt(M.datt, 0, 0, M.dres, C, 1, P(WO) + l * CC, N, C, C);
         PT(P_MATMUL_DW);
-        matmul(G(WO) + l * CC, G(WO) + l * CC, 0, att, 1, C, M.dres, C, C, N);
-        float *db3[1] = {G(BO) + l * C};
-        const float *dd3[1] = {M.dres};
-        PT(P_BIAS_BWD);
-        bias_backward3(1, db3, dd3, N, C);
+        matmul_dw(G(WO) + l * CC, att, 1, C, M.dres, C, C, N, G(BO) + l * C);
         PT(P_ATTENTION_BWD);
         attention_backward(M.dq, M.dk, M.dv, M.datt, q, k, v, att, a->lse + (size_t)l * N * H, B, T, C, H,
                            M.attn_scratch);
@@ -248,12 +237,9 @@ static void backward(void) {
         MatmulJobs dw = {3, {mmjob(G(WQ) + l * CC, G(WQ) + l * CC, 0, ln1, 1, C, M.dq, C, C, N),
                              mmjob(G(WK) + l * CC, G(WK) + l * CC, 0, ln1, 1, C, M.dk, C, C, N),
                              mmjob(G(WV) + l * CC, G(WV) + l * CC, 0, ln1, 1, C, M.dv, C, C, N)}};
+        dw.job[0].dbias = G(BQ) + l * C; dw.job[1].dbias = G(BK) + l * C; dw.job[2].dbias = G(BV) + l * C;
         PT(P_MATMUL_DW);
         matmul_jobs(&dw);
-        float *db4[3] = {G(BQ) + l * C, G(BK) + l * C, G(BV) + l * C};
-        const float *dd4[3] = {M.dq, M.dk, M.dv};
-        PT(P_BIAS_BWD);
-        bias_backward3(3, db4, dd4, N, C);
         /* dres += LN1'(dln1): now the gradient of the layer input */
         PT(P_LAYERNORM_BWD);
         layernorm_backward(M.dres, G(LN1W) + l * C, G(LN1B) + l * C, M.dres, M.dln, x, P(LN1W) + l * C,
