@@ -55,7 +55,9 @@ def write_synthetic(folder: Path) -> Path:
             ("wasm", "matmul", "matmul simd128", 16, 200.0), ("webgpu", "peak", "fp32_fma", None, 50000.0),
             ("webgpu", "matmul", "matmul", None, 16000.0), ("torch-cpu", "matmul", "matmul", 16, 1500.0),
             ("torch-cuda", "matmul", "matmul", None, 40000.0)):
+        device = "NVIDIA H100" if engine in ("webgpu", "torch-cuda") else "Xeon"
         pw.row({"engine": engine, "kind": kind, "what": what, "threads": threads, "size": "4096x4096x4096",
+                "device": device,
                 "flops": 2 * 4096 ** 3, "seconds": 2 * 4096 ** 3 / gflops / 1e9, "gflop_per_s": gflops,
                 "max_rel_err": 1e-6, "status": "ok", **machine})
     pw.close()
@@ -153,3 +155,18 @@ def test_committed_cpu_run_without_peaks_or_peers(run_cli):
     assert "| large | 0.12x [" in block  # webgpu vs wasm, as the README's table
     code, _, err = run_cli("report", str(ROOT / "results"))
     assert code == 2 and "measurements.csv" in err
+
+
+def test_gpu_ceiling_is_the_fastest_rate_measured_on_that_gpu():
+    """A 'peak' below a matmul that ran on the same chip is no ceiling: the faster row is used."""
+    import pandas as pd
+
+    pk = pd.DataFrame([
+        {"engine": "webgpu", "kind": "peak", "what": "fp32_fma", "device": "H100", "gflop_per_s": 13000.0, "status": "ok"},
+        {"engine": "torch-cuda", "kind": "matmul", "what": "matmul", "device": "H100", "gflop_per_s": 51000.0,
+         "status": "ok"},
+        {"engine": "webgpu", "kind": "matmul", "what": "matmul", "device": "other", "gflop_per_s": 99000.0,
+         "status": "ok"},
+    ])
+    assert perfpage._gpu_ceiling(pk, "H100").gflop_per_s == 51000.0
+    assert perfpage._gpu_ceiling(pk, "nothing") is None
