@@ -43,3 +43,12 @@ def test_performance_page_is_its_results():
     assert run in [r.resolve() for r in PEAK_RUNS], f"the page renders {source}, not a results folder with peaks.csv"
     assert block == perfpage.generated_block(run, PAGE), (
         f"docs/performance.md is stale: `tinygpt-bench report {run.relative_to(ROOT)} --update docs/performance.md`")
+
+
+def test_readme_gpu_table_is_the_committed_csv():
+    gpu = ROOT / "results" / "h100"
+    if not (gpu / "measurements.csv").is_file():
+        pytest.skip("no committed GPU-machine run")
+    df = results.read_measurements([gpu])
+    table = report.markdown_table(*report.summary_rows(df, results.read_steps([gpu])))
+    assert table in (ROOT / "README.md").read_text()
