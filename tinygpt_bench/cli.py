@@ -317,7 +317,7 @@ def diagnose_cmd(
     p = presets.load(preset)
     names = [backend] if backend else list(curve_mod.DEFAULT_BACKENDS)
     options = {"threads": threads, "adapter": adapter, "initial_memory": diag.parse_bytes(initial_memory),
-               "max_memory": diag.parse_bytes(max_memory), "relaxed_simd": wasm_fma, "spectre_guards": spectre_guards}
+               "max_memory": diag.parse_bytes(max_memory), "relaxed_simd": wasm_fma, "spectre_guards": spectre_guards or None}
     failed = False
     for name in names:
         console.print(f"[bold]diagnose {p.name} on {name}[/bold]")
