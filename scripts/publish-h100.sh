@@ -13,7 +13,7 @@
 # leave a tarball of the whole folder so far in $OUT (the device tool brings back at most 8
 # files); finished measurements are in the CSVs whatever happens, and a part run again
 # resumes. Back here: untar into results/h100, then `tinygpt-bench chart results/h100` and
-# `tinygpt-bench report results/h100`. (P1..P4, D2, D4 override the presets of each part, for
+# `tinygpt-bench report results/h100 --update docs/performance.md`. (P1..P4, D2, D4 override the presets of each part, for
 # a smoke test elsewhere.)
 # 2 repeats, not the default 3: a third repeat of behemoth's WASM measurement (16 steps of
 # several seconds each) does not fit the lease; the step count stays 15 (the protocol's).
@@ -28,19 +28,20 @@ tb() { timeout "$(left)" python3 -m tinygpt_bench "$@"; }
 curve() { local resume=(); [ -f "$dir/measurements.csv" ] && resume=(--resume)
           tb curve --repeats 2 --timeout 420 --out "$dir" --plain --no-chart "${resume[@]}" "$@"; }
 all=webgpu,wasm,torch-cuda,torch-cpu
+rc=0  # the first failure's status, whatever runs after it
+run() { "$@" || { r=$?; [ $rc -ne 0 ] || rc=$r; }; }
 case $part in
   1) { lscpu; nvidia-smi; uptime; } > "$dir/machine.txt" 2>&1
-     curve --presets "${P1:-tiny,small,medium,large,xl,huge}" --backends $all ;;
-  2) curve --presets "${P2:-massive,mega}" --backends $all
-     tb peak --out "$dir"
-     for be in webgpu wasm; do tb diagnose "${D2:-xl}" --backend "$be" --out "$dir"; done ;;
-  3) curve --presets "${P3:-behemoth}" --backends wasm ;;
-  4) curve --presets "${P4:-behemoth}" --backends webgpu,torch-cuda,torch-cpu
-     tb diagnose "${D4:-behemoth}" --backend webgpu --out "$dir"
+     run curve --presets "${P1:-tiny,small,medium,large,xl,huge}" --backends $all ;;
+  2) run curve --presets "${P2:-massive,mega}" --backends $all
+     run tb peak --out "$dir"
+     for be in webgpu wasm; do run tb diagnose "${D2:-xl}" --backend "$be" --out "$dir"; done ;;
+  3) run curve --presets "${P3:-behemoth}" --backends wasm ;;
+  4) run curve --presets "${P4:-behemoth}" --backends webgpu,torch-cuda,torch-cpu
+     run tb diagnose "${D4:-behemoth}" --backend webgpu --out "$dir"
      uptime >> "$dir/machine.txt" ;;
   *) echo "part must be 1, 2, 3 or 4" >&2; exit 2 ;;
 esac
-rc=$?
 tar czf "$out/h100-part$part.tgz" -C "$dir" .
 python3 -m tinygpt_bench summary "$dir"
 exit $rc

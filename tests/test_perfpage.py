@@ -128,7 +128,7 @@ def test_out_then_update_keeps_the_hand_written_text(synthetic, tmp_path, run_cl
     before, source, block, after = perfpage.split_page(page.read_text(), page)
     assert source == "../../h100" or (page.parent / source).resolve() == synthetic.resolve()
     assert block == perfpage.generated_block(synthetic, page)
-    assert f"![speedup curve]({source}/speedup.png)" in block or "No chart" in block
+    assert "No chart" in block  # the synthetic folder has none; the committed runs' charts are checked elsewhere
     # --out never overwrites a page; --update needs one with markers
     code, _, err = run_cli("report", str(synthetic), "--out", str(page))
     assert code == 2 and "--update" in err
@@ -152,7 +152,7 @@ def test_committed_cpu_run_without_peaks_or_peers(run_cli):
     assert "No engine was measured beside its native peer" in block
     assert "| webgpu / torch-cuda, xl | - | - | <= 0.5 | not measured |" in block
     assert "A CPU adapter: not a GPU result".lower() in block.lower()
-    assert "| large | 0.12x [" in block  # webgpu vs wasm, as the README's table
+    assert re.search(r"\| large \| \d+\.\d\dx \[\d+\.\d\d-\d+\.\d\d\] \|", block)  # webgpu vs wasm, with its CI
     code, _, err = run_cli("report", str(ROOT / "results"))
     assert code == 2 and "measurements.csv" in err
 

@@ -252,19 +252,16 @@ def webgpu_peak(gpu, seconds: float, repeats: int) -> dict:
 def webgpu_matmul(gpu, size: int, repeats: int) -> dict:
     """The engine's matmul at size^3 with its own kernel planning (wgpu_ops.plan_matmul), timed by
     wgpu_bench.bench_matmul (which spot-checks 8 rows against numpy; checked here)."""
-    from tinygpt_bench.backends import wgpu_ops
     from tinygpt_bench.backends.wgpu_bench import bench_matmul
 
     if not gpu.timestamps:
         raise UserError("the adapter has no timestamp-query feature, which wgpu_bench.bench_matmul times with")
-    variant, split = wgpu_ops.plan_matmul(gpu, size, size, size)
     r = bench_matmul(gpu, size, None, reps=repeats)
     err = _checked(f"webgpu matmul {size}^3", r["rel_err"])
     flops = 2 * size ** 3  # multiply and accumulate
     return {"gflop_per_s": r["tflops"] * 1e3, "seconds": r["gpu_ms"] / 1e3, "flops": flops, "max_rel_err": err,
             "size": f"{size}x{size}x{size}",
-            "note": f"plan_matmul: {variant}" + (f", split-K {split}" if split > 1 else "")
-            + ("; timestamp queries" if gpu.timestamps else "")}
+            "note": f"kernels {' + '.join(r['kernels'])}; timestamp queries"}
 
 
 # ---- torch --------------------------------------------------------------------------------

@@ -222,7 +222,8 @@ def main() -> int:
     ap.add_argument("--threads", default=f"1,{ncpu}" if ncpu > 1 else "1", help="comma list of thread counts")
     ap.add_argument("--presets", default="small,medium,large,xl")
     ap.add_argument("--steps", type=int, default=15, help="steps per measurement (the protocol's 15)")
-    ap.add_argument("--relaxed", action="store_true", help="time the relaxed-SIMD FMA matmul in the steps")
+    ap.add_argument("--relaxed", action=argparse.BooleanOptionalAction, default=None,
+                    help="time the relaxed-SIMD FMA matmul in the steps (default: the engine's choice for this CPU)")
     ap.add_argument("--spectre-guards", action="store_true",
                     help="compile with cranelift's Spectre guard on memory accesses, wasmtime's default (the "
                     "engine's is off; steps; with --matmul-kernels the matmul too)")

@@ -1,7 +1,7 @@
 """The WASM Memory64 engine: the C kernels of wasm/src compiled to wasm64, run by wasmtime.
 
 One module (wasm/tinygpt.wasm; its matmul comes in a plain SIMD128 and a relaxed-SIMD
-FMA version, each with a shuffle or a splat-load 4x8 tile, picked at load) over one shared 64-bit memory of up to 16 GiB. The calling thread and N - 1 worker threads each
+FMA version, each with a shuffle, splat-load or pre-broadcast 4x8 tile, picked at load) over one shared 64-bit memory of up to 16 GiB. The calling thread and N - 1 worker threads each
 own a wasmtime Store and Instance of the module; workers park inside wasm
 (`worker_loop`) on atomic wait/notify between parallel regions, each on its own stack
 taken from the module's heap. A training step is ONE call into wasm: `train_step(lr)`.

@@ -21,7 +21,7 @@ import numpy as np
 from tinygpt_bench import presets, protocol
 from tinygpt_bench.backends import wgpu_ops as ops
 from tinygpt_bench.backends.webgpu import WebGPUBackend, kernel_of
-from tinygpt_bench.backends.wgpu_runtime import EXTRA_TUNING, Gpu, Program, describe_adapter, tune_override, tuning_for
+from tinygpt_bench.backends.wgpu_runtime import Gpu, Program, describe_adapter, tune_override, tuning_for
 from tinygpt_bench.model import Layout, flops_per_step
 
 
@@ -65,10 +65,13 @@ def bench_matmul(gpu: Gpu, size: int, variant: str, reps: int = 3) -> dict:
     got = gpu.read(C.buf, count=m * n).reshape(m, n)[rows]
     want = a[rows].astype(np.float64) @ b
     err = float(np.abs(got - want).max() / np.abs(want).max())
-    secs = min(p.profile()[0][1] for _ in range(reps))
+    secs = min(sum(t for _, t in p.profile()) for _ in range(reps))  # every dispatch of the product
     flops = 2 * m * n * k  # multiply and accumulate
+    kernels = [d.name.split("[")[-1].rstrip("]") for d in p.dispatches]  # what really ran
+    for ref in (A, B, C):
+        ref.buf.destroy()
     return {"kind": "matmul", "variant": variant, "size": size, "gpu_ms": secs * 1e3,
-            "tflops": flops / secs / 1e12, "rel_err": err}
+            "tflops": flops / secs / 1e12, "rel_err": err, "kernels": kernels}
 
 
 def time_peer(peer: str, preset, w, batches) -> dict:
@@ -186,7 +189,7 @@ def main(argv=None) -> None:
     d = describe_adapter(gpu.adapter)
     emit({"kind": "adapter", **{k: v for k, v in d.items() if k != "features"}, "matmul_variant": gpu.matmul_variant,
           "attention_split": gpu.attention_split})
-    base = {k: getattr(gpu, k) for k in {**EXTRA_TUNING, **tuning_for(gpu.adapter)}}
+    base = {k: getattr(gpu, k) for k in tuning_for(gpu.adapter)}
     tunes = args.tunes.split("|") if args.tunes else [""]
     names = [s for s in args.presets.split(",") if s]
     order = presets.ORDER

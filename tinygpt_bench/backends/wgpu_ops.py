@@ -46,8 +46,9 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     sums of dy there (the bias gradient), overwriting; not with bias."""
     auto_variant, auto_split = plan_matmul(p.gpu, m, n, k, bias_grad is not None)
     variant = variant or auto_variant
-    if variant == "shared" and getattr(p.gpu, "shared_prefetch", False):
-        variant = auto_variant = "shared_pf"  # the same product, next K step's loads issued early
+    if getattr(p.gpu, "shared_prefetch", False):  # the same product, next K step's loads issued early
+        variant = "shared_pf" if variant == "shared" else variant
+        auto_variant = "shared_pf" if auto_variant == "shared" else auto_variant
     if split_k is None:
         split_k = auto_split if scratch is not None and variant == auto_variant else 1
     if bias_grad is not None and (bias is not None or variant == "tiled"):
@@ -79,12 +80,15 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
 
 
 def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split: int = 8) -> tuple[str, int]:
-    """(variant, split_k) for a product on this Gpu. Where the Gpu has matmul_shared (GPUs):
-    the workgroup-memory kernel (256 invocations a 64x64 tile) if its tiles bring as many
-    invocations as min_workgroups of 64, or with K split if K is long (>= 1024). Otherwise: 8x8 blocks when there
-    are at least min_workgroups 64x64 tiles; else split a long K (>= 1024) over enough slices
-    of 64x64 tiles, each slice >= 256 of K; else 4x4 blocks (32x32 tiles), splitting K if
-    still short."""
+    """(variant, split_k) for a product on this Gpu. With matmul_big (off by default): 128x128
+    tiles when there are at least min_workgroups / 2 of them. Where the Gpu has matmul_shared
+    (GPUs): the workgroup-memory kernel (256 invocations a 64x64 tile) if its tiles bring as
+    many invocations as min_workgroups of 64, with K split (slices >= 256 of K) while fewer
+    than shared_fill tiles are in flight and K >= 1024; or with K split if K is long (>= 1024).
+    Otherwise: 8x8 blocks when there are at least min_workgroups 64x64 tiles; else split a long
+    K (>= 1024) over enough slices of 64x64 tiles, each slice >= 256 of K; else 4x4 blocks
+    (32x32 tiles), splitting K if still short. (matmul() turns "shared" into "shared_pf" where
+    the Gpu has shared_prefetch.)"""
     if gpu.matmul_variant != "direct":
         return gpu.matmul_variant, 1
     want = gpu.min_workgroups

@@ -135,7 +135,8 @@ def tuning_for(adapter) -> dict:
 
 
 TUNE_ENV = "TINYGPT_BENCH_TUNE"
-EXTRA_TUNING: dict = {}  # experimental kernel choices outside tuning_for, off unless asked for
+# the allowed values of tuning keys that are not switches or counts from 0 up
+TUNE_RANGES = {"norm_parts": range(1, 2049), "attention_hsplit": (0, 1, 2, 4, 8), "min_workgroups": range(1, 1 << 20)}
 
 
 def tune_override(defaults: dict, text: str | None = None) -> dict:
@@ -143,13 +144,18 @@ def tune_override(defaults: dict, text: str | None = None) -> dict:
     e.g. shared_fill=0); values are integers (0/1 for switches). The backend's describe()
     records them in runtime_settings, so a result says what it ran with."""
     text = os.environ.get(TUNE_ENV, "") if text is None else text
-    known = {**defaults, **EXTRA_TUNING}
+    known = dict(defaults)
     out = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
         key, _, val = item.partition("=")
         if key not in known or not val.lstrip("-").isdigit():
             raise UserError(f"{TUNE_ENV}: '{item}' is not KEY=INTEGER with KEY one of {', '.join(sorted(known))}")
-        out[key] = bool(int(val)) if isinstance(known[key], bool) else int(val)
+        v = int(val)
+        allowed = (0, 1) if isinstance(known[key], bool) else TUNE_RANGES.get(key, range(0, 1 << 31))
+        if v not in allowed:
+            shown = f"{allowed.start}..{allowed.stop - 1}" if isinstance(allowed, range) else "/".join(map(str, allowed))
+            raise UserError(f"{TUNE_ENV}: {key}={v} is outside {shown}; fix the value")
+        out[key] = bool(v) if isinstance(known[key], bool) else v
     return out
 
 
@@ -163,7 +169,7 @@ class AdapterPlan:
         self.adapter = adapter
         self.limits = dict(limits)
         if tuning is None:
-            tuning = {**EXTRA_TUNING, **tuning_for(adapter)}
+            tuning = tuning_for(adapter)
             tuning.update(tune_override(tuning))
         for k, v in tuning.items():
             setattr(self, k, v)
@@ -171,7 +177,7 @@ class AdapterPlan:
     @classmethod
     def of_gpu(cls, gpu: "Gpu", limits: dict | None = None) -> "AdapterPlan":
         """The same plan as `gpu` would record (its tuning, including overrides set on it)."""
-        tuning = {k: getattr(gpu, k) for k in {**EXTRA_TUNING, **tuning_for(gpu.adapter)}}
+        tuning = {k: getattr(gpu, k) for k in tuning_for(gpu.adapter)}
         return cls(gpu.adapter, gpu.limits if limits is None else limits, tuning)
 
     def pipeline(self, family: str, entry: str, constants: dict | None = None):
@@ -208,9 +214,9 @@ class Gpu:
         self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
         self.limits = self.device.limits
         self.waiter = Waiter(self.device)
-        # kernel variants (tuning_for says why each): matmul_variant, layernorm_variant,
-        # min_workgroups, matmul_shared, attention_split; tests and wgpu_bench may override them
-        for k, v in {**EXTRA_TUNING, **tuning_for(self.adapter)}.items():
+        # kernel variants, decided per adapter type (tuning_for lists them and says why each);
+        # TINYGPT_BENCH_TUNE, tests and wgpu_bench may override them
+        for k, v in tuning_for(self.adapter).items():
             setattr(self, k, v)
         self.tune_override = tune_override(tuning_for(self.adapter))
         for k, v in self.tune_override.items():
