@@ -3,6 +3,7 @@ reference backends (fast and always available; the engines plug into the same pa
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -164,7 +165,10 @@ def test_killed_run_keeps_measurements_and_resume_completes(tmp_path, sig):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "tiny,small,medium", "--backends",
             "reference-fp32", "--steps", "3", "--repeats", "1", "--out", str(out), "--plain", "--no-chart"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # medium's steps sleep 1 s each (faults.py 'slow'), so the signal lands before it ends even
+    # on a loaded machine (the kill follows the first row within milliseconds)
+    env = {**os.environ, "TINYGPT_BENCH_FAULT": "reference-fp32:slow@medium"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline:
         if (out / "measurements.csv").exists() and len(_rows(out / "measurements.csv")) >= 1:
