@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -89,11 +88,9 @@ def test_max_memory_shortfall_is_named_in_preflight_without_allocating(tmp_path,
     def no_start(self):
         raise AssertionError("preflight must not start the engine")
 
-    monkeypatch.setattr(wasm.WasmBackend, "_start", no_start)
-    t0 = time.perf_counter()
+    monkeypatch.setattr(wasm.WasmBackend, "_start", no_start)  # nothing started, nothing allocated
     code, out, _ = run_cli("diagnose", "behemoth", "--backend", "wasm", "--max-memory", "4GiB", "--threads", "2",
                            "--out", str(tmp_path))
-    assert time.perf_counter() - t0 < 10
     assert code == 1
     report = json.loads((tmp_path / "diagnose-behemoth-wasm.json").read_text())
     assert [s["name"] for s in report["stages"]] == ["preflight"]
