@@ -168,7 +168,10 @@ def test_killed_run_keeps_measurements_and_resume_completes(tmp_path, sig):
     # medium's steps sleep 1 s each (faults.py 'slow'), so the signal lands before it ends even
     # on a loaded machine (the kill follows the first row within milliseconds)
     env = {**os.environ, "TINYGPT_BENCH_FAULT": "reference-fp32:slow@medium"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # a shell without job control starts background commands with SIGINT ignored, and the child
+    # would inherit that: give it the default disposition, as an interactive user's run has
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline:
         if (out / "measurements.csv").exists() and len(_rows(out / "measurements.csv")) >= 1:
