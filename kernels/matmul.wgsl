@@ -290,28 +290,8 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var k0 = kr.x; k0 < kr.y; k0 += 16u) {
-        if (TRANS_A) {   // a stored (K, M): runs along rows
-            let kk = t / 16u;
-            let r4 = t % 16u;
-            var x = vec4<f32>(0.0);
-            for (var i = 0u; i < 4u; i++) { x[i] = load_a(row0 + 4u * r4 + i, k0 + kk); }
-            sa[kk * 16u + r4] = x;
-        } else {         // a stored (M, K): runs along k
-            let row = t / 4u;
-            let k4 = t % 4u;
-            for (var i = 0u; i < 4u; i++) { sa[(4u * k4 + i) * 16u + row / 4u][row % 4u] = load_a(row0 + row, k0 + 4u * k4 + i); }
-        }
-        if (TRANS_B) {   // b stored (N, K): runs along k
-            let col = t / 4u;
-            let k4 = t % 4u;
-            for (var i = 0u; i < 4u; i++) { sb[(4u * k4 + i) * 16u + col / 4u][col % 4u] = load_b(k0 + 4u * k4 + i, col0 + col); }
-        } else {         // b stored (K, N): runs along columns
-            let kk = t / 16u;
-            let c4 = t % 16u;
-            var x = vec4<f32>(0.0);
-            for (var j = 0u; j < 4u; j++) { x[j] = load_b(k0 + kk, col0 + 4u * c4 + j); }
-            sb[kk * 16u + c4] = x;
-        }
+        put_a(t, fetch_a(t, row0, k0));   // staging: fetch_a/put_a and fetch_b/put_b below
+        put_b(t, fetch_b(t, col0, k0));
         workgroupBarrier();
         for (var kk = 0u; kk < 16u; kk++) {
             let a4 = sa[kk * 16u + ty];
@@ -339,8 +319,10 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 // matmul_shared_pf: matmul_shared with the next K step's global loads issued before the current
 // step's arithmetic ("register prefetch"): each invocation holds the 4 values of op(a) and of
 // op(b) it stages next in registers, so their latency overlaps the 16 FMA rounds instead of
-// stalling at the barrier. Same staging layout, same arithmetic in the same order: results equal
-// matmul_shared's bit for bit.
+// stalling at the barrier. Both kernels stage through the functions below (fetch: the 4 values
+// of each operand an invocation stages at k0, along the stored rows so that neighbouring
+// invocations read neighbouring addresses; put: into sa/sb), and do the same arithmetic in
+// the same order: results equal matmul_shared's bit for bit.
 
 fn fetch_a(t: u32, row0: u32, k0: u32) -> vec4<f32> {   // the 4 values of op(a) invocation t stages at k0
     if (TRANS_A) {

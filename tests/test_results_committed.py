@@ -18,12 +18,13 @@ def test_committed_chart_matches_its_csv(run):
     assert (run / "speedup.png").is_file() and (run / "speedup.svg").is_file()
 
 
-def test_readme_table_is_the_committed_csv():
-    cpu = ROOT / "results" / "cpu-2core"
-    if not (cpu / "measurements.csv").is_file():
-        pytest.skip("no committed CPU reference run")
-    df = results.read_measurements([cpu])
-    table = report.markdown_table(*report.summary_rows(df, results.read_steps([cpu])))
+@pytest.mark.parametrize("machine", ["cpu-2core", "h100"])
+def test_readme_table_is_the_committed_csv(machine):
+    run = ROOT / "results" / machine
+    if not (run / "measurements.csv").is_file():
+        pytest.skip(f"no committed {machine} run")
+    df = results.read_measurements([run])
+    table = report.markdown_table(*report.summary_rows(df, results.read_steps([run])))
     assert table in (ROOT / "README.md").read_text()
 
 
@@ -43,12 +44,3 @@ def test_performance_page_is_its_results():
     assert run in [r.resolve() for r in PEAK_RUNS], f"the page renders {source}, not a results folder with peaks.csv"
     assert block == perfpage.generated_block(run, PAGE), (
         f"docs/performance.md is stale: `tinygpt-bench report {run.relative_to(ROOT)} --update docs/performance.md`")
-
-
-def test_readme_gpu_table_is_the_committed_csv():
-    gpu = ROOT / "results" / "h100"
-    if not (gpu / "measurements.csv").is_file():
-        pytest.skip("no committed GPU-machine run")
-    df = results.read_measurements([gpu])
-    table = report.markdown_table(*report.summary_rows(df, results.read_steps([gpu])))
-    assert table in (ROOT / "README.md").read_text()

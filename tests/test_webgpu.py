@@ -346,11 +346,10 @@ def attention_back_ref(dout, q, k, v, h):
     return merge(dqh), merge(dkh), merge(dvh)
 
 
-@pytest.mark.parametrize("split", [1, 4, 8])
-@pytest.mark.parametrize("b,t,c,h", [(2, 37, 48, 3), (1, 70, 128, 2), (2, 16, 32, 2)])
-def test_attention(gpu, b, t, c, h, split):
-    rng = np.random.default_rng(t)
-    q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
+def run_attention(gpu, q, k, v, dout, h, **kw):
+    """Attention forward and backward on the adapter (operands at an odd element offset, as in the
+    flat buffers): (program, o (B,T,C), [dq, dk, dv]). kw goes to both ops (split, hsplit)."""
+    b, t, c = q.shape
     btc = b * t * c
     A = gpu.upload(np.concatenate([np.zeros(5, np.float32), q.ravel(), k.ravel(), v.ravel(), dout.ravel()]), "qkv")
     Q, K, V, DO = (ops.Ref(A, 5 + i * btc) for i in range(4))
@@ -358,16 +357,27 @@ def test_attention(gpu, b, t, c, h, split):
     LSE, DD = O.at(btc), O.at(btc + b * h * t)
     D = ops.Ref(gpu.buffer(4 * 3 * btc, "dqkv"))
     p = Program(gpu, "test")
-    ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h, split=split)
-    ops.attention_backward(p, "att", D, D.at(btc), D.at(2 * btc), DD, DO, Q, K, V, O, LSE, b, t, c, h, split=split)
+    ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h, **kw)
+    ops.attention_backward(p, "att", D, D.at(btc), D.at(2 * btc), DD, DO, Q, K, V, O, LSE, b, t, c, h, **kw)
     p.finalize().run()
+    return p, gpu.read(O.buf, count=btc).reshape(b, t, c), gpu.read(D.buf, count=3 * btc).reshape(3, b, t, c)
+
+
+def assert_attention_matches_reference(q, k, v, dout, h, o, dqkv):
     q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
-    o, _ = attention_ref(q64, k64, v64, h)
-    assert rel_err(gpu.read(O.buf, count=btc).reshape(b, t, c), o) < 1e-5
-    dq, dk, dv = attention_back_ref(dout.astype(np.float64), q64, k64, v64, h)
-    got = gpu.read(D.buf, count=3 * btc).reshape(3, b, t, c)
-    for name, g, want in zip("qkv", got, (dq, dk, dv)):
+    want_o, _ = attention_ref(q64, k64, v64, h)
+    assert rel_err(o, want_o) < 1e-5
+    for name, g, want in zip("qkv", dqkv, attention_back_ref(dout.astype(np.float64), q64, k64, v64, h)):
         assert rel_err(g, want) < 1e-5, name
+
+
+@pytest.mark.parametrize("split", [1, 4, 8])
+@pytest.mark.parametrize("b,t,c,h", [(2, 37, 48, 3), (1, 70, 128, 2), (2, 16, 32, 2)])
+def test_attention(gpu, b, t, c, h, split):
+    rng = np.random.default_rng(t)
+    q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
+    _, o, dqkv = run_attention(gpu, q, k, v, dout, h, split=split)
+    assert_attention_matches_reference(q, k, v, dout, h, o, dqkv)
 
 
 # the whole training step against the float64 numpy reference ---------------------------------
@@ -549,24 +559,9 @@ def test_attention_head_split(gpu, b, t, c, h, hsplit):
     assert ops.attention_hsplit(Program(gpu, "x"), hd, hsplit) == hsplit  # hsplit divides hd / 4: no fallback
     rng = np.random.default_rng(t + hsplit)
     q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
-    btc = b * t * c
-    A = gpu.upload(np.concatenate([np.zeros(5, np.float32), q.ravel(), k.ravel(), v.ravel(), dout.ravel()]), "qkv")
-    Q, K, V, DO = (ops.Ref(A, 5 + i * btc) for i in range(4))
-    O = ops.Ref(gpu.buffer(4 * (btc + 2 * b * h * t), "o"))
-    LSE, DD = O.at(btc), O.at(btc + b * h * t)
-    D = ops.Ref(gpu.buffer(4 * 3 * btc, "dqkv"))
-    p = Program(gpu, "test")
-    ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h, hsplit=hsplit)
-    ops.attention_backward(p, "att", D, D.at(btc), D.at(2 * btc), DD, DO, Q, K, V, O, LSE, b, t, c, h, hsplit=hsplit)
+    p, o, dqkv = run_attention(gpu, q, k, v, dout, h, hsplit=hsplit)
     assert all(d.name.endswith("_hs]") for d in p.dispatches)
-    p.finalize().run()
-    q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
-    o, _ = attention_ref(q64, k64, v64, h)
-    assert rel_err(gpu.read(O.buf, count=btc).reshape(b, t, c), o) < 1e-5
-    dq, dk, dv = attention_back_ref(dout.astype(np.float64), q64, k64, v64, h)
-    got = gpu.read(D.buf, count=3 * btc).reshape(3, b, t, c)
-    for name, g, want in zip("qkv", got, (dq, dk, dv)):
-        assert rel_err(g, want) < 1e-5, name
+    assert_attention_matches_reference(q, k, v, dout, h, o, dqkv)
 
 
 def test_attention_hsplit_rule():
@@ -612,19 +607,10 @@ def test_attention_constant_head_dim_is_bit_identical(gpu, c, h, monkeypatch):
     rng = np.random.default_rng(c)
     b, t = 2, 45
     q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
-    btc = b * t * c
-    A = gpu.upload(np.concatenate([q.ravel(), k.ravel(), v.ravel(), dout.ravel()]), "qkv")
-    Q, K, V, DO = (ops.Ref(A, i * btc) for i in range(4))
     outs = []
     for const in (False, True):
         monkeypatch.setattr(gpu, "attention_const_hd", const, raising=False)
-        O = ops.Ref(gpu.buffer(4 * (btc + 2 * b * h * t), "o"))
-        LSE, DD = O.at(btc), O.at(btc + b * h * t)
-        D = ops.Ref(gpu.buffer(4 * 3 * btc, "dqkv"))
-        p = Program(gpu, "test")
-        ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h, split=2)
-        ops.attention_backward(p, "att", D, D.at(btc), D.at(2 * btc), DD, DO, Q, K, V, O, LSE, b, t, c, h, split=2)
+        p, o, dqkv = run_attention(gpu, q, k, v, dout, h, split=2)
         assert all(("HD4" in str(d.pipeline.label)) == const for d in p.dispatches)
-        p.finalize().run()
-        outs.append(np.concatenate([gpu.read(O.buf, count=btc), gpu.read(D.buf, count=3 * btc)]))
+        outs.append(np.concatenate([o.ravel(), dqkv.ravel()]))
     assert np.array_equal(outs[0], outs[1])

@@ -139,6 +139,16 @@ def matmul_ab(threads: int, variants: list[dict], reps: int = 3, rounds: int = 3
     return rows
 
 
+def peak_and_fork_join(th: int) -> dict:
+    """The SIMD128 peaks and an empty parallel region's cost at th threads, printed."""
+    pk = peak(th)
+    pk["fork_join_us"] = fork_join_us(th)
+    print(f"peak threads={th}: SIMD128 mul+add {pk['simd128_mul_add']:.1f} GFLOP/s, "
+          f"relaxed FMA {pk['simd128_relaxed_fma']:.1f} GFLOP/s; an empty parallel region "
+          f"{pk['fork_join_us']:.1f} us", flush=True)
+    return pk
+
+
 def ab_main(args, threads: list[int], names: list[str], out: dict) -> int:
     """--matmul-kernels: peak, the matmul per variant, steps per variant; a table at the end."""
     variants = [variant(n) for n in names]
@@ -147,11 +157,7 @@ def ab_main(args, threads: list[int], names: list[str], out: dict) -> int:
     out["matmul_ab"], out["train_ab"] = [], []
     peak(max(threads), iters=50_000_000)  # warm-up: let clocks settle before measuring
     for th in threads:
-        out["peak"][th] = pk = peak(th)
-        pk["fork_join_us"] = fork_join_us(th)
-        print(f"peak threads={th}: SIMD128 mul+add {pk['simd128_mul_add']:.1f} GFLOP/s, "
-              f"relaxed FMA {pk['simd128_relaxed_fma']:.1f} GFLOP/s; an empty parallel region "
-              f"{pk['fork_join_us']:.1f} us", flush=True)
+        out["peak"][th] = pk = peak_and_fork_join(th)
         for r in matmul_ab(th, variants, spectre_guards=args.spectre_guards):
             r["pct_of_peak"] = 100 * r["gflops"] / pk["simd128_relaxed_fma" if r["fma"] else "simd128_mul_add"]
             out["matmul_ab"].append(r)
@@ -243,11 +249,7 @@ def main() -> int:
         return ab_main(args, threads, args.matmul_kernels.split(","), out)
     peak(max(threads), iters=50_000_000)  # warm-up: let clocks settle before measuring
     for th in threads:
-        out["peak"][th] = pk = peak(th)
-        pk["fork_join_us"] = fork_join_us(th)
-        print(f"peak threads={th}: SIMD128 mul+add {pk['simd128_mul_add']:.1f} GFLOP/s, "
-              f"relaxed FMA {pk['simd128_relaxed_fma']:.1f} GFLOP/s; an empty parallel region "
-              f"{pk['fork_join_us']:.1f} us", flush=True)
+        out["peak"][th] = pk = peak_and_fork_join(th)
         for r in matmul(th):
             ref = pk["simd128_relaxed_fma" if r["fma"] else "simd128_mul_add"]
             r["pct_of_peak"] = 100 * r["gflops"] / ref

@@ -39,7 +39,7 @@ from tinygpt_bench.units import fmt_bytes
 PAGE = 65536
 # profile tags of the module, in the order of its enum (wasm/src/base.h)
 PROFILE_TAGS = ("other", "embedding", "layernorm", "matmul_fwd", "attention", "gelu", "transpose", "crossentropy",
-                "zero_grad", "matmul_dx", "matmul_dw", "layernorm_bwd", "bias_bwd", "gelu_bwd", "attention_bwd",
+                "zero_grad", "matmul_dx", "matmul_dw", "layernorm_bwd", "gelu_bwd", "attention_bwd",
                 "embedding_bwd", "grad_norm", "adamw")
 MAX_MEMORY = 16 << 30  # bytes; the module declares the same maximum
 WORKER_STACK = 1 << 20  # bytes of stack for each worker thread
@@ -307,6 +307,7 @@ class WasmBackend(Backend):
         self._worker_errors: list[str] = []
         self._started = False
         self._layout = None
+        self._tokens: np.ndarray | None = None  # view of the module's token buffer (load())
         self._events: list[dict] = []  # growth events read so far, labelled with the stage
         self._phase = "start"
         self.events_dropped = 0
@@ -571,6 +572,8 @@ class WasmBackend(Backend):
         self._call("model_set_optimizer", OPTIM.beta1, OPTIM.beta2, OPTIM.eps, OPTIM.weight_decay, OPTIM.clip)
         self._call("model_set_fault", FAULTS.get(self.fault, 0))
         self._f32(self._call("model_params"), n)[:] = params.astype(np.float32, copy=False)
+        # the step's token buffer, viewed once (shared memory never moves; growth only appends)
+        self._tokens = self._i32(self._call("model_tokens"), p.batch * (p.ctx + 1))
         self._layout = layout
         self.preset = preset
         self._phase = "step"
@@ -587,7 +590,7 @@ class WasmBackend(Backend):
             raise UserError(f"wasm backend: batch shape {batch.shape}, preset {p.name} needs {(p.batch, p.ctx + 1)}")
         if batch.min() < 0 or batch.max() > 255:
             raise UserError("wasm backend: batch values must be bytes 0..255")
-        self._i32(self._call("model_tokens"), batch.size)[:] = batch.astype(np.int32, copy=False).ravel()
+        self._tokens[:] = batch.astype(np.int32, copy=False).ravel()
         return float(self._guarded("step", "train_step", float(lr)))
 
     def _guarded(self, stage: str, name: str, *args):
@@ -652,4 +655,4 @@ class WasmBackend(Backend):
                 t.join(timeout=10)
             self._workers = []
             self._ex = self._store = self._memory = self._module = self._engine = None
-            self.preset = None
+            self.preset = self._tokens = None

@@ -200,7 +200,7 @@ def main(argv=None) -> None:
             for k, v in {**base, **tune_override(base, tune)}.items():
                 setattr(gpu, k, v)
             if args.matmul:
-                for variant in ("direct", "shared", "big"):
+                for variant in ("direct", "shared", "shared_pf", "big"):
                     emit({**bench_matmul(gpu, args.matmul, variant), "tune": tune, "round": rnd})
             bigs = [bool(int(x)) for x in args.matmul_big.split(",") if x] or [gpu.matmul_big]
             pipes = [bool(int(x)) for x in args.pipelined.split(",") if x]

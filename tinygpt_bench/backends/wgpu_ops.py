@@ -27,6 +27,10 @@ def cdiv(a: int, b: int) -> int:
 
 # matmul.wgsl ---------------------------------------------------------------------------------
 HAS_BIAS, HAS_RES, ACCUM, BIAS_GRAD = 1, 2, 4, 8
+ENTRIES = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4", "shared": "matmul_shared",
+           "shared_pf": "matmul_shared_pf", "big": "matmul_big"}  # variant -> entry point
+# with K split: the direct kinds have split-K entries of their own; the workgroup-memory ones split by z
+SPLITK_ENTRIES = {**ENTRIES, "direct4": "matmul_splitk", "direct": "matmul_splitk8"}
 
 
 def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int,
@@ -37,7 +41,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
 
     variant: "direct" (8x8 blocks, 64x64 tiles), "direct4" (4x4 blocks, 32x32 tiles), "shared"
     (64x64 workgroup-memory tiles; "shared_pf": the same with the next K step's loads issued
-    early, chosen for "shared" where Gpu.shared_prefetch), "big" (128x128 workgroup-memory
+    early), "big" (128x128 workgroup-memory
     tiles, 8x8 blocks) or
     "tiled" (workgroup-memory tiles, slow for now). split_k: slices of K (matmul_splitk8 or
     matmul_splitk into scratch, then splitk_reduce, which applies bias, res and accum).
@@ -46,9 +50,6 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     sums of dy there (the bias gradient), overwriting; not with bias."""
     auto_variant, auto_split = plan_matmul(p.gpu, m, n, k, bias_grad is not None)
     variant = variant or auto_variant
-    if getattr(p.gpu, "shared_prefetch", False):  # the same product, next K step's loads issued early
-        variant = "shared_pf" if variant == "shared" else variant
-        auto_variant = "shared_pf" if auto_variant == "shared" else auto_variant
     if split_k is None:
         split_k = auto_split if scratch is not None and variant == auto_variant else 1
     if bias_grad is not None and (bias is not None or variant == "tiled"):
@@ -61,8 +62,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     flags |= BIAS_GRAD if bias_grad is not None else 0
     if split_k > 1:
         parts, db_parts = scratch, scratch.at(split_k * m * n)
-        entry = {"direct4": "matmul_splitk", "direct": "matmul_splitk8", "shared": "matmul_shared",
-                 "shared_pf": "matmul_shared_pf", "big": "matmul_big"}[variant]
+        entry = SPLITK_ENTRIES[variant]
         args = [m, n, k, a.off, b.off, parts.off, db_parts.off, 0, flags & BIAS_GRAD, split_k]
         p.add(name, "matmul", entry, args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: db_parts.buf, 5: parts.buf},
               (cdiv(n, tile), cdiv(m, tile), split_k), constants=consts)
@@ -72,8 +72,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
               grid(m * n, 64, 2048))
         return
     bb, rr = bias_grad or bias or c, res or c
-    entry = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4", "shared": "matmul_shared",
-             "shared_pf": "matmul_shared_pf", "big": "matmul_big"}[variant]
+    entry = ENTRIES[variant]
     args = [m, n, k, a.off, b.off, c.off, bb.off, rr.off, flags, 1]
     bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: bb.buf, 5: rr.buf}
     p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)), constants=consts)
@@ -87,8 +86,8 @@ def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split:
     than shared_fill tiles are in flight and K >= 1024; or with K split if K is long (>= 1024).
     Otherwise: 8x8 blocks when there are at least min_workgroups 64x64 tiles; else split a long
     K (>= 1024) over enough slices of 64x64 tiles, each slice >= 256 of K; else 4x4 blocks
-    (32x32 tiles), splitting K if still short. (matmul() turns "shared" into "shared_pf" where
-    the Gpu has shared_prefetch.)"""
+    (32x32 tiles), splitting K if still short. The workgroup-memory kernel is "shared_pf" (loads
+    of the next K step issued early) where the Gpu has shared_prefetch."""
     if gpu.matmul_variant != "direct":
         return gpu.matmul_variant, 1
     want = gpu.min_workgroups
@@ -96,13 +95,14 @@ def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split:
     if getattr(gpu, "matmul_big", False) and 2 * cdiv(m, 128) * cdiv(n, 128) >= want:
         return "big", 1  # 128 x 128 tiles, at least one workgroup of 256 per SM
     if getattr(gpu, "matmul_shared", False):
+        shared = "shared_pf" if getattr(gpu, "shared_prefetch", False) else "shared"  # next K step's loads early
         if 4 * tiles64 >= want:
             fill = getattr(gpu, "shared_fill", 0)  # workgroups that fill the device (tuning_for)
             if fill and tiles64 < fill and k >= 1024:  # few tiles, long K: split K to fill it
-                return "shared", max(1, min(max_split, fill // tiles64, k // 256))
-            return "shared", 1
+                return shared, max(1, min(max_split, fill // tiles64, k // 256))
+            return shared, 1
         if k >= 1024:
-            return "shared", max(1, min(max_split, cdiv(want, 4 * tiles64), k // 256))
+            return shared, max(1, min(max_split, cdiv(want, 4 * tiles64), k // 256))
     if tiles64 >= want:
         return "direct", 1
     if k >= 1024:

@@ -51,25 +51,6 @@ void matmul_dw(float *c, const float *a, size_t rsa, size_t csa, const float *b,
     matmul_jobs(&js);
 }
 
-/* ---- bias backward: dbias (N) += sum over rows of dout (M, N); up to 3 at once --- */
-typedef struct { int n, M, N; float *db[3]; const float *dout[3]; } BiasArgs;
-static void bias_backward_task(void *ctx, int tid, int nth) {
-    const BiasArgs *t = ctx;
-    int lo, hi;
-    split_range(t->N / 4, tid, nth, &lo, &hi);
-    for (int x = 0; x < t->n; x++)
-        for (int j = lo * 4; j < hi * 4; j += 4) {
-            v128_t acc = LOAD(t->db[x] + j);
-            for (int i = 0; i < t->M; i++) acc = wasm_f32x4_add(acc, LOAD(t->dout[x] + (size_t)i * t->N + j));
-            STORE(t->db[x] + j, acc);
-        }
-}
-void bias_backward3(int n, float *const db[], const float *const dout[], int M, int N) {
-    BiasArgs t = {n, M, N, {db[0], n > 1 ? db[1] : 0, n > 2 ? db[2] : 0},
-                  {dout[0], n > 1 ? dout[1] : 0, n > 2 ? dout[2] : 0}};
-    parallel_for(bias_backward_task, &t);
-}
-
 /* ===================================================================================
  * embedding: out (N, C) = tok_emb[ids] (V, C) + pos_emb[t] (T, C), ids (B, T) with
  * row stride T + 1 (the batch keeps its targets beside the inputs)

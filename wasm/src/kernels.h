@@ -34,7 +34,6 @@ void matmul_bt(float *c, const float *init, const float *bias, const float *a, s
                const float *b, int M, int N, int K);
 /* weight gradient c (M, N) += a @ b with dbias (N) += column sums of b (K, N), fused */
 void matmul_dw(float *c, const float *a, size_t rsa, size_t csa, const float *b, int M, int N, int K, float *dbias);
-void bias_backward3(int n, float *const db[], const float *const dout[], int M, int N);
 
 void embedding_forward(float *out, const int *ids, const float *tok, const float *pos, int B, int T, int C);
 void embedding_backward(float *dtok, float *dpos, const float *dout, const int *ids, int B, int T, int C);

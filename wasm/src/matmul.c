@@ -187,8 +187,8 @@ static void pack_b(float *dst, const MatmulJob *J, int k0, int kc, int j0, int j
     }
     for (int j = j0; j < j1; j += NR) {
         const float *b = J->b + (size_t)k0 * J->N + j;
-        if (dbias) { /* the bias gradient rides along: the same adds in the same row order as
-                      * bias_backward3 did (the caller passes it for one row block only) */
+        if (dbias) { /* the bias gradient rides along: each column's sum over the rows of b in
+                      * row order (the caller passes it for one row block only) */
             v128_t s0 = LOAD(dbias + j), s1 = LOAD(dbias + j + 4);
             for (int k = 0; k < kc; k++) {
                 v128_t v0 = LOAD(b + (size_t)k * J->N), v1 = LOAD(b + (size_t)k * J->N + 4);
