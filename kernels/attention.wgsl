@@ -297,235 +297,421 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     }
 }
 
-// ---- head-dim split variants (*_hs): the HSPLIT invocations of a row each hold HD4P = hd/4/HSPLIT
-// vec4s of it (a quarter of the registers of the kernels above at HSPLIT 4). Workgroup
-// (HSPLIT, 32): invocation (g, x) holds vec4s [g*HD4P, (g+1)*HD4P) of row x. Per staged tile:
-// phase 1 writes each invocation's partial dot products (q.k, and do.v in backward) to `part`;
-// barrier; phase 2 sums the HSPLIT partials of each pair in the fixed order g = 0, 1, ... (every
-// member of a group gets the same bits) and updates its own slice. The staged tile holds
-// bt = min(32, 48 / HSPLIT) rows so that `part` (32 x bt x HSPLIT vec2s) fits in 12 KiB and a
-// kernel's workgroup memory (tiles 16 KiB, part, lse/dd 256 B) in 32 KiB.
-// Loop bounds are overrides (constants after pipeline creation), so the per-row arrays can
-// live in registers.
-override HSPLIT: u32 = 2u;   // invocations per row, splitting its head dim
-override HD4P: u32 = 8u;     // vec4s of a row per invocation: hd / 4 / HSPLIT
-var<workgroup> part: array<vec2<f32>, 1536>;   // (BR, bt, HSPLIT) partial (s, dp); dq first: rowsum(dout * o)
 
-fn hs_tile() -> u32 { return min(BT, 48u / HSPLIT); }
+// ---- tiled kernels for GPUs (*_tiled) --------------------------------------------------------
+// Flash-Attention-2 as small matrix products through workgroup memory, in the manner of
+// matmul.wgsl's matmul_shared: each invocation owns a 4 x 4 block of a score tile and a block
+// of its output, held in vec4 variables written out by hand (no per-invocation arrays: those
+// the compiler cannot resolve to registers live in local memory on the H100, see matmul's
+// first kernel), and the operands are staged transposed, so one vec4 read from workgroup
+// memory feeds four rows or four keys. Softmax row maxes and sums are combined across the
+// invocations that share a row through workgroup memory, in a fixed order, and every one of
+// them computes the same bits: results are deterministic.
+//   attention_forward_tiled       workgroup (8, 8): 32 query rows; key tiles of 32
+//   attention_backward_dq_tiled   workgroup (8, 4): 16 query rows; key tiles of 32 (writes dd)
+//   attention_backward_dkv_tiled  workgroup (8, 4): 16 key rows; query tiles of 32
+// Forward and dq take their row blocks last first (the longest causal rows start first).
+// Workgroup memory: at most 31,232 bytes a kernel (lavapipe offers 32 KiB). The HD4 override
+// must be set (hd / 4). Transposed 32-row tiles keep rows 9 vec4s apart (padding), so that 8
+// invocations reading 8 different head dims hit different banks.
 
-fn stage_kv_hs(b: u32, hh: u32, j0: u32, f: u32, bt: u32) {
-    let hd4 = HD4P * HSPLIT;
-    for (var e = f; e < bt * hd4; e += BR * HSPLIT) {
-        let jj = e / hd4;
+var<workgroup> fq: array<vec4<f32>, 512>;   // forward: q^T * scale, [d * 8 + row / 4][row % 4]
+var<workgroup> fk: array<vec4<f32>, 512>;   // forward: k^T [d * 8 + key / 4][key % 4], then p^T [key * 8 + row / 4][row % 4]
+var<workgroup> fv: array<vec4<f32>, 512>;   // forward: v [key * 16 + d4]
+var<workgroup> fr: array<f32, 512>;         // forward: row max of each invocation [row * 8 + tx], then row sums [256 + row * 8 + tx]
+var<workgroup> ba: array<vec4<f32>, 576>;   // dq: k^T [d * 9 + key / 4]; dkv: q^T [d * 9 + query / 4]   (tiles of 32)
+var<workgroup> bb: array<vec4<f32>, 576>;   // dq: v^T;                    dkv: dout^T
+var<workgroup> bc: array<vec4<f32>, 256>;   // dq: q^T * scale [d * 4 + row / 4]; dkv: k^T * scale [d * 4 + key / 4]  (16 rows)
+var<workgroup> bd: array<vec4<f32>, 256>;   // dq: dout^T;                 dkv: v^T
+var<workgroup> be: array<vec4<f32>, 144>;   // dq: D partials, then ds [row * 9 + key / 4]; dkv: p^T [key * 9 + query / 4]
+var<workgroup> bf: array<vec4<f32>, 144>;   // dkv: ds^T [key * 9 + query / 4]
+
+fn hd4_t() -> u32 { return select(u.hd / 4u, HD4, HD4 > 0u); }
+fn idx4(i: u32) -> vec4<u32> { return vec4<u32>(i) + vec4<u32>(0u, 1u, 2u, 3u); }
+fn hmax(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
+fn hsum(x: vec4<f32>) -> f32 { return x.x + x.y + x.z + x.w; }
+// acc + (x0 . y, x1 . y, x2 . y, x3 . y)
+fn dots(acc: vec4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, y: vec4<f32>) -> vec4<f32> {
+    return acc + vec4(dot(x0, y), dot(x1, y), dot(x2, y), dot(x3, y));
+}
+// fr's 4 rows of group ty: their entries over the 8 invocations (tx order) folded into m
+fn rows_max(ty: u32, m: vec4<f32>) -> vec4<f32> {
+    var r = m;
+    for (var t = 0u; t < 8u; t++) {
+        r = max(r, vec4(fr[32u * ty + t], fr[32u * ty + 8u + t], fr[32u * ty + 16u + t], fr[32u * ty + 24u + t]));
+    }
+    return r;
+}
+fn rows_sum(ty: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var t = 0u; t < 8u; t++) {
+        r += vec4(fr[256u + 32u * ty + t], fr[264u + 32u * ty + t], fr[272u + 32u * ty + t], fr[280u + 32u * ty + t]);
+    }
+    return r;
+}
+fn lse_or0(bh: u32, i: u32) -> f32 { return select(0.0, lse[u.lse_off + bh * u.t + min(i, u.t - 1u)], i < u.t); }
+fn dd_or0(bh: u32, i: u32) -> f32 { return select(0.0, dd[u.dd_off + bh * u.t + min(i, u.t - 1u)], i < u.t); }
+fn put_o4(b: u32, hh: u32, i: u32, d4: u32, y: vec4<f32>) {   // o[row i, dims 4 d4 .. 4 d4 + 3]
+    if (i < u.t) { let at = u.o_off + row_base(b, i, hh) + 4u * d4; o[at] = y.x; o[at + 1u] = y.y; o[at + 2u] = y.z; o[at + 3u] = y.w; }
+}
+// one head dim `dim` of rows i .. i+3 (column stores: the backward kernels' accumulators are vec4s over rows)
+fn put_dq_col(b: u32, hh: u32, i: u32, dim: u32, y: vec4<f32>) {
+    for (var r = 0u; r < 4u; r++) { if (i + r < u.t) { dq[u.dq_off + row_base(b, i + r, hh) + dim] = y[r]; } }
+}
+fn put_dk_col(b: u32, hh: u32, i: u32, dim: u32, y: vec4<f32>) {
+    for (var r = 0u; r < 4u; r++) { if (i + r < u.t) { dk[u.dk_off + row_base(b, i + r, hh) + dim] = y[r]; } }
+}
+fn put_dv_col(b: u32, hh: u32, i: u32, dim: u32, y: vec4<f32>) {
+    for (var r = 0u; r < 4u; r++) { if (i + r < u.t) { dv[u.dv_off + row_base(b, i + r, hh) + dim] = y[r]; } }
+}
+
+@compute @workgroup_size(8, 8)
+fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tx = lid.x;   // scores: keys j0 + 4tx .. +3; output: head-dim vec4s tx and tx + 8
+    let ty = lid.y;   // rows r0 + 4ty .. +3
+    let f = ty * 8u + tx;
+    let hd4 = hd4_t();
+    let b = wid.y / u.h;
+    let hh = wid.y % u.h;
+    let r0 = ((u.t + 31u) / 32u - 1u - wid.x) * 32u;
+    let row = r0 + 4u * ty;
+    for (var e = f; e < 32u * hd4; e += 64u) {
+        let r = e / hd4;
         let d4 = e % hd4;
-        let j = j0 + jj;
-        var a = vec4<f32>(0.0);
-        var c = vec4<f32>(0.0);
-        if (j < u.t) {
-            let r = row_base(b, j, hh) + 4u * d4;
-            a = ld_k(u.k_off + r);
-            c = ld_v(u.v_off + r);
-        }
-        tile1[jj * MAX_HD4 + d4] = a;
-        tile2[jj * MAX_HD4 + d4] = c;
+        var x = vec4<f32>(0.0);
+        if (r0 + r < u.t) { x = ld_q(u.q_off + row_base(b, r0 + r, hh) + 4u * d4) * u.scale; }
+        for (var c = 0u; c < 4u; c++) { fq[(4u * d4 + c) * 8u + r / 4u][r % 4u] = x[c]; }
     }
-}
-
-// the full dot products of pair jj of row x: partials summed in order g = 0 .. HSPLIT-1
-fn part_sum(x: u32, jj: u32, bt: u32) -> vec2<f32> {
-    var s = vec2<f32>(0.0);
-    for (var gg = 0u; gg < HSPLIT; gg++) { s += part[(x * bt + jj) * HSPLIT + gg]; }
-    return s;
-}
-
-@compute @workgroup_size(HSPLIT, 32)
-fn attention_forward_hs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let g = lid.x;
-    let x = lid.y;
-    let f = g + HSPLIT * x;
-    let b = wid.y / u.h;
-    let hh = wid.y % u.h;
-    let d0 = g * HD4P;
-    let bt = hs_tile();
-    let i = wid.x * BR + x;
-    let valid = i < u.t;
-    let rb = row_base(b, min(i, u.t - 1u), hh);
-    var qr: array<vec4<f32>, 16>;    // this slice of q_i * scale
-    var acc: array<vec4<f32>, 16>;   // this slice of sum_j p_ij v_j (unnormalised)
-    for (var e = 0u; e < HD4P; e++) { qr[e] = ld_q(u.q_off + rb + 4u * (d0 + e)) * u.scale; acc[e] = vec4(0.0); }
-    var mx = NEG;
-    var l = 0.0;
-    let kv_end = min(u.t, wid.x * BR + BR);
-    for (var j0 = 0u; j0 < kv_end; j0 += bt) {
-        stage_kv_hs(b, hh, j0, f, bt);
+    var m = vec4<f32>(NEG);   // running max and sum of rows row .. row+3
+    var l = vec4<f32>(0.0);
+    var oa0 = vec4<f32>(0.0); var oa1 = vec4<f32>(0.0); var oa2 = vec4<f32>(0.0); var oa3 = vec4<f32>(0.0);
+    var ob0 = vec4<f32>(0.0); var ob1 = vec4<f32>(0.0); var ob2 = vec4<f32>(0.0); var ob3 = vec4<f32>(0.0);
+    let end = min(u.t, r0 + 32u);   // keys these rows can see
+    for (var j0 = 0u; j0 < end; j0 += 32u) {
         workgroupBarrier();
-        let jn = select(0u, min(bt, i + 1u - j0), valid && j0 <= i);
-        for (var jj = 0u; jj < jn; jj++) {
-            var s4 = vec4<f32>(0.0);
-            for (var e = 0u; e < HD4P; e++) { s4 = fma(qr[e], tile1[jj * MAX_HD4 + d0 + e], s4); }
-            part[(x * bt + jj) * HSPLIT + g] = vec2(s4.x + s4.y + s4.z + s4.w, 0.0);
-        }
-        workgroupBarrier();
-        if (jn > 0u) {
-            var tmax = mx;
-            for (var jj = 0u; jj < jn; jj++) { tmax = max(tmax, part_sum(x, jj, bt).x); }
-            let corr = exp(mx - tmax);
-            l *= corr;
-            for (var e = 0u; e < HD4P; e++) { acc[e] *= corr; }
-            for (var jj = 0u; jj < jn; jj++) {
-                let pj = exp(part_sum(x, jj, bt).x - tmax);
-                l += pj;
-                for (var e = 0u; e < HD4P; e++) { acc[e] = fma(vec4(pj), tile2[jj * MAX_HD4 + d0 + e], acc[e]); }
+        for (var e = f; e < 32u * hd4; e += 64u) {
+            let r = e / hd4;
+            let d4 = e % hd4;
+            var kx = vec4<f32>(0.0);
+            var vx = vec4<f32>(0.0);
+            if (j0 + r < u.t) {
+                let at = row_base(b, j0 + r, hh) + 4u * d4;
+                kx = ld_k(u.k_off + at);
+                vx = ld_v(u.v_off + at);
             }
-            mx = tmax;
+            for (var c = 0u; c < 4u; c++) { fk[(4u * d4 + c) * 8u + r / 4u][r % 4u] = kx[c]; }
+            fv[r * 16u + d4] = vx;
         }
         workgroupBarrier();
-    }
-    if (valid) {
-        let inv = 1.0 / l;
-        for (var e = 0u; e < HD4P; e++) {
-            let y = acc[e] * inv;
-            let at = u.o_off + rb + 4u * (d0 + e);
-            o[at] = y.x; o[at + 1u] = y.y; o[at + 2u] = y.z; o[at + 3u] = y.w;
+        var s0 = vec4<f32>(0.0); var s1 = vec4<f32>(0.0); var s2 = vec4<f32>(0.0); var s3 = vec4<f32>(0.0);
+        for (var d = 0u; d < 4u * hd4; d++) {
+            let a = fq[d * 8u + ty];
+            let kk = fk[d * 8u + tx];
+            s0 = fma(vec4(a.x), kk, s0);
+            s1 = fma(vec4(a.y), kk, s1);
+            s2 = fma(vec4(a.z), kk, s2);
+            s3 = fma(vec4(a.w), kk, s3);
         }
-        if (g == 0u) { lse[u.lse_off + wid.y * u.t + i] = mx + log(l); }
+        let keys = idx4(j0 + 4u * tx);   // causal: key visible to row i iff key <= i
+        s0 = select(s0, vec4(NEG), keys > vec4(row));
+        s1 = select(s1, vec4(NEG), keys > vec4(row + 1u));
+        s2 = select(s2, vec4(NEG), keys > vec4(row + 2u));
+        s3 = select(s3, vec4(NEG), keys > vec4(row + 3u));
+        fr[32u * ty + tx] = hmax(s0);
+        fr[32u * ty + 8u + tx] = hmax(s1);
+        fr[32u * ty + 16u + tx] = hmax(s2);
+        fr[32u * ty + 24u + tx] = hmax(s3);
+        workgroupBarrier();   // every invocation is past its reads of k^T: fk takes p^T
+        let mn = rows_max(ty, m);
+        let corr = exp(m - mn);
+        m = mn;
+        let p0 = exp(s0 - mn.x);
+        let p1 = exp(s1 - mn.y);
+        let p2 = exp(s2 - mn.z);
+        let p3 = exp(s3 - mn.w);
+        fk[(4u * tx) * 8u + ty] = vec4(p0.x, p1.x, p2.x, p3.x);
+        fk[(4u * tx + 1u) * 8u + ty] = vec4(p0.y, p1.y, p2.y, p3.y);
+        fk[(4u * tx + 2u) * 8u + ty] = vec4(p0.z, p1.z, p2.z, p3.z);
+        fk[(4u * tx + 3u) * 8u + ty] = vec4(p0.w, p1.w, p2.w, p3.w);
+        fr[256u + 32u * ty + tx] = hsum(p0);
+        fr[264u + 32u * ty + tx] = hsum(p1);
+        fr[272u + 32u * ty + tx] = hsum(p2);
+        fr[280u + 32u * ty + tx] = hsum(p3);
+        workgroupBarrier();
+        l = l * corr + rows_sum(ty);
+        oa0 *= corr.x; oa1 *= corr.y; oa2 *= corr.z; oa3 *= corr.w;
+        ob0 *= corr.x; ob1 *= corr.y; ob2 *= corr.z; ob3 *= corr.w;
+        let kn = min(32u, end - j0);
+        for (var kk = 0u; kk < kn; kk++) {
+            let p = fk[kk * 8u + ty];
+            let va = fv[kk * 16u + tx];
+            oa0 = fma(vec4(p.x), va, oa0);
+            oa1 = fma(vec4(p.y), va, oa1);
+            oa2 = fma(vec4(p.z), va, oa2);
+            oa3 = fma(vec4(p.w), va, oa3);
+            if (hd4 > 8u) {
+                let vb = fv[kk * 16u + tx + 8u];
+                ob0 = fma(vec4(p.x), vb, ob0);
+                ob1 = fma(vec4(p.y), vb, ob1);
+                ob2 = fma(vec4(p.z), vb, ob2);
+                ob3 = fma(vec4(p.w), vb, ob3);
+            }
+        }
+    }
+    let inv = 1.0 / l;
+    if (tx < hd4) {
+        put_o4(b, hh, row, tx, oa0 * inv.x); put_o4(b, hh, row + 1u, tx, oa1 * inv.y);
+        put_o4(b, hh, row + 2u, tx, oa2 * inv.z); put_o4(b, hh, row + 3u, tx, oa3 * inv.w);
+    }
+    if (tx + 8u < hd4) {
+        put_o4(b, hh, row, tx + 8u, ob0 * inv.x); put_o4(b, hh, row + 1u, tx + 8u, ob1 * inv.y);
+        put_o4(b, hh, row + 2u, tx + 8u, ob2 * inv.z); put_o4(b, hh, row + 3u, tx + 8u, ob3 * inv.w);
+    }
+    if (tx == 0u) {
+        let lg = m + log(l);
+        for (var r = 0u; r < 4u; r++) { if (row + r < u.t) { lse[u.lse_off + wid.y * u.t + row + r] = lg[r]; } }
     }
 }
 
-@compute @workgroup_size(HSPLIT, 32)
-fn attention_backward_dq_hs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let g = lid.x;
-    let x = lid.y;
-    let f = g + HSPLIT * x;
+@compute @workgroup_size(8, 4)
+fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tx = lid.x;   // scores: keys j0 + 4tx .. +3; dq: head dims tx + 8 m
+    let ty = lid.y;   // rows r0 + 4ty .. +3
+    let f = ty * 8u + tx;
+    let hd4 = hd4_t();
+    let hd = 4u * hd4;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
-    let d0 = g * HD4P;
-    let bt = hs_tile();
-    let i = wid.x * BR + x;
-    let valid = i < u.t;
-    let rb = row_base(b, min(i, u.t - 1u), hh);
-    var qr: array<vec4<f32>, 16>;
-    var dor: array<vec4<f32>, 16>;
-    var acc: array<vec4<f32>, 16>;
-    var di4 = vec4<f32>(0.0);
-    for (var e = 0u; e < HD4P; e++) {
-        let at = rb + 4u * (d0 + e);
-        qr[e] = ld_q(u.q_off + at) * u.scale;
-        dor[e] = ld_do(u.do_off + at);
-        di4 = fma(dor[e], ld_o(u.o_off + at), di4);
-        acc[e] = vec4(0.0);
+    let r0 = ((u.t + 15u) / 16u - 1u - wid.x) * 16u;
+    let row = r0 + 4u * ty;
+    for (var e = f; e < 16u * hd4; e += 32u) {
+        let r = e / hd4;
+        let d4 = e % hd4;
+        var x = vec4<f32>(0.0);
+        var g = vec4<f32>(0.0);
+        if (r0 + r < u.t) {
+            let at = row_base(b, r0 + r, hh) + 4u * d4;
+            x = ld_q(u.q_off + at) * u.scale;
+            g = ld_do(u.do_off + at);
+        }
+        for (var c = 0u; c < 4u; c++) {
+            bc[(4u * d4 + c) * 4u + r / 4u][r % 4u] = x[c];
+            bd[(4u * d4 + c) * 4u + r / 4u][r % 4u] = g[c];
+        }
     }
-    part[x * HSPLIT + g] = vec2(di4.x + di4.y + di4.z + di4.w, 0.0);
+    // D = rowsum(dout * o): this invocation's part (head-dim vec4s tx, tx + 8), then the 8 parts in order
+    var part = vec4<f32>(0.0);
+    for (var d4 = tx; d4 < hd4; d4 += 8u) {
+        var y = vec4<f32>(0.0);
+        for (var r = 0u; r < 4u; r++) {
+            let at = row_base(b, min(row + r, u.t - 1u), hh) + 4u * d4;
+            y[r] = dot(ld_do(u.do_off + at), ld_o(u.o_off + at));
+        }
+        part += y;
+    }
+    be[f] = part;
     workgroupBarrier();
-    var di = 0.0;   // read before the first tile's barrier, after which part is written again
-    for (var gg = 0u; gg < HSPLIT; gg++) { di += part[x * HSPLIT + gg].x; }
-    let li = lse[u.lse_off + wid.y * u.t + min(i, u.t - 1u)];
-    let kv_end = min(u.t, wid.x * BR + BR);
-    for (var j0 = 0u; j0 < kv_end; j0 += bt) {
-        stage_kv_hs(b, hh, j0, f, bt);
+    var di = vec4<f32>(0.0);
+    for (var t = 0u; t < 8u; t++) { di += be[ty * 8u + t]; }
+    let li = vec4(lse_or0(wid.y, row), lse_or0(wid.y, row + 1u), lse_or0(wid.y, row + 2u), lse_or0(wid.y, row + 3u));
+    if (tx == 0u) {
+        for (var r = 0u; r < 4u; r++) { if (row + r < u.t) { dd[u.dd_off + wid.y * u.t + row + r] = di[r]; } }
+    }
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);   // dq[rows, tx + 8m]
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    let end = min(u.t, r0 + 16u);
+    for (var j0 = 0u; j0 < end; j0 += 32u) {
         workgroupBarrier();
-        let jn = select(0u, min(bt, i + 1u - j0), valid && j0 <= i);
-        for (var jj = 0u; jj < jn; jj++) {
-            var s4 = vec4<f32>(0.0);
-            var dp4 = vec4<f32>(0.0);
-            for (var e = 0u; e < HD4P; e++) {
-                s4 = fma(qr[e], tile1[jj * MAX_HD4 + d0 + e], s4);
-                dp4 = fma(dor[e], tile2[jj * MAX_HD4 + d0 + e], dp4);
+        for (var e = f; e < 32u * hd4; e += 32u) {
+            let r = e / hd4;
+            let d4 = e % hd4;
+            var kx = vec4<f32>(0.0);
+            var vx = vec4<f32>(0.0);
+            if (j0 + r < u.t) {
+                let at = row_base(b, j0 + r, hh) + 4u * d4;
+                kx = ld_k(u.k_off + at);
+                vx = ld_v(u.v_off + at);
             }
-            part[(x * bt + jj) * HSPLIT + g] = vec2(s4.x + s4.y + s4.z + s4.w, dp4.x + dp4.y + dp4.z + dp4.w);
+            for (var c = 0u; c < 4u; c++) {
+                ba[(4u * d4 + c) * 9u + r / 4u][r % 4u] = kx[c];
+                bb[(4u * d4 + c) * 9u + r / 4u][r % 4u] = vx[c];
+            }
         }
         workgroupBarrier();
-        for (var jj = 0u; jj < jn; jj++) {
-            let sd = part_sum(x, jj, bt);
-            let ds = exp(sd.x - li) * (sd.y - di);
-            for (var e = 0u; e < HD4P; e++) { acc[e] = fma(vec4(ds), tile1[jj * MAX_HD4 + d0 + e], acc[e]); }
+        var s0 = vec4<f32>(0.0); var s1 = vec4<f32>(0.0); var s2 = vec4<f32>(0.0); var s3 = vec4<f32>(0.0);
+        var g0 = vec4<f32>(0.0); var g1 = vec4<f32>(0.0); var g2 = vec4<f32>(0.0); var g3 = vec4<f32>(0.0);
+        for (var d = 0u; d < hd; d++) {
+            let qa = bc[d * 4u + ty];
+            let ga = bd[d * 4u + ty];
+            let kk = ba[d * 9u + tx];
+            let vv = bb[d * 9u + tx];
+            s0 = fma(vec4(qa.x), kk, s0); s1 = fma(vec4(qa.y), kk, s1);
+            s2 = fma(vec4(qa.z), kk, s2); s3 = fma(vec4(qa.w), kk, s3);
+            g0 = fma(vec4(ga.x), vv, g0); g1 = fma(vec4(ga.y), vv, g1);
+            g2 = fma(vec4(ga.z), vv, g2); g3 = fma(vec4(ga.w), vv, g3);
         }
+        let keys = idx4(j0 + 4u * tx);
+        let p0 = select(exp(s0 - li.x), vec4(0.0), keys > vec4(row));
+        let p1 = select(exp(s1 - li.y), vec4(0.0), keys > vec4(row + 1u));
+        let p2 = select(exp(s2 - li.z), vec4(0.0), keys > vec4(row + 2u));
+        let p3 = select(exp(s3 - li.w), vec4(0.0), keys > vec4(row + 3u));
+        be[(4u * ty) * 9u + tx] = p0 * (g0 - di.x);
+        be[(4u * ty + 1u) * 9u + tx] = p1 * (g1 - di.y);
+        be[(4u * ty + 2u) * 9u + tx] = p2 * (g2 - di.z);
+        be[(4u * ty + 3u) * 9u + tx] = p3 * (g3 - di.w);
         workgroupBarrier();
-    }
-    if (valid) {
-        for (var e = 0u; e < HD4P; e++) {
-            let y = acc[e] * u.scale;
-            let at = u.dq_off + rb + 4u * (d0 + e);
-            dq[at] = y.x; dq[at + 1u] = y.y; dq[at + 2u] = y.z; dq[at + 3u] = y.w;
+        // dq[rows, dim] += sum over keys ds[row, key] k[key, dim], dim = tx + 8m
+        for (var kg = 0u; kg < 8u; kg++) {
+            let d0 = be[(4u * ty) * 9u + kg];
+            let d1 = be[(4u * ty + 1u) * 9u + kg];
+            let d2 = be[(4u * ty + 2u) * 9u + kg];
+            let d3 = be[(4u * ty + 3u) * 9u + kg];
+            a0 = dots(a0, d0, d1, d2, d3, ba[tx * 9u + kg]);
+            if (hd > 8u) { a1 = dots(a1, d0, d1, d2, d3, ba[(tx + 8u) * 9u + kg]); }
+            if (hd > 16u) { a2 = dots(a2, d0, d1, d2, d3, ba[(tx + 16u) * 9u + kg]); }
+            if (hd > 24u) { a3 = dots(a3, d0, d1, d2, d3, ba[(tx + 24u) * 9u + kg]); }
+            if (hd > 32u) { a4 = dots(a4, d0, d1, d2, d3, ba[(tx + 32u) * 9u + kg]); }
+            if (hd > 40u) { a5 = dots(a5, d0, d1, d2, d3, ba[(tx + 40u) * 9u + kg]); }
+            if (hd > 48u) { a6 = dots(a6, d0, d1, d2, d3, ba[(tx + 48u) * 9u + kg]); }
+            if (hd > 56u) { a7 = dots(a7, d0, d1, d2, d3, ba[(tx + 56u) * 9u + kg]); }
         }
-        if (g == 0u) { dd[u.dd_off + wid.y * u.t + i] = di; }
     }
+    if (tx < hd) { put_dq_col(b, hh, row, tx, a0 * u.scale); }
+    if (tx + 8u < hd) { put_dq_col(b, hh, row, tx + 8u, a1 * u.scale); }
+    if (tx + 16u < hd) { put_dq_col(b, hh, row, tx + 16u, a2 * u.scale); }
+    if (tx + 24u < hd) { put_dq_col(b, hh, row, tx + 24u, a3 * u.scale); }
+    if (tx + 32u < hd) { put_dq_col(b, hh, row, tx + 32u, a4 * u.scale); }
+    if (tx + 40u < hd) { put_dq_col(b, hh, row, tx + 40u, a5 * u.scale); }
+    if (tx + 48u < hd) { put_dq_col(b, hh, row, tx + 48u, a6 * u.scale); }
+    if (tx + 56u < hd) { put_dq_col(b, hh, row, tx + 56u, a7 * u.scale); }
 }
 
-@compute @workgroup_size(HSPLIT, 32)
-fn attention_backward_dkv_hs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let g = lid.x;
-    let x = lid.y;
-    let f = g + HSPLIT * x;
+@compute @workgroup_size(8, 4)
+fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tx = lid.x;   // scores: queries i0 + 4tx .. +3; dk, dv: head dims tx + 8 m
+    let ty = lid.y;   // keys k0 + 4ty .. +3
+    let f = ty * 8u + tx;
+    let hd4 = hd4_t();
+    let hd = 4u * hd4;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
-    let d0 = g * HD4P;
-    let hd4 = HD4P * HSPLIT;
-    let bt = hs_tile();
-    let j = wid.x * BR + x;
-    let valid = j < u.t;
-    let rb = row_base(b, min(j, u.t - 1u), hh);
-    var kr: array<vec4<f32>, 16>;    // this slice of k_j * scale
-    var vr: array<vec4<f32>, 16>;
-    var dka: array<vec4<f32>, 16>;
-    var dva: array<vec4<f32>, 16>;
-    for (var e = 0u; e < HD4P; e++) {
-        kr[e] = ld_k(u.k_off + rb + 4u * (d0 + e)) * u.scale;
-        vr[e] = ld_v(u.v_off + rb + 4u * (d0 + e));
-        dka[e] = vec4(0.0);
-        dva[e] = vec4(0.0);
+    let k0 = wid.x * 16u;   // the first key blocks see the most queries: they start first
+    let key = k0 + 4u * ty;
+    for (var e = f; e < 16u * hd4; e += 32u) {
+        let r = e / hd4;
+        let d4 = e % hd4;
+        var x = vec4<f32>(0.0);
+        var y = vec4<f32>(0.0);
+        if (k0 + r < u.t) {
+            let at = row_base(b, k0 + r, hh) + 4u * d4;
+            x = ld_k(u.k_off + at) * u.scale;
+            y = ld_v(u.v_off + at);
+        }
+        for (var c = 0u; c < 4u; c++) {
+            bc[(4u * d4 + c) * 4u + r / 4u][r % 4u] = x[c];
+            bd[(4u * d4 + c) * 4u + r / 4u][r % 4u] = y[c];
+        }
     }
-    for (var i0 = wid.x * BR; i0 < u.t; i0 += bt) {
-        // stage queries i0 .. i0+bt: q, dout, lse, dd
-        for (var e = f; e < bt * hd4; e += BR * HSPLIT) {
-            let ii = e / hd4;
-            let d = e % hd4;
-            let i = i0 + ii;
-            var a = vec4<f32>(0.0);
-            var c = vec4<f32>(0.0);
-            if (i < u.t) {
-                let r = row_base(b, i, hh) + 4u * d;
-                a = ld_q(u.q_off + r);
-                c = ld_do(u.do_off + r);
-            }
-            tile1[ii * MAX_HD4 + d] = a;
-            tile2[ii * MAX_HD4 + d] = c;
-        }
-        if (f < bt && i0 + f < u.t) {
-            tile_lse[f] = lse[u.lse_off + wid.y * u.t + i0 + f];
-            tile_dd[f] = dd[u.dd_off + wid.y * u.t + i0 + f];
-        }
+    var k_0 = vec4<f32>(0.0); var k_1 = vec4<f32>(0.0); var k_2 = vec4<f32>(0.0); var k_3 = vec4<f32>(0.0);   // dk[keys, tx + 8m]
+    var k_4 = vec4<f32>(0.0); var k_5 = vec4<f32>(0.0); var k_6 = vec4<f32>(0.0); var k_7 = vec4<f32>(0.0);
+    var v_0 = vec4<f32>(0.0); var v_1 = vec4<f32>(0.0); var v_2 = vec4<f32>(0.0); var v_3 = vec4<f32>(0.0);   // dv[keys, tx + 8m]
+    var v_4 = vec4<f32>(0.0); var v_5 = vec4<f32>(0.0); var v_6 = vec4<f32>(0.0); var v_7 = vec4<f32>(0.0);
+    for (var i0 = (k0 / 32u) * 32u; i0 < u.t; i0 += 32u) {
         workgroupBarrier();
-        let ni = select(0u, min(bt, u.t - i0), valid);
-        let first = select(0u, j - i0, j > i0);                        // queries i >= j only
-        for (var ii = first; ii < ni; ii++) {
-            var s4 = vec4<f32>(0.0);
-            var dp4 = vec4<f32>(0.0);
-            for (var e = 0u; e < HD4P; e++) {
-                s4 = fma(tile1[ii * MAX_HD4 + d0 + e], kr[e], s4);
-                dp4 = fma(tile2[ii * MAX_HD4 + d0 + e], vr[e], dp4);
+        for (var e = f; e < 32u * hd4; e += 32u) {
+            let r = e / hd4;
+            let d4 = e % hd4;
+            var x = vec4<f32>(0.0);
+            var g = vec4<f32>(0.0);
+            if (i0 + r < u.t) {
+                let at = row_base(b, i0 + r, hh) + 4u * d4;
+                x = ld_q(u.q_off + at);
+                g = ld_do(u.do_off + at);
             }
-            part[(x * bt + ii) * HSPLIT + g] = vec2(s4.x + s4.y + s4.z + s4.w, dp4.x + dp4.y + dp4.z + dp4.w);
-        }
-        workgroupBarrier();
-        for (var ii = first; ii < ni; ii++) {
-            let sd = part_sum(x, ii, bt);
-            let pij = exp(sd.x - tile_lse[ii]);
-            let ds = pij * (sd.y - tile_dd[ii]);
-            for (var e = 0u; e < HD4P; e++) {
-                dva[e] = fma(vec4(pij), tile2[ii * MAX_HD4 + d0 + e], dva[e]);
-                dka[e] = fma(vec4(ds), tile1[ii * MAX_HD4 + d0 + e], dka[e]);
+            for (var c = 0u; c < 4u; c++) {
+                ba[(4u * d4 + c) * 9u + r / 4u][r % 4u] = x[c];
+                bb[(4u * d4 + c) * 9u + r / 4u][r % 4u] = g[c];
             }
         }
         workgroupBarrier();
-    }
-    if (valid) {
-        for (var e = 0u; e < HD4P; e++) {
-            let y = dka[e] * u.scale;
-            let w = dva[e];
-            let at = rb + 4u * (d0 + e);
-            dk[u.dk_off + at] = y.x; dk[u.dk_off + at + 1u] = y.y; dk[u.dk_off + at + 2u] = y.z; dk[u.dk_off + at + 3u] = y.w;
-            dv[u.dv_off + at] = w.x; dv[u.dv_off + at + 1u] = w.y; dv[u.dv_off + at + 2u] = w.z; dv[u.dv_off + at + 3u] = w.w;
+        let qs = idx4(i0 + 4u * tx);
+        let lq = vec4(lse_or0(wid.y, qs.x), lse_or0(wid.y, qs.y), lse_or0(wid.y, qs.z), lse_or0(wid.y, qs.w));
+        let dq4 = vec4(dd_or0(wid.y, qs.x), dd_or0(wid.y, qs.y), dd_or0(wid.y, qs.z), dd_or0(wid.y, qs.w));
+        var s0 = vec4<f32>(0.0); var s1 = vec4<f32>(0.0); var s2 = vec4<f32>(0.0); var s3 = vec4<f32>(0.0);
+        var g0 = vec4<f32>(0.0); var g1 = vec4<f32>(0.0); var g2 = vec4<f32>(0.0); var g3 = vec4<f32>(0.0);
+        for (var d = 0u; d < hd; d++) {
+            let kk = bc[d * 4u + ty];
+            let vv = bd[d * 4u + ty];
+            let qa = ba[d * 9u + tx];
+            let ga = bb[d * 9u + tx];
+            s0 = fma(vec4(kk.x), qa, s0); s1 = fma(vec4(kk.y), qa, s1);
+            s2 = fma(vec4(kk.z), qa, s2); s3 = fma(vec4(kk.w), qa, s3);
+            g0 = fma(vec4(vv.x), ga, g0); g1 = fma(vec4(vv.y), ga, g1);
+            g2 = fma(vec4(vv.z), ga, g2); g3 = fma(vec4(vv.w), ga, g3);
+        }
+        let live = qs < vec4(u.t);   // query i sees key j iff j <= i < T
+        let p0 = select(vec4(0.0), exp(s0 - lq), live & (qs >= vec4(key)));
+        let p1 = select(vec4(0.0), exp(s1 - lq), live & (qs >= vec4(key + 1u)));
+        let p2 = select(vec4(0.0), exp(s2 - lq), live & (qs >= vec4(key + 2u)));
+        let p3 = select(vec4(0.0), exp(s3 - lq), live & (qs >= vec4(key + 3u)));
+        be[(4u * ty) * 9u + tx] = p0;
+        be[(4u * ty + 1u) * 9u + tx] = p1;
+        be[(4u * ty + 2u) * 9u + tx] = p2;
+        be[(4u * ty + 3u) * 9u + tx] = p3;
+        bf[(4u * ty) * 9u + tx] = p0 * (g0 - dq4);
+        bf[(4u * ty + 1u) * 9u + tx] = p1 * (g1 - dq4);
+        bf[(4u * ty + 2u) * 9u + tx] = p2 * (g2 - dq4);
+        bf[(4u * ty + 3u) * 9u + tx] = p3 * (g3 - dq4);
+        workgroupBarrier();
+        // dv[keys, dim] += sum over queries p[query, key] dout[query, dim]; dk likewise with ds and q
+        for (var qg = 0u; qg < 8u; qg++) {
+            let p_0 = be[(4u * ty) * 9u + qg];
+            let p_1 = be[(4u * ty + 1u) * 9u + qg];
+            let p_2 = be[(4u * ty + 2u) * 9u + qg];
+            let p_3 = be[(4u * ty + 3u) * 9u + qg];
+            let d_0 = bf[(4u * ty) * 9u + qg];
+            let d_1 = bf[(4u * ty + 1u) * 9u + qg];
+            let d_2 = bf[(4u * ty + 2u) * 9u + qg];
+            let d_3 = bf[(4u * ty + 3u) * 9u + qg];
+            v_0 = dots(v_0, p_0, p_1, p_2, p_3, bb[tx * 9u + qg]);
+            k_0 = dots(k_0, d_0, d_1, d_2, d_3, ba[tx * 9u + qg]);
+            if (hd > 8u) {
+                v_1 = dots(v_1, p_0, p_1, p_2, p_3, bb[(tx + 8u) * 9u + qg]);
+                k_1 = dots(k_1, d_0, d_1, d_2, d_3, ba[(tx + 8u) * 9u + qg]);
+            }
+            if (hd > 16u) {
+                v_2 = dots(v_2, p_0, p_1, p_2, p_3, bb[(tx + 16u) * 9u + qg]);
+                k_2 = dots(k_2, d_0, d_1, d_2, d_3, ba[(tx + 16u) * 9u + qg]);
+            }
+            if (hd > 24u) {
+                v_3 = dots(v_3, p_0, p_1, p_2, p_3, bb[(tx + 24u) * 9u + qg]);
+                k_3 = dots(k_3, d_0, d_1, d_2, d_3, ba[(tx + 24u) * 9u + qg]);
+            }
+            if (hd > 32u) {
+                v_4 = dots(v_4, p_0, p_1, p_2, p_3, bb[(tx + 32u) * 9u + qg]);
+                k_4 = dots(k_4, d_0, d_1, d_2, d_3, ba[(tx + 32u) * 9u + qg]);
+            }
+            if (hd > 40u) {
+                v_5 = dots(v_5, p_0, p_1, p_2, p_3, bb[(tx + 40u) * 9u + qg]);
+                k_5 = dots(k_5, d_0, d_1, d_2, d_3, ba[(tx + 40u) * 9u + qg]);
+            }
+            if (hd > 48u) {
+                v_6 = dots(v_6, p_0, p_1, p_2, p_3, bb[(tx + 48u) * 9u + qg]);
+                k_6 = dots(k_6, d_0, d_1, d_2, d_3, ba[(tx + 48u) * 9u + qg]);
+            }
+            if (hd > 56u) {
+                v_7 = dots(v_7, p_0, p_1, p_2, p_3, bb[(tx + 56u) * 9u + qg]);
+                k_7 = dots(k_7, d_0, d_1, d_2, d_3, ba[(tx + 56u) * 9u + qg]);
+            }
         }
     }
+    let sc = u.scale;
+    if (tx < hd) { put_dk_col(b, hh, key, tx, k_0 * sc); put_dv_col(b, hh, key, tx, v_0); }
+    if (tx + 8u < hd) { put_dk_col(b, hh, key, tx + 8u, k_1 * sc); put_dv_col(b, hh, key, tx + 8u, v_1); }
+    if (tx + 16u < hd) { put_dk_col(b, hh, key, tx + 16u, k_2 * sc); put_dv_col(b, hh, key, tx + 16u, v_2); }
+    if (tx + 24u < hd) { put_dk_col(b, hh, key, tx + 24u, k_3 * sc); put_dv_col(b, hh, key, tx + 24u, v_3); }
+    if (tx + 32u < hd) { put_dk_col(b, hh, key, tx + 32u, k_4 * sc); put_dv_col(b, hh, key, tx + 32u, v_4); }
+    if (tx + 40u < hd) { put_dk_col(b, hh, key, tx + 40u, k_5 * sc); put_dv_col(b, hh, key, tx + 40u, v_5); }
+    if (tx + 48u < hd) { put_dk_col(b, hh, key, tx + 48u, k_6 * sc); put_dv_col(b, hh, key, tx + 48u, v_6); }
+    if (tx + 56u < hd) { put_dk_col(b, hh, key, tx + 56u, k_7 * sc); put_dv_col(b, hh, key, tx + 56u, v_7); }
 }

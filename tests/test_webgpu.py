@@ -348,7 +348,7 @@ def attention_back_ref(dout, q, k, v, h):
 
 def run_attention(gpu, q, k, v, dout, h, **kw):
     """Attention forward and backward on the adapter (operands at an odd element offset, as in the
-    flat buffers): (program, o (B,T,C), [dq, dk, dv]). kw goes to both ops (split, hsplit)."""
+    flat buffers): (program, o (B,T,C), [dq, dk, dv]). kw goes to both ops (split, tiled)."""
     b, t, c = q.shape
     btc = b * t * c
     A = gpu.upload(np.concatenate([np.zeros(5, np.float32), q.ravel(), k.ravel(), v.ravel(), dout.ravel()]), "qkv")
@@ -517,9 +517,9 @@ def test_tune_override_from_the_environment(monkeypatch):
     assert tune_override(defaults, "shared_fill=0, shared_prefetch=1") == {"shared_fill": 0, "shared_prefetch": True}
     assert tune_override(defaults, "") == {}
     for bad in ("shared_fill", "nosuch=1", "shared_fill=x", "shared_prefetch=2", "norm_parts=0",
-                "norm_parts=4096", "attention_hsplit=3"):
+                "norm_parts=4096", "attention_tiled=2"):
         with pytest.raises(UserError, match="TINYGPT_BENCH_TUNE"):
-            tune_override({**defaults, "norm_parts": 1024, "attention_hsplit": 0}, bad)
+            tune_override({**defaults, "norm_parts": 1024, "attention_tiled": False}, bad)
 
 
 def test_prefetch_tuning_runs_a_step_and_says_so(monkeypatch):
@@ -547,56 +547,59 @@ def test_prefetch_tuning_runs_a_step_and_says_so(monkeypatch):
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
-HS_CASES = [(hs, *shape) for hs in (1, 2, 4) for shape in ((2, 37, 48, 3), (2, 70, 128, 2), (2, 45, 128, 4),
-                                                             (2, 33, 64, 4))] + [(8, 2, 70, 128, 2), (8, 2, 50, 256, 4)]
+TILED_CASES = [(2, 37, 48, 3), (2, 70, 128, 2), (2, 45, 128, 4), (2, 33, 64, 4), (1, 100, 96, 2), (2, 17, 24, 2),
+               (1, 129, 256, 4)]
 
 
-@pytest.mark.parametrize("hsplit,b,t,c,h", HS_CASES)
-def test_attention_head_split(gpu, b, t, c, h, hsplit):
-    """attention.wgsl's *_hs kernels (each row's head dim split over HSPLIT invocations, partial
-    dot products summed in workgroup memory) against the float64 reference: head_dim 16, 32, 64."""
-    hd = c // h
-    assert ops.attention_hsplit(Program(gpu, "x"), hd, hsplit) == hsplit  # hsplit divides hd / 4: no fallback
-    rng = np.random.default_rng(t + hsplit)
+@pytest.mark.parametrize("b,t,c,h", TILED_CASES)
+def test_attention_tiled(gpu, b, t, c, h):
+    """attention.wgsl's *_tiled kernels (score tiles as small matrix products in workgroup memory)
+    against the float64 reference: head_dim 12, 16, 32, 48, 64; T not a multiple of any tile."""
+    rng = np.random.default_rng(t + c)
     q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
-    p, o, dqkv = run_attention(gpu, q, k, v, dout, h, hsplit=hsplit)
-    assert all(d.name.endswith("_hs]") for d in p.dispatches)
+    p, o, dqkv = run_attention(gpu, q, k, v, dout, h, tiled=True)
+    assert [d.name.rsplit(":", 1)[1] for d in p.dispatches] == [
+        "attention_forward_tiled]", "attention_backward_dq_tiled]", "attention_backward_dkv_tiled]"]
     assert_attention_matches_reference(q, k, v, dout, h, o, dqkv)
 
 
-def test_attention_hsplit_rule():
+def test_attention_tiled_is_deterministic(gpu):
+    """Same inputs, same bits: every sum runs in a fixed order."""
+    rng = np.random.default_rng(5)
+    q, k, v, dout = (rand(rng, 2, 70, 128) for _ in range(4))
+    runs = [run_attention(gpu, q, k, v, dout, 2, tiled=True)[1:] for _ in range(2)]
+    assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+
+
+def test_attention_tiled_rule():
     class P:
         class gpu:
-            attention_hsplit = 4
-    assert ops.attention_hsplit(P, 64) == 4 and ops.attention_hsplit(P, 64, 0) == 0
-    assert ops.attention_hsplit(P, 8) == 0  # hd / 4 = 2: HSPLIT 4 does not divide it, the row kernels
-    with pytest.raises(ValueError):
-        ops.attention_hsplit(P, 64, 3)
+            attention_tiled = True
+    assert ops.attention_tiled(P) and not ops.attention_tiled(P, False)
+    P.gpu.attention_tiled = False
+    assert not ops.attention_tiled(P) and ops.attention_tiled(P, True)
 
 
-@pytest.mark.parametrize("name,hsplit", [("tiny", 2), ("small", 4)])
-def test_one_step_head_split_matches_reference(gpu, name, hsplit):
-    """A whole training step with the head-dim split attention kernels against float64."""
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_one_step_tiled_attention_matches_reference(gpu, name, monkeypatch):
+    """A whole training step with the tiled attention kernels against float64."""
     ref = pytest.importorskip("tinygpt_bench.backends.reference", reason="numpy reference not in this checkout")
     from tinygpt_bench.backends.webgpu import WebGPUBackend
 
     preset, layout, w, (batch,) = setup_run(name, 1)
-    assert (preset.head_dim // 4) % hsplit == 0
     want_loss, want_grad = ref.loss_and_grad(preset, w.astype(np.float64), batch)
-    old = gpu.attention_hsplit
-    gpu.attention_hsplit = hsplit
+    monkeypatch.setattr(gpu, "attention_tiled", True, raising=False)
     be = WebGPUBackend()
     be.gpu = gpu
     try:
         be.load(preset, w)
-        assert any(d.name.endswith("attention_backward_dkv_hs]") for d in be.program.dispatches)
+        assert any(d.name.endswith("attention_backward_dkv_tiled]") for d in be.program.dispatches)
         loss = be.step(batch)
         assert abs(loss - want_loss) / want_loss < 1e-4
         errs = grad_errors(layout, be.gradients(), want_grad)
         bad = {n: e for n, e in errs.items() if not e < 1e-4}
         assert not bad, f"gradients off the float64 reference: {bad}"
     finally:
-        gpu.attention_hsplit = old
         be.close()
 
 

@@ -6,7 +6,7 @@ protocol's job). Prints one JSON object per line.
     python -m tinygpt_bench.backends.wgpu_bench --presets tiny,small --steps 15 --parity-upto small
     python -m tinygpt_bench.backends.wgpu_bench --matmul 4096
     python -m tinygpt_bench.backends.wgpu_bench --presets xl,behemoth --matmul-big 0,1 --pipelined 0,1  # A/B
-    python -m tinygpt_bench.backends.wgpu_bench --presets mega,behemoth --attention-hsplit 0,2,4  # A/B
+    python -m tinygpt_bench.backends.wgpu_bench --presets mega,behemoth --tunes 'attention_tiled=0|attention_tiled=1'
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def summary(rows: list[dict]) -> str:
             peer = f"  peer {r['peer_median_ms']:.2f} ms ({r['speedup_vs_peer']:.2f}x)" if "peer_median_ms" in r else ""
             par = f"  parity {r['parity_loss_rel']:.1e} {r['parity_grad_worst']}" if "parity_loss_rel" in r else ""
             out.append(f"{r['preset']:>8} {r.get('tune', '')} big={int(r['matmul_big'])} pipe={int(r['pipelined'])}"
-                       f" fill={r['shared_fill']} hsplit={r.get('attention_hsplit', 0)}:"
+                       f" fill={r['shared_fill']}:"
                        f" {r['median_ms']:.2f} ms"
                        f" (min {r['min_ms']:.2f}, first {r['first_step_ms']:.0f}) busy {r['gpu_busy_ms']:.2f}"
                        f" encode {r['encode_ms']:.2f}{peer}{par}")
@@ -99,7 +99,7 @@ def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None
     be.gpu = gpu
     be.pipelined = pipelined
     out = {"kind": "preset", "preset": name, "params": layout.total, "matmul_big": gpu.matmul_big,
-           "shared_fill": gpu.shared_fill, "attention_hsplit": gpu.attention_hsplit, "pipelined": pipelined}
+           "shared_fill": gpu.shared_fill, "attention_tiled": gpu.attention_tiled, "pipelined": pipelined}
     t0 = time.perf_counter()
     be.load(preset, w)
     out["load_s"] = time.perf_counter() - t0
@@ -180,8 +180,6 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=1, help="repeat the alternatives this many times, interleaved")
     ap.add_argument("--shared-fill", default="", help="A/B: comma-separated Gpu.shared_fill values (0: no split-K for "
                                                       "products matmul_shared fills)")
-    ap.add_argument("--attention-hsplit", default="", help="A/B: comma-separated Gpu.attention_hsplit values (0: the "
-                                                           "row attention kernels; 2/4/8: the head-dim split *_hs ones)")
     args = ap.parse_args(argv)
     gpu = Gpu(args.adapter)
     if args.attention_split:
@@ -205,11 +203,10 @@ def main(argv=None) -> None:
             bigs = [bool(int(x)) for x in args.matmul_big.split(",") if x] or [gpu.matmul_big]
             pipes = [bool(int(x)) for x in args.pipelined.split(",") if x]
             fills = [int(x) for x in args.shared_fill.split(",") if x] or [gpu.shared_fill]
-            hsplits = [int(x) for x in args.attention_hsplit.split(",") if x] or [gpu.attention_hsplit]
             for name in names:
                 parity = name in order and order.index(name) <= limit
-                for big, pipe, fill, hs in ((b, q, f, a) for b in bigs for q in pipes for f in fills for a in hsplits):
-                    gpu.matmul_big, gpu.shared_fill, gpu.attention_hsplit = big, fill, hs
+                for big, pipe, fill in ((b, q, f) for b in bigs for q in pipes for f in fills):
+                    gpu.matmul_big, gpu.shared_fill = big, fill
                     once = name not in first
                     first.add(name)
                     try:  # the peer and the parity checks once per preset, with the first configuration
@@ -218,7 +215,7 @@ def main(argv=None) -> None:
                               "tune": tune, "round": rnd})
                     except Exception as e:  # keep what finished; say what failed
                         emit({"kind": "preset", "preset": name, "matmul_big": big, "pipelined": pipe,
-                              "shared_fill": fill, "attention_hsplit": hs, "tune": tune, "round": rnd,
+                              "shared_fill": fill, "tune": tune, "round": rnd,
                               "status": "failed",
                               "error": f"{type(e).__name__}: {e}"})
     print(summary(EMITTED), flush=True)

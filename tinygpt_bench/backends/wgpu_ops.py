@@ -286,9 +286,6 @@ def attention_split(p: Program, hd: int, backward: bool) -> int:
     return 2 if backward and hd > 32 else 4
 
 
-HSPLITS = (1, 2, 4, 8)
-
-
 def _hd4(p: Program, hd: int) -> dict:
     """The HD4 override of the attention kernels: hd / 4 as a pipeline constant where the Gpu's
     attention_const_hd is set (constant loop bounds: the per-row arrays can live in registers),
@@ -296,18 +293,11 @@ def _hd4(p: Program, hd: int) -> dict:
     return {"HD4": hd // 4} if getattr(p.gpu, "attention_const_hd", False) else {}
 
 
-def attention_hsplit(p: Program, hd: int, hsplit: int | None = None) -> int:
-    """Invocations splitting each row's head dim (attention.wgsl *_hs kernels), 0 for the row
-    kernels: `hsplit` if given, else the Gpu's attention_hsplit (default 0). A value that does
-    not divide hd / 4 falls back to 0 (the row kernels)."""
-    hs = hsplit if hsplit is not None else (getattr(p.gpu, "attention_hsplit", 0) or 0)
-    if hs and hs not in HSPLITS:
-        raise ValueError(f"attention_hsplit {hs}: one of {', '.join(map(str, HSPLITS))} (or 0)")
-    return hs if hs and (hd // 4) % hs == 0 else 0
-
-
-def _hs_constants(hd: int, hs: int) -> dict:
-    return {"HSPLIT": hs, "HD4P": hd // 4 // hs}
+def attention_tiled(p: Program, tiled: bool | None = None) -> bool:
+    """Whether attention runs as attention.wgsl's *_tiled kernels (score tiles as small matrix
+    products in workgroup memory) instead of the row kernels: `tiled` if given, else the Gpu's
+    attention_tiled (default False)."""
+    return bool(getattr(p.gpu, "attention_tiled", False) if tiled is None else tiled)
 
 
 def _att_args(t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd=None):
@@ -317,35 +307,37 @@ def _att_args(t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd
 
 def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v: Ref,
                       b: int, t: int, c: int, h: int, split: int | None = None,
-                      hsplit: int | None = None) -> None:
+                      tiled: bool | None = None) -> None:
     """o (B,T,C) = causal softmax attention; lse (B,H,T) saved. split: invocations per row
-    (attention.wgsl SPLIT; default attention_split()); hsplit: the head-dim split kernels
-    (attention_forward_hs, HSPLIT invocations a row) when nonzero (default attention_hsplit())."""
-    if c // h > MAX_HD or (c // h) % 4:
-        raise ValueError(f"{name}: head_dim {c // h}; the kernel needs a multiple of 4, at most {MAX_HD}")
+    (attention.wgsl SPLIT; default attention_split()); tiled: the *_tiled kernels instead
+    (default attention_tiled())."""
+    hd = c // h
+    if hd > MAX_HD or hd % 4:
+        raise ValueError(f"{name}: head_dim {hd}; the kernel needs a multiple of 4, at most {MAX_HD}")
     args = _att_args(t, c, h, q, k, v, o, lse)
     binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf}
-    hs = attention_hsplit(p, c // h, hsplit)
-    if hs:
-        p.add(name, "attention", "attention_forward_hs", args, binds, (cdiv(t, 32), b * h),
-              constants=_hs_constants(c // h, hs))
+    if attention_tiled(p, tiled):
+        p.add(name, "attention", "attention_forward_tiled", args, binds, (cdiv(t, 32), b * h),
+              constants={"HD4": hd // 4})
         return
     p.add(name, "attention", "attention_forward", args, binds,
-          (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, c // h, False), **_hd4(p, c // h)})
+          (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, hd, False), **_hd4(p, hd)})
 
 
 def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref, dout: Ref, q: Ref, k: Ref,
                        v: Ref, o: Ref, lse: Ref, b: int, t: int, c: int, h: int, split: int | None = None,
-                       hsplit: int | None = None) -> None:
+                       tiled: bool | None = None) -> None:
     """dq, dk, dv (B,T,C) from dout; dd (B,H,T) is scratch (FA2's D = rowsum(dout * o)).
-    hsplit: as in attention_forward (the *_hs kernels when nonzero)."""
+    tiled: as in attention_forward. dq runs first: it writes dd."""
+    hd = c // h
     args = _att_args(t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
-    hs = attention_hsplit(p, c // h, hsplit)
-    suffix = "_hs" if hs else ""
-    consts = _hs_constants(c // h, hs) if hs else {"SPLIT": split or attention_split(p, c // h, True), **_hd4(p, c // h)}
-    p.add(name + ".dq", "attention", "attention_backward_dq" + suffix, args,
-          {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf},
-          (cdiv(t, 32), b * h), constants=consts)
-    p.add(name + ".dkv", "attention", "attention_backward_dkv" + suffix, args,
-          {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf},
-          (cdiv(t, 32), b * h), constants=consts)
+    dq_binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf}
+    dkv_binds = {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf}
+    if attention_tiled(p, tiled):
+        for part, binds in (("dq", dq_binds), ("dkv", dkv_binds)):
+            p.add(f"{name}.{part}", "attention", f"attention_backward_{part}_tiled", args, binds,
+                  (cdiv(t, 16), b * h), constants={"HD4": hd // 4})
+        return
+    consts = {"SPLIT": split or attention_split(p, hd, True), **_hd4(p, hd)}
+    p.add(name + ".dq", "attention", "attention_backward_dq", args, dq_binds, (cdiv(t, 32), b * h), constants=consts)
+    p.add(name + ".dkv", "attention", "attention_backward_dkv", args, dkv_binds, (cdiv(t, 32), b * h), constants=consts)

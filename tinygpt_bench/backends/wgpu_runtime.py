@@ -123,20 +123,19 @@ def tuning_for(adapter) -> dict:
     the gradient norm's partial sums: 1024 on GPUs (H100 behemoth: 2.88 -> 0.87 ms, 2.2 TB/s,
     step 162.5 -> 160.6 ms), 256 on CPU adapters. attention_const_hd: head_dim / 4 as a pipeline
     constant in the attention kernels, on GPUs (H100 behemoth 160.4 -> 159.3 ms, attention dq
-    14.8 -> 14.2 ms; bit-identical). attention_hsplit: 0 (the
-    row kernels); 2/4/8 picks attention.wgsl's *_hs kernels, which split each row's head dim
-    over that many invocations (fewer registers an invocation at head_dim 64), for A/B runs."""
+    14.8 -> 14.2 ms; bit-identical). attention_tiled: attention.wgsl's *_tiled kernels (score tiles as
+    small matrix products through workgroup memory) instead of the row kernels: off (A/B runs)."""
     cpu = adapter.info["adapter_type"] == "CPU"
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
             "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False,
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
-            "attention_split": 1 if cpu else None, "attention_hsplit": 0}
+            "attention_split": 1 if cpu else None, "attention_tiled": False}
 
 
 TUNE_ENV = "TINYGPT_BENCH_TUNE"
 # the allowed values of tuning keys that are not switches or counts from 0 up
-TUNE_RANGES = {"norm_parts": range(1, 2049), "attention_hsplit": (0, 1, 2, 4, 8), "min_workgroups": range(1, 1 << 20)}
+TUNE_RANGES = {"norm_parts": range(1, 2049), "min_workgroups": range(1, 1 << 20)}
 
 
 def tune_override(defaults: dict, text: str | None = None) -> dict:
