@@ -357,6 +357,9 @@ def run_attention(gpu, q, k, v, dout, h, **kw):
     LSE, DD = O.at(btc), O.at(btc + b * h * t)
     D = ops.Ref(gpu.buffer(4 * 3 * btc, "dqkv"))
     p = Program(gpu, "test")
+    if kw.get("tiled"):  # room for a split's partials, at an odd offset
+        nch = ops.attention_chunks(p, t, kw.get("chunk"))[1]
+        kw["scratch"] = ops.Ref(gpu.buffer(4 * (3 + ops.attention_scratch(b, t, c, h, nch)), "part"), 3)
     ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h, **kw)
     ops.attention_backward(p, "att", D, D.at(btc), D.at(2 * btc), DD, DO, Q, K, V, O, LSE, b, t, c, h, **kw)
     p.finalize().run()
@@ -547,19 +550,24 @@ def test_prefetch_tuning_runs_a_step_and_says_so(monkeypatch):
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
-TILED_CASES = [(2, 37, 48, 3), (2, 70, 128, 2), (2, 45, 128, 4), (2, 33, 64, 4), (1, 100, 96, 2), (2, 17, 24, 2),
-               (1, 129, 256, 4)]
+TILED_CASES = [(2, 37, 48, 3, 0), (2, 70, 128, 2, 0), (2, 45, 128, 4, 0), (2, 33, 64, 4, 0), (1, 100, 96, 2, 0),
+               (2, 17, 24, 2, 0), (1, 129, 256, 4, 0),
+               (2, 70, 128, 2, 32), (1, 129, 256, 4, 64), (2, 100, 96, 2, 32), (2, 45, 48, 3, 96), (1, 40, 64, 2, 64)]
 
 
-@pytest.mark.parametrize("b,t,c,h", TILED_CASES)
-def test_attention_tiled(gpu, b, t, c, h):
+@pytest.mark.parametrize("b,t,c,h,chunk", TILED_CASES)
+def test_attention_tiled(gpu, b, t, c, h, chunk):
     """attention.wgsl's *_tiled kernels (score tiles as small matrix products in workgroup memory)
-    against the float64 reference: head_dim 12, 16, 32, 48, 64; T not a multiple of any tile."""
+    against the float64 reference: head_dim 12, 16, 32, 48, 64; T not a multiple of any tile;
+    with each row's other side split into chunks (and merged by the combine kernels) or not."""
     rng = np.random.default_rng(t + c)
     q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
-    p, o, dqkv = run_attention(gpu, q, k, v, dout, h, tiled=True)
-    assert [d.name.rsplit(":", 1)[1] for d in p.dispatches] == [
-        "attention_forward_tiled]", "attention_backward_dq_tiled]", "attention_backward_dkv_tiled]"]
+    p, o, dqkv = run_attention(gpu, q, k, v, dout, h, tiled=True, chunk=chunk)
+    entries = [d.name.rsplit(":", 1)[1][:-1] for d in p.dispatches]
+    split = chunk and -(-t // chunk) > 1
+    assert entries == (["attention_forward_tiled", "attention_combine_forward", "attention_backward_dq_tiled",
+                        "attention_combine_dq", "attention_backward_dkv_tiled", "attention_combine_dkv"] if split else
+                       ["attention_forward_tiled", "attention_backward_dq_tiled", "attention_backward_dkv_tiled"])
     assert_attention_matches_reference(q, k, v, dout, h, o, dqkv)
 
 
@@ -567,8 +575,9 @@ def test_attention_tiled_is_deterministic(gpu):
     """Same inputs, same bits: every sum runs in a fixed order."""
     rng = np.random.default_rng(5)
     q, k, v, dout = (rand(rng, 2, 70, 128) for _ in range(4))
-    runs = [run_attention(gpu, q, k, v, dout, 2, tiled=True)[1:] for _ in range(2)]
-    assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+    for chunk in (0, 32):
+        runs = [run_attention(gpu, q, k, v, dout, 2, tiled=True, chunk=chunk)[1:] for _ in range(2)]
+        assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
 
 
 def test_attention_tiled_rule():
@@ -578,10 +587,15 @@ def test_attention_tiled_rule():
     assert ops.attention_tiled(P) and not ops.attention_tiled(P, False)
     P.gpu.attention_tiled = False
     assert not ops.attention_tiled(P) and ops.attention_tiled(P, True)
+    P.gpu.attention_chunk = 64
+    assert ops.attention_chunks(P, 512) == (64, 8) and ops.attention_chunks(P, 64) == (0, 1)
+    assert ops.attention_chunks(P, 65) == (64, 2) and ops.attention_chunks(P, 512, 0) == (0, 1)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        ops.attention_chunks(P, 512, 48)
 
 
-@pytest.mark.parametrize("name", ["tiny", "small"])
-def test_one_step_tiled_attention_matches_reference(gpu, name, monkeypatch):
+@pytest.mark.parametrize("name,chunk", [("tiny", 0), ("small", 32)])
+def test_one_step_tiled_attention_matches_reference(gpu, name, chunk, monkeypatch):
     """A whole training step with the tiled attention kernels against float64."""
     ref = pytest.importorskip("tinygpt_bench.backends.reference", reason="numpy reference not in this checkout")
     from tinygpt_bench.backends.webgpu import WebGPUBackend
@@ -589,11 +603,13 @@ def test_one_step_tiled_attention_matches_reference(gpu, name, monkeypatch):
     preset, layout, w, (batch,) = setup_run(name, 1)
     want_loss, want_grad = ref.loss_and_grad(preset, w.astype(np.float64), batch)
     monkeypatch.setattr(gpu, "attention_tiled", True, raising=False)
+    monkeypatch.setattr(gpu, "attention_chunk", chunk, raising=False)
     be = WebGPUBackend()
     be.gpu = gpu
     try:
         be.load(preset, w)
         assert any(d.name.endswith("attention_backward_dkv_tiled]") for d in be.program.dispatches)
+        assert any(d.name.endswith("attention_combine_dkv]") for d in be.program.dispatches) == bool(chunk)
         loss = be.step(batch)
         assert abs(loss - want_loss) / want_loss < 1e-4
         errs = grad_errors(layout, be.gradients(), want_grad)

@@ -143,6 +143,8 @@ def step_plan(preset: Preset, gpu, fault: str | None = None) -> StepPlan:
               (C, C, BT), (4 * C, C, BT), (C, 4 * C, BT), (V, C, BT)]
     n_split = max(ops.splitk_scratch(m, n, ops.plan_matmul(gpu, m, n, k, bg)[1])
                   for m, n, k in shapes for bg in (False, True))
+    if ops.attention_tiled(Program(gpu, "size")):  # the attention split's partials share it
+        n_split = max(n_split, ops.attention_scratch(B, T, C, H, ops.attention_chunks(Program(gpu, "size"), T)[1]))
     storage = {"params": 4 * P, "grads": 4 * P, "adam_m": 4 * P, "adam_v": 4 * P,
                "decay_mask": 4 * ops.cdiv(P, 32), "tokens": 4 * tl.total, "step": 4 * (ops.ST_PART + ops.NPARTS),
                **{f"layer{l}": 4 * la.total for l in range(L)}, "top": 4 * top.total, "scratch": 4 * scr.total,
@@ -197,7 +199,7 @@ def record(p: Program, plan: StepPlan, b: dict, fault: str | None = None) -> Pro
         for w, bias, out in (("wq", "bq", "q"), ("wk", "bk", "k"), ("wv", "bv", "v")):
             mm(f"{n}.{out}", act(l, out), act(l, "h1"), par(w, l), BT, C, C, bias=par(bias, l))
         ops.attention_forward(p, f"{n}.attn", act(l, "att"), act(l, "lse"), act(l, "q"), act(l, "k"),
-                              act(l, "v"), B, T, C, H)
+                              act(l, "v"), B, T, C, H, scratch=Ref(b["splitk"], 0))
         mm(f"{n}.proj", act(l, "xm"), act(l, "att"), par("wo", l), BT, C, C, bias=par("bo", l),
                    res=act(l, "x"))
         ops.layernorm_forward(p, f"{n}.ln2", act(l, "h2"), act(l, "s2"), act(l, "xm"), par("ln2_w", l),
@@ -228,7 +230,8 @@ def record(p: Program, plan: StepPlan, b: dict, fault: str | None = None) -> Pro
         mm(f"{n}.proj.dx", sc("datt"), sc("dx"), par("wo", l), BT, C, C, trans_b=True)
         wgrad(f"{n}.proj.dw", grad("wo", l), act(l, "att"), sc("dx"), C, C, grad("bo", l))
         ops.attention_backward(p, f"{n}.attn", sc("dq"), sc("dk"), sc("dv"), sc("dd"), sc("datt"), act(l, "q"),
-                               act(l, "k"), act(l, "v"), act(l, "att"), act(l, "lse"), B, T, C, H)
+                               act(l, "k"), act(l, "v"), act(l, "att"), act(l, "lse"), B, T, C, H,
+                               scratch=Ref(b["splitk"], 0))
         for i, (w, bias, d) in enumerate((("wq", "bq", "dq"), ("wk", "bk", "dk"), ("wv", "bv", "dv"))):
             mm(f"{n}.{w}.dx", sc("dh"), sc(d), par(w, l), BT, C, C, trans_b=True, accum=i > 0)
             wgrad(f"{n}.{w}.dw", grad(w, l), act(l, "h1"), sc(d), C, C, grad(bias, l))

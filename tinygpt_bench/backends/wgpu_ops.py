@@ -300,43 +300,83 @@ def attention_tiled(p: Program, tiled: bool | None = None) -> bool:
     return bool(getattr(p.gpu, "attention_tiled", False) if tiled is None else tiled)
 
 
-def _att_args(t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd=None):
+def attention_chunks(p: Program, t: int, chunk: int | None = None) -> tuple[int, int]:
+    """(chunk, nch): the tiled kernels split the other side of each row into nch chunks of `chunk`
+    rows (a multiple of 32; default the Gpu's attention_chunk), merged by the combine kernels;
+    (0, 1) for no split (chunk 0, or one chunk covering T)."""
+    ch = getattr(p.gpu, "attention_chunk", 0) if chunk is None else chunk
+    if ch % 32:
+        raise ValueError(f"attention_chunk {ch}: a multiple of 32 (or 0)")
+    return (ch, cdiv(t, ch)) if ch and cdiv(t, ch) > 1 else (0, 1)
+
+
+def attention_scratch(b: int, t: int, c: int, h: int, nch: int) -> int:
+    """Floats of scratch a split (nch > 1) needs: the forward's [m, l, o] and the backward's
+    dk and dv partials of every row and chunk (dq's fit in the latter)."""
+    return b * h * t * nch * max(c // h + 2, 2 * (c // h)) if nch > 1 else 0
+
+
+def _att_args(b, t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd=None, chunk=0, nch=1,
+              part=None):
     offs = [r.off if r is not None else 0 for r in (q, k, v, o, lse, dout, dq, dk, dv, dd)]
-    return [t, c, h, c // h, *offs, float(1.0 / math.sqrt(c // h))]
+    return [t, c, h, c // h, *offs, float(1.0 / math.sqrt(c // h)), chunk, nch, part.off if part else 0,
+            b * h * t * nch * (c // h), b * h * t]
+
+
+def _split(p: Program, name: str, t: int, scratch: Ref | None, chunk: int | None) -> tuple[int, int]:
+    chunk, nch = attention_chunks(p, t, chunk)
+    if nch > 1 and scratch is None:
+        raise ValueError(f"{name}: attention split into {nch} chunks needs a scratch buffer")
+    return chunk, nch
 
 
 def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v: Ref,
                       b: int, t: int, c: int, h: int, split: int | None = None,
-                      tiled: bool | None = None) -> None:
+                      tiled: bool | None = None, scratch: Ref | None = None, chunk: int | None = None) -> None:
     """o (B,T,C) = causal softmax attention; lse (B,H,T) saved. split: invocations per row
     (attention.wgsl SPLIT; default attention_split()); tiled: the *_tiled kernels instead
-    (default attention_tiled())."""
+    (default attention_tiled()), splitting keys into chunks (attention_chunks()) whose partial
+    results go to scratch (attention_scratch() floats) and are merged by a combine kernel."""
     hd = c // h
     if hd > MAX_HD or hd % 4:
         raise ValueError(f"{name}: head_dim {hd}; the kernel needs a multiple of 4, at most {MAX_HD}")
-    args = _att_args(t, c, h, q, k, v, o, lse)
     binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf}
     if attention_tiled(p, tiled):
-        p.add(name, "attention", "attention_forward_tiled", args, binds, (cdiv(t, 32), b * h),
+        chunk, nch = _split(p, name, t, scratch, chunk)
+        args = _att_args(b, t, c, h, q, k, v, o, lse, chunk=chunk, nch=nch, part=scratch)
+        binds[11] = scratch.buf if nch > 1 else o.buf   # (not written without a split)
+        p.add(name, "attention", "attention_forward_tiled", args, binds, (cdiv(t, 32) * nch, b * h),
               constants={"HD4": hd // 4})
+        if nch > 1:
+            p.add(name + ".combine", "attention", "attention_combine_forward", args, {k: binds[k] for k in (4, 5, 11)},
+                  grid(b * h * t * hd // 4), constants={"HD4": hd // 4})
         return
+    args = _att_args(b, t, c, h, q, k, v, o, lse)
     p.add(name, "attention", "attention_forward", args, binds,
           (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, hd, False), **_hd4(p, hd)})
 
 
 def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref, dout: Ref, q: Ref, k: Ref,
                        v: Ref, o: Ref, lse: Ref, b: int, t: int, c: int, h: int, split: int | None = None,
-                       tiled: bool | None = None) -> None:
+                       tiled: bool | None = None, scratch: Ref | None = None, chunk: int | None = None) -> None:
     """dq, dk, dv (B,T,C) from dout; dd (B,H,T) is scratch (FA2's D = rowsum(dout * o)).
-    tiled: as in attention_forward. dq runs first: it writes dd."""
+    tiled, scratch, chunk: as in attention_forward. dq runs first: it writes dd."""
     hd = c // h
-    args = _att_args(t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
+    args = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
     dq_binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf}
     dkv_binds = {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf}
     if attention_tiled(p, tiled):
+        chunk, nch = _split(p, name, t, scratch, chunk)
+        args = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd, chunk, nch, scratch)
         for part, binds in (("dq", dq_binds), ("dkv", dkv_binds)):
+            binds[11] = scratch.buf if nch > 1 else dd.buf   # (not written without a split)
             p.add(f"{name}.{part}", "attention", f"attention_backward_{part}_tiled", args, binds,
-                  (cdiv(t, 16), b * h), constants={"HD4": hd // 4})
+                  (cdiv(t, 16) * nch, b * h), constants={"HD4": hd // 4})
+            if nch > 1:
+                outs = (7, 11) if part == "dq" else (8, 9, 11)
+                p.add(f"{name}.{part}.combine", "attention", f"attention_combine_{part}", args,
+                      {k: binds[k] for k in outs},
+                      grid(b * h * t * hd), constants={"HD4": hd // 4})
         return
     consts = {"SPLIT": split or attention_split(p, hd, True), **_hd4(p, hd)}
     p.add(name + ".dq", "attention", "attention_backward_dq", args, dq_binds, (cdiv(t, 32), b * h), constants=consts)
