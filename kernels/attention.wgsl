@@ -325,10 +325,10 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
 // must be set (hd / 4). Transposed 32-row tiles keep rows 9 vec4s apart (padding), so that 8
 // invocations reading 8 different head dims hit different banks.
 
-var<workgroup> fq: array<vec4<f32>, 512>;   // forward: q^T * scale, [d * 8 + row / 4][row % 4]
-var<workgroup> fk: array<vec4<f32>, 512>;   // forward: k^T [d * 8 + key / 4][key % 4], then p^T [key * 8 + row / 4][row % 4]
+var<workgroup> fq: array<vec4<f32>, 544>;   // forward: q * scale [row * 17 + d4] (rows 17 vec4s apart: no bank conflicts)
+var<workgroup> fk: array<vec4<f32>, 544>;   // forward: k [key * 17 + d4], then p^T [key * 8 + ty][i] (row ty + 8i)
 var<workgroup> fv: array<vec4<f32>, 512>;   // forward: v [key * 16 + d4]
-var<workgroup> fr: array<f32, 512>;         // forward: row max of each invocation [row * 8 + tx], then row sums [256 + row * 8 + tx]
+var<workgroup> fr: array<f32, 512>;         // forward: row max of each invocation [row * 8 + tx] (row = ty + 8i), then row sums [256 + ...]
 var<workgroup> ba: array<vec4<f32>, 576>;   // dq: k^T [d * 9 + key / 4]; dkv: q^T [d * 9 + query / 4]   (tiles of 32)
 var<workgroup> bb: array<vec4<f32>, 576>;   // dq: v^T;                    dkv: dout^T
 var<workgroup> bc: array<vec4<f32>, 256>;   // dq: q^T * scale [d * 4 + row / 4]; dkv: k^T * scale [d * 4 + key / 4]  (16 rows)
@@ -344,18 +344,18 @@ fn hsum(x: vec4<f32>) -> f32 { return x.x + x.y + x.z + x.w; }
 fn dots(acc: vec4<f32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, y: vec4<f32>) -> vec4<f32> {
     return acc + vec4(dot(x0, y), dot(x1, y), dot(x2, y), dot(x3, y));
 }
-// fr's 4 rows of group ty: their entries over the 8 invocations (tx order) folded into m
+// forward: the 4 rows ty + 8i's entries in fr over the 8 invocations (tx order), folded into m
 fn rows_max(ty: u32, m: vec4<f32>) -> vec4<f32> {
     var r = m;
     for (var t = 0u; t < 8u; t++) {
-        r = max(r, vec4(fr[32u * ty + t], fr[32u * ty + 8u + t], fr[32u * ty + 16u + t], fr[32u * ty + 24u + t]));
+        r = max(r, vec4(fr[8u * ty + t], fr[8u * ty + 64u + t], fr[8u * ty + 128u + t], fr[8u * ty + 192u + t]));
     }
     return r;
 }
 fn rows_sum(ty: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var t = 0u; t < 8u; t++) {
-        r += vec4(fr[256u + 32u * ty + t], fr[264u + 32u * ty + t], fr[272u + 32u * ty + t], fr[280u + 32u * ty + t]);
+        r += vec4(fr[256u + 8u * ty + t], fr[320u + 8u * ty + t], fr[384u + 8u * ty + t], fr[448u + 8u * ty + t]);
     }
     return r;
 }
@@ -400,8 +400,8 @@ fn put_dkv_col(to: u32, b: u32, hh: u32, i: u32, dim: u32, yk: vec4<f32>, yv: ve
 
 @compute @workgroup_size(8, 8)
 fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let tx = lid.x;   // scores: keys j0 + 4tx .. +3; output: head-dim vec4s tx and tx + 8
-    let ty = lid.y;   // rows r0 + 4ty .. +3
+    let tx = lid.x;   // scores: keys j0 + tx + 8j (j < 4); output: head-dim vec4s tx and tx + 8
+    let ty = lid.y;   // rows r0 + ty + 8i (i < 4)
     let f = ty * 8u + tx;
     let hd4 = hd4_t();
     let b = wid.y / u.h;
@@ -409,7 +409,7 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     let nch = max(u.nch, 1u);
     let ch = wid.x % nch;
     let r0 = ((u.t + 31u) / 32u - 1u - wid.x / nch) * 32u;
-    let row = r0 + 4u * ty;
+    let row = vec4(r0 + ty) + vec4<u32>(0u, 8u, 16u, 24u);
     let kr = chunk_range(ch, min(u.t, r0 + 32u));   // the keys this workgroup takes
     if (kr.x >= kr.y) { return; }
     for (var e = f; e < 32u * hd4; e += 64u) {
@@ -417,9 +417,9 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
         let d4 = e % hd4;
         var x = vec4<f32>(0.0);
         if (r0 + r < u.t) { x = ld_q(u.q_off + row_base(b, r0 + r, hh) + 4u * d4) * u.scale; }
-        for (var c = 0u; c < 4u; c++) { fq[(4u * d4 + c) * 8u + r / 4u][r % 4u] = x[c]; }
+        fq[r * 17u + d4] = x;
     }
-    var m = vec4<f32>(NEG);   // running max and sum of rows row .. row+3
+    var m = vec4<f32>(NEG);   // running max and sum of the 4 rows
     var l = vec4<f32>(0.0);
     var oa0 = vec4<f32>(0.0); var oa1 = vec4<f32>(0.0); var oa2 = vec4<f32>(0.0); var oa3 = vec4<f32>(0.0);
     var ob0 = vec4<f32>(0.0); var ob1 = vec4<f32>(0.0); var ob2 = vec4<f32>(0.0); var ob3 = vec4<f32>(0.0);
@@ -436,29 +436,31 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
                 kx = ld_k(u.k_off + at);
                 vx = ld_v(u.v_off + at);
             }
-            for (var c = 0u; c < 4u; c++) { fk[(4u * d4 + c) * 8u + r / 4u][r % 4u] = kx[c]; }
+            fk[r * 17u + d4] = kx;
             fv[r * 16u + d4] = vx;
         }
         workgroupBarrier();
         var s0 = vec4<f32>(0.0); var s1 = vec4<f32>(0.0); var s2 = vec4<f32>(0.0); var s3 = vec4<f32>(0.0);
-        for (var d = 0u; d < 4u * hd4; d++) {
-            let a = fq[d * 8u + ty];
-            let kk = fk[d * 8u + tx];
-            s0 = fma(vec4(a.x), kk, s0);
-            s1 = fma(vec4(a.y), kk, s1);
-            s2 = fma(vec4(a.z), kk, s2);
-            s3 = fma(vec4(a.w), kk, s3);
+        for (var d4 = 0u; d4 < hd4; d4++) {
+            let k0 = fk[tx * 17u + d4];
+            let k1 = fk[(tx + 8u) * 17u + d4];
+            let k2 = fk[(tx + 16u) * 17u + d4];
+            let k3 = fk[(tx + 24u) * 17u + d4];
+            s0 = dots(s0, k0, k1, k2, k3, fq[ty * 17u + d4]);
+            s1 = dots(s1, k0, k1, k2, k3, fq[(ty + 8u) * 17u + d4]);
+            s2 = dots(s2, k0, k1, k2, k3, fq[(ty + 16u) * 17u + d4]);
+            s3 = dots(s3, k0, k1, k2, k3, fq[(ty + 24u) * 17u + d4]);
         }
-        let keys = idx4(j0 + 4u * tx);   // causal: key visible to row i iff key <= i
-        s0 = select(s0, vec4(NEG), keys > vec4(row));
-        s1 = select(s1, vec4(NEG), keys > vec4(row + 1u));
-        s2 = select(s2, vec4(NEG), keys > vec4(row + 2u));
-        s3 = select(s3, vec4(NEG), keys > vec4(row + 3u));
-        fr[32u * ty + tx] = hmax(s0);
-        fr[32u * ty + 8u + tx] = hmax(s1);
-        fr[32u * ty + 16u + tx] = hmax(s2);
-        fr[32u * ty + 24u + tx] = hmax(s3);
-        workgroupBarrier();   // every invocation is past its reads of k^T: fk takes p^T
+        let keys = vec4(j0 + tx) + vec4<u32>(0u, 8u, 16u, 24u);   // causal: key visible to row i iff key <= i
+        s0 = select(s0, vec4(NEG), keys > vec4(row.x));
+        s1 = select(s1, vec4(NEG), keys > vec4(row.y));
+        s2 = select(s2, vec4(NEG), keys > vec4(row.z));
+        s3 = select(s3, vec4(NEG), keys > vec4(row.w));
+        fr[8u * ty + tx] = hmax(s0);
+        fr[8u * ty + 64u + tx] = hmax(s1);
+        fr[8u * ty + 128u + tx] = hmax(s2);
+        fr[8u * ty + 192u + tx] = hmax(s3);
+        workgroupBarrier();   // every invocation is past its reads of k: fk takes p^T
         let mn = rows_max(ty, m);
         let corr = exp(m - mn);
         m = mn;
@@ -466,14 +468,14 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
         let p1 = exp(s1 - mn.y);
         let p2 = exp(s2 - mn.z);
         let p3 = exp(s3 - mn.w);
-        fk[(4u * tx) * 8u + ty] = vec4(p0.x, p1.x, p2.x, p3.x);
-        fk[(4u * tx + 1u) * 8u + ty] = vec4(p0.y, p1.y, p2.y, p3.y);
-        fk[(4u * tx + 2u) * 8u + ty] = vec4(p0.z, p1.z, p2.z, p3.z);
-        fk[(4u * tx + 3u) * 8u + ty] = vec4(p0.w, p1.w, p2.w, p3.w);
-        fr[256u + 32u * ty + tx] = hsum(p0);
-        fr[264u + 32u * ty + tx] = hsum(p1);
-        fr[272u + 32u * ty + tx] = hsum(p2);
-        fr[280u + 32u * ty + tx] = hsum(p3);
+        fk[tx * 8u + ty] = vec4(p0.x, p1.x, p2.x, p3.x);
+        fk[(tx + 8u) * 8u + ty] = vec4(p0.y, p1.y, p2.y, p3.y);
+        fk[(tx + 16u) * 8u + ty] = vec4(p0.z, p1.z, p2.z, p3.z);
+        fk[(tx + 24u) * 8u + ty] = vec4(p0.w, p1.w, p2.w, p3.w);
+        fr[256u + 8u * ty + tx] = hsum(p0);
+        fr[320u + 8u * ty + tx] = hsum(p1);
+        fr[384u + 8u * ty + tx] = hsum(p2);
+        fr[448u + 8u * ty + tx] = hsum(p3);
         workgroupBarrier();
         l = l * corr + rows_sum(ty);
         oa0 *= corr.x; oa1 *= corr.y; oa2 *= corr.z; oa3 *= corr.w;
@@ -498,8 +500,8 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     if (u.chunk > 0u) {   // partial: [m, l, o (unnormalised)] of each row, this chunk
         let rec = hd4 * 4u + 2u;
         for (var r = 0u; r < 4u; r++) {
-            if (row + r < u.t) {
-                let at = u.part_off + ((wid.y * u.t + row + r) * nch + ch) * rec;
+            if (row[r] < u.t) {
+                let at = u.part_off + ((wid.y * u.t + row[r]) * nch + ch) * rec;
                 if (tx == 0u) { part[at] = m[r]; part[at + 1u] = l[r]; }
                 let ya = select(select(select(oa0, oa1, r == 1u), oa2, r == 2u), oa3, r == 3u);
                 let yb = select(select(select(ob0, ob1, r == 1u), ob2, r == 2u), ob3, r == 3u);
@@ -511,16 +513,16 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     }
     let inv = 1.0 / l;
     if (tx < hd4) {
-        put_o4(b, hh, row, tx, oa0 * inv.x); put_o4(b, hh, row + 1u, tx, oa1 * inv.y);
-        put_o4(b, hh, row + 2u, tx, oa2 * inv.z); put_o4(b, hh, row + 3u, tx, oa3 * inv.w);
+        put_o4(b, hh, row.x, tx, oa0 * inv.x); put_o4(b, hh, row.y, tx, oa1 * inv.y);
+        put_o4(b, hh, row.z, tx, oa2 * inv.z); put_o4(b, hh, row.w, tx, oa3 * inv.w);
     }
     if (tx + 8u < hd4) {
-        put_o4(b, hh, row, tx + 8u, ob0 * inv.x); put_o4(b, hh, row + 1u, tx + 8u, ob1 * inv.y);
-        put_o4(b, hh, row + 2u, tx + 8u, ob2 * inv.z); put_o4(b, hh, row + 3u, tx + 8u, ob3 * inv.w);
+        put_o4(b, hh, row.x, tx + 8u, ob0 * inv.x); put_o4(b, hh, row.y, tx + 8u, ob1 * inv.y);
+        put_o4(b, hh, row.z, tx + 8u, ob2 * inv.z); put_o4(b, hh, row.w, tx + 8u, ob3 * inv.w);
     }
     if (tx == 0u) {
         let lg = m + log(l);
-        for (var r = 0u; r < 4u; r++) { if (row + r < u.t) { lse[u.lse_off + wid.y * u.t + row + r] = lg[r]; } }
+        for (var r = 0u; r < 4u; r++) { if (row[r] < u.t) { lse[u.lse_off + wid.y * u.t + row[r]] = lg[r]; } }
     }
 }
 

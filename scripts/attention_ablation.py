@@ -33,14 +33,14 @@ def cut(src: str, old: str, new: str, nth: int = 0) -> str:
 VARIANTS = {
     "shipped": [],
     "row kernel": [],   # attention_forward (one row an invocation), for scale
-    "no S loop": [("for (var d = 0u; d < 4u * hd4; d++) {", "for (var d = 0u; d < 0u; d++) {", 0)],
+    "no S loop": [("for (var d4 = 0u; d4 < hd4; d4++) {", "for (var d4 = 0u; d4 < 0u; d4++) {", 0)],
     "no PV loop": [("for (var kk = 0u; kk < kn; kk++) {", "for (var kk = 0u; kk < 0u; kk++) {", 0)],
     "no K/V staging": [("for (var e = f; e < 32u * hd4; e += 64u) {", "for (var e = f; e < 0u; e += 64u) {", 1)],
     "no exp": [("let p0 = exp(s0 - mn.x);", "let p0 = s0 - mn.x;", 0), ("let p1 = exp(s1 - mn.y);", "let p1 = s1 - mn.y;", 0),
                ("let p2 = exp(s2 - mn.z);", "let p2 = s2 - mn.z;", 0), ("let p3 = exp(s3 - mn.w);", "let p3 = s3 - mn.w;", 0)],
-    "S loop 1/4": [("for (var d = 0u; d < 4u * hd4; d++) {", "for (var d = 0u; d < hd4; d++) {", 0)],
+    "S loop 1/4": [("for (var d4 = 0u; d4 < hd4; d4++) {", "for (var d4 = 0u; d4 < hd4 / 4u; d4++) {", 0)],
     "PV loop 1/4": [("for (var kk = 0u; kk < kn; kk++) {", "for (var kk = 0u; kk < kn / 4u; kk++) {", 0)],
-    "S+PV loops off": [("for (var d = 0u; d < 4u * hd4; d++) {", "for (var d = 0u; d < 0u; d++) {", 0),
+    "S+PV loops off": [("for (var d4 = 0u; d4 < hd4; d4++) {", "for (var d4 = 0u; d4 < 0u; d4++) {", 0),
                        ("for (var kk = 0u; kk < kn; kk++) {", "for (var kk = 0u; kk < 0u; kk++) {", 0)],
 }
 

@@ -520,9 +520,9 @@ def test_tune_override_from_the_environment(monkeypatch):
     assert tune_override(defaults, "shared_fill=0, shared_prefetch=1") == {"shared_fill": 0, "shared_prefetch": True}
     assert tune_override(defaults, "") == {}
     for bad in ("shared_fill", "nosuch=1", "shared_fill=x", "shared_prefetch=2", "norm_parts=0",
-                "norm_parts=4096", "attention_tiled=2"):
+                "norm_parts=4096", "attention_tiled=4"):
         with pytest.raises(UserError, match="TINYGPT_BENCH_TUNE"):
-            tune_override({**defaults, "norm_parts": 1024, "attention_tiled": False}, bad)
+            tune_override({**defaults, "norm_parts": 1024, "attention_tiled": 0}, bad)
 
 
 def test_prefetch_tuning_runs_a_step_and_says_so(monkeypatch):
@@ -587,6 +587,9 @@ def test_attention_tiled_rule():
     assert ops.attention_tiled(P) and not ops.attention_tiled(P, False)
     P.gpu.attention_tiled = False
     assert not ops.attention_tiled(P) and ops.attention_tiled(P, True)
+    P.gpu.attention_tiled = 1   # a mask: the forward only
+    assert ops.attention_tiled(P) and not ops.attention_tiled(P, backward=True)
+    assert ops.attention_tiled(P, 2, backward=True) and not ops.attention_tiled(P, 2)
     P.gpu.attention_chunk = 64
     assert ops.attention_chunks(P, 512) == (64, 8) and ops.attention_chunks(P, 64) == (0, 1)
     assert ops.attention_chunks(P, 65) == (64, 2) and ops.attention_chunks(P, 512, 0) == (0, 1)

@@ -143,8 +143,9 @@ def step_plan(preset: Preset, gpu, fault: str | None = None) -> StepPlan:
               (C, C, BT), (4 * C, C, BT), (C, 4 * C, BT), (V, C, BT)]
     n_split = max(ops.splitk_scratch(m, n, ops.plan_matmul(gpu, m, n, k, bg)[1])
                   for m, n, k in shapes for bg in (False, True))
-    if ops.attention_tiled(Program(gpu, "size")):  # the attention split's partials share it
-        n_split = max(n_split, ops.attention_scratch(B, T, C, H, ops.attention_chunks(Program(gpu, "size"), T)[1]))
+    sizing = Program(gpu, "size")
+    if ops.attention_tiled(sizing) or ops.attention_tiled(sizing, backward=True):  # a split's partials share it
+        n_split = max(n_split, ops.attention_scratch(B, T, C, H, ops.attention_chunks(sizing, T)[1]))
     storage = {"params": 4 * P, "grads": 4 * P, "adam_m": 4 * P, "adam_v": 4 * P,
                "decay_mask": 4 * ops.cdiv(P, 32), "tokens": 4 * tl.total, "step": 4 * (ops.ST_PART + ops.NPARTS),
                **{f"layer{l}": 4 * la.total for l in range(L)}, "top": 4 * top.total, "scratch": 4 * scr.total,

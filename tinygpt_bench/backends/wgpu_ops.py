@@ -293,11 +293,12 @@ def _hd4(p: Program, hd: int) -> dict:
     return {"HD4": hd // 4} if getattr(p.gpu, "attention_const_hd", False) else {}
 
 
-def attention_tiled(p: Program, tiled: bool | None = None) -> bool:
-    """Whether attention runs as attention.wgsl's *_tiled kernels (score tiles as small matrix
-    products in workgroup memory) instead of the row kernels: `tiled` if given, else the Gpu's
-    attention_tiled (default False)."""
-    return bool(getattr(p.gpu, "attention_tiled", False) if tiled is None else tiled)
+def attention_tiled(p: Program, tiled: bool | int | None = None, backward: bool = False) -> bool:
+    """Whether the forward (or the backward) runs as attention.wgsl's *_tiled kernels (score tiles
+    as small matrix products in workgroup memory) instead of the row kernels. `tiled` (default the
+    Gpu's attention_tiled): True/False for both, or a mask: 1 the forward, 2 the backward."""
+    v = getattr(p.gpu, "attention_tiled", 0) if tiled is None else tiled
+    return v if isinstance(v, bool) else bool(int(v) & (2 if backward else 1))
 
 
 def attention_chunks(p: Program, t: int, chunk: int | None = None) -> tuple[int, int]:
@@ -365,7 +366,7 @@ def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref
     args = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
     dq_binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf}
     dkv_binds = {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf}
-    if attention_tiled(p, tiled):
+    if attention_tiled(p, tiled, backward=True):
         chunk, nch = _split(p, name, t, scratch, chunk)
         args = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd, chunk, nch, scratch)
         for part, binds in (("dq", dq_binds), ("dkv", dkv_binds)):

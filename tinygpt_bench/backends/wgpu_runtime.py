@@ -124,7 +124,8 @@ def tuning_for(adapter) -> dict:
     step 162.5 -> 160.6 ms), 256 on CPU adapters. attention_const_hd: head_dim / 4 as a pipeline
     constant in the attention kernels, on GPUs (H100 behemoth 160.4 -> 159.3 ms, attention dq
     14.8 -> 14.2 ms; bit-identical). attention_tiled: attention.wgsl's *_tiled kernels (score tiles as
-    small matrix products through workgroup memory) instead of the row kernels: off (A/B runs).
+    small matrix products through workgroup memory) instead of the row kernels, a mask: 1 the
+    forward, 2 the backward; 0 (A/B runs).
     attention_chunk: with attention_tiled, each row's other side (keys, or queries for dk/dv)
     split into chunks of this many rows, one workgroup each, merged by combine kernels (0: none)."""
     cpu = adapter.info["adapter_type"] == "CPU"
@@ -132,13 +133,13 @@ def tuning_for(adapter) -> dict:
             "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False,
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
-            "attention_split": 1 if cpu else None, "attention_tiled": False,
+            "attention_split": 1 if cpu else None, "attention_tiled": 0,
             "attention_chunk": 0}
 
 
 TUNE_ENV = "TINYGPT_BENCH_TUNE"
 # the allowed values of tuning keys that are not switches or counts from 0 up
-TUNE_RANGES = {"norm_parts": range(1, 2049), "attention_chunk": range(0, 4097, 32), "min_workgroups": range(1, 1 << 20)}
+TUNE_RANGES = {"norm_parts": range(1, 2049), "attention_tiled": range(0, 4), "attention_chunk": range(0, 4097, 32), "min_workgroups": range(1, 1 << 20)}
 
 
 def tune_override(defaults: dict, text: str | None = None) -> dict:
