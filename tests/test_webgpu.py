@@ -520,7 +520,7 @@ def test_tune_override_from_the_environment(monkeypatch):
     assert tune_override(defaults, "shared_fill=0, shared_prefetch=1") == {"shared_fill": 0, "shared_prefetch": True}
     assert tune_override(defaults, "") == {}
     for bad in ("shared_fill", "nosuch=1", "shared_fill=x", "shared_prefetch=2", "norm_parts=0",
-                "norm_parts=4096", "attention_tiled=4"):
+                "norm_parts=4096", "attention_tiled=8"):
         with pytest.raises(UserError, match="TINYGPT_BENCH_TUNE"):
             tune_override({**defaults, "norm_parts": 1024, "attention_tiled": 0}, bad)
 
@@ -571,6 +571,18 @@ def test_attention_tiled(gpu, b, t, c, h, chunk):
     assert_attention_matches_reference(q, k, v, dout, h, o, dqkv)
 
 
+@pytest.mark.parametrize("mask", [1, 2, 4, 5])
+def test_attention_tiled_parts_mix_with_row_kernels(gpu, mask):
+    """A mask tiles some parts and runs the rest as row kernels (the H100 default at head_dim 64
+    is 5: the forward and dk/dv tiled, dq by rows); dd passes between the two kinds."""
+    rng = np.random.default_rng(mask)
+    q, k, v, dout = (rand(rng, 2, 45, 128) for _ in range(4))
+    p, o, dqkv = run_attention(gpu, q, k, v, dout, 2, tiled=mask, chunk=0)
+    tiled = [d.name.endswith("_tiled]") for d in p.dispatches]
+    assert tiled == [bool(mask & 1), bool(mask & 2), bool(mask & 4)]
+    assert_attention_matches_reference(q, k, v, dout, 2, o, dqkv)
+
+
 def test_attention_tiled_is_deterministic(gpu):
     """Same inputs, same bits: every sum runs in a fixed order."""
     rng = np.random.default_rng(5)
@@ -588,8 +600,11 @@ def test_attention_tiled_rule():
     P.gpu.attention_tiled = False
     assert not ops.attention_tiled(P) and ops.attention_tiled(P, True)
     P.gpu.attention_tiled = 1   # a mask: the forward only
-    assert ops.attention_tiled(P) and not ops.attention_tiled(P, backward=True)
-    assert ops.attention_tiled(P, 2, backward=True) and not ops.attention_tiled(P, 2)
+    assert ops.attention_tiled(P) and not ops.attention_tiled(P, None, ops.TILED_DKV)
+    assert ops.attention_tiled(P, 6, ops.TILED_DQ) and not ops.attention_tiled(P, 6)
+    P.gpu.attention_tiled = None   # by head_dim: the forward always, dk/dv above 32, dq never
+    assert [ops.attention_tiled(P, None, part, 64) for part in (1, 2, 4)] == [True, False, True]
+    assert [ops.attention_tiled(P, None, part, 32) for part in (1, 2, 4)] == [True, False, False]
     P.gpu.attention_chunk = 64
     assert ops.attention_chunks(P, 512) == (64, 8) and ops.attention_chunks(P, 64) == (0, 1)
     assert ops.attention_chunks(P, 65) == (64, 2) and ops.attention_chunks(P, 512, 0) == (0, 1)

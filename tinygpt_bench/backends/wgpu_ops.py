@@ -293,12 +293,20 @@ def _hd4(p: Program, hd: int) -> dict:
     return {"HD4": hd // 4} if getattr(p.gpu, "attention_const_hd", False) else {}
 
 
-def attention_tiled(p: Program, tiled: bool | int | None = None, backward: bool = False) -> bool:
-    """Whether the forward (or the backward) runs as attention.wgsl's *_tiled kernels (score tiles
-    as small matrix products in workgroup memory) instead of the row kernels. `tiled` (default the
-    Gpu's attention_tiled): True/False for both, or a mask: 1 the forward, 2 the backward."""
+TILED_FORWARD, TILED_DQ, TILED_DKV = 1, 2, 4
+
+
+def attention_tiled(p: Program, tiled: bool | int | None = None, part: int = TILED_FORWARD, hd: int = 0) -> bool:
+    """Whether `part` (TILED_FORWARD, TILED_DQ or TILED_DKV) runs as attention.wgsl's *_tiled
+    kernel (score tiles as small matrix products in workgroup memory) instead of the row kernel.
+    `tiled` (default the Gpu's attention_tiled): True/False for all three, a mask of the parts,
+    or None: by head_dim, as measured on the H100 (interleaved A/B, ms a step): the forward
+    always (behemoth 10.6 -> 5.9, mega 3.7 -> 2.5, xl 0.55 -> 0.38), dk/dv above head_dim 32
+    (behemoth 19.8 -> 17.6; at 32 slower: mega 5.1 -> 6.3), dq never (behemoth 14.1 -> 19.3)."""
     v = getattr(p.gpu, "attention_tiled", 0) if tiled is None else tiled
-    return v if isinstance(v, bool) else bool(int(v) & (2 if backward else 1))
+    if v is None:
+        v = TILED_FORWARD | (TILED_DKV if hd > 32 else 0)
+    return v if isinstance(v, bool) else bool(int(v) & part)
 
 
 def attention_chunks(p: Program, t: int, chunk: int | None = None) -> tuple[int, int]:
@@ -342,7 +350,7 @@ def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v
     if hd > MAX_HD or hd % 4:
         raise ValueError(f"{name}: head_dim {hd}; the kernel needs a multiple of 4, at most {MAX_HD}")
     binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf}
-    if attention_tiled(p, tiled):
+    if attention_tiled(p, tiled, TILED_FORWARD, hd):
         chunk, nch = _split(p, name, t, scratch, chunk)
         args = _att_args(b, t, c, h, q, k, v, o, lse, chunk=chunk, nch=nch, part=scratch)
         binds[11] = scratch.buf if nch > 1 else o.buf   # (not written without a split)
@@ -366,19 +374,18 @@ def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref
     args = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
     dq_binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf}
     dkv_binds = {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf}
-    if attention_tiled(p, tiled, backward=True):
+    rows = {"SPLIT": split or attention_split(p, hd, True), **_hd4(p, hd)}
+    for part, bit, binds in (("dq", TILED_DQ, dq_binds), ("dkv", TILED_DKV, dkv_binds)):  # dq first: it writes dd
+        if not attention_tiled(p, tiled, bit, hd):
+            p.add(f"{name}.{part}", "attention", f"attention_backward_{part}", args, binds, (cdiv(t, 32), b * h),
+                  constants=rows)
+            continue
         chunk, nch = _split(p, name, t, scratch, chunk)
-        args = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd, chunk, nch, scratch)
-        for part, binds in (("dq", dq_binds), ("dkv", dkv_binds)):
-            binds[11] = scratch.buf if nch > 1 else dd.buf   # (not written without a split)
-            p.add(f"{name}.{part}", "attention", f"attention_backward_{part}_tiled", args, binds,
-                  (cdiv(t, 16) * nch, b * h), constants={"HD4": hd // 4})
-            if nch > 1:
-                outs = (7, 11) if part == "dq" else (8, 9, 11)
-                p.add(f"{name}.{part}.combine", "attention", f"attention_combine_{part}", args,
-                      {k: binds[k] for k in outs},
-                      grid(b * h * t * hd), constants={"HD4": hd // 4})
-        return
-    consts = {"SPLIT": split or attention_split(p, hd, True), **_hd4(p, hd)}
-    p.add(name + ".dq", "attention", "attention_backward_dq", args, dq_binds, (cdiv(t, 32), b * h), constants=consts)
-    p.add(name + ".dkv", "attention", "attention_backward_dkv", args, dkv_binds, (cdiv(t, 32), b * h), constants=consts)
+        targs = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd, chunk, nch, scratch)
+        binds = {**binds, 11: scratch.buf if nch > 1 else dd.buf}   # (not written without a split)
+        p.add(f"{name}.{part}", "attention", f"attention_backward_{part}_tiled", targs, binds,
+              (cdiv(t, 16) * nch, b * h), constants={"HD4": hd // 4})
+        if nch > 1:
+            outs = (7, 11) if part == "dq" else (8, 9, 11)
+            p.add(f"{name}.{part}.combine", "attention", f"attention_combine_{part}", targs,
+                  {k: binds[k] for k in outs}, grid(b * h * t * hd), constants={"HD4": hd // 4})
