@@ -10,7 +10,10 @@
 // Forward and backward: one workgroup of 64 invocations per row with a workgroup-memory
 // tree reduction (GPUs), or, the *_rows variants, one invocation per row with no barriers
 // (CPU adapters such as lavapipe, where barriers are costly and invocations are SIMD lanes).
-// (A subgroup-reduction variant for adapters with the feature is future work.)
+// The workgroup kernels reduce a row with row_sum(v, lid), defined in one of two companion
+// files (WGSL has no includes; wgpu_runtime.COMPOSED joins them): layernorm_tree.wgsl (a
+// workgroup-memory tree, any adapter) or layernorm_subgroup.wgsl (subgroup sums, adapters with
+// the subgroup feature; kernel family "layernorm_sg").
 
 struct Args {
     rows: u32, c: u32,
@@ -31,19 +34,7 @@ const WG: u32 = 64u;
 @group(0) @binding(5) var<storage, read_write> dy: array<f32>;   // (R,C) output gradient
 @group(0) @binding(6) var<storage, read_write> g: array<f32>;    // gradients: dw (C), db (C)
 
-var<workgroup> red: array<f32, 64>;
-
-fn wg_sum(v: f32, lid: u32) -> f32 {   // sum over the workgroup; call in uniform control flow
-    red[lid] = v;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (lid < half) { red[lid] += red[lid + half]; }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
+var<workgroup> red: array<f32, 64>;   // row_sum's partial sums
 
 @compute @workgroup_size(64)
 fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>) {
@@ -53,10 +44,10 @@ fn layernorm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     let base = u.x_off + r * u.c;
     var acc = 0.0;
     for (var i = lid; i < u.c; i += WG) { acc += x[base + i]; }
-    let mean = wg_sum(acc, lid) / f32(u.c);
+    let mean = row_sum(acc, lid) / f32(u.c);
     acc = 0.0;
     for (var i = lid; i < u.c; i += WG) { let d = x[base + i] - mean; acc += d * d; }
-    let rstd = inverseSqrt(wg_sum(acc, lid) / f32(u.c) + EPS);
+    let rstd = inverseSqrt(row_sum(acc, lid) / f32(u.c) + EPS);
     for (var i = lid; i < u.c; i += WG) {
         y[u.y_off + r * u.c + i] = (x[base + i] - mean) * rstd * p[u.w_off + i] + p[u.b_off + i];
     }
@@ -82,8 +73,8 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
         sg += gi;
         sgx += gi * (x[xb + i] - mean) * rstd;
     }
-    let mg = wg_sum(sg, lid) / f32(u.c);
-    let mgx = wg_sum(sgx, lid) / f32(u.c);
+    let mg = row_sum(sg, lid) / f32(u.c);
+    let mgx = row_sum(sgx, lid) / f32(u.c);
     for (var i = lid; i < u.c; i += WG) {
         let gi = dy[db + i] * p[u.w_off + i];
         let xhat = (x[xb + i] - mean) * rstd;

@@ -190,8 +190,14 @@ def ln_back_ref(dy, x, w, eps=1e-5):
     return dx, (dy * xhat).sum(0), dy.sum(0)
 
 
-@pytest.mark.parametrize("variant", ["workgroup", "rows"])
-def test_layernorm(gpu, variant):
+@pytest.mark.parametrize("variant", ["workgroup", "subgroup", "rows"])
+def test_layernorm(gpu, variant, monkeypatch):
+    """Both row reductions of the workgroup kernels (tree; subgroups where the adapter has them)
+    and the per-row kernels against numpy."""
+    if variant == "subgroup" and not gpu.subgroups:
+        pytest.skip("adapter without the subgroup feature")
+    monkeypatch.setattr(gpu, "layernorm_subgroup", variant == "subgroup")
+    variant = "rows" if variant == "rows" else "workgroup"
     rng = np.random.default_rng(2)
     rows, c = 37, 96
     x, dy, dx0 = rand(rng, rows, c, scale=2.0) + 0.5, rand(rng, rows, c), rand(rng, rows, c)
@@ -206,6 +212,8 @@ def test_layernorm(gpu, variant):
     ops.layernorm_backward(p, "ln", DX, G.at(5), G.at(5 + c), DY, X, S, ops.Ref(P, 7), rows, c, variant=variant)
     ops.layernorm_backward(p, "ln+", DX.at(rows * c), G.at(5 + 2 * c), G.at(5 + 3 * c), DY, X, S, ops.Ref(P, 7),
                            rows, c, accum=True, variant=variant)
+    want = "layernorm_sg.wgsl" if gpu.layernorm_subgroup and variant == "workgroup" else "layernorm.wgsl"
+    assert all(want in d.name for d in p.dispatches if "param" not in d.name)
     p.finalize().run()
     y, mean, rstd = ln_ref(x, w, b)
     assert rel_err(gpu.read(Y.buf, count=rows * c).reshape(rows, c), y) < 1e-5
@@ -612,9 +620,10 @@ def test_attention_tiled_rule():
         ops.attention_chunks(P, 512, 48)
 
 
-@pytest.mark.parametrize("name,chunk", [("tiny", 0), ("small", 32)])
-def test_one_step_tiled_attention_matches_reference(gpu, name, chunk, monkeypatch):
-    """A whole training step with the tiled attention kernels against float64."""
+@pytest.mark.parametrize("name,chunk,ln_subgroup", [("tiny", 0, False), ("small", 32, True)])
+def test_one_step_tiled_attention_matches_reference(gpu, name, chunk, ln_subgroup, monkeypatch):
+    """A whole training step with the tiled attention kernels (and, on small, the GPU LayerNorm
+    kernels with subgroup row sums where the adapter has them) against float64."""
     ref = pytest.importorskip("tinygpt_bench.backends.reference", reason="numpy reference not in this checkout")
     from tinygpt_bench.backends.webgpu import WebGPUBackend
 
@@ -622,12 +631,16 @@ def test_one_step_tiled_attention_matches_reference(gpu, name, chunk, monkeypatc
     want_loss, want_grad = ref.loss_and_grad(preset, w.astype(np.float64), batch)
     monkeypatch.setattr(gpu, "attention_tiled", True, raising=False)
     monkeypatch.setattr(gpu, "attention_chunk", chunk, raising=False)
+    if ln_subgroup and gpu.subgroups:
+        monkeypatch.setattr(gpu, "layernorm_variant", "workgroup")
+        monkeypatch.setattr(gpu, "layernorm_subgroup", True)
     be = WebGPUBackend()
     be.gpu = gpu
     try:
         be.load(preset, w)
         assert any(d.name.endswith("attention_backward_dkv_tiled]") for d in be.program.dispatches)
         assert any(d.name.endswith("attention_combine_dkv]") for d in be.program.dispatches) == bool(chunk)
+        assert any("layernorm_sg.wgsl" in d.name for d in be.program.dispatches) == (ln_subgroup and gpu.subgroups)
         loss = be.step(batch)
         assert abs(loss - want_loss) / want_loss < 1e-4
         errs = grad_errors(layout, be.gradients(), want_grad)

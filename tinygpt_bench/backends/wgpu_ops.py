@@ -140,10 +140,12 @@ def _ln_args(rows, c, x=0, w=0, b=0, y=0, stat=0, dy=0, dx=0, dw=0, db=0, flags=
 
 
 def _ln_entry(p: Program, entry: str, rows: int, variant: str | None):
-    """(entry point, workgroups): per-row workgroups (GPUs) or one invocation per row (CPUs)."""
+    """(kernel family, entry point, workgroups): per-row workgroups (GPUs; their row sums over
+    subgroups where the Gpu's layernorm_subgroup is set: family layernorm_sg) or one invocation
+    per row (variant "rows", CPUs)."""
     if (variant or p.gpu.layernorm_variant) == "rows":
-        return entry + "_rows", (min(cdiv(rows, 64), 65535), cdiv(rows, 64 * 65535))
-    return entry, rows_grid(rows)
+        return "layernorm", entry + "_rows", (min(cdiv(rows, 64), 65535), cdiv(rows, 64 * 65535))
+    return ("layernorm_sg" if getattr(p.gpu, "layernorm_subgroup", False) else "layernorm"), entry, rows_grid(rows)
 
 
 def layernorm_forward(p: Program, name: str, y: Ref, stats: Ref, x: Ref, w: Ref, b: Ref, rows: int, c: int,
@@ -152,8 +154,8 @@ def layernorm_forward(p: Program, name: str, y: Ref, stats: Ref, x: Ref, w: Ref,
     variant: "workgroup" (a workgroup per row) or "rows" (an invocation per row); default by adapter."""
     assert w.buf is b.buf
     args = _ln_args(rows, c, x=x.off, w=w.off, b=b.off, y=y.off, stat=stats.off)
-    entry, groups = _ln_entry(p, "layernorm_forward", rows, variant)
-    p.add(name, "layernorm", entry, args, {1: x.buf, 2: w.buf, 3: y.buf, 4: stats.buf}, groups)
+    family, entry, groups = _ln_entry(p, "layernorm_forward", rows, variant)
+    p.add(name, family, entry, args, {1: x.buf, 2: w.buf, 3: y.buf, 4: stats.buf}, groups)
 
 
 def layernorm_backward(p: Program, name: str, dx: Ref, dw: Ref, db: Ref, dy: Ref, x: Ref, stats: Ref, w: Ref,
@@ -162,8 +164,8 @@ def layernorm_backward(p: Program, name: str, dx: Ref, dw: Ref, db: Ref, dy: Ref
     assert dw.buf is db.buf
     args = _ln_args(rows, c, x=x.off, w=w.off, stat=stats.off, dy=dy.off, dx=dx.off, dw=dw.off, db=db.off,
                     flags=ACCUM if accum else 0)
-    entry, groups = _ln_entry(p, "layernorm_backward", rows, variant)
-    p.add(name + ".dx", "layernorm", entry, args, {1: x.buf, 2: w.buf, 3: dx.buf, 4: stats.buf, 5: dy.buf}, groups)
+    family, entry, groups = _ln_entry(p, "layernorm_backward", rows, variant)
+    p.add(name + ".dx", family, entry, args, {1: x.buf, 2: w.buf, 3: dx.buf, 4: stats.buf, 5: dy.buf}, groups)
     p.add(name + ".dw", "layernorm", "layernorm_param_backward", args,
           {1: x.buf, 4: stats.buf, 5: dy.buf, 6: dw.buf}, (cdiv(c, 32),))
 

@@ -104,7 +104,8 @@ def tuning_for(adapter) -> dict:
     than "tiled" on lavapipe and 43x on the H100 (15.5 vs 0.36 TFLOP/s at 4096^3; the tiled
     kernel's dynamically indexed accumulator array likely lives in local memory there).
     layernorm: "rows" (an invocation per row) on CPU adapters, where barriers are costly;
-    "workgroup" (a workgroup per row) on GPUs. min_workgroups: a matmul with fewer 64 x 64
+    "workgroup" (a workgroup per row) on GPUs, whose row sums go over subgroups
+    (layernorm_subgroup, kernels/layernorm_subgroup.wgsl) where the adapter has the feature. min_workgroups: a matmul with fewer 64 x 64
     tiles than this uses 32 x 32 tiles (matmul_direct4); on a CPU adapter a few workgroups
     already fill the cores (H100: 132 SMs, two workgroups each). matmul_shared
     (workgroup-memory tiles) where it pays: on the H100 16.5 TFLOP/s at 4096^3 and 11.9 at
@@ -133,6 +134,7 @@ def tuning_for(adapter) -> dict:
     were slower)."""
     cpu = adapter.info["adapter_type"] == "CPU"
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
+            "layernorm_subgroup": not cpu and "subgroup" in adapter.features,
             "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False,
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
@@ -190,6 +192,11 @@ class AdapterPlan:
         return None
 
 
+# kernel families made of several files (WGSL has no includes): layernorm.wgsl's workgroup
+# kernels with their row reduction as a workgroup-memory tree, or over subgroups
+COMPOSED = {"layernorm": ("layernorm", "layernorm_tree"), "layernorm_sg": ("layernorm", "layernorm_subgroup")}
+
+
 class Gpu:
     """One device on one adapter, with the kernel library (WGSL files under kernels/)."""
 
@@ -217,6 +224,8 @@ class Gpu:
         }
         features = ["timestamp-query"] if timestamps and "timestamp-query" in self.adapter.features else []
         self.timestamps = bool(features)
+        self.subgroups = "subgroup" in self.adapter.features
+        features += ["subgroup"] if self.subgroups else []
         self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
         self.limits = self.device.limits
         self.waiter = Waiter(self.device)
@@ -270,11 +279,15 @@ class Gpu:
 
     # kernels -------------------------------------------------------------------------------
     def source(self, family: str) -> str:
-        """The WGSL text of kernels/<family>.wgsl."""
-        path = self.kernels_dir / f"{family}.wgsl"
-        if not path.is_file():
-            raise WebGPUError(f"kernel file {path} not found; reinstall tinygpt-bench")
-        return path.read_text()
+        """The WGSL text of kernel family `family`: kernels/<family>.wgsl, or the files
+        COMPOSED lists for it, joined."""
+        texts = []
+        for part in COMPOSED.get(family, (family,)):
+            path = self.kernels_dir / f"{part}.wgsl"
+            if not path.is_file():
+                raise WebGPUError(f"kernel file {path} not found; reinstall tinygpt-bench")
+            texts.append(path.read_text())
+        return "\n".join(texts)
 
     def compile(self, family: str, code: str):
         """A shader module of WGSL `code` (not cached); a rejected shader is raised as
