@@ -85,29 +85,35 @@ fn layernorm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
     }
 }
 
-// A workgroup of 32 channels x 8 row slices: invocation (i, j) sums rows j, j+8, j+16, ...
-// of channel i; the 8 slices are added in workgroup memory in a fixed order.
+// A workgroup of 256 invocations: PCH channels x (256 / PCH) row slices (override; 32 by
+// default, fewer channels and more slices give a GPU more workgroups for narrow models).
+// Invocation (i, j) sums rows j, j + slices, ... of channel i; the slices are added in
+// workgroup memory in a fixed order.
+override PCH: u32 = 32u;
 var<workgroup> red_w: array<f32, 256>;
 var<workgroup> red_b: array<f32, 256>;
 
-@compute @workgroup_size(32, 8)
-fn layernorm_param_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = wid.x * 32u + lid.x;
+@compute @workgroup_size(256)
+fn layernorm_param_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let ch = lid % PCH;
+    let slice = lid / PCH;
+    let slices = 256u / PCH;
+    let i = wid.x * PCH + ch;
     let ic = min(i, u.c - 1u);
     var dw = 0.0;
     var dbias = 0.0;
-    for (var r = lid.y; r < u.rows; r += 8u) {
+    for (var r = slice; r < u.rows; r += slices) {
         let d = dy[u.dy_off + r * u.c + ic];
         dw += d * (x[u.x_off + r * u.c + ic] - s[u.stat_off + r]) * s[u.stat_off + u.rows + r];
         dbias += d;
     }
-    red_w[lid.y * 32u + lid.x] = dw;
-    red_b[lid.y * 32u + lid.x] = dbias;
+    red_w[lid] = dw;
+    red_b[lid] = dbias;
     workgroupBarrier();
-    if (lid.y == 0u && i < u.c) {
+    if (slice == 0u && i < u.c) {
         var tw = 0.0;
         var tb = 0.0;
-        for (var j = 0u; j < 8u; j++) { tw += red_w[j * 32u + lid.x]; tb += red_b[j * 32u + lid.x]; }
+        for (var j = 0u; j < slices; j++) { tw += red_w[j * PCH + ch]; tb += red_b[j * PCH + ch]; }
         g[u.dw_off + i] = tw;
         g[u.db_off + i] = tb;
     }

@@ -190,13 +190,14 @@ def ln_back_ref(dy, x, w, eps=1e-5):
     return dx, (dy * xhat).sum(0), dy.sum(0)
 
 
-@pytest.mark.parametrize("variant", ["workgroup", "subgroup", "rows"])
-def test_layernorm(gpu, variant, monkeypatch):
+@pytest.mark.parametrize("variant,pch", [("workgroup", 32), ("subgroup", 8), ("rows", 4), ("workgroup", 256)])
+def test_layernorm(gpu, variant, pch, monkeypatch):
     """Both row reductions of the workgroup kernels (tree; subgroups where the adapter has them)
     and the per-row kernels against numpy."""
     if variant == "subgroup" and not gpu.subgroups:
         pytest.skip("adapter without the subgroup feature")
     monkeypatch.setattr(gpu, "layernorm_subgroup", variant == "subgroup")
+    monkeypatch.setattr(gpu, "ln_param_channels", pch)   # channels a workgroup of the parameter gradient
     variant = "rows" if variant == "rows" else "workgroup"
     rng = np.random.default_rng(2)
     rows, c = 37, 96

@@ -166,8 +166,9 @@ def layernorm_backward(p: Program, name: str, dx: Ref, dw: Ref, db: Ref, dy: Ref
                     flags=ACCUM if accum else 0)
     family, entry, groups = _ln_entry(p, "layernorm_backward", rows, variant)
     p.add(name + ".dx", family, entry, args, {1: x.buf, 2: w.buf, 3: dx.buf, 4: stats.buf, 5: dy.buf}, groups)
+    pch = getattr(p.gpu, "ln_param_channels", 32)
     p.add(name + ".dw", "layernorm", "layernorm_param_backward", args,
-          {1: x.buf, 4: stats.buf, 5: dy.buf, 6: dw.buf}, (cdiv(c, 32),))
+          {1: x.buf, 4: stats.buf, 5: dy.buf, 6: dw.buf}, (cdiv(c, pch),), constants={"PCH": pch})
 
 
 # gelu.wgsl -----------------------------------------------------------------------------------

@@ -135,6 +135,7 @@ def tuning_for(adapter) -> dict:
     cpu = adapter.info["adapter_type"] == "CPU"
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
             "layernorm_subgroup": not cpu and "subgroup" in adapter.features,
+            "ln_param_channels": 32,
             "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False,
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
@@ -144,7 +145,7 @@ def tuning_for(adapter) -> dict:
 
 TUNE_ENV = "TINYGPT_BENCH_TUNE"
 # the allowed values of tuning keys that are not switches or counts from 0 up
-TUNE_RANGES = {"norm_parts": range(1, 2049), "attention_tiled": range(0, 8), "attention_chunk": range(0, 4097, 32), "min_workgroups": range(1, 1 << 20)}
+TUNE_RANGES = {"norm_parts": range(1, 2049), "ln_param_channels": (1, 2, 4, 8, 16, 32, 64, 128, 256), "attention_tiled": range(0, 8), "attention_chunk": range(0, 4097, 32), "min_workgroups": range(1, 1 << 20)}
 
 
 def tune_override(defaults: dict, text: str | None = None) -> dict:
