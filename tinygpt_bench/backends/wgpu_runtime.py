@@ -105,7 +105,11 @@ def tuning_for(adapter) -> dict:
     kernel's dynamically indexed accumulator array likely lives in local memory there).
     layernorm: "rows" (an invocation per row) on CPU adapters, where barriers are costly;
     "workgroup" (a workgroup per row) on GPUs, whose row sums go over subgroups
-    (layernorm_subgroup, kernels/layernorm_subgroup.wgsl) where the adapter has the feature. min_workgroups: a matmul with fewer 64 x 64
+    (layernorm_subgroup, kernels/layernorm_subgroup.wgsl) where the adapter has the feature
+    (H100, interleaved A/B: step times equal, the forward kernel 0.95 -> 1.0 ms on behemoth; kept
+    as the issue asks). ln_param_channels: channels a workgroup of the LN parameter gradient,
+    32 on CPU adapters, 4 on GPUs (H100: xl 0.59 -> 0.21 ms a step, step 11.1 -> 10.55 ms;
+    mega 1.02 -> 0.37; behemoth 1.06 -> 0.58, where 8 gives 0.55). min_workgroups: a matmul with fewer 64 x 64
     tiles than this uses 32 x 32 tiles (matmul_direct4); on a CPU adapter a few workgroups
     already fill the cores (H100: 132 SMs, two workgroups each). matmul_shared
     (workgroup-memory tiles) where it pays: on the H100 16.5 TFLOP/s at 4096^3 and 11.9 at
@@ -135,7 +139,7 @@ def tuning_for(adapter) -> dict:
     cpu = adapter.info["adapter_type"] == "CPU"
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
             "layernorm_subgroup": not cpu and "subgroup" in adapter.features,
-            "ln_param_channels": 32,
+            "ln_param_channels": 32 if cpu else 4,
             "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False,
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
