@@ -202,13 +202,14 @@ def run_steps(threads, p, flat, batches, relaxed=False, spectre_guards=False, ma
 
 def test_bit_identical_runs_and_thread_counts():
     """Same thread count: bit-identical run to run. The kernels split work so that no
-    result depends on the thread count either; check 1 vs 2 vs 3 threads, and with the
-    Spectre guards compiled in (code generation only; the arithmetic is the same)."""
-    p = presets.load("tiny")
+    result depends on the thread count either; check 1, 2, 3, 4 and 6 threads (4 and 6 split
+    the weight-gradient products over a 2-D grid of threads), and with the Spectre guards
+    compiled in (code generation only; the arithmetic is the same)."""
+    p = presets.load("small")
     flat = model.Layout(p).init(3)
     batches = batches_for(p, 3, seed=4)
     first = run_steps(2, p, flat, batches)
-    for threads, guards in ((2, False), (1, False), (3, False), (2, True)):
+    for threads, guards in ((2, False), (1, False), (3, False), (4, False), (6, False), (2, True)):
         again = run_steps(threads, p, flat, batches, spectre_guards=guards)
         assert again[0] == first[0], threads
         assert np.array_equal(again[1], first[1]) and np.array_equal(again[2], first[2]), threads
