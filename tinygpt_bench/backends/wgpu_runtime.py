@@ -111,7 +111,10 @@ def tuning_for(adapter) -> dict:
     32 on CPU adapters, 4 on GPUs (H100: xl 0.59 -> 0.21 ms a step, step 11.1 -> 10.55 ms;
     mega 1.02 -> 0.37; behemoth 1.06 -> 0.58, where 8 gives 0.55). min_workgroups: a matmul with fewer 64 x 64
     tiles than this uses 32 x 32 tiles (matmul_direct4); on a CPU adapter a few workgroups
-    already fill the cores (H100: 132 SMs, two workgroups each). matmul_shared
+    already fill the cores (H100: 256, about two an SM; it was 264, 2 x 132 SMs, which
+    sent xl's 1024 x 256 x 256 products, 256 tiles of 32 x 32, to split-K 2 and a reduce: 256
+    took xl 10.5-10.9 -> 9.2-9.3 ms a step and 66 fewer dispatches, mega and behemoth equal,
+    interleaved A/B; 128 gave 10.2). matmul_shared
     (workgroup-memory tiles) where it pays: on the H100 16.5 TFLOP/s at 4096^3 and 11.9 at
     1024^3 against matmul_direct's 15.2 and 7.2; lavapipe: no. attention_split: invocations
     per attention row (attention.wgsl SPLIT): 1 on CPU adapters; None on GPUs lets
@@ -140,7 +143,7 @@ def tuning_for(adapter) -> dict:
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
             "layernorm_subgroup": not cpu and "subgroup" in adapter.features,
             "ln_param_channels": 32 if cpu else 4,
-            "min_workgroups": 4 if cpu else 264, "matmul_shared": not cpu, "matmul_big": False,
+            "min_workgroups": 4 if cpu else 256, "matmul_shared": not cpu, "matmul_big": False,
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
             "attention_split": 1 if cpu else None, "attention_tiled": 0 if cpu else None,
