@@ -144,7 +144,8 @@ def step_plan(preset: Preset, gpu, fault: str | None = None) -> StepPlan:
     n_split = max(ops.splitk_scratch(m, n, ops.plan_matmul(gpu, m, n, k, bg)[1])
                   for m, n, k in shapes for bg in (False, True))
     sizing = Program(gpu, "size")
-    if any(ops.attention_tiled(sizing, None, part, C // H) for part in (1, 2, 4)):  # a split's partials share it
+    tiled_parts = (ops.TILED_FORWARD, ops.TILED_DQ, ops.TILED_DKV)
+    if any(ops.attention_tiled(sizing, None, part, C // H) for part in tiled_parts):  # a split's partials share it
         n_split = max(n_split, ops.attention_scratch(B, T, C, H, ops.attention_chunks(sizing, T)[1]))
     storage = {"params": 4 * P, "grads": 4 * P, "adam_m": 4 * P, "adam_v": 4 * P,
                "decay_mask": 4 * ops.cdiv(P, 32), "tokens": 4 * tl.total, "step": 4 * (ops.ST_PART + ops.NPARTS),
