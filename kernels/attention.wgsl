@@ -56,6 +56,7 @@ var<workgroup> part_m: array<f32, 32>;    // forward merge: running max of one s
 var<workgroup> part_l: array<f32, 32>;    // forward merge: running sum of one split
 
 fn row_base(b: u32, i: u32, hh: u32) -> u32 { return (b * u.t + i) * u.c + hh * u.hd; }
+fn hd4_t() -> u32 { return select(u.hd / 4u, HD4, HD4 > 0u); }   // hd / 4: the override if set
 
 // 4 consecutive values at element i (one function per binding: an entry point's layout holds
 // only the bindings it uses)
@@ -68,7 +69,7 @@ fn ld_do(i: u32) -> vec4<f32> { return vec4(dout[i], dout[i + 1u], dout[i + 2u],
 // Stage rows j0 .. j0+BT of k and v (head hh) into tile1/tile2 (zero past T); f is the
 // invocation's flat index in the workgroup, 32 * SPLIT invocations share the work.
 fn stage_kv(b: u32, hh: u32, j0: u32, f: u32) {
-    let hd4 = select(u.hd / 4u, HD4, HD4 > 0u);
+    let hd4 = hd4_t();
     for (var e = f; e < BT * hd4; e += BR * SPLIT) {
         let jj = e / hd4;
         let d4 = e % hd4;
@@ -92,7 +93,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     let f = x + BR * sp;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
-    let hd4 = select(u.hd / 4u, HD4, HD4 > 0u);
+    let hd4 = hd4_t();
     let i = wid.x * BR + x;
     let valid = i < u.t;
     let rb = row_base(b, min(i, u.t - 1u), hh);
@@ -149,11 +150,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     }
     if (valid && sp == 0u) {
         let inv = 1.0 / l;
-        for (var d = 0u; d < hd4; d++) {
-            let y = acc[d] * inv;
-            let at = u.o_off + rb + 4u * d;
-            o[at] = y.x; o[at + 1u] = y.y; o[at + 2u] = y.z; o[at + 3u] = y.w;
-        }
+        for (var d = 0u; d < hd4; d++) { put_o4(b, hh, i, d, acc[d] * inv); }
         lse[u.lse_off + wid.y * u.t + i] = mx + log(l);
     }
 }
@@ -165,7 +162,7 @@ fn attention_backward_dq(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let f = x + BR * sp;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
-    let hd4 = select(u.hd / 4u, HD4, HD4 > 0u);
+    let hd4 = hd4_t();
     let i = wid.x * BR + x;
     let valid = i < u.t;
     let rb = row_base(b, min(i, u.t - 1u), hh);
@@ -225,7 +222,7 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let f = x + BR * sp;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
-    let hd4 = select(u.hd / 4u, HD4, HD4 > 0u);
+    let hd4 = hd4_t();
     let j = wid.x * BR + x;
     let valid = j < u.t;
     let rb = row_base(b, min(j, u.t - 1u), hh);
@@ -336,7 +333,6 @@ var<workgroup> bd: array<vec4<f32>, 256>;   // dq: dout^T;                 dkv: 
 var<workgroup> be: array<vec4<f32>, 144>;   // dq: D partials, then ds [row * 9 + key / 4]; dkv: p^T [key * 9 + query / 4]
 var<workgroup> bf: array<vec4<f32>, 144>;   // dkv: ds^T [key * 9 + query / 4]
 
-fn hd4_t() -> u32 { return select(u.hd / 4u, HD4, HD4 > 0u); }
 fn idx4(i: u32) -> vec4<u32> { return vec4<u32>(i) + vec4<u32>(0u, 1u, 2u, 3u); }
 fn hmax(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
 fn hsum(x: vec4<f32>) -> f32 { return x.x + x.y + x.z + x.w; }

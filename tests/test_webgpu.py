@@ -423,17 +423,27 @@ def grad_errors(layout, got, want) -> dict[str, float]:
     return {n: float(np.abs(g[n] - w[n]).max() / max(np.abs(w[n]).max(), floor)) for n in w}
 
 
-@pytest.mark.parametrize("name", ["tiny", "small"])
-def test_one_step_matches_reference(webgpu_backend, name):
+def assert_one_step_matches_reference(be, name: str, check=None) -> np.ndarray:
+    """Load preset `name` into backend `be`, run one step and hold its loss and every gradient
+    tensor to the float64 reference (1e-4 relative); check(be) runs after load. Returns the
+    reference gradient."""
     ref = pytest.importorskip("tinygpt_bench.backends.reference", reason="numpy reference not in this checkout")
     preset, layout, w, (batch,) = setup_run(name, 1)
     want_loss, want_grad = ref.loss_and_grad(preset, w.astype(np.float64), batch)
-    webgpu_backend.load(preset, w)
-    loss = webgpu_backend.step(batch)
+    be.load(preset, w)
+    if check:
+        check(be)
+    loss = be.step(batch)
     assert abs(loss - want_loss) / want_loss < 1e-4
-    errs = grad_errors(layout, webgpu_backend.gradients(), want_grad)
+    errs = grad_errors(layout, be.gradients(), want_grad)
     bad = {n: e for n, e in errs.items() if not e < 1e-4}
     assert not bad, f"gradients off the float64 reference: {bad}"
+    return want_grad
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_one_step_matches_reference(webgpu_backend, name):
+    want_grad = assert_one_step_matches_reference(webgpu_backend, name)
     assert abs(webgpu_backend.last_grad_norm - np.linalg.norm(want_grad)) < 1e-4 * np.linalg.norm(want_grad)
 
 
@@ -625,11 +635,8 @@ def test_attention_tiled_rule():
 def test_one_step_tiled_attention_matches_reference(gpu, name, chunk, ln_subgroup, monkeypatch):
     """A whole training step with the tiled attention kernels (and, on small, the GPU LayerNorm
     kernels with subgroup row sums where the adapter has them) against float64."""
-    ref = pytest.importorskip("tinygpt_bench.backends.reference", reason="numpy reference not in this checkout")
     from tinygpt_bench.backends.webgpu import WebGPUBackend
 
-    preset, layout, w, (batch,) = setup_run(name, 1)
-    want_loss, want_grad = ref.loss_and_grad(preset, w.astype(np.float64), batch)
     monkeypatch.setattr(gpu, "attention_tiled", True, raising=False)
     monkeypatch.setattr(gpu, "attention_chunk", chunk, raising=False)
     if ln_subgroup and gpu.subgroups:
@@ -637,16 +644,14 @@ def test_one_step_tiled_attention_matches_reference(gpu, name, chunk, ln_subgrou
         monkeypatch.setattr(gpu, "layernorm_subgroup", True)
     be = WebGPUBackend()
     be.gpu = gpu
+    def kernels_chosen(be):
+        names = [d.name for d in be.program.dispatches]
+        assert any(n.endswith("attention_backward_dkv_tiled]") for n in names)
+        assert any(n.endswith("attention_combine_dkv]") for n in names) == bool(chunk)
+        assert any("layernorm_sg.wgsl" in n for n in names) == (ln_subgroup and gpu.subgroups)
+
     try:
-        be.load(preset, w)
-        assert any(d.name.endswith("attention_backward_dkv_tiled]") for d in be.program.dispatches)
-        assert any(d.name.endswith("attention_combine_dkv]") for d in be.program.dispatches) == bool(chunk)
-        assert any("layernorm_sg.wgsl" in d.name for d in be.program.dispatches) == (ln_subgroup and gpu.subgroups)
-        loss = be.step(batch)
-        assert abs(loss - want_loss) / want_loss < 1e-4
-        errs = grad_errors(layout, be.gradients(), want_grad)
-        bad = {n: e for n, e in errs.items() if not e < 1e-4}
-        assert not bad, f"gradients off the float64 reference: {bad}"
+        assert_one_step_matches_reference(be, name, kernels_chosen)
     finally:
         be.close()
 

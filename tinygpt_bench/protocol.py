@@ -74,6 +74,12 @@ def check_steps(steps: int) -> int:
     return steps
 
 
+def random_batches(preset: Preset, steps: int, rng) -> list:
+    """`steps` batches of uniformly random bytes, (batch, ctx + 1) int32: inputs for the
+    development benchmarks, which time the engines and need no corpus."""
+    return [rng.integers(0, 256, size=(preset.batch, preset.ctx + 1)).astype(np.int32) for _ in range(steps)]
+
+
 def prepare(preset: Preset, corpus: Corpus, steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED) -> Work:
     check_steps(steps)
     batches = sample_batches(corpus, preset.batch, preset.ctx, steps, seed)

@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     p = presets.load(args.preset)
     rng = np.random.default_rng(0)
-    batches = [rng.integers(0, 256, size=(p.batch, p.ctx + 1)).astype(np.int32) for _ in range(args.steps)]
+    batches = protocol.random_batches(p, args.steps, rng)
     work = protocol.Work(p, model.Layout(p).init(0), batches, seed=0)
     meds = {m: [] for m in args.modules}
     losses = {}

@@ -94,7 +94,7 @@ def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None
     layout = Layout(preset)
     w = layout.init(seed=0)
     rng = np.random.default_rng(7)
-    batches = [rng.integers(0, 256, size=(preset.batch, preset.ctx + 1)).astype(np.int32) for _ in range(steps)]
+    batches = protocol.random_batches(preset, steps, rng)
     be = WebGPUBackend()
     be.gpu = gpu
     be.pipelined = pipelined

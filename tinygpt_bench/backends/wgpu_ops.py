@@ -377,14 +377,16 @@ def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref
     args = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
     dq_binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf}
     dkv_binds = {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf}
+    parts = (("dq", TILED_DQ, dq_binds), ("dkv", TILED_DKV, dkv_binds))  # dq first: it writes dd
+    if any(attention_tiled(p, tiled, bit, hd) for _, bit, _ in parts):
+        chunk, nch = _split(p, name, t, scratch, chunk)
+        targs = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd, chunk, nch, scratch)
     rows = {"SPLIT": split or attention_split(p, hd, True), **_hd4(p, hd)}
-    for part, bit, binds in (("dq", TILED_DQ, dq_binds), ("dkv", TILED_DKV, dkv_binds)):  # dq first: it writes dd
+    for part, bit, binds in parts:
         if not attention_tiled(p, tiled, bit, hd):
             p.add(f"{name}.{part}", "attention", f"attention_backward_{part}", args, binds, (cdiv(t, 32), b * h),
                   constants=rows)
             continue
-        chunk, nch = _split(p, name, t, scratch, chunk)
-        targs = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd, chunk, nch, scratch)
         binds = {**binds, 11: scratch.buf if nch > 1 else dd.buf}   # (not written without a split)
         p.add(f"{name}.{part}", "attention", f"attention_backward_{part}_tiled", targs, binds,
               (cdiv(t, 16) * nch, b * h), constants={"HD4": hd // 4})

@@ -239,9 +239,10 @@ class Gpu:
         self.waiter = Waiter(self.device)
         # kernel variants, decided per adapter type (tuning_for lists them and says why each);
         # TINYGPT_BENCH_TUNE, tests and wgpu_bench may override them
-        for k, v in tuning_for(self.adapter).items():
+        tuning = tuning_for(self.adapter)
+        for k, v in tuning.items():
             setattr(self, k, v)
-        self.tune_override = tune_override(tuning_for(self.adapter))
+        self.tune_override = tune_override(tuning)
         for k, v in self.tune_override.items():
             setattr(self, k, v)
         self.kernels_dir: Path = resource_dir("kernels")
