@@ -478,8 +478,9 @@ def test_backend_memory_and_profile(webgpu_backend):
     assert webgpu_backend.t == 2  # a profile is a real step
     by_kernel = webgpu_backend.profile(batch)  # {kernel: ms}, layers summed
     assert webgpu_backend.t == 3 and len(webgpu_backend.last_profile) == len(prof)
-    assert {"attention_backward_dkv", "adamw", "matmul_direct fwd"} <= set(by_kernel)
-    assert any(k.startswith("matmul_") and k.endswith(" dw") for k in by_kernel)
+    assert {"adamw"} <= set(by_kernel) and any(k.startswith("attention_backward_dkv") for k in by_kernel)
+    for part in (" fwd", " dx", " dw"):  # the matmul variant is the adapter's (direct on lavapipe)
+        assert any(k.startswith("matmul_") and k.endswith(part) for k in by_kernel), part
     assert all(isinstance(v, float) and v >= 0 for v in by_kernel.values())
     assert len(by_kernel) < len(prof) / 2
 
@@ -557,7 +558,7 @@ def test_prefetch_tuning_runs_a_step_and_says_so(monkeypatch):
     w = Layout(p).init(0)
     batch = np.random.default_rng(3).integers(0, 256, (p.batch, p.ctx + 1)).astype(np.int32)
     losses = []
-    for tune in ("", "shared_prefetch=1,matmul_shared=1"):
+    for tune in ("", "shared_prefetch=1,matmul_shared=1,min_workgroups=4"):  # tiny is too small for GPU defaults
         monkeypatch.setenv("TINYGPT_BENCH_TUNE", tune)
         be = WebGPUBackend()
         be.load(p, w)

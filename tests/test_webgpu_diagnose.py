@@ -107,7 +107,8 @@ def test_limit_fault_is_named_in_preflight_before_any_device_exists(gpu, tmp_pat
     biggest = max(need, key=need.get)
     assert biggest == "webgpu buffer layer0"
     assert f"webgpu buffer layer0: 6.03 MiB ({need[biggest]:,} bytes) > {limit}, short by" in err
-    assert "webgpu buffer params" in err and "webgpu buffer splitk" not in err  # 16 bytes fit
+    for name, size in need.items():  # every buffer over the cap is named, and only those
+        assert (name in err) == (size > 1 << 20), (name, size)
     assert "webgpu buffer layer0 cannot fit" in report["stages"][0]["meaning"]
     assert "nothing was allocated" in report["stages"][0]["meaning"]
     rows = {r["name"]: r for r in report["stages"][0]["detail"]["buffers"]}
@@ -193,10 +194,14 @@ def test_diagnose_small_passes_every_stage_with_the_kernel_table(gpu, tmp_path, 
     stages = {s["name"]: s for s in report["stages"]}
     assert stages["create"]["detail"]["limits"]["cap_bytes"] is None
     kernels = stages["kernels"]["detail"]["kernels"]
-    assert {"matmul_direct fwd", "matmul_direct dx", "matmul_direct dw", "attention_forward",
-            "attention_backward_dkv", "adamw"} <= set(kernels)
+    assert "adamw" in kernels
+    for family in ("attention_forward", "attention_backward_dkv", "attention_backward_dq"):  # row or tiled
+        assert any(k.startswith(family) for k in kernels), family
+    for part in (" fwd", " dx", " dw"):  # the matmul variant is the adapter's choice (direct on lavapipe)
+        assert any(k.startswith("matmul_") and k.endswith(part) for k in kernels), part
     rows = stages["preflight"]["detail"]["buffers"]
     assert sum(r["bytes"] for r in rows if r["name"].startswith("webgpu")) == stages["load"]["detail"]["memory_bytes"]
     md = (tmp_path / "diagnose-small-webgpu.md").read_text()
-    assert "## per-kernel time of one step" in md and "| matmul_direct dw |" in md
+    dw = next(k for k in kernels if k.startswith("matmul_") and k.endswith(" dw"))
+    assert "## per-kernel time of one step" in md and f"| {dw} |" in md
     assert "per-kernel time of one small step on webgpu" in out
