@@ -68,14 +68,14 @@ static inline v128_t exp4(v128_t x) {
     v128_t t = wasm_f32x4_add(wasm_f32x4_mul(x, SPLAT(LOG2E)), SPLAT(EXP_MAGIC));
     v128_t n = wasm_f32x4_sub(t, SPLAT(EXP_MAGIC));
     v128_t r = wasm_f32x4_sub(wasm_f32x4_sub(x, wasm_f32x4_mul(n, SPLAT(LN2_HI))), wasm_f32x4_mul(n, SPLAT(LN2_LO)));
-    v128_t p = SPLAT(1.f / 5040.f);
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), SPLAT(1.f / 720.f));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), SPLAT(1.f / 120.f));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), SPLAT(1.f / 24.f));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), SPLAT(1.f / 6.f));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), SPLAT(0.5f));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), SPLAT(1.f));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, r), SPLAT(1.f));
+    /* Estrin's scheme (pairs, then r^2 and r^4): a dependency chain of 4 multiply-adds
+     * instead of Horner's 7, so more of these overlap in the out-of-order window */
+    v128_t r2 = wasm_f32x4_mul(r, r), r4 = wasm_f32x4_mul(r2, r2);
+    v128_t p01 = wasm_f32x4_add(SPLAT(1.f), r), p23 = wasm_f32x4_add(SPLAT(0.5f), wasm_f32x4_mul(r, SPLAT(1.f / 6.f)));
+    v128_t p45 = wasm_f32x4_add(SPLAT(1.f / 24.f), wasm_f32x4_mul(r, SPLAT(1.f / 120.f)));
+    v128_t p67 = wasm_f32x4_add(SPLAT(1.f / 720.f), wasm_f32x4_mul(r, SPLAT(1.f / 5040.f)));
+    v128_t p03 = wasm_f32x4_add(p01, wasm_f32x4_mul(r2, p23)), p47 = wasm_f32x4_add(p45, wasm_f32x4_mul(r2, p67));
+    v128_t p = wasm_f32x4_add(p03, wasm_f32x4_mul(r4, p47));
     v128_t e = wasm_i32x4_shl(t, 23);
     return wasm_v128_andnot(wasm_f32x4_mul(p, e), under);
 }
@@ -100,12 +100,12 @@ static inline float logf_(float x) {
 static inline v128_t erfc_abs4(v128_t z, v128_t *expmz2) {
     v128_t a = wasm_f32x4_abs(z);
     v128_t t = wasm_f32x4_div(SPLAT(1.f), wasm_f32x4_add(SPLAT(1.f), wasm_f32x4_mul(SPLAT(0.3275911f), a)));
-    v128_t p = SPLAT(1.061405429f);
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, t), SPLAT(-1.453152027f));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, t), SPLAT(1.421413741f));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, t), SPLAT(-0.284496736f));
-    p = wasm_f32x4_add(wasm_f32x4_mul(p, t), SPLAT(0.254829592f));
-    p = wasm_f32x4_mul(p, t);
+    /* t (a1 + a2 t + a3 t^2 + a4 t^3 + a5 t^4), Estrin's scheme (see exp4) */
+    v128_t t2 = wasm_f32x4_mul(t, t);
+    v128_t q12 = wasm_f32x4_add(SPLAT(0.254829592f), wasm_f32x4_mul(t, SPLAT(-0.284496736f)));
+    v128_t q34 = wasm_f32x4_add(SPLAT(1.421413741f), wasm_f32x4_mul(t, SPLAT(-1.453152027f)));
+    v128_t q35 = wasm_f32x4_add(q34, wasm_f32x4_mul(t2, SPLAT(1.061405429f)));
+    v128_t p = wasm_f32x4_mul(t, wasm_f32x4_add(q12, wasm_f32x4_mul(t2, q35)));
     v128_t e = exp4(wasm_f32x4_neg(wasm_f32x4_mul(z, z)));
     *expmz2 = e;
     return wasm_f32x4_mul(p, e);

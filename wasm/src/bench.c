@@ -12,6 +12,15 @@ EXPORT(bench_matmul) void bench_matmul(float *c, const float *a, const float *b,
     }
 }
 
+/* GELU alone over n floats (n % 4 == 0), reps times: forward out = gelu(x), or with
+ * backward the input gradient out = dout * gelu'(x) (the step's two GELU regions) */
+EXPORT(bench_gelu) void bench_gelu(float *out, const float *x, const float *dout, size_t n, int backward, int reps) {
+    for (int r = 0; r < reps; r++) {
+        if (backward) gelu_backward(out, x, dout, n);
+        else gelu_forward(out, x, n);
+    }
+}
+
 /* n empty parallel regions: the fork-join cost of the pool */
 static void empty_task(void *ctx, int tid, int nth) { (void)ctx; (void)tid; (void)nth; }
 EXPORT(bench_regions) void bench_regions(int n) {

@@ -194,11 +194,13 @@ typedef struct { float *out; const float *x, *dout; size_t n; } GeluArgs;
 static void gelu_forward_task(void *ctx, int tid, int nth) {
     const GeluArgs *g = ctx;
     int lo, hi;
+    const float *xs = g->x; /* locals: a store through out may alias *g, which would reload these */
+    float *out = g->out;
     split_range((int)(g->n / 4), tid, nth, &lo, &hi);
     for (size_t i = (size_t)lo * 4; i < (size_t)hi * 4; i += 4) {
-        v128_t x = LOAD(g->x + i), e;
+        v128_t x = LOAD(xs + i), e;
         v128_t ope = one_plus_erf4(wasm_f32x4_mul(x, SPLAT(INV_SQRT2)), &e);
-        STORE(g->out + i, wasm_f32x4_mul(wasm_f32x4_mul(SPLAT(0.5f), x), ope));
+        STORE(out + i, wasm_f32x4_mul(wasm_f32x4_mul(SPLAT(0.5f), x), ope));
     }
 }
 void gelu_forward(float *out, const float *x, size_t n) {
@@ -208,12 +210,14 @@ void gelu_forward(float *out, const float *x, size_t n) {
 static void gelu_backward_task(void *ctx, int tid, int nth) {
     const GeluArgs *g = ctx;
     int lo, hi;
+    const float *xs = g->x, *dout = g->dout;
+    float *out = g->out;
     split_range((int)(g->n / 4), tid, nth, &lo, &hi);
     for (size_t i = (size_t)lo * 4; i < (size_t)hi * 4; i += 4) {
-        v128_t x = LOAD(g->x + i), e;
+        v128_t x = LOAD(xs + i), e;
         v128_t ope = one_plus_erf4(wasm_f32x4_mul(x, SPLAT(INV_SQRT2)), &e);
         v128_t d = wasm_f32x4_add(wasm_f32x4_mul(SPLAT(0.5f), ope), wasm_f32x4_mul(x, wasm_f32x4_mul(e, SPLAT(INV_SQRT_2PI))));
-        STORE(g->out + i, wasm_f32x4_mul(LOAD(g->dout + i), d));
+        STORE(out + i, wasm_f32x4_mul(LOAD(dout + i), d));
     }
 }
 /* dx may alias dout */
