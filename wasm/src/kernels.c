@@ -105,6 +105,7 @@ typedef struct {
 static void layernorm_forward_task(void *ctx, int tid, int nth) {
     const LNArgs *a = ctx;
     int lo, hi, C = a->C;
+    const float *w = a->w, *bias = a->b; /* locals: the stores below may alias *a */
     split_range(a->N, tid, nth, &lo, &hi);
     for (int n = lo; n < hi; n++) {
         const float *x = a->x + (size_t)n * C;
@@ -121,7 +122,7 @@ static void layernorm_forward_task(void *ctx, int tid, int nth) {
         float *o = a->out + (size_t)n * C;
         for (int i = 0; i < C; i += 4) {
             v128_t nx = wasm_f32x4_mul(wasm_f32x4_sub(LOAD(x + i), vm), vr);
-            STORE(o + i, wasm_f32x4_add(wasm_f32x4_mul(nx, LOAD(a->w + i)), LOAD(a->b + i)));
+            STORE(o + i, wasm_f32x4_add(wasm_f32x4_mul(nx, LOAD(w + i)), LOAD(bias + i)));
         }
         a->mean[n] = m;
         a->rstd[n] = rs;
@@ -138,13 +139,14 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *x, con
 static void layernorm_backward_dx_task(void *ctx, int tid, int nth) {
     const LNArgs *a = ctx;
     int lo, hi, C = a->C;
+    const float *w = a->w; /* a local: the stores below may alias *a */
     split_range(a->N, tid, nth, &lo, &hi);
     for (int n = lo; n < hi; n++) {
         const float *x = a->x + (size_t)n * C, *d = a->dout + (size_t)n * C;
         v128_t vm = SPLAT(a->mean[n]), vr = SPLAT(a->rstd[n]), sg = SPLAT(0.f), sgx = SPLAT(0.f);
         for (int i = 0; i < C; i += 4) {
             v128_t xh = wasm_f32x4_mul(wasm_f32x4_sub(LOAD(x + i), vm), vr);
-            v128_t g = wasm_f32x4_mul(LOAD(a->w + i), LOAD(d + i));
+            v128_t g = wasm_f32x4_mul(LOAD(w + i), LOAD(d + i));
             sg = wasm_f32x4_add(sg, g);
             sgx = MADD(g, xh, sgx);
         }
@@ -153,7 +155,7 @@ static void layernorm_backward_dx_task(void *ctx, int tid, int nth) {
         const float *in = a->init ? a->init + (size_t)n * C : 0;
         for (int i = 0; i < C; i += 4) {
             v128_t xh = wasm_f32x4_mul(wasm_f32x4_sub(LOAD(x + i), vm), vr);
-            v128_t g = wasm_f32x4_mul(LOAD(a->w + i), LOAD(d + i));
+            v128_t g = wasm_f32x4_mul(LOAD(w + i), LOAD(d + i));
             v128_t r = wasm_f32x4_mul(wasm_f32x4_sub(wasm_f32x4_sub(g, mg), wasm_f32x4_mul(xh, mgx)), vr);
             STORE(dx + i, in ? wasm_f32x4_add(LOAD(in + i), r) : r);
         }
