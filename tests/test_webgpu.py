@@ -58,6 +58,23 @@ def test_matmul(gpu, variant, trans_a, trans_b, m, n, k):
     assert rel_err(out[1], want + bias + res + c0) < 1e-5
 
 
+def test_warm_up_runs_the_program_back_to_back_for_the_time_asked(gpu):
+    """Program.warm_up (before micro-benchmark timings): the program runs whole, several times,
+    for at least the seconds asked, and leaves the same result as one run."""
+    import time
+
+    rng = np.random.default_rng(11)
+    a, b = rand(rng, 40, 24), rand(rng, 24, 32)
+    A, B, C = ops.Ref(gpu.upload(a, "a")), ops.Ref(gpu.upload(b, "b")), ops.Ref(gpu.buffer(4 * 40 * 32, "c"))
+    p = Program(gpu, "warm")
+    ops.matmul(p, "plain", C, A, B, 40, 32, 24)
+    p.finalize()
+    t = time.perf_counter()
+    runs = p.warm_up(0.05)
+    assert time.perf_counter() - t >= 0.05 and runs >= 4 and runs % 4 == 0
+    assert rel_err(gpu.read(C.buf, count=40 * 32).reshape(40, 32), a.astype(np.float64) @ b) < 1e-5
+
+
 def test_matmul_bias_grad(gpu):
     """The weight-gradient product also writing the bias gradient (column sums of dy)."""
     rng = np.random.default_rng(9)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -447,6 +448,23 @@ class Program:
         ticks = read_mapped(out, np.uint64).reshape(n, 2).astype(np.float64)
         period_ns = 1.0  # wgpu reports timestamps in nanoseconds
         return [(d.name, (t1 - t0) * period_ns * 1e-9) for d, (t0, t1) in zip(self.dispatches, ticks)]
+
+    def warm_up(self, seconds: float) -> int:
+        """Run the program back to back for at least `seconds` of wall time, then wait: before a
+        micro-benchmark times one dispatch. GPUs lower their clocks within a second of idling and
+        raise them only under sustained work: on the H100, timing a kernel right after a
+        CPU-only phase measured it at a third of its speed (docs/webgpu-engine.md, session 4).
+        Returns how many times the program ran."""
+        t0, runs = time.perf_counter(), 0
+        while True:
+            enc = self.gpu.device.create_command_encoder(label=f"{self.label} warm-up")
+            self.encode(enc)
+            self.gpu.device.queue.submit([self.finish(enc)])
+            runs += 1
+            if runs % 4 == 0:  # keep a few submits in flight, not an unbounded queue
+                self.gpu.wait()
+                if time.perf_counter() - t0 >= seconds:
+                    return runs
 
     def run(self) -> None:
         """Encode, submit and wait: for tests and diagnosis (a training step encodes itself)."""
