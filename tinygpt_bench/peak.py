@@ -190,17 +190,11 @@ def webgpu_peak_expected(n: int, iters: int) -> np.ndarray:
     return xn * c0_sum + WGPU_PEAK_CHAINS * 4 * y * (1 - xn) / (1 - x)
 
 
-def warm_up_seconds(gpu) -> float:
-    """Sustained work before a timed GPU measurement (Program.warm_up): a second on a GPU, whose
-    clocks ramp up under load; a little on a CPU adapter, to keep its runs short."""
-    return 0.1 if gpu.adapter.info["adapter_type"] == "CPU" else 1.0
-
-
 def _gpu_seconds(gpu, program, repeats: int) -> float:
     """Best GPU time of the program's single dispatch, after a warm-up of sustained work:
     timestamp queries where the adapter has them, else host time over several submits waited
     for together."""
-    program.warm_up(warm_up_seconds(gpu))
+    program.warm_up()
     if gpu.timestamps:
         return min(program.profile()[0][1] for _ in range(repeats))
     best = math.inf

@@ -449,12 +449,15 @@ class Program:
         period_ns = 1.0  # wgpu reports timestamps in nanoseconds
         return [(d.name, (t1 - t0) * period_ns * 1e-9) for d, (t0, t1) in zip(self.dispatches, ticks)]
 
-    def warm_up(self, seconds: float) -> int:
+    def warm_up(self, seconds: float | None = None) -> int:
         """Run the program back to back for at least `seconds` of wall time, then wait: before a
         micro-benchmark times one dispatch. GPUs lower their clocks within a second of idling and
         raise them only under sustained work: on the H100, timing a kernel right after a
         CPU-only phase measured it at a third of its speed (docs/webgpu-engine.md, session 4).
+        Default: a second on a GPU; 0.1 s on a CPU adapter, to keep its runs short.
         Returns how many times the program ran."""
+        if seconds is None:
+            seconds = 0.1 if self.gpu.adapter.info["adapter_type"] == "CPU" else 1.0
         t0, runs = time.perf_counter(), 0
         while True:
             enc = self.gpu.device.create_command_encoder(label=f"{self.label} warm-up")
