@@ -12,7 +12,10 @@
 # Each part stops its own work at PART_BUDGET seconds (default 530) so that there is time to
 # leave a tarball of the whole folder so far in $OUT (the device tool brings back at most 8
 # files); finished measurements are in the CSVs whatever happens, and a part run again
-# resumes. Back here: untar into results/h100, then `tinygpt-bench chart results/h100` and
+# resumes. If a lease ends between parts (a lease is 30 minutes), untar the parts so far into
+# a folder of the working tree that git does not ignore (e.g. pubstate/; it travels with the
+# tree) and run the next part with PUB_DIR=$PWD/pubstate: it resumes on the new machine (session 4
+# did this for part 3; say so in NOTES.md). Back here: untar into results/h100, then `tinygpt-bench chart results/h100` and
 # `tinygpt-bench report results/h100 --update docs/performance.md`. (P1..P4, D2, D4 override the presets of each part, for
 # a smoke test elsewhere.)
 # 2 repeats, not the default 3: a third repeat of behemoth's WASM measurement (16 steps of
