@@ -239,9 +239,7 @@ def test_matmul_kernel_variants_ragged_shapes(trans_a):
     a, bm = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32)
     with wasm.WasmBackend(threads=2) as b:
         b._start()
-        A, B, C = b._call("alloc", 4 * M * K), b._call("alloc", 4 * K * N), b._call("alloc", 4 * M * N)
-        b._f32(A, M * K)[:] = (a.T if trans_a else a).ravel()
-        b._f32(B, K * N)[:] = bm.ravel()
+        A, B, C = b._put(a.T if trans_a else a), b._put(bm), b._call("alloc", 4 * M * N)
         for fma in (0, 1):
             b._call("model_set_fma", fma)
             outs = []

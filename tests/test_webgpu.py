@@ -384,7 +384,7 @@ def run_attention(gpu, q, k, v, dout, h, **kw):
     D = ops.Ref(gpu.buffer(4 * 3 * btc, "dqkv"))
     p = Program(gpu, "test")
     if kw.get("tiled"):  # room for a split's partials, at an odd offset
-        nch = ops.attention_chunks(p, t, kw.get("chunk"))[1]
+        nch = ops.attention_chunks(gpu, t, kw.get("chunk"))[1]
         kw["scratch"] = ops.Ref(gpu.buffer(4 * (3 + ops.attention_scratch(b, t, c, h, nch)), "part"), 3)
     ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h, **kw)
     ops.attention_backward(p, "att", D, D.at(btc), D.at(2 * btc), DD, DO, Q, K, V, O, LSE, b, t, c, h, **kw)
@@ -633,20 +633,20 @@ def test_attention_tiled_rule():
     class P:
         class gpu:
             attention_tiled = True
-    assert ops.attention_tiled(P) and not ops.attention_tiled(P, False)
+    assert ops.attention_tiled(P.gpu) and not ops.attention_tiled(P.gpu, False)
     P.gpu.attention_tiled = False
-    assert not ops.attention_tiled(P) and ops.attention_tiled(P, True)
+    assert not ops.attention_tiled(P.gpu) and ops.attention_tiled(P.gpu, True)
     P.gpu.attention_tiled = 1   # a mask: the forward only
-    assert ops.attention_tiled(P) and not ops.attention_tiled(P, None, ops.TILED_DKV)
-    assert ops.attention_tiled(P, 6, ops.TILED_DQ) and not ops.attention_tiled(P, 6)
+    assert ops.attention_tiled(P.gpu) and not ops.attention_tiled(P.gpu, None, ops.TILED_DKV)
+    assert ops.attention_tiled(P.gpu, 6, ops.TILED_DQ) and not ops.attention_tiled(P.gpu, 6)
     P.gpu.attention_tiled = None   # by head_dim: the forward always, dk/dv above 32, dq never
-    assert [ops.attention_tiled(P, None, part, 64) for part in (1, 2, 4)] == [True, False, True]
-    assert [ops.attention_tiled(P, None, part, 32) for part in (1, 2, 4)] == [True, False, False]
+    assert [ops.attention_tiled(P.gpu, None, part, 64) for part in (1, 2, 4)] == [True, False, True]
+    assert [ops.attention_tiled(P.gpu, None, part, 32) for part in (1, 2, 4)] == [True, False, False]
     P.gpu.attention_chunk = 64
-    assert ops.attention_chunks(P, 512) == (64, 8) and ops.attention_chunks(P, 64) == (0, 1)
-    assert ops.attention_chunks(P, 65) == (64, 2) and ops.attention_chunks(P, 512, 0) == (0, 1)
+    assert ops.attention_chunks(P.gpu, 512) == (64, 8) and ops.attention_chunks(P.gpu, 64) == (0, 1)
+    assert ops.attention_chunks(P.gpu, 65) == (64, 2) and ops.attention_chunks(P.gpu, 512, 0) == (0, 1)
     with pytest.raises(ValueError, match="multiple of 32"):
-        ops.attention_chunks(P, 512, 48)
+        ops.attention_chunks(P.gpu, 512, 48)
 
 
 @pytest.mark.parametrize("name,chunk,ln_subgroup", [("tiny", 0, False), ("small", 32, True)])

@@ -151,11 +151,9 @@ def wasm_matmul(threads: int, reps: int, shapes=XL_SHAPES, repeats: int = 3) -> 
         if kernel is not None:
             b._call("model_set_matmul_kernel", wasm_mod.MATMUL_KERNELS.index(kernel))
         for label, M, N, K, tr in shapes:
-            A, B, C = b._call("alloc", 4 * M * K), b._call("alloc", 4 * K * N), b._call("alloc", 4 * M * N)
             a = rng.standard_normal(M * K).astype(np.float32)
             bb = rng.standard_normal(K * N).astype(np.float32)
-            b._f32(A, M * K)[:] = a
-            b._f32(B, K * N)[:] = bb
+            A, B, C = b._put(a), b._put(bb), b._call("alloc", 4 * M * N)
             a2 = a.reshape(K, M).T if tr else a.reshape(M, K)  # trans_a: a is stored (K, M)
             want = a2.astype(np.float64) @ bb.reshape(K, N)
             for fma in (0, 1):
@@ -190,11 +188,12 @@ def webgpu_peak_expected(n: int, iters: int) -> np.ndarray:
     return xn * c0_sum + WGPU_PEAK_CHAINS * 4 * y * (1 - xn) / (1 - x)
 
 
-def _gpu_seconds(gpu, program, repeats: int) -> float:
-    """Best GPU time of the program's single dispatch, after a warm-up of sustained work:
-    timestamp queries where the adapter has them, else host time over several submits waited
-    for together."""
-    program.warm_up()
+def _gpu_seconds(gpu, program, repeats: int, warm: bool = False) -> float:
+    """Best GPU time of the program's single dispatch (after a warm-up of sustained work with
+    warm, Program.warm_up): timestamp queries where the adapter has them, else host time over
+    several submits waited for together."""
+    if warm:
+        program.warm_up()
     if gpu.timestamps:
         return min(program.profile()[0][1] for _ in range(repeats))
     best = math.inf
@@ -233,7 +232,7 @@ def webgpu_peak(gpu, seconds: float, repeats: int) -> dict:
     p.run()
     err = _checked(f"webgpu peak.wgsl ({iters} rounds)",
                    rel_err(gpu.read(out, count=n), webgpu_peak_expected(n, iters)), 1e-3)
-    t = _gpu_seconds(gpu, p, 2)
+    t = _gpu_seconds(gpu, p, 2, warm=True)  # the calibration below follows without idle gaps
     while t < seconds / 8 and iters < 1 << 22:  # grow past the launch overhead before extrapolating
         iters *= 8
         t = _gpu_seconds(gpu, program(iters), 1)
@@ -242,7 +241,7 @@ def webgpu_peak(gpu, seconds: float, repeats: int) -> dict:
     p.run()
     err = max(err, _checked(f"webgpu peak.wgsl ({iters} rounds)",
                             rel_err(gpu.read(out, count=n), webgpu_peak_expected(n, iters)), 1e-3))
-    best = _gpu_seconds(gpu, p, repeats)
+    best = _gpu_seconds(gpu, p, repeats, warm=True)
     flops = n * iters * WGPU_PEAK_CHAINS * 4 * 2  # invocations x rounds x chains x lanes x multiply-add
     for buf in (xy, out):
         buf.destroy()

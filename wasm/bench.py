@@ -79,9 +79,8 @@ def matmul(threads: int, reps: int = 5) -> list[dict]:
     with WasmBackend(threads=threads) as b:
         b._start()
         for label, M, N, K, tr in XL_SHAPES:
-            A, B, C = b._call("alloc", 4 * M * K), b._call("alloc", 4 * K * N), b._call("alloc", 4 * M * N)
-            b._f32(A, M * K)[:] = rng.standard_normal(M * K)
-            b._f32(B, K * N)[:] = rng.standard_normal(K * N)
+            A, B = b._put(rng.standard_normal(M * K)), b._put(rng.standard_normal(K * N))
+            C = b._call("alloc", 4 * M * N)
             for fma in (0, 1):  # the default tile (shuffle); --matmul-kernels compares the tiles
                 b._call("model_set_fma", fma)
                 b._call("bench_matmul", C, A, B, M, N, K, tr, 1)
@@ -114,9 +113,8 @@ def matmul_ab(threads: int, variants: list[dict], reps: int = 3, rounds: int = 3
         b._start()
         bufs = []
         for label, M, N, K, tr in XL_SHAPES:
-            A, B, C = b._call("alloc", 4 * M * K), b._call("alloc", 4 * K * N), b._call("alloc", 4 * M * N)
-            b._f32(A, M * K)[:] = rng.standard_normal(M * K)
-            b._f32(B, K * N)[:] = rng.standard_normal(K * N)
+            A, B = b._put(rng.standard_normal(M * K)), b._put(rng.standard_normal(K * N))
+            C = b._call("alloc", 4 * M * N)
             bufs.append((label, M, N, K, tr, A, B, C))
         for _ in range(rounds):
             for v in variants:

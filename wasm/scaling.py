@@ -53,9 +53,8 @@ def main() -> None:
     for n in counts:
         b = WasmBackend(threads=n)
         b._start()
-        A, B, C = b._call("alloc", 4 * M * K), b._call("alloc", 4 * K * N), b._call("alloc", 4 * M * N)
-        b._f32(A, M * K)[:] = rng.standard_normal(M * K)
-        b._f32(B, K * N)[:] = rng.standard_normal(K * N)
+        A, B = b._put(rng.standard_normal(M * K)), b._put(rng.standard_normal(K * N))
+        C = b._call("alloc", 4 * M * N)
         b._call("model_set_fma", 0)
         b._call("bench_matmul", C, A, B, M, N, K, 0, 1)
         b._call("bench_peak", 1000)

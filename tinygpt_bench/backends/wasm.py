@@ -487,6 +487,13 @@ class WasmBackend(Backend):
     def _i32(self, addr: int, count: int) -> np.ndarray:
         return self._view(addr, count, ctypes.c_int32)
 
+    def _put(self, values: np.ndarray) -> int:
+        """A new float32 buffer in the module's heap holding `values` (for benchmarks and tests
+        of single kernels); its address."""
+        addr = self._call("alloc", 4 * values.size)
+        self._f32(addr, values.size)[:] = np.ravel(values)
+        return addr
+
     def memory_bytes(self) -> int:
         """Current size of the shared memory in bytes."""
         return self._memory.data_len() if self._started else 0

@@ -143,10 +143,9 @@ def step_plan(preset: Preset, gpu, fault: str | None = None) -> StepPlan:
               (C, C, BT), (4 * C, C, BT), (C, 4 * C, BT), (V, C, BT)]
     n_split = max(ops.splitk_scratch(m, n, ops.plan_matmul(gpu, m, n, k, bg)[1])
                   for m, n, k in shapes for bg in (False, True))
-    sizing = Program(gpu, "size")
     tiled_parts = (ops.TILED_FORWARD, ops.TILED_DQ, ops.TILED_DKV)
-    if any(ops.attention_tiled(sizing, None, part, C // H) for part in tiled_parts):  # a split's partials share it
-        n_split = max(n_split, ops.attention_scratch(B, T, C, H, ops.attention_chunks(sizing, T)[1]))
+    if any(ops.attention_tiled(gpu, None, part, C // H) for part in tiled_parts):  # a split's partials share it
+        n_split = max(n_split, ops.attention_scratch(B, T, C, H, ops.attention_chunks(gpu, T)[1]))
     storage = {"params": 4 * P, "grads": 4 * P, "adam_m": 4 * P, "adam_v": 4 * P,
                "decay_mask": 4 * ops.cdiv(P, 32), "tokens": 4 * tl.total, "step": 4 * (ops.ST_PART + ops.NPARTS),
                **{f"layer{l}": 4 * la.total for l in range(L)}, "top": 4 * top.total, "scratch": 4 * scr.total,

@@ -299,24 +299,24 @@ def _hd4(p: Program, hd: int) -> dict:
 TILED_FORWARD, TILED_DQ, TILED_DKV = 1, 2, 4
 
 
-def attention_tiled(p: Program, tiled: bool | int | None = None, part: int = TILED_FORWARD, hd: int = 0) -> bool:
+def attention_tiled(gpu, tiled: bool | int | None = None, part: int = TILED_FORWARD, hd: int = 0) -> bool:
     """Whether `part` (TILED_FORWARD, TILED_DQ or TILED_DKV) runs as attention.wgsl's *_tiled
     kernel (score tiles as small matrix products in workgroup memory) instead of the row kernel.
     `tiled` (default the Gpu's attention_tiled): True/False for all three, a mask of the parts,
     or None: by head_dim, as measured on the H100 (interleaved A/B, ms a step): the forward
     always (behemoth 10.6 -> 5.9, mega 3.7 -> 2.5, xl 0.55 -> 0.38), dk/dv above head_dim 32
     (behemoth 19.8 -> 17.6; at 32 slower: mega 5.1 -> 6.3), dq never (behemoth 14.1 -> 19.3)."""
-    v = getattr(p.gpu, "attention_tiled", 0) if tiled is None else tiled
+    v = getattr(gpu, "attention_tiled", 0) if tiled is None else tiled
     if v is None:
         v = TILED_FORWARD | (TILED_DKV if hd > 32 else 0)
     return v if isinstance(v, bool) else bool(int(v) & part)
 
 
-def attention_chunks(p: Program, t: int, chunk: int | None = None) -> tuple[int, int]:
+def attention_chunks(gpu, t: int, chunk: int | None = None) -> tuple[int, int]:
     """(chunk, nch): the tiled kernels split the other side of each row into nch chunks of `chunk`
     rows (a multiple of 32; default the Gpu's attention_chunk), merged by the combine kernels;
     (0, 1) for no split (chunk 0, or one chunk covering T)."""
-    ch = getattr(p.gpu, "attention_chunk", 0) if chunk is None else chunk
+    ch = getattr(gpu, "attention_chunk", 0) if chunk is None else chunk
     if ch % 32:
         raise ValueError(f"attention_chunk {ch}: a multiple of 32 (or 0)")
     return (ch, cdiv(t, ch)) if ch and cdiv(t, ch) > 1 else (0, 1)
@@ -336,7 +336,7 @@ def _att_args(b, t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None,
 
 
 def _split(p: Program, name: str, t: int, scratch: Ref | None, chunk: int | None) -> tuple[int, int]:
-    chunk, nch = attention_chunks(p, t, chunk)
+    chunk, nch = attention_chunks(p.gpu, t, chunk)
     if nch > 1 and scratch is None:
         raise ValueError(f"{name}: attention split into {nch} chunks needs a scratch buffer")
     return chunk, nch
@@ -353,7 +353,7 @@ def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v
     if hd > MAX_HD or hd % 4:
         raise ValueError(f"{name}: head_dim {hd}; the kernel needs a multiple of 4, at most {MAX_HD}")
     binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf}
-    if attention_tiled(p, tiled, TILED_FORWARD, hd):
+    if attention_tiled(p.gpu, tiled, TILED_FORWARD, hd):
         chunk, nch = _split(p, name, t, scratch, chunk)
         args = _att_args(b, t, c, h, q, k, v, o, lse, chunk=chunk, nch=nch, part=scratch)
         binds[11] = scratch.buf if nch > 1 else o.buf   # (not written without a split)
@@ -378,12 +378,12 @@ def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref
     dq_binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf}
     dkv_binds = {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf}
     parts = (("dq", TILED_DQ, dq_binds), ("dkv", TILED_DKV, dkv_binds))  # dq first: it writes dd
-    if any(attention_tiled(p, tiled, bit, hd) for _, bit, _ in parts):
+    if any(attention_tiled(p.gpu, tiled, bit, hd) for _, bit, _ in parts):
         chunk, nch = _split(p, name, t, scratch, chunk)
         targs = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd, chunk, nch, scratch)
     rows = {"SPLIT": split or attention_split(p, hd, True), **_hd4(p, hd)}
     for part, bit, binds in parts:
-        if not attention_tiled(p, tiled, bit, hd):
+        if not attention_tiled(p.gpu, tiled, bit, hd):
             p.add(f"{name}.{part}", "attention", f"attention_backward_{part}", args, binds, (cdiv(t, 32), b * h),
                   constants=rows)
             continue

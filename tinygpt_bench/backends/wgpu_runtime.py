@@ -153,7 +153,9 @@ def tuning_for(adapter) -> dict:
 
 TUNE_ENV = "TINYGPT_BENCH_TUNE"
 # the allowed values of tuning keys that are not switches or counts from 0 up
-TUNE_RANGES = {"norm_parts": range(1, 2049), "ln_param_channels": (1, 2, 4, 8, 16, 32, 64, 128, 256), "attention_tiled": range(0, 8), "attention_chunk": range(0, 4097, 32), "min_workgroups": range(1, 1 << 20)}
+TUNE_RANGES = {"norm_parts": range(1, 2049), "ln_param_channels": (1, 2, 4, 8, 16, 32, 64, 128, 256),
+               "attention_tiled": range(0, 8), "attention_chunk": range(0, 4097, 32),
+               "min_workgroups": range(1, 1 << 20)}
 
 
 def tune_override(defaults: dict, text: str | None = None) -> dict:
