@@ -3,32 +3,49 @@
 # environment in .venv, and the package. Usage:
 #   ./setup.sh            install for use (the wheel, as a user gets it)
 #   ./setup.sh --test     install editable with the test and build extras (pytest, ziglang)
-# System packages: python3-venv where venv is missing, and a Vulkan driver for the WebGPU
-# backend where none exists (Debian's mesa-vulkan-drivers gives lavapipe, a CPU adapter).
-# They are installed when running as root or with password-less sudo; otherwise the exact
-# command is printed and setup carries on (the WebGPU backend then reports no adapter).
+# System packages: python3-venv where venv is missing, and a Vulkan driver that both WebGPU
+# implementations accept where there is none: Mesa's lavapipe (a CPU adapter) from
+# mesa-vulkan-drivers 24 or newer. Dawn (the webgpu-dawn backend) refuses Mesa 22's lavapipe
+# ("Vulkan shaderUniform*ArrayDynamicIndexing required"), which is Debian 12's own; there setup
+# adds Debian's bookworm-backports suite and installs Mesa 25 from it (wgpu-native works with
+# both). Ubuntu 24.04's own Mesa (24 or newer) is taken as it is. A machine with a GPU driver
+# already (an NVIDIA ICD, say) keeps it; lavapipe is added beside it only where Mesa is too old.
+# Packages are installed when running as root or with password-less sudo; otherwise the exact
+# commands are printed and setup carries on. At the end it asks both implementations for an
+# adapter and says what each found.
 set -euo pipefail
 cd "$(dirname "$0")"
 mode=${1:-}
 py=${PYTHON:-python3}
+MESA_MIN=24  # the oldest Mesa whose lavapipe Dawn accepts (Debian 12's 22.3 is refused)
 
-apt_install() {
-  if [ "$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else
+sudo_cmd() {  # prints the prefix for root commands, or fails where there is no way to be root
+  if [ "$(id -u)" = 0 ]; then echo ""; elif sudo -n true 2>/dev/null; then echo "sudo -n"; else return 1; fi
+}
+
+apt_install() {  # apt_install [-t SUITE] PACKAGE...
+  local sudo
+  if ! command -v apt-get >/dev/null; then
+    echo "setup: no apt-get here; install the equivalent of: $* (a Vulkan loader and a Vulkan driver: Mesa $MESA_MIN+ lavapipe or a GPU's)" >&2
+    return 1
+  fi
+  if ! sudo=$(sudo_cmd); then
     echo "setup: missing system packages: $*" >&2
     echo "setup: fix: sudo apt-get update && sudo apt-get install -y $*" >&2
     return 1
   fi
-  if ! command -v apt-get >/dev/null; then
-    echo "setup: no apt-get here; install the equivalent of: $* (a Vulkan loader and a CPU or GPU Vulkan driver)" >&2
-    return 1
-  fi
-  echo "setup: installing system packages: $*"
+  if [ "$1" = -t ]; then echo "setup: installing system packages from $2: ${*:3}"; else echo "setup: installing system packages: $*"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
-need=()
-"$py" -c 'import venv, ensurepip' 2>/dev/null || need+=("python3-venv")
+os_field() { (. /etc/os-release 2>/dev/null && eval "echo \${$1:-}"); }
+
+mesa_major() {  # the installed mesa-vulkan-drivers' major version, or nothing
+  dpkg-query -W -f='${Status} ${Version}\n' mesa-vulkan-drivers 2>/dev/null \
+    | awk '$3 == "installed" { split($4, v, /[.:~+-]/); print (v[1] ~ /^[0-9]+$/ && $4 !~ /^[0-9]+:/) ? v[1] : v[2] }'
+}
+
 have_vulkan_driver() {
   ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || return 1
   for f in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json ${VK_DRIVER_FILES:-}; do
@@ -36,9 +53,39 @@ have_vulkan_driver() {
   done
   return 1
 }
-have_vulkan_driver || need+=("libvulkan1" "mesa-vulkan-drivers")
+
+need=()
+"$py" -c 'import venv, ensurepip' 2>/dev/null || need+=("python3-venv")
+mesa=$(mesa_major || true)
+if ! have_vulkan_driver || { [ -n "$mesa" ] && [ "$mesa" -lt "$MESA_MIN" ]; }; then
+  need+=("libvulkan1" "mesa-vulkan-drivers")
+fi
 if [ ${#need[@]} -gt 0 ]; then
-  apt_install "${need[@]}" || { case " ${need[*]} " in *python3-venv*) exit 1;; esac; }
+  case " ${need[*]} " in *" mesa-vulkan-drivers "*) vk=1;; *) vk=0;; esac
+  base=("${need[@]}")
+  if [ "$vk" = 1 ] && [ "$(os_field ID)" = debian ] && [ "$(os_field VERSION_CODENAME)" = bookworm ]; then
+    # Debian 12: Mesa 22.3 in the release, Mesa 25 in bookworm-backports
+    base=(); for p in "${need[@]}"; do case $p in libvulkan1|mesa-vulkan-drivers) ;; *) base+=("$p");; esac; done
+    list=/etc/apt/sources.list.d/tinygpt-bench-backports.list
+    if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/ ; then
+      if sudo=$(sudo_cmd); then
+        echo "setup: adding Debian's bookworm-backports suite ($list) for Mesa $MESA_MIN+"
+        echo "deb http://deb.debian.org/debian bookworm-backports main" | $sudo tee "$list" >/dev/null
+      else
+        echo "setup: fix: echo 'deb http://deb.debian.org/debian bookworm-backports main' | sudo tee $list" >&2
+      fi
+    fi
+    [ ${#base[@]} -eq 0 ] || apt_install "${base[@]}" || { case " ${base[*]} " in *python3-venv*) exit 1;; esac; }
+    apt_install -t bookworm-backports libvulkan1 mesa-vulkan-drivers || true
+  else
+    apt_install "${base[@]}" || { case " ${base[*]} " in *python3-venv*) exit 1;; esac; }
+  fi
+  mesa=$(mesa_major || true)
+  if [ -n "$mesa" ] && [ "$mesa" -lt "$MESA_MIN" ]; then
+    echo "setup: mesa-vulkan-drivers is $mesa.x here; Dawn (backend webgpu-dawn) needs Mesa $MESA_MIN or newer" \
+         "(wgpu-native, backend webgpu, works with it). Fix: install mesa-vulkan-drivers $MESA_MIN+ from your" \
+         "distribution's backports or updates." >&2
+  fi
 fi
 
 [ -x .venv/bin/python ] || "$py" -m venv .venv
@@ -49,3 +96,18 @@ else
   .venv/bin/python -m pip install -q .
 fi
 echo "setup: done ($(.venv/bin/python -c 'import tinygpt_bench; print("tinygpt-bench", tinygpt_bench.__version__)'))"
+# what each WebGPU implementation finds (a diagnosis, not a failure: the wasm engine needs none)
+.venv/bin/python - <<'PY' || true
+from tinygpt_bench.backends.wgpu_runtime import NO_ADAPTER_FIX, adapters
+from tinygpt_bench.envinfo import quiet_mesa
+
+quiet_mesa()
+for impl, backend in (("wgpu-native", "webgpu"), ("dawn", "webgpu-dawn")):
+    try:
+        found = [f"{a.info['device']} ({a.info['adapter_type']}, {a.info['backend_type']})" for a in adapters(impl)]
+    except Exception as e:
+        found, why = [], f"{type(e).__name__}: {e}"
+    else:
+        why = "no adapter"
+    print(f"setup: backend {backend} ({impl}): " + ("; ".join(found) if found else f"{why}; fix: {NO_ADAPTER_FIX[impl]}"))
+PY

@@ -17,7 +17,7 @@ const WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> u: Args;
 @group(0) @binding(1) var<storage, read_write> logits: array<f32>;
-@group(0) @binding(2) var<storage, read_write> tokens: array<u32>;
+@group(0) @binding(2) var<storage, read> tokens: array<u32>;
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(4) var<storage, read_write> st: array<f32>;
 

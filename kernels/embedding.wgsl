@@ -20,8 +20,8 @@ struct Args {
 }
 
 @group(0) @binding(0) var<uniform> u: Args;
-@group(0) @binding(1) var<storage, read_write> tokens: array<u32>;
-@group(0) @binding(2) var<storage, read_write> p: array<f32>;   // parameters (forward)
+@group(0) @binding(1) var<storage, read> tokens: array<u32>;
+@group(0) @binding(2) var<storage, read> p: array<f32>;   // parameters (forward)
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;   // x or dx (BT,C)
 @group(0) @binding(4) var<storage, read_write> g: array<f32>;   // gradients (backward)
 

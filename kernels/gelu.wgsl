@@ -16,7 +16,7 @@
 struct Args { n: u32, x_off: u32, y_off: u32, dy_off: u32 }
 
 @group(0) @binding(0) var<uniform> u: Args;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dy: array<f32>;
 

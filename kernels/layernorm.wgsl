@@ -27,11 +27,11 @@ const EPS: f32 = 1e-5;
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> u: Args;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;    // (R,C) input
-@group(0) @binding(2) var<storage, read_write> p: array<f32>;    // parameters: w (C), b (C)
+@group(0) @binding(1) var<storage, read> x: array<f32>;    // (R,C) input
+@group(0) @binding(2) var<storage, read> p: array<f32>;    // parameters: w (C), b (C)
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;    // (R,C) forward output or dx
 @group(0) @binding(4) var<storage, read_write> s: array<f32>;    // stats: mean (R), rstd (R)
-@group(0) @binding(5) var<storage, read_write> dy: array<f32>;   // (R,C) output gradient
+@group(0) @binding(5) var<storage, read> dy: array<f32>;   // (R,C) output gradient
 @group(0) @binding(6) var<storage, read_write> g: array<f32>;    // gradients: dw (C), db (C)
 
 var<workgroup> red: array<f32, 64>;   // row_sum's partial sums

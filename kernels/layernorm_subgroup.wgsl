@@ -1,5 +1,8 @@
+enable subgroups;   // the WebGPU feature "subgroups" (wgpu_compat.wgsl_for: Naga takes the builtins
+                    // without it and refuses the directive, so it is dropped for wgpu-native)
+
 // row_sum for layernorm.wgsl's workgroup kernels over subgroups (kernel family "layernorm_sg",
-// adapters with the subgroup feature; Naga takes the builtins without an `enable`): each
+// adapters with the subgroup feature): each
 // subgroup adds its lanes, its first lane puts the sum in workgroup memory, and every
 // invocation adds the subgroups' sums in order: one barrier where the tree has log2(64).
 // Subgroups are taken to be runs of n consecutive invocations (lavapipe: 8, NVIDIA: 32); the

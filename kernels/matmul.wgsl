@@ -11,10 +11,12 @@
 //                dW = x^T @ dy                     TN
 //                db = column sums of dy            bias_backward below
 //
-// Every operand is a whole storage buffer plus an element offset (the flat parameter, gradient
-// and activation buffers are bound whole; the offsets come from the uniform). All bindings are
-// read_write so that one buffer may appear in several of them within a dispatch (wgpu rejects a
-// buffer bound both read-only and read_write in one dispatch).
+// Every operand is a whole storage buffer plus an element offset (the flat parameter and
+// gradient buffers are bound whole; the offsets come from the uniform). WebGPU forbids a buffer
+// bound writable in one binding of a dispatch and in any other binding of it (the usage scope
+// and the binding-aliasing rules): so a, b, bias and res are read-only, c is the one writable
+// binding, and what a kernel writes besides c (the bias gradient, split-K partial bias sums) is
+// in c's buffer and written through c, at bias_off.
 //
 // Kernel "2D block tiling, 4x4 register blocking": a workgroup of 16x16 invocations computes a
 // BM x BN = 64 x 64 tile of c, marching over K in steps of BK = 16 through workgroup memory;
@@ -33,15 +35,15 @@ const HAS_BIAS: u32 = 1u;
 const HAS_RES: u32 = 2u;
 const ACCUM: u32 = 4u;
 const BIAS_GRAD: u32 = 8u;   // matmul_direct, weight gradient dW = x^T @ dy: also db = column sums
-                             // of op(b) = dy into bias[bias_off..+n] (overwritten), by the
+                             // of op(b) = dy into c[bias_off..+n] (overwritten), by the
                              // invocations of the first row block, which read all of dy anyway
 
 @group(0) @binding(0) var<uniform> u: Args;
-@group(0) @binding(1) var<storage, read_write> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> b: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read_write> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> res: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> res: array<f32>;
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -203,7 +205,7 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     if (want_db) {
         for (var j = 0u; j < 8u; j++) {
-            if (col + j < u.n) { bias[u.bias_off + col + j] = select(db1[max(j, 4u) - 4u], db0[min(j, 3u)], j < 4u); }
+            if (col + j < u.n) { c[u.bias_off + col + j] = select(db1[max(j, 4u) - 4u], db0[min(j, 3u)], j < 4u); }
         }
     }
     store_8(row + 0u, col, c0a, c0b);
@@ -255,7 +257,7 @@ fn matmul_direct4(@builtin(global_invocation_id) gid: vec3<u32>) {
         c3 = fma(vec4(load_a_clamped(row + 3u, kk)), b0, c3);
     }
     if (want_db) {
-        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + col + j] = db[j]; } }
+        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { c[u.bias_off + col + j] = db[j]; } }
     }
     store_4(row + 0u, col, c0);
     store_4(row + 1u, col, c1);
@@ -307,7 +309,7 @@ fn matmul_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let row = row0 + 4u * ty;
     let col = col0 + 4u * tx;
     if (want_db) {
-        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + wid.z * u.n + col + j] = db[j]; } }
+        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { c[u.bias_off + wid.z * u.n + col + j] = db[j]; } }
     }
     store_4z(row, col, acc0, kr.z);
     store_4z(row + 1u, col, acc1, kr.z);
@@ -399,7 +401,7 @@ fn matmul_shared_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     let row = row0 + 4u * ty;
     let col = col0 + 4u * tx;
     if (want_db) {
-        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + wid.z * u.n + col + j] = db[j]; } }
+        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { c[u.bias_off + wid.z * u.n + col + j] = db[j]; } }
     }
     store_4z(row, col, acc0, kr.z);
     store_4z(row + 1u, col, acc1, kr.z);
@@ -481,8 +483,8 @@ fn matmul_big(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let col = col0 + 4u * tx;
     if (want_db) {
         for (var j = 0u; j < 4u; j++) {
-            if (col + j < u.n) { bias[u.bias_off + wid.z * u.n + col + j] = db_lo[j]; }
-            if (col + 64u + j < u.n) { bias[u.bias_off + wid.z * u.n + col + 64u + j] = db_hi[j]; }
+            if (col + j < u.n) { c[u.bias_off + wid.z * u.n + col + j] = db_lo[j]; }
+            if (col + 64u + j < u.n) { c[u.bias_off + wid.z * u.n + col + 64u + j] = db_hi[j]; }
         }
     }
     store_4z(r, col, c0a, kr.z);               store_4z(r, col + 64u, c0b, kr.z);
@@ -557,7 +559,7 @@ fn matmul_splitk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgro
         c3 = fma(vec4(load_a_clamped(row + 3u, kk)), b0, c3);
     }
     if (want_db) {
-        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { bias[u.bias_off + wid.z * u.n + col + j] = db[j]; } }
+        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { c[u.bias_off + wid.z * u.n + col + j] = db[j]; } }
     }
     store_4z(row + 0u, col, c0, kr.z);
     store_4z(row + 1u, col, c1, kr.z);
@@ -614,7 +616,7 @@ fn matmul_splitk8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgr
     }
     if (want_db) {
         for (var j = 0u; j < 8u; j++) {
-            if (col + j < u.n) { bias[u.bias_off + wid.z * u.n + col + j] = select(db1[max(j, 4u) - 4u], db0[min(j, 3u)], j < 4u); }
+            if (col + j < u.n) { c[u.bias_off + wid.z * u.n + col + j] = select(db1[max(j, 4u) - 4u], db0[min(j, 3u)], j < 4u); }
         }
     }
     store_8z(row + 0u, col, c0a, c0b, kr.z);
@@ -648,7 +650,7 @@ fn splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         for (var j = gid.x; j < u.n; j += stride) {
             var v = 0.0;
             for (var z = 0u; z < ns; z++) { v += a[u.a_off + ns * mn + z * u.n + j]; }
-            bias[u.bias_off + j] = v;
+            c[u.bias_off + j] = v;
         }
     }
 }

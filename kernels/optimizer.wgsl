@@ -31,11 +31,12 @@ const WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> u: Args;
 @group(0) @binding(1) var<storage, read_write> p: array<f32>;
-@group(0) @binding(2) var<storage, read_write> g: array<f32>;
+@group(0) @binding(2) var<storage, read> g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
-@group(0) @binding(5) var<storage, read_write> mask: array<u32>;
+@group(0) @binding(5) var<storage, read> mask: array<u32>;
 @group(0) @binding(6) var<storage, read_write> st: array<f32>;
+@group(0) @binding(7) var<storage, read_write> gw: array<f32>;   // poison_grad only: g, writable
 
 var<workgroup> red: array<f32, 256>;
 
@@ -94,5 +95,5 @@ fn adamw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 
 @compute @workgroup_size(1)
 fn poison_grad() {
-    g[u.n] = bitcast<f32>(u.nparts);
+    gw[u.n] = bitcast<f32>(u.nparts);
 }

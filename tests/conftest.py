@@ -30,3 +30,31 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """No test touches the user's cache or the network."""
     monkeypatch.setenv("TINYGPT_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("TINYGPT_BENCH_SHAKESPEARE_URL", "file:///nonexistent/tinyshakespeare.txt")
+
+
+# WebGPU implementations the engine's tests run on: wgpu-native (`webgpu`) and Dawn, Chrome's
+# implementation (`webgpu-dawn`). Where an implementation finds no adapter its tests skip, with
+# the fix; TINYGPT_BENCH_REQUIRE_WEBGPU=wgpu-native,dawn (set by .ci/run) makes that a failure,
+# so CI cannot pass with the conformance tests skipped.
+WEBGPU_IMPLEMENTATIONS = ("wgpu-native", "dawn")
+WEBGPU_BACKENDS = {"wgpu-native": "webgpu", "dawn": "webgpu-dawn"}
+
+
+def open_gpu(implementation: str, **kw):
+    """A wgpu_runtime.Gpu on `implementation`, or a skip (a failure where it is required)."""
+    from tinygpt_bench.backends import wgpu_runtime
+
+    try:
+        return wgpu_runtime.Gpu(implementation=implementation, **kw)
+    except Exception as e:  # UserError (none found, not installed), or a driver failing to start
+        required = os.environ.get("TINYGPT_BENCH_REQUIRE_WEBGPU", "").split(",")
+        msg = f"no usable WebGPU adapter on {implementation} ({type(e).__name__}: {e})"
+        if implementation in required:
+            pytest.fail(msg + "; TINYGPT_BENCH_REQUIRE_WEBGPU requires it")
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="module", params=WEBGPU_IMPLEMENTATIONS)
+def gpu(request):
+    """The module's device, once per WebGPU implementation."""
+    return open_gpu(request.param)

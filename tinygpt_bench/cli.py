@@ -90,15 +90,15 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JS
     else:
         t.add_row("wasmtime", info.get("wasmtime_error", "?"))
     console.print(t)
-    a = Table(title="WebGPU adapters (wgpu)")
-    for c in ("#", "name", "backend", "type", "software", "driver", "max binding"):
+    a = Table(title="WebGPU adapters (backend webgpu: wgpu-native; webgpu-dawn: Dawn)")
+    for c in ("implementation", "#", "name", "backend", "type", "software", "driver", "max binding"):
         a.add_column(c)
     for ad in info["adapters"]:
-        a.add_row(str(ad["index"]), ad["name"], ad["backend"], ad["adapter_type"],
+        a.add_row(ad["implementation"], str(ad["index"]), ad["name"], ad["backend"], ad["adapter_type"],
                   "yes" if ad["software"] else "no", ad["driver"], fmt_bytes(ad["max_storage_buffer_binding_size"], 1))
     console.print(a)
-    if info.get("adapters_error"):
-        console.print(f"[yellow]WebGPU: {info['adapters_error']}[/yellow]", highlight=False)
+    for impl, error in info.get("adapters_errors", {}).items():
+        console.print(f"[yellow]WebGPU ({impl}): {error}[/yellow]", highlight=False)
     console.print(f"backends: {', '.join(backends.names())}")
 
 

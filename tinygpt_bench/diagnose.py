@@ -107,6 +107,9 @@ def meaning_of(stage: str, error: str) -> str:
                 "smaller preset; the preflight figures say how much is needed.")
     if "unreachable" in e or "wasm trap" in e or "trap" in e:
         return "The WebAssembly module trapped: a bug or a failed check inside the module at the stage named."
+    if "aliasing" in e or "not valid webgpu" in e or "conflicting usages" in e:
+        return ("A dispatch binds one buffer writable and again in another binding: not valid WebGPU (Dawn and "
+                "Chrome reject it; wgpu-native may not). A bug in the engine's bindings for the kernel named.")
     if "validation" in e or "shader" in e or "wgsl" in e:
         return "A WGSL kernel or a GPU command failed WebGPU validation: a bug in the kernel or pipeline named."
     if "limit" in e or "binding" in e or "max_buffer" in e or "max-buffer" in e:
@@ -117,7 +120,8 @@ def meaning_of(stage: str, error: str) -> str:
     if "time budget" in e or "timeout" in e:
         return "The step took longer than the budget: raise --timeout or measure a smaller preset."
     if "no adapter" in e or "adapter" in e:
-        return "No usable WebGPU adapter: install a Vulkan driver (sudo apt-get install mesa-vulkan-drivers)."
+        return ("No usable WebGPU adapter: install a Vulkan driver that the implementation accepts "
+                "(./setup.sh does it: lavapipe from Mesa 24 or newer; Dawn refuses Mesa 22's).")
     return "The engine raised this error at the stage named; the message above is its own."
 
 
@@ -161,7 +165,8 @@ def preflight(preset: Preset, backend: str, options: dict) -> Stage:
         if parts:
             err += "; largest parts: " + ", ".join(f"{r['name']} {fmt_bytes(r['bytes'])}" for r in parts)
         fix = {"wasm": "raise --max-memory (at most 16 GiB) or pick a smaller preset",
-               "webgpu": "pick an adapter with larger limits (--adapter) or a smaller preset"}.get(
+               "webgpu": "pick an adapter with larger limits (--adapter) or a smaller preset",
+               "webgpu-dawn": "pick an adapter with larger limits (--adapter) or a smaller preset"}.get(
                    backend, "pick a smaller preset")
         injected = " The limit was capped by an injected fault (TINYGPT_BENCH_FAULT)." if "fault" in worst["limit_name"] else ""
         return Stage("preflight", False, figure, err,

@@ -18,7 +18,7 @@ from pathlib import Path
 from tinygpt_bench import __version__
 from tinygpt_bench.resources import repo_root
 
-LIBRARIES = ("numpy", "pandas", "matplotlib", "typer", "rich", "wgpu", "wasmtime", "torch")
+LIBRARIES = ("numpy", "pandas", "matplotlib", "typer", "rich", "wgpu", "wgpudawn", "wasmtime", "torch")
 SOFTWARE_ADAPTERS = re.compile(r"llvmpipe|lavapipe|swiftshader|softpipe|warp|microsoft basic render", re.I)
 
 
@@ -78,20 +78,26 @@ def is_software_adapter(info: dict) -> bool:
 
 
 def collect_adapters() -> dict:
-    """Every WebGPU adapter wgpu can see; an error in place of the list where wgpu can't run."""
-    quiet_mesa()
-    try:
-        import wgpu
+    """Every WebGPU adapter each implementation (wgpu-native, Dawn) can see: {"adapters": [...],
+    each with its implementation and its index there}, and per implementation that cannot run
+    or finds none, the reason and the fix in "adapters_errors" ({implementation: text})."""
+    from tinygpt_bench.backends.wgpu_compat import IMPLEMENTATIONS
+    from tinygpt_bench.backends.wgpu_runtime import NO_ADAPTER_FIX, adapters
 
-        adapters = wgpu.gpu.enumerate_adapters_sync()
-    except Exception as e:  # no Vulkan loader, no driver: say so, the rest of env still works
-        return {"adapters": [], "adapters_error": f"{type(e).__name__}: {e}"}
-    out = []
-    for i, a in enumerate(adapters):
-        info = dict(a.info)
-        out.append(
-            {
-                "index": i,
+    quiet_mesa()
+    out, errors = [], {}
+    for impl in IMPLEMENTATIONS:
+        try:
+            found = adapters(impl)
+        except Exception as e:  # not installed, no Vulkan loader, no driver: say so, the rest of env still works
+            errors[impl] = f"{type(e).__name__}: {e}"
+            continue
+        if not found:
+            errors[impl] = f"{impl} found no adapter; fix: {NO_ADAPTER_FIX[impl]}"
+        for i, a in enumerate(found):
+            info = dict(a.info)
+            out.append({
+                "implementation": impl, "index": i,
                 "name": info.get("device", ""),
                 "vendor": info.get("vendor", ""),
                 "driver": info.get("description", ""),
@@ -101,14 +107,10 @@ def collect_adapters() -> dict:
                 "max_buffer_size": int(a.limits.get("max-buffer-size", 0)),
                 "max_storage_buffer_binding_size": int(a.limits.get("max-storage-buffer-binding-size", 0)),
                 "features": sorted(str(f) for f in a.features),
-            }
-        )
+            })
     result = {"adapters": out}
-    if not out:
-        result["adapters_error"] = (
-            "wgpu found no adapter; on Debian/Ubuntu without a GPU driver install a CPU Vulkan "
-            "driver: sudo apt-get install mesa-vulkan-drivers"
-        )
+    if errors:
+        result["adapters_errors"] = errors
     return result
 
 

@@ -4,10 +4,12 @@ TINYGPT_BENCH_FAULT holds comma-separated specs `BACKEND:KIND[@PRESET]`; a spec 
 when that backend is created for that preset (any preset without @). Kinds:
 
   slow         every step sleeps 1 s more inside the timed region (harness; any backend)
-  nan-grad     the engine writes a NaN into the gradient after backward (wasm, webgpu, reference)
+  nan-grad     the engine writes a NaN into the gradient after backward (wasm, webgpu, webgpu-dawn,
+               reference)
   trap         the wasm module executes `unreachable` during the step (wasm)
-  shader       an invalid WGSL kernel is compiled at load (webgpu)
-  limit=BYTES  the adapter's storage-binding and buffer limits are capped to BYTES (webgpu)
+  shader       an invalid WGSL kernel is compiled at load (webgpu, webgpu-dawn)
+  limit=BYTES  the adapter's storage-binding and buffer limits are capped to BYTES (webgpu,
+               webgpu-dawn)
 
 Engines take their kinds through a `fault` constructor argument; the harness applies
 `slow` itself. The variable is inherited by the worker processes `curve` starts.

@@ -14,6 +14,7 @@ _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "torch-cpu": ("tinygpt_bench.backends.torch_peer", "TorchBackend", {"device": "cpu"}),
     "torch-cuda": ("tinygpt_bench.backends.torch_peer", "TorchBackend", {"device": "cuda"}),
     "webgpu": ("tinygpt_bench.backends.webgpu", "WebGPUBackend", {}),
+    "webgpu-dawn": ("tinygpt_bench.backends.webgpu", "DawnWebGPUBackend", {}),
     "wasm": ("tinygpt_bench.backends.wasm", "WasmBackend", {}),
 }
 

@@ -1,7 +1,10 @@
-"""The `webgpu` backend: MODEL.md's whole training step as WGSL kernels through wgpu-py.
+"""The `webgpu` and `webgpu-dawn` backends: MODEL.md's whole training step as WGSL kernels,
+through wgpu-py's API on two implementations of WebGPU: wgpu-native (`webgpu`) and Dawn, the
+implementation inside Chrome (`webgpu-dawn`, the wgpudawn package). One engine: the same
+kernels, buffers and dispatches on both; only the module behind the API differs.
 
-Runs on any WebGPU adapter wgpu-py finds: lavapipe (Mesa's CPU Vulkan driver) on machines
-without a GPU, an NVIDIA GPU over Vulkan elsewhere. Everything is created once in load():
+Runs on any WebGPU adapter the implementation finds: lavapipe (Mesa's CPU Vulkan driver) on
+machines without a GPU, an NVIDIA GPU over Vulkan elsewhere. Everything is created once in load():
 buffers, pipelines, bind groups and the uniform values of every dispatch. A step then writes
 the batch (token ids, targets, the tokens' row lists) and three step scalars, encodes all
 dispatches into ONE compute pass, submits once and reads back 12 bytes (loss, gradient norm,
@@ -15,14 +18,21 @@ Buffers (fp32 unless noted):
     tokens                          u32: ids (BT), targets (BT), CSR start (V+1), CSR rows (BT)
     step                            the step record (optimizer.wgsl: lr, bias corrections,
                                     norm, scale, loss, norm partials)
-    layer{l}                        what layer l's backward needs (offsets in LayerActs)
-    top                             final residual, ln_f output and stats, logits/dlogits, losses
-    scratch                         gradients flowing backward, reused by every layer
-    splitk                          partial products of split-K matmuls
+    layer{l}.{x,h1,q,k,v,att,xm,h2,f,g,lse,s1,s2}
+                                    what layer l's backward needs, a buffer each
+    top.{xf,hf,sf,logits,losses}    final residual, ln_f output and stats, logits/dlogits, losses
+    scratch.{dx,dh,dq,dk,dv,datt,dg,dd}
+                                    gradients flowing backward, reused by every layer
+    splitk                          partial products of split-K matmuls (and attention chunks)
     uniforms                        256 bytes of uniform values per dispatch
     loss readback                   16 bytes, mappable
-Activations are split per layer so that no binding exceeds max-storage-buffer-binding-size
-(128 MiB on lavapipe) before the parameter buffer itself does.
+Every activation tensor has a buffer of its own: WebGPU forbids a buffer bound writable in one
+binding of a dispatch and in any other binding of it (a whole-buffer usage rule, then the
+binding-aliasing rule), and a kernel writes one tensor of a layer while it reads others. So no
+binding's buffer is another's unless both are read-only (the parameters, say), and no binding
+exceeds max-storage-buffer-binding-size (128 MiB on lavapipe) before the parameter buffer does.
+wgpu_runtime.Program checks this for every dispatch it records (Dawn, Chrome's implementation,
+checks it too; wgpu-native does not).
 
 Diagnosis hooks (backends/base.py; tinygpt_bench/diagnose.py calls them):
     plan(preset, **options)   every buffer load() creates, its size against the adapter's
@@ -43,7 +53,7 @@ import numpy as np
 
 from tinygpt_bench.backends import wgpu_ops as ops
 from tinygpt_bench.backends.base import DEFAULT_LR, OPTIM, Backend
-from tinygpt_bench.backends.wgpu_compat import read_mapped
+from tinygpt_bench.backends.wgpu_compat import implementation_versions, read_mapped
 from tinygpt_bench.backends.wgpu_ops import Ref
 from tinygpt_bench.backends.wgpu_runtime import (UNIFORM_SLOT, AdapterPlan, Gpu, Program, WebGPUError,
                                                  buffer_bytes, capped_limits, describe_adapter, pick_adapter)
@@ -52,19 +62,8 @@ from tinygpt_bench.model import Layout
 from tinygpt_bench.presets import VOCAB, Preset
 
 
-class Arena:
-    """Element offsets of named (sized) regions inside one buffer."""
-
-    def __init__(self, **sizes: int):
-        self.off, total = {}, 0
-        for name, n in sizes.items():
-            self.off[name] = total
-            total += (n + 7) // 8 * 8  # 32-byte aligned regions
-        self.total = total
-
-
-from tinygpt_bench.envinfo import is_software_adapter, sha256_of  # noqa: E402
-from tinygpt_bench.resources import resource_dir  # noqa: E402
+from tinygpt_bench.envinfo import is_software_adapter, sha256_of
+from tinygpt_bench.resources import resource_dir
 
 # ---- fault injection (tinygpt_bench/faults.py) -----------------------------------------------
 FAULT_KINDS = "shader, nan-grad or limit=BYTES"
@@ -74,7 +73,7 @@ SHADER_FAULT = ("gelu", "erf_f32(v * INV_SQRT2)", "erf_f32(v * INV_SQRT_TWO)")
 SHADER_FALLBACK = "\nfn injected_fault() -> f32 { return undefined_by_fault; }\n"
 
 
-def parse_fault(fault: str | None) -> tuple[str | None, int | None]:
+def parse_fault(fault: str | None, backend: str = "webgpu") -> tuple[str | None, int | None]:
     """(kind, cap bytes): None, 'shader', 'nan-grad' or ('limit', BYTES); anything else is refused."""
     if fault is None or fault == "":
         return None, None
@@ -87,13 +86,13 @@ def parse_fault(fault: str | None) -> tuple[str | None, int | None]:
         try:
             cap = parse_bytes(arg)
         except UserError as e:
-            raise UserError(f"webgpu backend: fault '{fault}': {e}; it takes {FAULT_KINDS}") from None
+            raise UserError(f"{backend} backend: fault '{fault}': {e}; it takes {FAULT_KINDS}") from None
         if cap < 16:
-            raise UserError(f"webgpu backend: fault '{fault}': the cap must be at least 16 bytes; it takes "
+            raise UserError(f"{backend} backend: fault '{fault}': the cap must be at least 16 bytes; it takes "
                             f"{FAULT_KINDS}")
         return "limit", cap
-    raise UserError(f"webgpu backend: fault '{fault}' cannot be injected here; it takes {FAULT_KINDS} "
-                    f"(TINYGPT_BENCH_FAULT=webgpu:KIND[@PRESET], e.g. webgpu:limit=1MiB@small)")
+    raise UserError(f"{backend} backend: fault '{fault}' cannot be injected here; it takes {FAULT_KINDS} "
+                    f"(TINYGPT_BENCH_FAULT={backend}:KIND[@PRESET], e.g. {backend}:limit=1MiB@small)")
 
 
 # ---- buffers and dispatches of a step, sized without a device -------------------------------
@@ -103,9 +102,6 @@ class StepPlan:
 
     preset: Preset
     layout: Layout
-    la: Arena  # one layer's activations (elements)
-    top: Arena
-    scr: Arena
     tl: ops.TokenLayout
     n_split: int  # floats of split-K scratch
     storage: dict[str, int]  # storage buffer name -> bytes requested (Gpu.buffer rounds: buffer_bytes)
@@ -133,10 +129,13 @@ def step_plan(preset: Preset, gpu, fault: str | None = None) -> StepPlan:
     layout = Layout(preset)
     B, T, C, L, H, V = preset.batch, preset.ctx, preset.d_model, preset.layers, preset.heads, VOCAB
     BT, BTC, P = B * T, B * T * C, layout.total
-    la = Arena(x=BTC, h1=BTC, q=BTC, k=BTC, v=BTC, att=BTC, xm=BTC, h2=BTC, f=4 * BTC, g=4 * BTC,
-               lse=B * H * T, s1=2 * BT, s2=2 * BT)
-    top = Arena(xf=BTC, hf=BTC, sf=2 * BT, logits=BT * V, losses=BT)
-    scr = Arena(dx=BTC, dh=BTC, dq=BTC, dk=BTC, dv=BTC, datt=BTC, dg=4 * BTC, dd=B * H * T)
+    # one buffer per activation tensor (floats): a dispatch's writable binding may share its buffer
+    # with no other binding (WebGPU's usage scope and aliasing rules), and every kernel writes one
+    # tensor while it reads others of the same layer
+    layer = dict(x=BTC, h1=BTC, q=BTC, k=BTC, v=BTC, att=BTC, xm=BTC, h2=BTC, f=4 * BTC, g=4 * BTC,
+                 lse=B * H * T, s1=2 * BT, s2=2 * BT)
+    top = dict(xf=BTC, hf=BTC, sf=2 * BT, logits=BT * V, losses=BT)
+    scr = dict(dx=BTC, dh=BTC, dq=BTC, dk=BTC, dv=BTC, datt=BTC, dg=4 * BTC, dd=B * H * T)
     tl = ops.TokenLayout.of(BT, V)
     # split-K scratch: the largest any of the step's products needs (ops.plan_matmul)
     shapes = [(BT, C, C), (BT, 4 * C, C), (BT, C, 4 * C), (BT, V, C), (BT, C, V),  # (m, n, k)
@@ -148,9 +147,10 @@ def step_plan(preset: Preset, gpu, fault: str | None = None) -> StepPlan:
         n_split = max(n_split, ops.attention_scratch(B, T, C, H, ops.attention_chunks(gpu, T)[1]))
     storage = {"params": 4 * P, "grads": 4 * P, "adam_m": 4 * P, "adam_v": 4 * P,
                "decay_mask": 4 * ops.cdiv(P, 32), "tokens": 4 * tl.total, "step": 4 * (ops.ST_PART + ops.NPARTS),
-               **{f"layer{l}": 4 * la.total for l in range(L)}, "top": 4 * top.total, "scratch": 4 * scr.total,
+               **{f"layer{l}.{n}": 4 * f for l in range(L) for n, f in layer.items()},
+               **{f"top.{n}": 4 * f for n, f in top.items()}, **{f"scratch.{n}": 4 * f for n, f in scr.items()},
                "splitk": 4 * n_split}
-    plan = StepPlan(preset, layout, la, top, scr, tl, n_split, storage, [], 0)
+    plan = StepPlan(preset, layout, tl, n_split, storage, [], 0)
     dry = gpu if isinstance(gpu, AdapterPlan) else AdapterPlan.of_gpu(gpu)
     prog = record(Program(dry, "train_step (plan)"), plan, {n: n for n in storage}, fault)
     plan.dispatches = [d.name for d in prog.dispatches]
@@ -161,7 +161,7 @@ def step_plan(preset: Preset, gpu, fault: str | None = None) -> StepPlan:
 def record(p: Program, plan: StepPlan, b: dict, fault: str | None = None) -> Program:
     """Every dispatch of one training step, in order (forward, loss, backward, optimizer), into
     p; b: storage buffer name -> buffer (or any placeholder, for a plan)."""
-    preset, layout, la, top, scr, tl = plan.preset, plan.layout, plan.la, plan.top, plan.scr, plan.tl
+    preset, layout, tl = plan.preset, plan.layout, plan.tl
     B, T, C, L, H, V = preset.batch, preset.ctx, preset.d_model, preset.layers, preset.heads, VOCAB
     BT = B * T
     spec = layout.by_name
@@ -176,10 +176,10 @@ def record(p: Program, plan: StepPlan, b: dict, fault: str | None = None) -> Pro
         return par(name, l, G)
 
     def act(l, name) -> Ref:
-        return Ref(b[f"layer{l}"], la.off[name])
+        return Ref(b[f"layer{l}.{name}"])
 
-    tp = lambda name: Ref(b["top"], top.off[name])  # noqa: E731
-    sc = lambda name: Ref(b["scratch"], scr.off[name])  # noqa: E731
+    tp = lambda name: Ref(b[f"top.{name}"])  # noqa: E731
+    sc = lambda name: Ref(b[f"scratch.{name}"])  # noqa: E731
     step = Ref(b["step"], 0)
 
     def mm(*args, **kw):  # every product may split K into the shared scratch (ops.plan_matmul)
@@ -264,6 +264,7 @@ def plan_rows(sp: StepPlan, limits: dict, device: str, cap_fault: str | None = N
 
 class WebGPUBackend(Backend):
     name = "webgpu"
+    implementation = "wgpu-native"  # the WebGPU implementation under wgpu-py's API (wgpu_compat)
 
     def __init__(self, adapter: str | int | None = None, fault: str | None = None):
         """adapter: None for the high-performance adapter, or a name substring or an index.
@@ -272,7 +273,7 @@ class WebGPUBackend(Backend):
         NaN into the gradient after backward, before the norm and clip (a dispatch of the step);
         'limit=BYTES' treats the adapter's max-storage-buffer-binding-size and max-buffer-size
         as capped to BYTES (plan() and load() both)."""
-        self.fault_kind, self.cap = parse_fault(fault)
+        self.fault_kind, self.cap = parse_fault(fault, self.name)
         self.fault = fault
         self.adapter_choice = adapter
         self.gpu: Gpu | None = None
@@ -307,13 +308,13 @@ class WebGPUBackend(Backend):
             from tinygpt_bench import faults
 
             fault = faults.for_backend(cls.name, preset.name)
-        kind, cap = parse_fault(fault)
-        a = pick_adapter(adapter)
+        kind, cap = parse_fault(fault, cls.name)
+        a = pick_adapter(adapter, cls.implementation)
         limits = capped_limits(a.limits, cap)
         try:
             sp = step_plan(preset, AdapterPlan(a, limits), fault if kind == "nan-grad" else None)
         except WebGPUError as e:  # a dispatch the adapter cannot run (workgroup counts): say so, no traceback
-            raise UserError(f"webgpu backend: preset '{preset.name}' cannot be planned on this adapter: {e}") from None
+            raise UserError(f"{cls.name} backend: preset '{preset.name}' cannot be planned on this adapter: {e}") from None
         return plan_rows(sp, limits, a.info["device"], fault if cap is not None else None)
 
     def limits(self) -> dict:
@@ -331,16 +332,20 @@ class WebGPUBackend(Backend):
     # -------------------------------------------------------------------------------------
     def describe(self) -> dict:
         gpu = self._gpu()
-        d = {"backend": self.name, "api": "WebGPU (wgpu-py)", **describe_adapter(gpu.adapter)}
-        d["wgpu"] = gpu.wgpu.__version__
+        versions = implementation_versions(self.implementation)
+        d = {"backend": self.name, "api": f"WebGPU ({versions['api_package']} on {self.implementation})",
+             **describe_adapter(gpu.adapter), **versions}
         # the stamps every result row carries (backends/base.py)
         d.update(device=d.get("adapter"), device_type="CPU" if d["adapter_type"] == "CPU" else "GPU",
                  software_adapter=is_software_adapter({"device": d.get("adapter"), "adapter_type": d["adapter_type"]}),
                  adapter_vendor=d.get("vendor"), adapter_driver=d.get("description"), adapter_api=d.get("backend_api"),
-                 runtime=f"wgpu-py {d['wgpu']}", kernels_sha256=sha256_of(list(resource_dir("kernels").glob("*.wgsl"))),
+                 runtime=f"{self.implementation} {versions['implementation_version']} ({versions['api_package']})",
+                 kernels_sha256=sha256_of(list(resource_dir("kernels").glob("*.wgsl"))),
                  runtime_settings=f"encoding {'pipelined' if self.pipelined else 'in turn'}, matmul "
                                   + ("128x128 tiles where they fill the device" if gpu.matmul_big else "64x64 tiles")
-                                  + "".join(f", {k}={v}" for k, v in gpu.tune_override.items()))
+                                  + "".join(f", {k}={v}" for k, v in gpu.tune_override.items())
+                                  + "".join(f", dawn {s}{n}" for s, names in zip("+-", gpu.dawn_toggles)
+                                            for n in names))
         if d["adapter_type"] == "CPU":
             d["note"] = "CPU adapter (software rasteriser such as lavapipe): not a GPU result"
         if self.fault:
@@ -349,7 +354,7 @@ class WebGPUBackend(Backend):
 
     def _gpu(self) -> Gpu:
         if self.gpu is None:
-            self.gpu = Gpu(self.adapter_choice)
+            self.gpu = Gpu(self.adapter_choice, implementation=self.implementation)
         return self.gpu
 
     def load(self, preset: Preset, params: np.ndarray) -> None:
@@ -383,7 +388,7 @@ class WebGPUBackend(Backend):
             self._compile_broken_kernel(gpu)
         p = record(Program(gpu, "train_step"), sp, b, self.fault if self.fault_kind == "nan-grad" else None)
         if [d.name for d in p.dispatches] != sp.dispatches:  # one code path; a guard all the same
-            raise RuntimeError("webgpu backend: the recorded step differs from step_plan()'s")
+            raise RuntimeError(f"{self.name} backend: the recorded step differs from step_plan()'s")
         self.program = p.finalize()
         self.t = 0
 
@@ -417,7 +422,7 @@ class WebGPUBackend(Backend):
         """The step's host writes: tokens (ids, targets, CSR of rows per token) and the step
         record (lr, bias corrections of step t+1); t moves on."""
         if self.program is None:
-            raise RuntimeError("webgpu backend: call load(preset, params) before step()")
+            raise RuntimeError(f"{self.name} backend: call load(preset, params) before step()")
         pr = self.preset
         batch = np.asarray(batch)
         if batch.shape != (pr.batch, pr.ctx + 1):
@@ -457,17 +462,17 @@ class WebGPUBackend(Backend):
         norm, scale, loss = read_mapped(self.readback, np.float32, 3)
         self.last_loss, self.last_grad_norm, self.last_clip_scale = float(loss), float(norm), float(scale)
         if not np.isfinite(loss):
-            raise FloatingPointError(f"webgpu backend: loss is {loss} at step {self.t}")
+            raise FloatingPointError(f"{self.name} backend: loss is {loss} at step {self.t}")
         return float(loss)
 
     def parameters(self) -> np.ndarray:
         if self.program is None:
-            raise RuntimeError("webgpu backend: call load(preset, params) before parameters()")
+            raise RuntimeError(f"{self.name} backend: call load(preset, params) before parameters()")
         return self.gpu.read(self.bufs["params"], count=self.layout.total)
 
     def gradients(self) -> np.ndarray:
         if self.program is None or self.t == 0:
-            raise RuntimeError("webgpu backend: no gradient yet; call step() first")
+            raise RuntimeError(f"{self.name} backend: no gradient yet; call step() first")
         return self.gpu.read(self.bufs["grads"], count=self.layout.total)
 
     def memory_bytes(self) -> int | None:
@@ -484,7 +489,7 @@ class WebGPUBackend(Backend):
         moments and the step count move on. Kept in last_profile."""
         if batch is None:
             if self._last_batch is None:
-                raise RuntimeError("webgpu backend: profile() needs a batch, or a step() before it")
+                raise RuntimeError(f"{self.name} backend: profile() needs a batch, or a step() before it")
             batch = self._last_batch
         self._write_inputs(batch, lr)
         self.last_profile = self.program.profile()
@@ -519,3 +524,10 @@ def kernel_of(dispatch: str) -> str:
     role = role.removesuffix(".reduce")
     kind = "dw" if role.endswith(".dw") else "dx" if role.endswith(".dx") else "fwd"
     return f"{entry} {kind}"
+
+
+class DawnWebGPUBackend(WebGPUBackend):
+    """The same engine on Dawn (wgpudawn): what Chrome's WebGPU accepts and how fast it runs it."""
+
+    name = "webgpu-dawn"
+    implementation = "dawn"

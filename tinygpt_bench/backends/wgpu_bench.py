@@ -7,6 +7,8 @@ protocol's job). Prints one JSON object per line.
     python -m tinygpt_bench.backends.wgpu_bench --matmul 4096
     python -m tinygpt_bench.backends.wgpu_bench --presets xl,behemoth --matmul-big 0,1 --pipelined 0,1  # A/B
     python -m tinygpt_bench.backends.wgpu_bench --presets mega,behemoth --tunes 'attention_tiled=0|attention_tiled=1'
+    python -m tinygpt_bench.backends.wgpu_bench --presets xl --backends webgpu,webgpu-dawn --rounds 3  # wgpu-native vs Dawn
+    python -m tinygpt_bench.backends.wgpu_bench --presets xl --backends webgpu-dawn --dawn-toggles '|+disable_robustness'
 """
 
 from __future__ import annotations
@@ -14,18 +16,23 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import time
 
 import numpy as np
 
 from tinygpt_bench import presets, protocol
 from tinygpt_bench.backends import wgpu_ops as ops
-from tinygpt_bench.backends.webgpu import WebGPUBackend, kernel_of
-from tinygpt_bench.backends.wgpu_runtime import Gpu, Program, describe_adapter, tune_override, tuning_for
+from tinygpt_bench import backends
+from tinygpt_bench.backends.webgpu import kernel_of
+from tinygpt_bench.backends.wgpu_runtime import (DAWN_TOGGLES_ENV, Gpu, Program, describe_adapter, tune_override,
+                                                 tuning_for)
 from tinygpt_bench.model import Layout, flops_per_step
 
 
 EMITTED: list[dict] = []
+BACKEND_OF = {"wgpu-native": "webgpu", "dawn": "webgpu-dawn"}  # implementation -> backend name
+IMPLEMENTATION_OF = {b: i for i, b in BACKEND_OF.items()}
 
 
 def emit(obj: dict) -> None:
@@ -43,7 +50,8 @@ def summary(rows: list[dict]) -> str:
         elif r.get("kind") == "preset" and "median_ms" in r:
             peer = f"  peer {r['peer_median_ms']:.2f} ms ({r['speedup_vs_peer']:.2f}x)" if "peer_median_ms" in r else ""
             par = f"  parity {r['parity_loss_rel']:.1e} {r['parity_grad_worst']}" if "parity_loss_rel" in r else ""
-            out.append(f"{r['preset']:>8} {r.get('tune', '')} big={int(r['matmul_big'])} pipe={int(r['pipelined'])}"
+            out.append(f"{r['preset']:>8} {r.get('backend', 'webgpu')}{r.get('toggles', '')} {r.get('tune', '')}"
+                       f" big={int(r['matmul_big'])} pipe={int(r['pipelined'])}"
                        f" fill={r['shared_fill']}:"
                        f" {r['median_ms']:.2f} ms"
                        f" (min {r['min_ms']:.2f}, first {r['first_step_ms']:.0f}) busy {r['gpu_busy_ms']:.2f}"
@@ -96,10 +104,11 @@ def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None
     w = layout.init(seed=0)
     rng = np.random.default_rng(7)
     batches = protocol.random_batches(preset, steps, rng)
-    be = WebGPUBackend()
+    backend = BACKEND_OF[gpu.implementation]
+    be = backends.create(backend)
     be.gpu = gpu
     be.pipelined = pipelined
-    out = {"kind": "preset", "preset": name, "params": layout.total, "matmul_big": gpu.matmul_big,
+    out = {"kind": "preset", "preset": name, "backend": backend, "params": layout.total, "matmul_big": gpu.matmul_big,
            "shared_fill": gpu.shared_fill, "attention_tiled": gpu.attention_tiled, "pipelined": pipelined}
     t0 = time.perf_counter()
     be.load(preset, w)
@@ -178,29 +187,43 @@ def main(argv=None) -> None:
     ap.add_argument("--tunes", default="", help="A/B: alternatives separated by '|', each KEY=INT,... as in "
                                                 "TINYGPT_BENCH_TUNE (e.g. 'shared_prefetch=0|shared_prefetch=1'); "
                                                 "everything runs under each, interleaved, --rounds times")
+    ap.add_argument("--backends", default="webgpu", help="comma-separated: webgpu (wgpu-native), webgpu-dawn (Dawn); "
+                                                          "each gets its own device, runs interleaved")
+    ap.add_argument("--dawn-toggles", default="", help="A/B on webgpu-dawn: alternatives separated by '|', each "
+                                                       "+NAME,-NAME Dawn device toggles (TINYGPT_BENCH_DAWN_TOGGLES)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the alternatives this many times, interleaved")
     ap.add_argument("--shared-fill", default="", help="A/B: comma-separated Gpu.shared_fill values (0: no split-K for "
                                                       "products matmul_shared fills)")
     args = ap.parse_args(argv)
-    gpu = Gpu(args.adapter)
-    if args.attention_split:
-        gpu.attention_split = args.attention_split
-    d = describe_adapter(gpu.adapter)
-    emit({"kind": "adapter", **{k: v for k, v in d.items() if k != "features"}, "matmul_variant": gpu.matmul_variant,
-          "attention_split": gpu.attention_split})
-    base = {k: getattr(gpu, k) for k in tuning_for(gpu.adapter)}
+    devices = []  # (backend, Dawn toggles text, Gpu): every device of the A/B, made once
+    for backend in args.backends.split(","):
+        if backend not in IMPLEMENTATION_OF:
+            ap.error(f"--backends: {backend} is not one of {', '.join(IMPLEMENTATION_OF)}")
+        for toggles in (args.dawn_toggles.split("|") if backend == "webgpu-dawn" else [""]):
+            os.environ[DAWN_TOGGLES_ENV] = toggles  # read when the device is requested
+            devices.append((backend, toggles, Gpu(args.adapter, implementation=IMPLEMENTATION_OF[backend])))
+    os.environ.pop(DAWN_TOGGLES_ENV, None)
+    for backend, toggles, gpu in devices:
+        if args.attention_split:
+            gpu.attention_split = args.attention_split
+        d = describe_adapter(gpu.adapter)
+        emit({"kind": "adapter", "backend": backend, "toggles": toggles,
+              **{k: v for k, v in d.items() if k != "features"}, "matmul_variant": gpu.matmul_variant,
+              "attention_split": gpu.attention_split})
+    base = {k: getattr(devices[0][2], k) for k in tuning_for(devices[0][2].adapter)}
     tunes = args.tunes.split("|") if args.tunes else [""]
     names = [s for s in args.presets.split(",") if s]
     order = presets.ORDER
     limit = order.index(args.parity_upto) if args.parity_upto in order else -1
-    first = set()  # presets whose peer and parity ran (once, with the first configuration)
+    first = set()  # (backend, preset) whose peer and parity ran (once, with the first configuration)
     for rnd in range(1, args.rounds + 1):
-        for tune in tunes:  # alternatives interleaved, round after round: drift hits them alike
+        for tune, (backend, toggles, gpu) in ((x, d) for x in tunes for d in devices):  # interleaved, every round
             for k, v in {**base, **tune_override(base, tune)}.items():
                 setattr(gpu, k, v)
+            tag = {"tune": tune, "round": rnd, "backend": backend, "toggles": toggles}
             if args.matmul:
                 for variant in ("direct", "shared", "shared_pf", "big"):
-                    emit({**bench_matmul(gpu, args.matmul, variant), "tune": tune, "round": rnd})
+                    emit({**bench_matmul(gpu, args.matmul, variant), **tag})
             bigs = [bool(int(x)) for x in args.matmul_big.split(",") if x] or [gpu.matmul_big]
             pipes = [bool(int(x)) for x in args.pipelined.split(",") if x]
             fills = [int(x) for x in args.shared_fill.split(",") if x] or [gpu.shared_fill]
@@ -208,16 +231,15 @@ def main(argv=None) -> None:
                 parity = name in order and order.index(name) <= limit
                 for big, pipe, fill in ((b, q, f) for b in bigs for q in pipes for f in fills):
                     gpu.matmul_big, gpu.shared_fill = big, fill
-                    once = name not in first
-                    first.add(name)
-                    try:  # the peer and the parity checks once per preset, with the first configuration
-                        emit({**bench_preset(gpu, name, args.steps, parity and once, args.peer if once else None,
-                                             args.parity_steps if once else 0, pipelined=pipe),
-                              "tune": tune, "round": rnd})
+                    once = (backend, name) not in first
+                    first.add((backend, name))
+                    peer = args.peer if once and backend == devices[0][0] else None  # once per preset
+                    try:  # the parity checks once per backend and preset, with the first configuration
+                        emit({**bench_preset(gpu, name, args.steps, parity and once, peer,
+                                             args.parity_steps if once else 0, pipelined=pipe), **tag})
                     except Exception as e:  # keep what finished; say what failed
                         emit({"kind": "preset", "preset": name, "matmul_big": big, "pipelined": pipe,
-                              "shared_fill": fill, "tune": tune, "round": rnd,
-                              "status": "failed",
+                              "shared_fill": fill, **tag, "status": "failed",
                               "error": f"{type(e).__name__}: {e}"})
     print(summary(EMITTED), flush=True)
 

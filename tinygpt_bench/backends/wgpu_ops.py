@@ -47,7 +47,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     matmul_splitk into scratch, then splitk_reduce, which applies bias, res and accum).
     Left as None, both are chosen by plan_matmul for the Gpu (split-K only if scratch is given).
     bias_grad (direct kinds, with trans_a: a weight gradient x^T @ dy): also write the column
-    sums of dy there (the bias gradient), overwriting; not with bias."""
+    sums of dy there (the bias gradient), overwriting; not with bias; in c's buffer."""
     auto_variant, auto_split = plan_matmul(p.gpu, m, n, k, bias_grad is not None)
     variant = variant or auto_variant
     if split_k is None:
@@ -60,21 +60,26 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     tile = {"direct4": 32, "big": 128}.get(variant, 64)
     flags = (HAS_BIAS if bias is not None else 0) | (HAS_RES if res is not None else 0) | (ACCUM if accum else 0)
     flags |= BIAS_GRAD if bias_grad is not None else 0
+    if bias_grad is not None and bias_grad.buf is not c.buf:
+        raise ValueError(f"{name}: bias_grad must be in c's buffer (the kernel writes it through c)")
+    # c is the one writable binding (matmul.wgsl); an operand the product does not use is bound
+    # to a buffer it only reads, never to c's (WebGPU forbids a writable binding's buffer in any
+    # other binding of the dispatch)
     if split_k > 1:
         parts, db_parts = scratch, scratch.at(split_k * m * n)
         entry = SPLITK_ENTRIES[variant]
         args = [m, n, k, a.off, b.off, parts.off, db_parts.off, 0, flags & BIAS_GRAD, split_k]
-        p.add(name, "matmul", entry, args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: db_parts.buf, 5: parts.buf},
+        p.add(name, "matmul", entry, args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: a.buf, 5: a.buf},
               (cdiv(n, tile), cdiv(m, tile), split_k), constants=consts)
-        bb, rr = bias_grad or bias or c, res or c
+        bb, rr = bias_grad or bias or parts, res or parts
         args = [m, n, k, parts.off, 0, c.off, bb.off, rr.off, flags, split_k]
-        p.add(name + ".reduce", "matmul", "splitk_reduce", args, {1: parts.buf, 3: c.buf, 4: bb.buf, 5: rr.buf},
-              grid(m * n, 64, 2048))
+        p.add(name + ".reduce", "matmul", "splitk_reduce", args,
+              {1: parts.buf, 3: c.buf, 4: (bias or parts).buf, 5: rr.buf}, grid(m * n, 64, 2048))
         return
-    bb, rr = bias_grad or bias or c, res or c
+    bb, rr = bias_grad or bias or a, res or a
     entry = ENTRIES[variant]
     args = [m, n, k, a.off, b.off, c.off, bb.off, rr.off, flags, 1]
-    bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: bb.buf, 5: rr.buf}
+    bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: (bias or a).buf, 5: rr.buf}
     p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)), constants=consts)
 
 
@@ -262,7 +267,7 @@ def poison_grad(p: Program, name: str, grads, index: int, bits: int = NAN_BITS) 
     """grads[index] = the f32 with these bits (a NaN): fault injection ('nan-grad', faults.py),
     a real dispatch between backward and the gradient norm."""
     args = [index, bits, 0.0, 0.0, 0.0, 0.0, 0.0]
-    p.add(name, "optimizer", "poison_grad", args, {2: grads}, (1,))
+    p.add(name, "optimizer", "poison_grad", args, {7: grads}, (1,))
 
 
 def decay_bits(decay_mask) -> "object":
@@ -335,6 +340,14 @@ def _att_args(b, t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None,
             b * h * t * nch * (c // h), b * h * t]
 
 
+def _part_buffer(name: str, scratch: Ref | None):
+    """The buffer of the tiled kernels' `part` binding (writable): the split's scratch, bound even
+    without a split (unwritten then), since no other operand's buffer may take a writable binding."""
+    if scratch is None:
+        raise ValueError(f"{name}: the tiled attention kernels need a scratch buffer (their 'part' binding)")
+    return scratch.buf
+
+
 def _split(p: Program, name: str, t: int, scratch: Ref | None, chunk: int | None) -> tuple[int, int]:
     chunk, nch = attention_chunks(p.gpu, t, chunk)
     if nch > 1 and scratch is None:
@@ -356,7 +369,7 @@ def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v
     if attention_tiled(p.gpu, tiled, TILED_FORWARD, hd):
         chunk, nch = _split(p, name, t, scratch, chunk)
         args = _att_args(b, t, c, h, q, k, v, o, lse, chunk=chunk, nch=nch, part=scratch)
-        binds[11] = scratch.buf if nch > 1 else o.buf   # (not written without a split)
+        binds[11] = _part_buffer(name, scratch)
         p.add(name, "attention", "attention_forward_tiled", args, binds, (cdiv(t, 32) * nch, b * h),
               constants={"HD4": hd // 4})
         if nch > 1:
@@ -387,7 +400,7 @@ def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref
             p.add(f"{name}.{part}", "attention", f"attention_backward_{part}", args, binds, (cdiv(t, 32), b * h),
                   constants=rows)
             continue
-        binds = {**binds, 11: scratch.buf if nch > 1 else dd.buf}   # (not written without a split)
+        binds = {**binds, 11: _part_buffer(name, scratch)}
         p.add(f"{name}.{part}", "attention", f"attention_backward_{part}_tiled", targs, binds,
               (cdiv(t, 16) * nch, b * h), constants={"HD4": hd // 4})
         if nch > 1:

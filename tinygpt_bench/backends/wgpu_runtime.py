@@ -2,60 +2,80 @@
 `Program`, a fixed list of dispatches recorded once and encoded into one compute pass per run.
 
 Nothing here knows the model; tinygpt_bench/backends/wgpu_ops.py builds the model's dispatches
-on top of it. wgpu-py workarounds live in wgpu_compat.py.
+on top of it. It runs on two implementations of WebGPU through one API (wgpu-py's): wgpu-native
+and Dawn (wgpudawn); their differences and wgpu-py's workarounds live in wgpu_compat.py.
+
+Every dispatch is checked, as it is recorded, against the rules of the WebGPU specification that
+wgpu-native does not enforce and Dawn does: a buffer bound to a writable (read_write) storage
+binding may appear in no other binding of the same dispatch (the usage scope rule: writable
+storage excludes every other use of the buffer; and the writable-binding aliasing rule), so a
+kernel that breaks them fails here, on every implementation, naming the kernel.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import struct
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from tinygpt_bench.backends.wgpu_compat import Waiter, import_wgpu, read_mapped
+from tinygpt_bench.backends.wgpu_compat import (DEFAULT_IMPLEMENTATION, NativeStderr, Waiter, import_wgpu,
+                                                read_mapped, subgroup_feature, wgsl_for)
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.resources import resource_dir
 
 UNIFORM_SLOT = 256  # bytes per dispatch in the shared uniform buffer (>= any min offset alignment)
-NO_ADAPTER_FIX = "apt-get install mesa-vulkan-drivers (lavapipe, a CPU Vulkan driver) or a GPU driver"
+NO_ADAPTER_FIX = {  # what to install where an implementation finds no adapter
+    "wgpu-native": "apt-get install mesa-vulkan-drivers (lavapipe, a CPU Vulkan driver) or a GPU driver; "
+                   "./setup.sh does it",
+    "dawn": "a Vulkan driver Dawn accepts: Mesa 24 or newer (Debian 12: apt-get install -t bookworm-backports "
+            "mesa-vulkan-drivers; Dawn refuses Mesa 22's lavapipe) or a GPU driver; ./setup.sh does it",
+}
 
 
 class WebGPUError(RuntimeError):
     """A shader, pipeline or dispatch the device rejected; the message names the kernel."""
 
 
-def adapters() -> list:
-    """Every adapter wgpu can see, in its order (the index a user may pick by)."""
-    wgpu = import_wgpu()
-    return list(wgpu.gpu.enumerate_adapters_sync())
+def adapters(implementation: str = DEFAULT_IMPLEMENTATION) -> list:
+    """Every adapter the implementation can see, in its order (the index a user may pick by)."""
+    wgpu = import_wgpu(implementation)
+    with NativeStderr():
+        return list(wgpu.gpu.enumerate_adapters_sync())
 
 
-def pick_adapter(choice: str | int | None = None):
+def pick_adapter(choice: str | int | None = None, implementation: str = DEFAULT_IMPLEMENTATION):
     """The high-performance adapter, or the one named (substring of its device name, any case)
     or numbered (index into adapters())."""
-    wgpu = import_wgpu()
+    wgpu = import_wgpu(implementation)
+    fix = NO_ADAPTER_FIX[implementation]
     if choice is None or choice == "":
-        try:
-            adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
-        except Exception as e:  # wgpu-py raises RuntimeError "Request adapter failed" where none exists
-            raise UserError(f"no WebGPU adapter found ({str(e).strip()}); fix: {NO_ADAPTER_FIX}") from None
+        adapter, why = None, ""
+        with NativeStderr() as said:
+            try:
+                adapter = wgpu.gpu.request_adapter_sync(power_preference="high-performance")
+            except Exception as e:  # wgpu-py raises RuntimeError "Request adapter failed" where none exists
+                why = str(e).strip()
         if adapter is None:
-            raise UserError(f"no WebGPU adapter found; fix: {NO_ADAPTER_FIX}")
+            detail = "; ".join(x for x in (why, said.summary() and f"the driver said: {said.summary()}") if x)
+            raise UserError(f"no WebGPU adapter found by {implementation}" + (f" ({detail})" if detail else "")
+                            + f"; fix: {fix}")
         return adapter
-    found = adapters()
+    found = adapters(implementation)
     listing = "; ".join(f"{i}: {a.info['device']} ({a.info['backend_type']})" for i, a in enumerate(found))
     if isinstance(choice, int) or str(choice).isdigit():
         i = int(choice)
         if not 0 <= i < len(found):
-            raise UserError(f"adapter index {i} out of range; adapters are {listing or 'none'}")
+            raise UserError(f"adapter index {i} out of range; {implementation}'s adapters are {listing or 'none'}")
         return found[i]
     for a in found:
         if str(choice).lower() in a.info["device"].lower():
             return a
-    raise UserError(f"no adapter named like '{choice}'; adapters are {listing or 'none'}")
+    raise UserError(f"no adapter named like '{choice}'; {implementation}'s adapters are {listing or 'none'}")
 
 
 LIMIT_KEYS = (
@@ -142,7 +162,7 @@ def tuning_for(adapter) -> dict:
     were slower)."""
     cpu = adapter.info["adapter_type"] == "CPU"
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
-            "layernorm_subgroup": not cpu and "subgroup" in adapter.features,
+            "layernorm_subgroup": not cpu and subgroup_feature(adapter) is not None,
             "ln_param_channels": 32 if cpu else 4,
             "min_workgroups": 4 if cpu else 256, "matmul_shared": not cpu, "matmul_big": False,
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
@@ -178,6 +198,27 @@ def tune_override(defaults: dict, text: str | None = None) -> dict:
     return out
 
 
+DAWN_TOGGLES_ENV = "TINYGPT_BENCH_DAWN_TOGGLES"
+
+
+def dawn_toggles(implementation: str, text: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(enabled, disabled) Dawn device toggles asked for by TINYGPT_BENCH_DAWN_TOGGLES="+name,-name"
+    (development A/B runs, e.g. +disable_robustness to measure the cost of Dawn's bounds
+    checks; recorded in runtime_settings); ((), ()) for wgpu-native or when unset."""
+    text = os.environ.get(DAWN_TOGGLES_ENV, "") if text is None else text
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if implementation != "dawn" or not items:
+        return (), ()
+    from wgpudawn.backends.dawn.extras import all_toggles
+
+    known = {k for k, v in all_toggles().items() if v["stage"] == "device"}
+    bad = [x for x in items if x[:1] not in "+-" or x[1:] not in known]
+    if bad:
+        raise UserError(f"{DAWN_TOGGLES_ENV}: {', '.join(bad)}: each item is +NAME or -NAME with NAME a Dawn device "
+                        f"toggle (wgpudawn.backends.dawn.extras.all_toggles())")
+    return tuple(x[1:] for x in items if x[0] == "+"), tuple(x[1:] for x in items if x[0] == "-")
+
+
 class AdapterPlan:
     """What a Program needs to RECORD dispatches without a device: an adapter's limits and
     kernel tuning. Program(AdapterPlan(...), label).add() checks workgroup counts and keeps the
@@ -208,12 +249,61 @@ class AdapterPlan:
 COMPOSED = {"layernorm": ("layernorm", "layernorm_tree"), "layernorm_sg": ("layernorm", "layernorm_subgroup")}
 
 
+def kernel_source(family: str) -> str:
+    """The WGSL text of kernel family `family`: kernels/<family>.wgsl, or the files COMPOSED
+    lists for it, joined (as written: wgsl_for adapts it to an implementation)."""
+    texts = []
+    for part in COMPOSED.get(family, (family,)):
+        path = resource_dir("kernels") / f"{part}.wgsl"
+        if not path.is_file():
+            raise WebGPUError(f"kernel file {path} not found; reinstall tinygpt-bench")
+        texts.append(path.read_text())
+    return "\n".join(texts)
+
+
+STORAGE_DECL = re.compile(r"@binding\((\d+)\)\s*var<storage\s*(?:,\s*(read_write|read)\s*)?>")
+
+
+@functools.lru_cache(maxsize=None)
+def binding_access(family: str) -> dict[int, str]:
+    """{binding: 'read' | 'read_write'} of the storage bindings kernel family `family` declares
+    (group 0; an access mode left out is 'read', as WGSL has it)."""
+    return {int(b): mode or "read" for b, mode in STORAGE_DECL.findall(kernel_source(family))}
+
+
+def check_bindings(name: str, family: str, buffers: dict[int, object]) -> None:
+    """WebGPUError naming the dispatch where `buffers` (binding -> buffer) break WebGPU's rules
+    for a dispatch: a buffer bound writable (read_write) appears in no other binding, read-only
+    or writable, even at another offset (the engine binds whole buffers). wgpu-native accepts
+    such a dispatch; Dawn, and so Chrome, rejects it."""
+    access = binding_access(family)
+    unknown = sorted(set(buffers) - set(access))
+    if unknown:
+        raise WebGPUError(f"kernel {name}: {family}.wgsl declares no storage binding {unknown}")
+
+    def label(buf) -> str:
+        return buf if isinstance(buf, str) else (getattr(buf, "label", "") or "unlabelled")
+
+    for w, buf in sorted(buffers.items()):
+        if access[w] != "read_write":
+            continue
+        also = [b for b, other in sorted(buffers.items()) if b != w and other is buf]
+        if also:
+            raise WebGPUError(
+                f"kernel {name}: buffer '{label(buf)}' is bound writable at binding {w} and again at binding "
+                f"{', '.join(map(str, also))}: not valid WebGPU (a writable storage binding's buffer may be in no "
+                f"other binding of the dispatch; Dawn and Chrome reject it); fix: give the operands buffers of "
+                f"their own, or read them through the writable binding")
+
+
 class Gpu:
     """One device on one adapter, with the kernel library (WGSL files under kernels/)."""
 
-    def __init__(self, adapter: str | int | None = None, need: dict | None = None, timestamps: bool = True):
-        self.wgpu = import_wgpu()
-        self.adapter = pick_adapter(adapter)
+    def __init__(self, adapter: str | int | None = None, need: dict | None = None, timestamps: bool = True,
+                 implementation: str = DEFAULT_IMPLEMENTATION):
+        self.implementation = implementation
+        self.wgpu = import_wgpu(implementation)
+        self.adapter = pick_adapter(adapter, implementation)
         have = self.adapter.limits
         need = dict(need or {})
         short = [f"{k}: needs {v:,}, adapter has {have[k]:,}" for k, v in need.items() if have[k] < v]
@@ -235,11 +325,20 @@ class Gpu:
         }
         features = ["timestamp-query"] if timestamps and "timestamp-query" in self.adapter.features else []
         self.timestamps = bool(features)
-        self.subgroups = "subgroup" in self.adapter.features
-        features += ["subgroup"] if self.subgroups else []
-        self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
+        subgroups = subgroup_feature(self.adapter)
+        self.subgroups = subgroups is not None
+        features += [subgroups] if subgroups else []
+        self.dawn_toggles = dawn_toggles(implementation)
+        if self.dawn_toggles != ((), ()):  # development A/B of Dawn's own switches (TINYGPT_BENCH_DAWN_TOGGLES)
+            from wgpudawn.backends.dawn.extras import request_device_sync
+
+            self.device = request_device_sync(self.adapter, required_features=features, required_limits=limits,
+                                              enable_toggles=self.dawn_toggles[0],
+                                              disable_toggles=self.dawn_toggles[1])
+        else:
+            self.device = self.adapter.request_device_sync(required_features=features, required_limits=limits)
         self.limits = self.device.limits
-        self.waiter = Waiter(self.device)
+        self.waiter = Waiter(self.device, self.wgpu)
         # kernel variants, decided per adapter type (tuning_for lists them and says why each);
         # TINYGPT_BENCH_TUNE, tests and wgpu_bench may override them
         tuning = tuning_for(self.adapter)
@@ -248,7 +347,6 @@ class Gpu:
         self.tune_override = tune_override(tuning)
         for k, v in self.tune_override.items():
             setattr(self, k, v)
-        self.kernels_dir: Path = resource_dir("kernels")
         self._modules: dict[str, object] = {}
         self._pipelines: dict[tuple, object] = {}
 
@@ -291,15 +389,9 @@ class Gpu:
 
     # kernels -------------------------------------------------------------------------------
     def source(self, family: str) -> str:
-        """The WGSL text of kernel family `family`: kernels/<family>.wgsl, or the files
-        COMPOSED lists for it, joined."""
-        texts = []
-        for part in COMPOSED.get(family, (family,)):
-            path = self.kernels_dir / f"{part}.wgsl"
-            if not path.is_file():
-                raise WebGPUError(f"kernel file {path} not found; reinstall tinygpt-bench")
-            texts.append(path.read_text())
-        return "\n".join(texts)
+        """The WGSL text of kernel family `family` as this implementation compiles it
+        (kernel_source, then wgsl_for)."""
+        return wgsl_for(self.implementation, kernel_source(family))
 
     def compile(self, family: str, code: str):
         """A shader module of WGSL `code` (not cached); a rejected shader is raised as
@@ -361,9 +453,12 @@ class Program:
     label: str
     dispatches: list[Dispatch] = field(default_factory=list)
     uniforms: object = None
+    check: bool = True  # check_bindings() on every add(); off only to prove an implementation's own check
 
     def add(self, name: str, family: str, entry: str, args: list, buffers: dict[int, object],
             groups: tuple[int, ...], constants: dict | None = None) -> None:
+        if self.check:
+            check_bindings(f"{name} [{family}.wgsl:{entry}]", family, buffers)
         groups = tuple(int(g) for g in groups) + (1,) * (3 - len(groups))
         limit = self.gpu.limits["max-compute-workgroups-per-dimension"]
         if max(groups) > limit or min(groups) < 1:
