@@ -1,0 +1,60 @@
+"""Bit-identity across code versions or implementations: every step's loss as float32 bits and a
+sha256 of the final parameters, per preset, for one backend (the protocol's work: seed 0, the
+synthetic corpus, 15 steps). Run it under two versions and compare the two files.
+
+    python scripts/bitcheck.py run webgpu tiny,small,medium,large out-new.json
+    PYTHONPATH=old-checkout python scripts/bitcheck.py run webgpu tiny,small out-old.json
+    python scripts/bitcheck.py compare out-old.json out-new.json     # exit 1 where they differ
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+
+
+def run(backend: str, names: str, out: str) -> None:
+    import numpy as np
+
+    from tinygpt_bench import backends, presets, protocol
+    from tinygpt_bench import corpus as corpus_mod
+
+    corpus = corpus_mod.load("synthetic")
+    res = {}
+    for name in names.split(","):
+        work = protocol.prepare(presets.load(name), corpus, protocol.DEFAULT_STEPS, protocol.DEFAULT_SEED)
+        be = backends.create(backend)
+        try:
+            steps = protocol.train(be, work)
+            params = be.parameters()
+        finally:
+            be.close()
+        res[name] = {"loss_bits": [int(np.float32(s.loss).view(np.uint32)) for s in steps],
+                     "loss": [s.loss for s in steps], "params_sha256": hashlib.sha256(params.tobytes()).hexdigest()}
+        print(f"{name:>8} {backend}: final loss {steps[-1].loss:.7f}, params {res[name]['params_sha256'][:12]}",
+              flush=True)
+    with open(out, "w") as f:
+        json.dump({"backend": backend, "presets": res}, f, indent=1)
+
+
+def compare(a_path: str, b_path: str) -> int:
+    a, b = (json.load(open(p))["presets"] for p in (a_path, b_path))
+    bad = 0
+    for name in [n for n in a if n in b]:
+        same_loss = a[name]["loss_bits"] == b[name]["loss_bits"]
+        same_params = a[name]["params_sha256"] == b[name]["params_sha256"]
+        worst = max(abs(x - y) / abs(y) for x, y in zip(a[name]["loss"], b[name]["loss"]))
+        print(f"{name:>8}: losses {'identical' if same_loss else 'DIFFER'}, parameters "
+              f"{'identical' if same_params else 'DIFFER'}, largest loss difference {worst:.1e}")
+        bad += not (same_loss and same_params)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "run":
+        run(*sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "compare":
+        sys.exit(compare(*sys.argv[2:]))
+    else:
+        sys.exit(__doc__)
