@@ -21,6 +21,7 @@
 # What finished is in the CSVs whatever happens; the folder is left as $OUT/$NAME.tgz. The step
 # count stays the protocol's 15: a slow preset gets a time budget (--timeout), never fewer steps.
 set -uo pipefail
+DIAGNOSE=${DIAGNOSE:-}
 dir=${PUB_DIR:-/tmp/tinygpt-bench-publish}
 out=${OUT:-$dir.out}
 mkdir -p "$dir" "$out"
@@ -38,7 +39,7 @@ if [ -n "${PRESETS:-}" ]; then
   note $?
 fi
 [ "${PEAK:-0}" = 1 ] && { timeout "$(left)" python3 -m tinygpt_bench peak --out "$dir"; note $?; }
-for job in ${DIAGNOSE//,/ }; do
+for job in ${DIAGNOSE//,/ }; do  # (empty: none)
   timeout "$(left)" python3 -m tinygpt_bench diagnose "${job%%:*}" --backend "${job#*:}" --out "$dir"; note $?
 done
 tar czf "$out/${NAME:-publish}.tgz" -C "$dir" .

@@ -34,7 +34,7 @@ from tinygpt_bench.presets import Preset
 from tinygpt_bench.resources import resource_dir
 
 PARITY_TOLERANCE = 1e-3  # relative difference of the final loss
-DEFAULT_BACKENDS = ("webgpu", "wasm")
+DEFAULT_BACKENDS = ("webgpu", "webgpu-dawn", "wasm")
 DEFAULT_PRESETS = ("tiny", "small", "medium", "large")
 REFERENCE_MAX_GFLOP = 30.0  # numpy float64 reference runs presets up to this many GFLOP a step
 

@@ -55,7 +55,8 @@ from tinygpt_bench.backends import wgpu_ops as ops
 from tinygpt_bench.backends.base import DEFAULT_LR, OPTIM, Backend
 from tinygpt_bench.backends.wgpu_compat import implementation_versions, read_mapped
 from tinygpt_bench.backends.wgpu_ops import Ref
-from tinygpt_bench.backends.wgpu_runtime import (UNIFORM_SLOT, AdapterPlan, Gpu, Program, WebGPUError,
+from tinygpt_bench.backends.wgpu_runtime import (DAWN_DEFAULT_TOGGLES, UNIFORM_SLOT, AdapterPlan, Gpu, Program,
+                                                 WebGPUError,
                                                  buffer_bytes, capped_limits, describe_adapter, pick_adapter)
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.model import Layout
@@ -344,8 +345,9 @@ class WebGPUBackend(Backend):
                  runtime_settings=f"encoding {'pipelined' if self.pipelined else 'in turn'}, matmul "
                                   + ("128x128 tiles where they fill the device" if gpu.matmul_big else "64x64 tiles")
                                   + "".join(f", {k}={v}" for k, v in gpu.tune_override.items())
-                                  + "".join(f", dawn {s}{n}" for s, names in zip("+-", gpu.dawn_toggles)
-                                            for n in names))
+                                  + "".join(f", dawn {s}{n}" for s, names, usual in zip("+-", gpu.dawn_toggles,
+                                                                                         DAWN_DEFAULT_TOGGLES)
+                                            for n in names if n not in usual))
         if d["adapter_type"] == "CPU":
             d["note"] = "CPU adapter (software rasteriser such as lavapipe): not a GPU result"
         if self.fault:

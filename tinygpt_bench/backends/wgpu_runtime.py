@@ -201,14 +201,23 @@ def tune_override(defaults: dict, text: str | None = None) -> dict:
 DAWN_TOGGLES_ENV = "TINYGPT_BENCH_DAWN_TOGGLES"
 
 
+# Dawn rounds timestamp queries down to 65.536 us by default (as Chrome does, against timing
+# attacks): per-kernel profiles of small steps would read 0 or 65.5 us. The engine turns the
+# rounding off; it changes no kernel and no step time (taken on the host clock).
+DAWN_DEFAULT_TOGGLES = ((), ("timestamp_quantization",))
+
+
 def dawn_toggles(implementation: str, text: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(enabled, disabled) Dawn device toggles asked for by TINYGPT_BENCH_DAWN_TOGGLES="+name,-name"
-    (development A/B runs, e.g. +disable_robustness to measure the cost of Dawn's bounds
-    checks; recorded in runtime_settings); ((), ()) for wgpu-native or when unset."""
+    """(enabled, disabled) Dawn device toggles: DAWN_DEFAULT_TOGGLES, then those asked for by
+    TINYGPT_BENCH_DAWN_TOGGLES="+name,-name" (development A/B runs, e.g. +disable_robustness to
+    measure the cost of Dawn's bounds checks; recorded in runtime_settings); ((), ()) for
+    wgpu-native."""
+    if implementation != "dawn":
+        return (), ()
     text = os.environ.get(DAWN_TOGGLES_ENV, "") if text is None else text
     items = [x.strip() for x in text.split(",") if x.strip()]
-    if implementation != "dawn" or not items:
-        return (), ()
+    if not items:
+        return DAWN_DEFAULT_TOGGLES
     from wgpudawn.backends.dawn.extras import all_toggles
 
     known = {k for k, v in all_toggles().items() if v["stage"] == "device"}
@@ -216,7 +225,10 @@ def dawn_toggles(implementation: str, text: str | None = None) -> tuple[tuple[st
     if bad:
         raise UserError(f"{DAWN_TOGGLES_ENV}: {', '.join(bad)}: each item is +NAME or -NAME with NAME a Dawn device "
                         f"toggle (wgpudawn.backends.dawn.extras.all_toggles())")
-    return tuple(x[1:] for x in items if x[0] == "+"), tuple(x[1:] for x in items if x[0] == "-")
+    on = tuple(x[1:] for x in items if x[0] == "+")
+    off = tuple(x[1:] for x in items if x[0] == "-")
+    return (on + tuple(n for n in DAWN_DEFAULT_TOGGLES[0] if n not in off),
+            off + tuple(n for n in DAWN_DEFAULT_TOGGLES[1] if n not in on))
 
 
 class AdapterPlan:
@@ -329,7 +341,7 @@ class Gpu:
         self.subgroups = subgroups is not None
         features += [subgroups] if subgroups else []
         self.dawn_toggles = dawn_toggles(implementation)
-        if self.dawn_toggles != ((), ()):  # development A/B of Dawn's own switches (TINYGPT_BENCH_DAWN_TOGGLES)
+        if self.dawn_toggles != ((), ()):  # Dawn's own switches (dawn_toggles)
             from wgpudawn.backends.dawn.extras import request_device_sync
 
             self.device = request_device_sync(self.adapter, required_features=features, required_limits=limits,
