@@ -491,6 +491,15 @@ def test_fifteen_steps_match_reference(webgpu_backend, name):
     assert rel_err(webgpu_backend.parameters() - w, rb.parameters().astype(np.float64) - w) < 1e-2
 
 
+@pytest.mark.parametrize("name", ["medium", "large"])
+def test_the_default_presets_pass_validation(webgpu_backend, name):
+    """With tiny and small above, every preset of the default curve: a step of every dispatch is
+    accepted (Dawn validates each dispatch as the step is encoded) and its loss is finite."""
+    preset, layout, w, (batch,) = setup_run(name, 1)
+    webgpu_backend.load(preset, w)
+    assert np.isfinite(webgpu_backend.step(batch))
+
+
 def test_backend_memory_and_profile(webgpu_backend):
     preset, layout, w, (batch,) = setup_run("tiny", 1)
     webgpu_backend.load(preset, w)

@@ -216,3 +216,33 @@ def test_diagnose_small_passes_every_stage_with_the_kernel_table(gpu, B, tmp_pat
     dw = next(k for k in kernels if k.startswith("matmul_") and k.endswith(" dw"))
     assert "## per-kernel time of one step" in md and f"| {dw} |" in md
     assert f"per-kernel time of one small step on {B}" in out
+
+
+# ---- where Dawn finds no adapter ---------------------------------------------------------------
+def test_no_dawn_adapter_is_one_line_for_run_and_a_failed_row_at_create_for_curve(tmp_path):
+    """A Vulkan loader with no driver (VK_DRIVER_FILES naming no file): `run` ends with one line
+    saying Dawn found no adapter and what to install, exit 2; `curve` records a failed row at
+    stage create and measures the next backend. Fresh processes: the tests' own Dawn instance
+    has long found lavapipe."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    env = {**os.environ, "VK_DRIVER_FILES": str(tmp_path / "no-such-driver.json"), "TINYGPT_BENCH_FAULT": ""}
+    tb = [sys.executable, "-m", "tinygpt_bench"]
+    r = subprocess.run([*tb, "run", "tiny", "--backend", "webgpu-dawn", "--steps", "2", "--plain"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr + r.stdout, r.stderr
+    assert "no WebGPU adapter found by dawn" in lines[0] and "fix: a Vulkan driver Dawn accepts" in lines[0]
+    out = tmp_path / "curve"
+    r = subprocess.run([*tb, "curve", "--presets", "tiny", "--backends", "webgpu-dawn,reference", "--steps", "2",
+                        "--repeats", "1", "--out", str(out), "--plain", "--no-chart"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr + r.stdout, r.stderr
+    df = pd.read_csv(out / "measurements.csv")
+    assert list(df.backend) == ["webgpu-dawn", "reference"] and list(df.status) == ["failed", "ok"]
+    assert df.stage[0] == "create" and "no WebGPU adapter found by dawn" in df.error[0]
