@@ -566,6 +566,32 @@ def test_matmul_shared_prefetch_is_bit_identical(gpu, trans_a, trans_b):
     assert np.array_equal(out[0], out[1])
 
 
+def test_wgsl_for_puts_enable_directives_first_and_drops_subgroups_for_naga():
+    """The kernels say `enable subgroups;` as the specification wants (Dawn requires it); Naga
+    refuses the directive, so wgpu-native gets the text without it."""
+    from tinygpt_bench.backends.wgpu_compat import wgsl_for
+
+    code = "fn a() {}\nenable subgroups;   // why\nenable f16;\nfn b() {}\n"
+    assert wgsl_for("dawn", code) == "enable subgroups;\nenable f16;\nfn a() {}\n\n\nfn b() {}\n"
+    assert wgsl_for("wgpu-native", code) == "enable f16;\nfn a() {}\n\n\nfn b() {}\n"
+
+
+def test_dawn_toggles_from_the_environment():
+    """Dawn's device toggles for A/B runs: +NAME / -NAME on top of the engine's default (timestamp
+    quantization off); an unknown or malformed one is one clear error; wgpu-native takes none."""
+    pytest.importorskip("wgpudawn", reason="wgpudawn not installed; fix: pip install wgpudawn==0.32.0.4")
+    from tinygpt_bench.backends.wgpu_runtime import DAWN_DEFAULT_TOGGLES, dawn_toggles
+
+    assert dawn_toggles("dawn", "") == DAWN_DEFAULT_TOGGLES == ((), ("timestamp_quantization",))
+    assert dawn_toggles("dawn", "+disable_robustness") == (("disable_robustness",), ("timestamp_quantization",))
+    assert dawn_toggles("dawn", "+timestamp_quantization, -lazy_clear_resource_on_first_use") == (
+        ("timestamp_quantization",), ("lazy_clear_resource_on_first_use",))
+    assert dawn_toggles("wgpu-native", "+disable_robustness") == ((), ())
+    for bad in ("disable_robustness", "+no_such_toggle", "+use_dxc"):  # unsigned; unknown; not a device toggle
+        with pytest.raises(UserError, match="TINYGPT_BENCH_DAWN_TOGGLES"):
+            dawn_toggles("dawn", bad)
+
+
 def test_tune_override_from_the_environment(monkeypatch):
     """TINYGPT_BENCH_TUNE sets kernel tuning for A/B runs; bad text is one clear error."""
     from tinygpt_bench.backends.wgpu_runtime import tune_override

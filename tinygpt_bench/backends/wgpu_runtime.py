@@ -5,11 +5,11 @@ Nothing here knows the model; tinygpt_bench/backends/wgpu_ops.py builds the mode
 on top of it. It runs on two implementations of WebGPU through one API (wgpu-py's): wgpu-native
 and Dawn (wgpudawn); their differences and wgpu-py's workarounds live in wgpu_compat.py.
 
-Every dispatch is checked, as it is recorded, against the rules of the WebGPU specification that
-wgpu-native does not enforce and Dawn does: a buffer bound to a writable (read_write) storage
-binding may appear in no other binding of the same dispatch (the usage scope rule: writable
-storage excludes every other use of the buffer; and the writable-binding aliasing rule), so a
-kernel that breaks them fails here, on every implementation, naming the kernel.
+Every dispatch is checked, as it is recorded, against the WebGPU specification's rules for the
+storage buffers of one dispatch: a buffer bound to a writable (read_write) storage binding may
+appear in no other binding of it (the usage scope rule: writable storage excludes every other use
+of the buffer, which wgpu-native enforces too; and the writable-binding aliasing rule, which only
+Dawn enforces). A kernel that breaks them fails here, on every implementation, naming the kernel.
 """
 
 from __future__ import annotations
