@@ -246,3 +246,20 @@ def test_no_dawn_adapter_is_one_line_for_run_and_a_failed_row_at_create_for_curv
     df = pd.read_csv(out / "measurements.csv")
     assert list(df.backend) == ["webgpu-dawn", "reference"] and list(df.status) == ["failed", "ok"]
     assert df.stage[0] == "create" and "no WebGPU adapter found by dawn" in df.error[0]
+
+
+def test_timeout_stops_a_dawn_measurement_and_the_run_goes_on(gpu, B, tmp_path, run_cli, monkeypatch):
+    """--timeout on webgpu-dawn as on every backend: the worker is stopped at the budget, the row
+    says timeout, the next measurement runs (the mechanism is the protocol's; test_curve.py
+    checks it on the reference; here it is Dawn's worker that must stop)."""
+    import pandas as pd
+
+    if B != "webgpu-dawn":
+        pytest.skip("the protocol's timeout on wgpu-native's worker is the same code as test_curve's")
+    monkeypatch.setenv(FAULT, f"{B}:slow@tiny")  # every step sleeps 1 s more inside the timed region
+    code, out, _ = run_cli("curve", "--presets", "tiny", "--backends", f"{B},reference", "--steps", "60",
+                           "--repeats", "1", "--timeout", "25", "--out", str(tmp_path), "--plain", "--no-chart")
+    assert code == 1
+    df = pd.read_csv(tmp_path / "measurements.csv")
+    assert list(df.backend) == [B, "reference"] and list(df.status) == ["timeout", "ok"]
+    assert "worker stopped" in df.error[0]
