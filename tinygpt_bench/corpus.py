@@ -1,4 +1,4 @@
-"""The training text and the batch sampler (MODEL.md "Data").
+"""The training text and the batch sampler (docs/MODEL.md "Data").
 
 A corpus is a byte string with a name and a sha256 (both go into every result):
 - `synthetic` (the default, offline): generated here from a seed, natural-language-like

@@ -1,4 +1,4 @@
-"""The model's parameter layout, initialisation and cost counts (MODEL.md).
+"""The model's parameter layout, initialisation and cost counts (docs/MODEL.md).
 
 Legend (as in llm.c): B = batch, T = context, C = d_model, L = layers, H = heads,
 V = vocabulary (256), hd = C / H.
@@ -93,7 +93,7 @@ class Layout:
         return mask
 
     def init(self, seed: int = 0) -> np.ndarray:
-        """Seeded initial weights (MODEL.md), fp32, generated once on the host."""
+        """Seeded initial weights (docs/MODEL.md), fp32, generated once on the host."""
         rng = np.random.Generator(np.random.PCG64(seed))
         flat = np.empty(self.total, dtype=np.float32)
         views = self.views(flat)
@@ -111,7 +111,7 @@ class Layout:
 
 
 def param_count(p: Preset) -> int:
-    """MODEL.md: 256*C + ctx*C + L*(12*C*C + 13*C) + 2*C."""
+    """docs/MODEL.md: 256*C + ctx*C + L*(12*C*C + 13*C) + 2*C."""
     C = p.d_model
     return VOCAB * C + p.ctx * C + p.layers * (12 * C * C + 13 * C) + 2 * C
 

@@ -1,4 +1,4 @@
-"""Presets: the model sizes of MODEL.md, one TOML file each under presets/.
+"""Presets: the model sizes of docs/MODEL.md, one TOML file each under presets/.
 
 A preset is named (`small`) or given as a path to a TOML file with the same keys:
 

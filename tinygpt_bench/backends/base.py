@@ -1,4 +1,4 @@
-"""The backend contract (DESIGN.md): every engine implements this one small interface.
+"""The backend contract (docs/DESIGN.md): every engine implements this one small interface.
 
     describe()          -> dict: what it runs on (adapter, API, CPU/GPU, limits; runtime, threads...)
     load(preset, flat)  allocate every buffer once, upload the fp32 weights, zero the Adam moments
@@ -42,7 +42,7 @@ from tinygpt_bench.presets import Preset
 
 @dataclass(frozen=True)
 class AdamW:
-    """MODEL.md's optimizer settings; lr is passed per step."""
+    """docs/MODEL.md's optimizer settings; lr is passed per step."""
 
     beta1: float = 0.9
     beta2: float = 0.95

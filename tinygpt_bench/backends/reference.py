@@ -1,4 +1,4 @@
-"""The numpy reference: the readable model every engine is checked against (MODEL.md).
+"""The numpy reference: the readable model every engine is checked against (docs/MODEL.md).
 
 Legend (as in llm.c): B = batch, T = context actually used (<= preset ctx), C = channels
 (d_model), V = vocabulary (256), L = layers, H = heads, hd = C / H, BT = B*T rows.

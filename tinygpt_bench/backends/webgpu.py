@@ -1,4 +1,4 @@
-"""The `webgpu` and `webgpu-dawn` backends: MODEL.md's whole training step as WGSL kernels,
+"""The `webgpu` and `webgpu-dawn` backends: docs/MODEL.md's whole training step as WGSL kernels,
 through wgpu-py's API on two implementations of WebGPU: wgpu-native (`webgpu`) and Dawn, the
 implementation inside Chrome (`webgpu-dawn`, the wgpudawn package). One engine: the same
 kernels, buffers and dispatches on both; only the module behind the API differs.
