@@ -32,7 +32,7 @@ binding-aliasing rule), and a kernel writes one tensor of a layer while it reads
 binding's buffer is another's unless both are read-only (the parameters, say), and no binding
 exceeds max-storage-buffer-binding-size (128 MiB on lavapipe) before the parameter buffer does.
 wgpu_runtime.Program checks this for every dispatch it records (Dawn, Chrome's implementation,
-checks it too; wgpu-native does not).
+checks both rules too; wgpu-native only the first).
 
 Diagnosis hooks (backends/base.py; tinygpt_bench/diagnose.py calls them):
     plan(preset, **options)   every buffer load() creates, its size against the adapter's
@@ -56,14 +56,12 @@ from tinygpt_bench.backends.base import DEFAULT_LR, OPTIM, Backend
 from tinygpt_bench.backends.wgpu_compat import implementation_versions, read_mapped
 from tinygpt_bench.backends.wgpu_ops import Ref
 from tinygpt_bench.backends.wgpu_runtime import (DAWN_DEFAULT_TOGGLES, UNIFORM_SLOT, AdapterPlan, Gpu, Program,
-                                                 WebGPUError,
-                                                 buffer_bytes, capped_limits, describe_adapter, pick_adapter)
+                                                 WebGPUError, buffer_bytes, capped_limits, describe_adapter,
+                                                 pick_adapter)
+from tinygpt_bench.envinfo import is_software_adapter, sha256_of
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.model import Layout
 from tinygpt_bench.presets import VOCAB, Preset
-
-
-from tinygpt_bench.envinfo import is_software_adapter, sha256_of
 from tinygpt_bench.resources import resource_dir
 
 # ---- fault injection (tinygpt_bench/faults.py) -----------------------------------------------
