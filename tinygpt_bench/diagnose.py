@@ -49,7 +49,13 @@ def parse_bytes(text: str | None) -> int | None:
     m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(text))
     if not m or m.group(2).upper() not in _UNITS:
         raise UserError(f"'{text}' is not a size; write bytes like 4GiB, 512MiB or 1073741824")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    try:
+        value = float(m.group(1)) * _UNITS[m.group(2).upper()]
+    except ValueError:
+        raise UserError(f"'{text}' is not a size; write bytes like 4GiB, 512MiB or 1073741824") from None
+    if not math.isfinite(value) or value < 1 or value >= 2**64:
+        raise UserError(f"'{text}' is not a usable size (1 byte to 16 EiB); write bytes like 4GiB or 512MiB")
+    return int(value)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from tinygpt_bench.errors import UserError
 
 ENV = "TINYGPT_BENCH_FAULT"
 HARNESS_KINDS = {"slow"}
+KINDS = ("slow", "nan-grad", "trap", "shader")  # and limit=BYTES
 SLOW_S = 1.0
 
 
@@ -36,7 +37,17 @@ def parse(text: str | None) -> list[tuple[str, str, str | None]]:
             raise UserError(f"{ENV}: '{spec}' is not BACKEND:KIND[@PRESET], e.g. wasm:trap@small")
         backend, rest = spec.split(":", 1)
         kind, _, preset = rest.partition("@")
-        out.append((backend.strip(), kind.strip(), preset.strip() or None))
+        backend, kind = backend.strip(), kind.strip()
+        if not backend:
+            raise UserError(f"{ENV}: '{spec}' names no backend; write BACKEND:KIND[@PRESET], e.g. wasm:trap@small")
+        if kind.startswith("limit="):
+            cap = kind.removeprefix("limit=")
+            if not (cap.isdigit() and int(cap) > 0):
+                raise UserError(f"{ENV}: '{spec}': limit= takes a positive whole number of bytes, e.g. "
+                                "webgpu:limit=134217728")
+        elif kind not in KINDS:
+            raise UserError(f"{ENV}: '{spec}': unknown kind '{kind}'; kinds are {', '.join(KINDS)}, limit=BYTES")
+        out.append((backend, kind, preset.strip() or None))
     return out
 
 
