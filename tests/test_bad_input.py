@@ -213,6 +213,12 @@ INPUT_CASES = [
      1, "chart-data.json is missing"),
     ("chart-check/stale", lambda run: _edit(run / "chart-data.json", lambda b: b.replace(b'"tiny"', b'"tinier"', 1)),
      _argv("chart", "{run}", "--check"), 1, "does not match the CSVs"),
+    ("diagnose/out-is-a-file", None, _argv("diagnose", "tiny", "-b", "reference", "--out", "{run}/steps.csv"), 2,
+     "is a file, not a folder"),
+    ("peak/out-is-a-file", None, _argv("peak", "--quick", "--out", "{run}/steps.csv"), 2, "is a file, not a folder"),
+    ("chart/out-is-a-file", None, _argv("chart", "{run}", "-o", "{run}/steps.csv"), 2, "is a file, not a folder"),
+    ("report/out-under-a-file", None, _argv("report", "{run}", "--out", "{run}/steps.csv/page.md"), 2,
+     "cannot write"),
     ("report/out-and-update", None, _argv("report", "{run}", "--out", "{ws}/a.md", "--update", "{ws}/b.md"), 2,
      "not both"),
 ]

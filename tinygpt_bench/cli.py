@@ -273,6 +273,8 @@ def chart_cmd(
 
     first = results_paths[0]
     out = out or (first if first.is_dir() else first.parent)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; give a folder for the chart")
     if check:
         for name in ("speedup.png", "speedup.svg", chart_mod.CHART_DATA):
             if not (out / name).is_file():
@@ -337,6 +339,7 @@ def diagnose_cmd(
     from tinygpt_bench import diagnose as diag
 
     _check_faults()
+    diag.check_out(out)
     p = presets.load(preset)
     names = [backend] if backend else list(curve_mod.DEFAULT_BACKENDS)
     options = {"threads": threads, "adapter": adapter, "initial_memory": diag.parse_bytes(initial_memory),

@@ -313,12 +313,24 @@ def parity(preset: Preset, backend: str, options: dict, seed: int = 0) -> Stage:
     return Stage("parity", True, fig)
 
 
+def check_out(out_dir: Path) -> None:
+    """Refuse an --out the report cannot be written into, before anything is measured."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder; give a folder for the diagnose report")
+
+
 def write_report(d: Diagnosis, out_dir: Path) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from tinygpt_bench.results import atomic_write
+
     stem = out_dir / f"diagnose-{d.preset}-{d.backend}"
     md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
-    md.write_text(d.to_markdown())
     payload = d.to_json()
     payload["environment"] = envinfo.collect_all(adapters=False)
-    js.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(md, d.to_markdown().encode("utf-8"))
+        atomic_write(js, (json.dumps(payload, indent=2, default=str) + "\n").encode("utf-8"))
+    except OSError as e:
+        raise UserError(f"cannot write the diagnose report into {out_dir} ({e.strerror}); give a writable --out") from None
     return md, js
