@@ -41,10 +41,12 @@ def parse(text: str | None) -> list[tuple[str, str, str | None]]:
         if not backend:
             raise UserError(f"{ENV}: '{spec}' names no backend; write BACKEND:KIND[@PRESET], e.g. wasm:trap@small")
         if kind.startswith("limit="):
-            cap = kind.removeprefix("limit=")
-            if not (cap.isdigit() and int(cap) > 0):
-                raise UserError(f"{ENV}: '{spec}': limit= takes a positive whole number of bytes, e.g. "
-                                "webgpu:limit=134217728")
+            from tinygpt_bench.diagnose import parse_bytes  # the project's one size parser
+
+            try:
+                parse_bytes(kind.removeprefix("limit="))
+            except UserError as e:
+                raise UserError(f"{ENV}: '{spec}': limit= takes a size in bytes ({e}), e.g. webgpu:limit=1MiB") from None
         elif kind not in KINDS:
             raise UserError(f"{ENV}: '{spec}': unknown kind '{kind}'; kinds are {', '.join(KINDS)}, limit=BYTES")
         out.append((backend, kind, preset.strip() or None))
