@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -128,6 +129,9 @@ def run_cmd(
     """Train PRESET for a fixed number of steps on one backend; print each step's time and loss."""
     protocol.check_steps(steps)
     _check_seed(seed)
+    _check_threads(threads)
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"--lr {lr} is not a positive finite learning rate; e.g. --lr 3e-4")
     _check_faults()
     p = presets.load(preset)
     backends.get_class(backend)  # an unknown name raises the error naming the choices
@@ -194,6 +198,8 @@ def curve_cmd(
 
     protocol.check_steps(steps)
     _check_seed(seed)
+    _check_threads(threads)
+    _check_timeout(timeout)
     _check_faults()
     chosen = presets.load_list(presets_spec)
     names = list(dict.fromkeys(b.strip() for b in backends_spec.split(",") if b.strip()))  # each backend once
@@ -340,6 +346,8 @@ def diagnose_cmd(
 
     _check_faults()
     diag.check_out(out)
+    _check_threads(threads)
+    _check_timeout(timeout)
     p = presets.load(preset)
     names = [backend] if backend else list(curve_mod.DEFAULT_BACKENDS)
     options = {"threads": threads, "adapter": adapter, "initial_memory": diag.parse_bytes(initial_memory),
@@ -391,6 +399,7 @@ def peak_cmd(
                       f"{fig}{'  (' + str(r['note']) + ')' if r.get('note') else ''}", highlight=False, markup=False,
                       soft_wrap=True)
 
+    _check_threads(threads)
     console.print(f"peak -> {out}/{peak.PEAKS}{' (quick)' if quick else ''}", highlight=False)
     rows = peak.measure(out, threads=threads, adapter=adapter, quick=quick, on_row=show)
     if any(r["status"] == "failed" for r in rows):
@@ -424,6 +433,16 @@ def report_cmd(
 def _check_seed(seed: int) -> None:
     if not 0 <= seed < 2**63:
         raise UserError(f"--seed {seed} is not a seed; give a whole number from 0 to 2**63-1, e.g. --seed 0")
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads} is not a positive number of threads; leave it out for all cores")
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise UserError(f"--timeout {timeout} is not a positive number of seconds; e.g. --timeout 600")
 
 
 def _check_faults() -> None:
