@@ -58,12 +58,21 @@ def test_protocol_figures(tiny_run):
     assert (df.peak_rss_bytes > 10 * 2**20).all()  # the worker's own resident set
     steps = pd.read_csv(tiny_run / "steps.csv")
     assert len(steps) == 2 * 2 * 4
-    # repeats interleave the backends: A B A B
+    # each measurement's steps are committed together with its row (results.ResultWriter.commit)
     order = steps.drop_duplicates(["backend", "repeat"])[["backend", "repeat"]].values.tolist()
-    assert order == [["reference", 1], ["reference-fp32", 1], ["reference", 2], ["reference-fp32", 2]]
+    assert order == [["reference", 1], ["reference", 2], ["reference-fp32", 1], ["reference-fp32", 2]]
     env = json.loads((tiny_run / "environment.json").read_text())
     assert env["format_version"] == results.FORMAT_VERSION and env["corpus"]["corpus"] == "synthetic"
     assert env["settings"]["steps"] == 4 and "cpu_model" in env["environment"]
+
+
+def test_repeats_interleave_the_backends(tmp_path, run_cli):
+    """Repeats run A B A B (the order the measurements start in), not A A B B."""
+    code, out, _ = run_cli("curve", "--presets", "tiny", "--backends", BACKENDS, "--steps", "2", "--repeats", "2",
+                           "--out", str(tmp_path / "r"), "--plain", "--no-chart")
+    assert code == 0
+    starts = [line.split()[0] + " " + line.split()[2] for line in out.splitlines() if " repeat " in line]
+    assert starts == ["tiny/reference 1/2", "tiny/reference-fp32 1/2", "tiny/reference 2/2", "tiny/reference-fp32 2/2"]
 
 
 def test_chart_is_reproduced_from_csv_and_check_catches_drift(tiny_run, tmp_path):

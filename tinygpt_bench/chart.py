@@ -15,6 +15,7 @@ torch-cuda, wasm / torch-cpu) with 95% intervals and the ratio of the two fits.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from tinygpt_bench import report, results, stats
+from tinygpt_bench.errors import UserError
 
 CHART_DATA = "chart-data.json"
 
@@ -207,18 +209,22 @@ def draw(data: dict, out_dir: Path, stem: str = "speedup") -> list[Path]:
     ax2.yaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(data["title"], fontsize=10)
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    files = {}
     for ext in ("png", "svg"):
-        path = out_dir / f"{stem}.{ext}"
         meta = {"Date": None} if ext == "svg" else {}
-        fig.savefig(path, dpi=120, metadata=meta)
-        paths.append(path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=120, metadata=meta)
+        files[out_dir / f"{stem}.{ext}"] = buf.getvalue()
     plt.close(fig)
-    data_path = out_dir / CHART_DATA
-    data_path.write_text(json.dumps(data, indent=1) + "\n")
-    paths.append(data_path)
-    return paths
+    files[out_dir / CHART_DATA] = (json.dumps(data, indent=1) + "\n").encode("utf-8")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path, blob in files.items():  # each file whole or not at all
+            results.atomic_write(path, blob)
+    except OSError as e:
+        raise UserError(f"cannot write the chart into {out_dir} ({e.strerror}); give a writable folder "
+                        f"(`tinygpt-bench chart RESULTS -o FOLDER`)") from None
+    return list(files)
 
 
 def _draw_peer_panel(ax, data: dict, color: dict) -> None:

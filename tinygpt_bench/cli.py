@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import statistics
 import sys
+import tempfile
+import traceback
 from typing import Optional
 
 import typer
@@ -124,6 +128,11 @@ def run_cmd(
 ) -> None:
     """Train PRESET for a fixed number of steps on one backend; print each step's time and loss."""
     protocol.check_steps(steps)
+    _check_seed(seed)
+    _check_threads(threads)
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"--lr {lr} is not a positive finite learning rate; e.g. --lr 3e-4")
+    _check_faults()
     p = presets.load(preset)
     backends.get_class(backend)  # an unknown name raises the error naming the choices
     c = corpus.load(corpus_spec)
@@ -188,10 +197,19 @@ def curve_cmd(
     from tinygpt_bench import display
 
     protocol.check_steps(steps)
+    _check_seed(seed)
+    _check_threads(threads)
+    _check_timeout(timeout)
+    _check_faults()
     chosen = presets.load_list(presets_spec)
-    names = [b.strip() for b in backends_spec.split(",") if b.strip()]
+    names = list(dict.fromkeys(b.strip() for b in backends_spec.split(",") if b.strip()))  # each backend once
+    if not names:
+        raise UserError(f"--backends '{backends_spec}' names no backend; give names such as "
+                        f"--backends {','.join(curve_mod.DEFAULT_BACKENDS)}")
     for b in names:
         backends.get_class(b)  # an unknown name raises the error naming the choices
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; give a folder path for the results")
     settings = curve.CurveSettings(
         presets=chosen, backends=names, steps=steps, repeats=repeats, timeout_s=timeout, threads=threads,
         adapter=adapter, corpus=corpus_spec, seed=seed, out=out, resume=resume, wasm_fma=wasm_fma,
@@ -261,13 +279,19 @@ def chart_cmd(
 
     first = results_paths[0]
     out = out or (first if first.is_dir() else first.parent)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; give a folder for the chart")
     if check:
+        for name in ("speedup.png", "speedup.svg", chart_mod.CHART_DATA):
+            if not (out / name).is_file():
+                print(f"error: chart check: {out / name} is missing; draw the chart with "
+                      f"`tinygpt-bench chart {first}` and commit it", file=sys.stderr)
+                raise typer.Exit(1)
         diffs = chart_mod.check(results_paths, out / chart_mod.CHART_DATA)
         if diffs:
-            for d in diffs:
-                print(f"chart check: {out}: {d}", file=sys.stderr)
-            print(f"error: committed chart in {out} is stale; regenerate it with `tinygpt-bench chart {first}`",
-                  file=sys.stderr)
+            keys = ", ".join(d.split(":")[0] for d in diffs)
+            print(f"error: chart check: {out / chart_mod.CHART_DATA} does not match the CSVs ({keys}); "
+                  f"regenerate it with `tinygpt-bench chart {first}`", file=sys.stderr)
             raise typer.Exit(1)
         console.print(f"chart check: {out}/{chart_mod.CHART_DATA} matches the CSVs", highlight=False)
         return
@@ -283,8 +307,14 @@ def compare_cmd(
 ) -> None:
     """Per preset and backend: the change in ms/step with its uncertainty; exit 1 on a regression."""
     from tinygpt_bench import compare as cmp
+    from tinygpt_bench import results
 
+    cmp.check_threshold(threshold)
     changes = cmp.compare(old, new, threshold)
+    differ = cmp.setting_differences(results.read_environment([old]), results.read_environment([new]))
+    if differ:
+        print(f"warning: {old} and {new} were measured on different machines or with different settings "
+              f"({', '.join(differ)}); a change may be theirs, not the code's", file=sys.stderr)
     t = Table(title=f"{new} vs {old} (ratio of medians of steps 2..N, 95% bootstrap CI)")
     for h in ("preset", "backend", "old ms", "new ms", "change"):
         t.add_column(h)
@@ -314,6 +344,10 @@ def diagnose_cmd(
     """Find out why a preset fails on a backend: stages in order, stop at the first failure, say what it means."""
     from tinygpt_bench import diagnose as diag
 
+    _check_faults()
+    diag.check_out(out)
+    _check_threads(threads)
+    _check_timeout(timeout)
     p = presets.load(preset)
     names = [backend] if backend else list(curve_mod.DEFAULT_BACKENDS)
     options = {"threads": threads, "adapter": adapter, "initial_memory": diag.parse_bytes(initial_memory),
@@ -365,6 +399,7 @@ def peak_cmd(
                       f"{fig}{'  (' + str(r['note']) + ')' if r.get('note') else ''}", highlight=False, markup=False,
                       soft_wrap=True)
 
+    _check_threads(threads)
     console.print(f"peak -> {out}/{peak.PEAKS}{' (quick)' if quick else ''}", highlight=False)
     rows = peak.measure(out, threads=threads, adapter=adapter, quick=quick, on_row=show)
     if any(r["status"] == "failed" for r in rows):
@@ -395,10 +430,67 @@ def report_cmd(
     console.print(f"wrote {page}", highlight=False)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: bad input and failing engines end with one line on stderr and exit code 2."""
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**63:
+        raise UserError(f"--seed {seed} is not a seed; give a whole number from 0 to 2**63-1, e.g. --seed 0")
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads} is not a positive number of threads; leave it out for all cores")
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise UserError(f"--timeout {timeout} is not a positive number of seconds; e.g. --timeout 600")
+
+
+def _check_faults() -> None:
+    """A malformed TINYGPT_BENCH_FAULT is refused before anything is measured."""
+    from tinygpt_bench import faults
+
+    for backend, _, _ in faults.parse(os.environ.get(faults.ENV)):
+        if backend not in backends.names():
+            raise UserError(f"{faults.ENV}: unknown backend '{backend}'; choose one of {', '.join(backends.names())}")
+
+
+_DEBUG = False
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="on an unexpected error, print its traceback "
+                                                                "(otherwise saved to a file)")) -> None:
+    """Train one small byte-level GPT on WebGPU and WebAssembly Memory64 and measure the speedup curve."""
+    global _DEBUG
+    _DEBUG = debug
+
+
+def _unexpected(e: BaseException) -> int:
+    """One line for an error nobody foresaw, with the traceback saved to a file (--debug: printed)."""
+    text = "".join(traceback.format_exception(e))
+    what = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else type(e).__name__
+    if _DEBUG:
+        print(text, file=sys.stderr, end="")
+        print(f"error: unexpected {what}", file=sys.stderr)
+        return 1
     try:
-        app(args=argv, prog_name="tinygpt-bench")
+        fd, path = tempfile.mkstemp(prefix="tinygpt-bench-error-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        where = f"traceback saved to {path}"
+    except OSError:
+        where = "the traceback could not be saved; rerun with --debug to see it"
+    print(f"error: unexpected {what}; {where} (please report it; --debug prints it)", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: bad input and failing engines end with one line on stderr and exit code 2;
+    an unexpected error with one line and the path of its saved traceback, exit code 1."""
+    global _DEBUG
+    _DEBUG = False
+    try:
+        rc = app(args=argv, prog_name="tinygpt-bench", standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -408,3 +500,21 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the last guard: no traceback on the terminal
+        if type(e).__name__ == "NoArgsIsHelpError":
+            print(e.format_message(), file=sys.stderr)  # no command: the help
+            sys.exit(2)
+        if hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):
+            # the command line's own usage errors (no such option, a value of the wrong type)
+            message = " ".join(e.format_message().split())
+            sys.exit(_usage(message, e.exit_code))
+        if type(e).__name__ == "Abort":
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        sys.exit(_unexpected(e))
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _usage(message: str, code: int) -> int:
+    print(f"error: {message}; see `tinygpt-bench --help`", file=sys.stderr)
+    return code

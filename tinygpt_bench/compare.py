@@ -7,10 +7,12 @@ interval; a change counts as significant only when the interval excludes 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from tinygpt_bench import report, results, stats
+from tinygpt_bench.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -25,17 +27,38 @@ class Change:
 
 
 def describe(r: stats.Ratio) -> str:
+    """The change in words; its interval always brackets the factor printed beside it (a
+    speed-up of new/old = 0.33 [0.30-0.36] reads 3.00x faster [2.78-3.33])."""
     ci = f" [{r.low:.2f}-{r.high:.2f}]" if r.low != r.high else ""
     if not r.significant and r.low != r.high:
         return f"no significant change ({r.value:.2f}x{ci})"
     if r.value >= 1:
         return f"{r.value:.2f}x slower{ci}"
+    ci = f" [{1 / r.high:.2f}-{1 / r.low:.2f}]" if r.low != r.high else ""
     return f"{1 / r.value:.2f}x faster{ci}"
 
 
+def check_threshold(threshold: float) -> float:
+    if not math.isfinite(threshold) or threshold < 0:
+        raise UserError(f"--threshold {threshold} is not a finite non-negative factor; use e.g. --threshold 1.10")
+    return threshold
+
+
+def setting_differences(old_env: dict, new_env: dict) -> list[str]:
+    """The run settings (environment.json 'settings': machine, engine digests, protocol) that
+    differ between two results folders."""
+    a, b = old_env.get("settings", {}) or {}, new_env.get("settings", {}) or {}
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def compare(old: Path, new: Path, threshold: float = 1.10) -> list[Change]:
+    check_threshold(threshold)
     a, b = results.read_measurements([old]), results.read_measurements([new])
     sa, sb = results.read_steps([old]), results.read_steps([new])
+    common = set(zip(a.preset, a.backend)) & set(zip(b.preset, b.backend))
+    if not common:
+        raise UserError(f"{old} and {new} have no (preset, backend) in common, so there is nothing to compare; "
+                        "give two results folders that measured the same presets on the same backends")
     out = []
     for _, nr in b.iterrows():
         match = a[(a.preset == nr.preset) & (a.backend == nr.backend)]

@@ -161,7 +161,11 @@ def shakespeare(url: str | None = None) -> Corpus:
     url = url or os.environ.get("TINYGPT_BENCH_SHAKESPEARE_URL") or SHAKESPEARE_URL
     path = cache_dir() / "tinyshakespeare.txt"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the cache folder {path.parent} ({e.strerror}); set TINYGPT_BENCH_CACHE "
+                            "to a writable folder, or use --corpus synthetic") from None
         try:
             with urllib.request.urlopen(url, timeout=60) as r:
                 raw = r.read()
@@ -177,8 +181,12 @@ def shakespeare(url: str | None = None) -> Corpus:
                 "the address serves other content: use --corpus PATH with a verified copy"
             )
         tmp = path.with_suffix(".part")
-        tmp.write_bytes(raw)
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(raw)
+            tmp.replace(path)
+        except OSError as e:
+            raise UserError(f"cannot write {path} ({e.strerror}); set TINYGPT_BENCH_CACHE to a writable folder, "
+                            "or use --corpus synthetic") from None
     raw = path.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     if digest != SHAKESPEARE_SHA256:

@@ -278,6 +278,11 @@ def _row(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, corp, env:
 def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
     """Measure every (preset, backend); returns the rows written."""
     protocol.check_steps(s.steps)
+    # a name given twice is measured once
+    s.backends = list(dict.fromkeys(s.backends))
+    s.presets = list({p.name: p for p in s.presets}.values())
+    if not s.backends:
+        raise UserError("empty backend list; give names such as --backends wasm,reference")
     if s.repeats < 1:
         raise UserError(f"--repeats {s.repeats} is not a positive number; use --repeats 3")
     corp = corpus_mod.load(s.corpus)
@@ -291,9 +296,9 @@ def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
     }
     done = results.done_keys(s.out) if s.resume else set()
     writer = results.ResultWriter(s.out, environment, s.resume)
-    prior = results.read_measurements([s.out]) if done else None
     written = []
     try:
+        prior = results.read_measurements([s.out]) if done else None
         for preset in s.presets:
             todo = [b for b in s.backends if (preset.name, b) not in done]
             if not todo:
@@ -303,6 +308,7 @@ def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
             work = protocol.prepare(preset, corp, s.steps, s.seed)
             ref = _reference_losses(work, s)
             accs = {b: _Acc() for b in todo}
+            measured_steps: dict[str, list[dict]] = {b: [] for b in todo}
             for r in range(1, s.repeats + 1):
                 for b in todo:
                     if accs[b].status != "ok":
@@ -310,8 +316,7 @@ def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
                     rows = _measure_once(b, work, s, accs[b], reporter, r)
                     for row in rows:
                         row["run_id"] = run_id
-                    if rows:
-                        writer.steps(rows)
+                    measured_steps[b].extend(rows)
             finals = {b: a.losses[0][-1] for b, a in accs.items() if a.status == "ok" and a.losses}
             if prior is not None:
                 for _, pr in prior[(prior.preset == preset.name) & (prior.status == "ok")].iterrows():
@@ -320,10 +325,10 @@ def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
             for b in todo:
                 row = _row(b, work, s, accs[b], corp, env, run_id, finals, ref, environment["settings_id"])
                 environment["backend_descriptions"].setdefault(b, accs[b].describe)
-                writer.measurement(row)
+                writer.commit(row, measured_steps[b])  # its steps and its row, together
                 written.append(row)
                 reporter.measured(row)
-            writer.env_path.write_text(results.json.dumps(environment, indent=2, default=str) + "\n")
+            writer.environment(environment)
     finally:
         writer.close()
     return written

@@ -49,7 +49,13 @@ def parse_bytes(text: str | None) -> int | None:
     m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(text))
     if not m or m.group(2).upper() not in _UNITS:
         raise UserError(f"'{text}' is not a size; write bytes like 4GiB, 512MiB or 1073741824")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    try:
+        value = float(m.group(1)) * _UNITS[m.group(2).upper()]
+    except ValueError:
+        raise UserError(f"'{text}' is not a size; write bytes like 4GiB, 512MiB or 1073741824") from None
+    if not math.isfinite(value) or value < 1 or value >= 2**64:
+        raise UserError(f"'{text}' is not a usable size (1 byte to 16 EiB); write bytes like 4GiB or 512MiB")
+    return int(value)
 
 
 @dataclass
@@ -307,12 +313,24 @@ def parity(preset: Preset, backend: str, options: dict, seed: int = 0) -> Stage:
     return Stage("parity", True, fig)
 
 
+def check_out(out_dir: Path) -> None:
+    """Refuse an --out the report cannot be written into, before anything is measured."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder; give a folder for the diagnose report")
+
+
 def write_report(d: Diagnosis, out_dir: Path) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from tinygpt_bench.results import atomic_write
+
     stem = out_dir / f"diagnose-{d.preset}-{d.backend}"
     md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
-    md.write_text(d.to_markdown())
     payload = d.to_json()
     payload["environment"] = envinfo.collect_all(adapters=False)
-    js.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(md, d.to_markdown().encode("utf-8"))
+        atomic_write(js, (json.dumps(payload, indent=2, default=str) + "\n").encode("utf-8"))
+    except OSError as e:
+        raise UserError(f"cannot write the diagnose report into {out_dir} ({e.strerror}); give a writable --out") from None
     return md, js

@@ -23,6 +23,7 @@ from tinygpt_bench.errors import UserError
 
 ENV = "TINYGPT_BENCH_FAULT"
 HARNESS_KINDS = {"slow"}
+KINDS = ("slow", "nan-grad", "trap", "shader")  # and limit=BYTES
 SLOW_S = 1.0
 
 
@@ -36,7 +37,19 @@ def parse(text: str | None) -> list[tuple[str, str, str | None]]:
             raise UserError(f"{ENV}: '{spec}' is not BACKEND:KIND[@PRESET], e.g. wasm:trap@small")
         backend, rest = spec.split(":", 1)
         kind, _, preset = rest.partition("@")
-        out.append((backend.strip(), kind.strip(), preset.strip() or None))
+        backend, kind = backend.strip(), kind.strip()
+        if not backend:
+            raise UserError(f"{ENV}: '{spec}' names no backend; write BACKEND:KIND[@PRESET], e.g. wasm:trap@small")
+        if kind.startswith("limit="):
+            from tinygpt_bench.diagnose import parse_bytes  # the project's one size parser
+
+            try:
+                parse_bytes(kind.removeprefix("limit="))
+            except UserError as e:
+                raise UserError(f"{ENV}: '{spec}': limit= takes a size in bytes ({e}), e.g. webgpu:limit=1MiB") from None
+        elif kind not in KINDS:
+            raise UserError(f"{ENV}: '{spec}': unknown kind '{kind}'; kinds are {', '.join(KINDS)}, limit=BYTES")
+        out.append((backend, kind, preset.strip() or None))
     return out
 
 

@@ -24,6 +24,7 @@ The file is rewritten by each `peak` run, a row flushed as each measurement fini
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import time
@@ -329,27 +330,39 @@ def machine_columns(gpu=None) -> dict:
 
 
 class PeakWriter:
-    """peaks.csv in `out_dir`, rewritten by a run; each row flushed as it is measured."""
+    """peaks.csv in `out_dir`, rewritten by a run; the file is replaced atomically as each row is
+    measured (results.atomic_write), so an earlier peaks.csv stays whole until the first new row."""
 
     def __init__(self, out_dir: Path):
+        from tinygpt_bench import results
+
         self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UserError(f"--out {self.dir} is a file, not a folder; give a folder for {PEAKS}")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create {self.dir} ({e.strerror}); give a writable --out folder") from None
         self.path = self.dir / PEAKS
         self.run_id = f"{envinfo.now()}-{os.getpid()}"
-        self._f = open(self.path, "w", newline="", encoding="utf-8")
-        self._w = csv.DictWriter(self._f, fieldnames=PEAK_COLUMNS, extrasaction="raise", lineterminator="\n")
-        self._w.writeheader()
-        self._f.flush()
+        self._atomic_write = results.atomic_write
+        self._rows: list[dict] = []
 
     def row(self, row: dict) -> dict:
         full = {"format_version": PEAKS_FORMAT_VERSION, "run_id": self.run_id, "timestamp": envinfo.now(), **row}
-        self._w.writerow({k: _fmt(full.get(k)) for k in PEAK_COLUMNS})
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        self._rows.append({k: _fmt(full.get(k)) for k in PEAK_COLUMNS})
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=PEAK_COLUMNS, extrasaction="raise", lineterminator="\n")
+        w.writeheader()
+        w.writerows(self._rows)
+        try:
+            self._atomic_write(self.path, buf.getvalue().encode("utf-8"))
+        except OSError as e:
+            raise UserError(f"cannot write {self.path} ({e.strerror}); free space or fix permissions") from None
         return full
 
     def close(self) -> None:
-        self._f.close()
+        pass
 
 
 def _fmt(v):

@@ -493,7 +493,15 @@ def update_page(results_dir: Path, page: Path) -> None:
     if not page.is_file():
         raise UserError(f"{page} does not exist; make it with `tinygpt-bench report {results_dir} --out {page}`")
     before, _, _, after = split_page(page.read_text(), page)
-    page.write_text(before + generated_block(results_dir, page) + after)
+    _write(page, before + generated_block(results_dir, page) + after)
+
+
+def _write(page: Path, text: str) -> None:
+    try:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        results.atomic_write(page, text.encode("utf-8"))
+    except OSError as e:
+        raise UserError(f"cannot write {page} ({e.strerror}); give a writable path") from None
 
 
 def write_page(results_dir: Path, page: Path) -> None:
@@ -501,6 +509,5 @@ def write_page(results_dir: Path, page: Path) -> None:
     if page.exists():
         raise UserError(f"{page} exists; `tinygpt-bench report {results_dir} --update {page}` replaces its generated "
                         "block and keeps the hand-written text")
-    page.parent.mkdir(parents=True, exist_ok=True)
     head = PAGE_HEAD.format(source=str(results_dir).rstrip("/"), page=page)
-    page.write_text(head + generated_block(results_dir, page))
+    _write(page, head + generated_block(results_dir, page))

@@ -94,7 +94,12 @@ def load_file(path: Path) -> Preset:
         raise UserError(f"{path}: malformed TOML ({e}); fix the file's syntax") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; a preset is a TOML file") from None
-    return _validate(data, str(path), path.stem)
+    preset = _validate(data, str(path), path.stem)
+    builtin = presets_dir() / f"{preset.name}.toml"
+    if builtin.is_file() and path.resolve() != builtin.resolve():
+        raise UserError(f"{path}: name '{preset.name}' is a built-in preset's; give the file its own "
+                        f"`name = \"...\"` so its results cannot be mistaken for the built-in {preset.name}")
+    return preset
 
 
 def load(name_or_path: str) -> Preset:
@@ -110,9 +115,20 @@ def load(name_or_path: str) -> Preset:
     return load_file(f)
 
 
+def _shape(p: Preset) -> tuple:
+    return tuple(getattr(p, f) for f in FIELDS)
+
+
 def load_list(spec: str) -> list[Preset]:
     """A comma-separated list of names/paths, or 'all' for every built-in preset."""
     items = builtin_names() if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
     if not items:
         raise UserError("empty preset list; give names such as tiny,small or 'all'")
-    return [load(s) for s in items]
+    chosen: dict[str, Preset] = {}
+    for s in items:
+        p = load(s)
+        if p.name in chosen and _shape(p) != _shape(chosen[p.name]):
+            raise UserError(f"two presets named '{p.name}' ({chosen[p.name].source} and {p.source}); "
+                            "give each preset file its own `name`")
+        chosen.setdefault(p.name, p)  # a preset given twice is measured once
+    return list(chosen.values())
