@@ -141,6 +141,7 @@ class WasmV8Backend(w.WasmBackend):
         self.node = node_path()
         self.versions = node_versions(self.node)
         self._proc: subprocess.Popen | None = None
+        self._memory = None
         self._tmp: str | None = None
         self._stderr = None
         self.last_step_ns: int | None = None
@@ -245,26 +246,35 @@ class WasmV8Backend(w.WasmBackend):
         except OSError as e:
             self._kill()
             raise UserError(f"{NAME}: cannot start {self.node} ({e}); pip install {NODE_PIN} or set {NODE_ENV}") from None
-        facts = w.module_facts(self.module_path) if os.path.isfile(self.module_path) else None
-        if facts is None:
+        if not os.path.isfile(self.module_path):
             self._kill()
-            raise w.WasmError(f"{NAME}: stage compile: {self.module_path}: no such file")
+            raise UserError(f"{NAME}: stage compile: {self.module_path}: no such file; use the shipped "
+                            "wasm/tinygpt.wasm (reinstall tinygpt-bench)")
+        try:
+            facts, facts_error = w.module_facts(self.module_path), None
+        except w.WasmError as e:  # V8 says first why it rejects the module, if it does
+            facts, facts_error = {"memory_min_bytes": w.PAGE, "memory_max_bytes": w.MAX_MEMORY}, e
         r = self._send({"op": "start", "module": str(self.module_path), "threads": self.threads,
                         "min_pages": facts["memory_min_bytes"] // w.PAGE,
                         "max_pages": (facts["memory_max_bytes"] or w.MAX_MEMORY) // w.PAGE,
                         "initial_bytes": self.initial_memory or 0, "stack_bytes": w.WORKER_STACK,
                         "limit": self.max_memory if self.max_memory < w.MAX_MEMORY else 0})
         if not r["ok"]:
-            self._started = True  # so that close() stops what did start
             stage = r.get("stage", "start")
             if "no_memory" in r:
+                self._memory = _Memory(self)
                 err = self._no_memory(stage, r["no_memory"], r.get("asked") or w.THREAD_SCRATCH_BYTES)
-                msg = str(err).replace("wasm backend:", f"{NAME}:", 1)
-            else:
-                fix = ("; V8 rejected the module: run it with the wasm backend, or use Node "
-                       f">= {MIN_NODE} ({NODE_PIN})" if stage in ("compile", "memory", "instantiate") else "")
-                msg = f"{NAME}: stage {stage}: {r['error']}{fix}"
-            raise w.WasmError(msg)
+                self.close()
+                raise w.WasmError(str(err).replace("wasm backend:", f"{NAME}:", 1))
+            self.close()
+            if stage in ("compile", "memory", "instantiate"):  # V8 rejected the module: nothing to retry
+                raise UserError(f"{NAME}: stage {stage}: V8 {self.versions['v8']} rejected {self.module_path}: "
+                                f"{r['error']}; use the shipped wasm/tinygpt.wasm with Node >= {MIN_NODE} "
+                                f"({NODE_PIN}), or run it with the wasm backend")
+            raise w.WasmError(f"{NAME}: stage {stage}: {r['error']}")
+        if facts_error is not None:
+            self.close()
+            raise w.WasmError(str(facts_error).replace("wasm backend:", f"{NAME}:", 1))
         self._memory = _Memory(self)
         self.initial_bytes = r["initial_bytes"]
         self._events = []
@@ -339,7 +349,7 @@ class WasmV8Backend(w.WasmBackend):
             raise w.WasmError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
 
     def close(self) -> None:
-        if self._started and self._proc is not None:
+        if self._started and self._proc is not None and self._memory is not None:
             try:
                 self._read_events()  # events() still answers after close
             except Exception:
