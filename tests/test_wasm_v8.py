@@ -227,3 +227,32 @@ def test_profile_and_bad_input():
         assert prof["matmul_fwd"] > 0 and prof["adamw"] > 0
         with pytest.raises(UserError, match="wasm-v8 backend: batch shape"):
             b.step(np.zeros((2, 3), np.int32))
+
+
+def test_env_shows_node_and_v8():
+    from tinygpt_bench import envinfo
+
+    info = envinfo.collect_node()
+    assert info["node_version"].startswith("24.") and info["v8_version"].startswith("13.")
+    assert os.path.samefile(info["node_path"], v8.node_path())
+
+
+def test_curve_runs_wasm_and_wasm_v8_with_equal_losses(tmp_path):
+    """`curve` end to end with both engines (FMA off, so the losses must agree to the bit),
+    and a trap injected into wasm-v8 on tiny recorded as a failed row while small runs."""
+    import pandas as pd
+
+    env = {**os.environ, "TINYGPT_BENCH_FAULT": "wasm-v8:trap@tiny"}
+    r = subprocess.run([sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "tiny,small", "--backends",
+                        "wasm,wasm-v8", "--repeats", "1", "--steps", "3", "--threads", "2", "--no-wasm-fma",
+                        "--out", str(tmp_path), "--plain", "--no-chart"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 1, r.stdout + r.stderr  # the injected trap
+    df = pd.read_csv(tmp_path / "measurements.csv")
+    got = {(row.preset, row.backend): row for row in df.itertuples()}
+    assert got[("tiny", "wasm-v8")].status == "failed" and "wasm trapped" in got[("tiny", "wasm-v8")].error
+    assert got[("small", "wasm-v8")].status == "ok" and got[("small", "wasm")].status == "ok"
+    assert "node 24." in got[("small", "wasm-v8")].runtime
+    steps = pd.read_csv(tmp_path / "steps.csv")
+    small = steps[steps.preset == "small"]
+    assert list(small[small.backend == "wasm"].loss) == list(small[small.backend == "wasm-v8"].loss)
