@@ -256,3 +256,14 @@ def test_curve_runs_wasm_and_wasm_v8_with_equal_losses(tmp_path):
     steps = pd.read_csv(tmp_path / "steps.csv")
     small = steps[steps.preset == "small"]
     assert list(small[small.backend == "wasm"].loss) == list(small[small.backend == "wasm-v8"].loss)
+
+
+def test_protocol_times_the_step_inside_v8():
+    """protocol.train records the time V8 measured around train_step, not the round trip."""
+    from tinygpt_bench import protocol
+
+    p = presets.load("tiny")
+    work = protocol.Work(p, model.Layout(p).init(0), batches_for(p, 2), 0)
+    with v8.WasmV8Backend(threads=2) as b:
+        times = protocol.train(b, work)
+        assert times[-1].ms == b.last_step_ns / 1e6 > 0

@@ -301,6 +301,7 @@ class WasmV8Backend(w.WasmBackend):
             "v8_version": v8,
             "node_path": self.node,
             "node_wheel": wheel,
+            "step_timing": "process.hrtime in V8 around train_step (last_step_ns; protocol.train uses it)",
             "runtime_settings": f"threads={self.threads} simd128 relaxed_simd={'on' if self.relaxed_simd else 'off'} "
                                 f"matmul_kernel={self.matmul_kernel} memory64 max={self.max_memory} "
                                 f"node={node} v8={v8}",
