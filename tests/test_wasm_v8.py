@@ -98,6 +98,7 @@ def test_describe_names_node_and_v8_and_close_is_safe_twice():
     assert alive(proc.pid)
     assert b.memory_bytes() > 0 and b.events()  # growth at load, with the worker running
     assert b.events()[-1]["worker_threads_running"] == 1
+    assert b.host_peak_rss() > b.memory_bytes()  # Node's resident set holds the touched wasm memory
     b.close()
     assert proc.returncode is not None and not alive(proc.pid)
     b.close()
@@ -253,6 +254,8 @@ def test_curve_runs_wasm_and_wasm_v8_with_equal_losses(tmp_path):
     assert got[("tiny", "wasm-v8")].status == "failed" and "wasm trapped" in got[("tiny", "wasm-v8")].error
     assert got[("small", "wasm-v8")].status == "ok" and got[("small", "wasm")].status == "ok"
     assert "node 24." in got[("small", "wasm-v8")].runtime
+    # peak memory counts the Node process too: above the wasmtime worker's, which holds its memory itself
+    assert got[("small", "wasm-v8")].peak_rss_bytes > got[("small", "wasm")].peak_rss_bytes
     steps = pd.read_csv(tmp_path / "steps.csv")
     small = steps[steps.preset == "small"]
     assert list(small[small.backend == "wasm"].loss) == list(small[small.backend == "wasm-v8"].loss)

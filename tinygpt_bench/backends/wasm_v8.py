@@ -286,6 +286,13 @@ class WasmV8Backend(w.WasmBackend):
     def memory_bytes(self) -> int:
         return self._memory.data_len() if self._started and self._proc is not None else 0
 
+    def host_peak_rss(self) -> int | None:
+        """Peak resident memory of the Node process (bytes): curve adds it to the worker's."""
+        if self._proc is None:
+            return None
+        r = self._send({"op": "memory"})
+        return int(r["peak_rss"]) if r.get("ok") else None
+
     def describe(self) -> dict:
         d = super().describe()
         d.pop("spectre_guards", None)

@@ -20,7 +20,7 @@
 //   read64 {addr, bytes}          memory [addr, addr + bytes) as base64 (small reads)
 //   step {tokens_addr, tokens, lr}  tokens (base64 int32) into memory, then train_step(lr)
 //                                 timed with process.hrtime around the call: {loss, ns}
-//   memory                        {bytes}: the memory's current size
+//   memory                        {bytes, peak_rss}: the memory's current size, Node's peak RSS
 //   stop                          pool_stop, workers joined, then exit
 import { Worker, isMainThread, workerData } from "node:worker_threads";
 import fs from "node:fs";
@@ -191,7 +191,7 @@ async function main() {
       case "read64":
         return { ok: true, data: Buffer.from(bytes(c.addr, c.bytes)).toString("base64") };
       case "memory":
-        return { ok: true, bytes: memory ? memory.buffer.byteLength : 0 };
+        return { ok: true, bytes: memory ? memory.buffer.byteLength : 0, peak_rss: process.resourceUsage().maxRSS * 1024 };
       case "stop":
         await stopWorkers();
         return { ok: true };
