@@ -270,3 +270,22 @@ def test_protocol_times_the_step_inside_v8():
     with v8.WasmV8Backend(threads=2) as b:
         times = protocol.train(b, work)
         assert times[-1].ms == b.last_step_ns / 1e6 > 0
+
+
+def test_max_memory_preflight_as_the_wasm_backend():
+    p = presets.load("small")
+    with v8.WasmV8Backend(threads=2, max_memory=16 << 20) as b:
+        with pytest.raises(wasm.WasmError, match=r"wasm-v8 backend: preset small: stage preflight: .*raise --max-memory"):
+            b.load(p, model.Layout(p).init(0))
+        assert b._call("memory_limit") == 16 << 20  # the module's allocator enforces it too
+
+
+def test_diagnose_names_an_injected_trap_on_wasm_v8(tmp_path, monkeypatch):
+    from tinygpt_bench import diagnose
+
+    monkeypatch.setenv("TINYGPT_BENCH_FAULT", "wasm-v8:trap@tiny")
+    d = diagnose.run(presets.load("tiny"), "wasm-v8", {"threads": 2})
+    assert [s.name for s in d.stages] == ["preflight", "create", "load", "step"]
+    step = d.stages[-1]
+    assert not step.ok and "wasm trapped: RuntimeError: unreachable" in step.error
+    assert "fault 'trap' was injected" in step.error and "trapped" in step.meaning

@@ -238,6 +238,9 @@ class WasmV8Backend(w.WasmBackend):
         if self._started:
             return
         self._phase = "start"
+        if not os.path.isfile(self.module_path):
+            raise UserError(f"{NAME}: stage compile: {self.module_path}: no such file; use the shipped "
+                            "wasm/tinygpt.wasm (reinstall tinygpt-bench)")
         self._tmp = tempfile.mkdtemp(prefix="tinygpt-v8-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self._stderr = tempfile.TemporaryFile()
         try:
@@ -246,10 +249,6 @@ class WasmV8Backend(w.WasmBackend):
         except OSError as e:
             self._kill()
             raise UserError(f"{NAME}: cannot start {self.node} ({e}); pip install {NODE_PIN} or set {NODE_ENV}") from None
-        if not os.path.isfile(self.module_path):
-            self._kill()
-            raise UserError(f"{NAME}: stage compile: {self.module_path}: no such file; use the shipped "
-                            "wasm/tinygpt.wasm (reinstall tinygpt-bench)")
         try:
             facts, facts_error = w.module_facts(self.module_path), None
         except w.WasmError as e:  # V8 says first why it rejects the module, if it does
