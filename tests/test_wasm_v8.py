@@ -132,6 +132,7 @@ def test_killed_measurement_leaves_no_node_process(tmp_path):
         while alive(node_pid) and time.time() < deadline:
             time.sleep(0.05)
         assert not alive(node_pid)
+        assert not [f for f in os.listdir("/dev/shm") if f.startswith("tinygpt-v8-")] if os.path.isdir("/dev/shm") else True
     finally:
         if child.poll() is None:
             child.kill()

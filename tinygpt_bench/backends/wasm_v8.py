@@ -6,8 +6,8 @@ One Node process per backend instance runs the JS host shipped beside this file
 Node's main thread and on N - 1 worker_threads, each with its own stack carved from the
 module's heap, parked in worker_loop: the wasmtime host's arrangement (backends/wasm.py)
 with V8 as the compiler. Python speaks to it in JSON lines over stdin/stdout; parameters
-and gradients travel through files in a private temporary folder, each step's tokens
-inline as base64. Each step is timed inside V8 around train_step (process.hrtime):
+and gradients travel through a temporary file each (in /dev/shm, removed right after the
+transfer), each step's tokens inline as base64. Each step is timed inside V8 around train_step (process.hrtime):
 `last_step_ns` after step().
 
 The class reuses the wasmtime backend's logic (load's checks and calls, plan(), limits(),
@@ -20,11 +20,11 @@ even when that process is killed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import importlib.metadata as md
 import json
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -190,9 +190,6 @@ class WasmV8Backend(w.WasmBackend):
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
 
     def _call(self, name: str, *args):
         r = self._send({"op": "call", "name": name, "args": [float(a) if isinstance(a, float) else int(a) for a in args]})
@@ -205,9 +202,9 @@ class WasmV8Backend(w.WasmBackend):
         if data.nbytes <= 1 << 16:
             r = self._send({"op": "write64", "addr": int(addr), "data": base64.b64encode(data.tobytes()).decode()})
         else:
-            path = os.path.join(self._tmp, "in.bin")
-            data.tofile(path)
-            r = self._send({"op": "write", "addr": int(addr), "file": path})
+            with self._transfer_file() as path:
+                data.tofile(path)
+                r = self._send({"op": "write", "addr": int(addr), "file": path})
         if not r["ok"]:
             raise w.WasmError(f"{NAME}: writing {data.nbytes} bytes at {addr}: {r['error']}")
 
@@ -217,11 +214,25 @@ class WasmV8Backend(w.WasmBackend):
             if not r["ok"]:
                 raise w.WasmError(f"{NAME}: reading {nbytes} bytes at {addr}: {r['error']}")
             return np.frombuffer(base64.b64decode(r["data"]), np.uint8)
-        path = os.path.join(self._tmp, "out.bin")
-        r = self._send({"op": "read", "addr": int(addr), "bytes": int(nbytes), "file": path})
-        if not r["ok"]:
-            raise w.WasmError(f"{NAME}: reading {nbytes} bytes at {addr}: {r['error']}")
-        return np.fromfile(path, np.uint8)
+        with self._transfer_file() as path:
+            r = self._send({"op": "read", "addr": int(addr), "bytes": int(nbytes), "file": path})
+            if not r["ok"]:
+                raise w.WasmError(f"{NAME}: reading {nbytes} bytes at {addr}: {r['error']}")
+            return np.fromfile(path, np.uint8)
+
+    @contextlib.contextmanager
+    def _transfer_file(self):
+        """A file for one bulk transfer (in /dev/shm where there is one), removed right after:
+        nothing is left behind even when the process is killed between transfers."""
+        fd, path = tempfile.mkstemp(prefix="tinygpt-v8-", suffix=".bin", dir=self._tmp)
+        os.close(fd)
+        try:
+            yield path
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def _view(self, addr: int, count: int, ctype) -> np.ndarray:
         """A copy (not a view: the memory lives in another process) of count values at addr."""
@@ -241,7 +252,7 @@ class WasmV8Backend(w.WasmBackend):
         if not os.path.isfile(self.module_path):
             raise UserError(f"{NAME}: stage compile: {self.module_path}: no such file; use the shipped "
                             "wasm/tinygpt.wasm (reinstall tinygpt-bench)")
-        self._tmp = tempfile.mkdtemp(prefix="tinygpt-v8-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        self._tmp = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
         self._stderr = tempfile.TemporaryFile()
         try:
             self._proc = subprocess.Popen([self.node, str(HOST)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
