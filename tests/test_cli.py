@@ -77,6 +77,7 @@ def test_wheel_carries_package_data_and_runs_from_anywhere(tmp_path):
     (wheel,) = dist.glob("tinygpt_bench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "tinygpt_bench/presets/small.toml" in names and "tinygpt_bench/cli.py" in names
+    assert "tinygpt_bench/backends/wasm_v8_host.mjs" in names  # wasm-v8's JS host
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True)
     elsewhere = tmp_path / "elsewhere"
@@ -92,3 +93,14 @@ def test_wheel_carries_package_data_and_runs_from_anywhere(tmp_path):
         cwd=elsewhere, capture_output=True, text=True, env={"PYTHONPATH": str(site)},
     )
     assert str(site) in r.stdout
+    # wasm-v8 from the installed wheel: its JS host and the module found inside the package
+    r = subprocess.run(
+        [sys.executable, "-c", "import tinygpt_bench.backends.wasm_v8 as v; print(v.HOST); "
+         "from tinygpt_bench import presets, model; p = presets.load('tiny'); b = v.WasmV8Backend(threads=1); "
+         "b.load(p, model.Layout(p).init(0)); import numpy as np; "
+         "print(b.step(np.zeros((p.batch, p.ctx + 1), np.int32))); b.close()"],
+        cwd=elsewhere, capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 0, r.stderr
+    host, loss = r.stdout.split()
+    assert host.startswith(str(site)) and 4.0 < float(loss) < 7.0  # about ln 256 at the initial weights

@@ -93,6 +93,10 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JS
         t.add_row("wasmtime", f"{info['wasmtime_version']}: {feats}")
     else:
         t.add_row("wasmtime", info.get("wasmtime_error", "?"))
+    if info.get("node_version"):
+        t.add_row("Node (wasm-v8)", f"node {info['node_version']}, V8 {info['v8_version']} ({info['node_path']})")
+    else:
+        t.add_row("Node (wasm-v8)", info.get("node_error", "?"))
     console.print(t)
     a = Table(title="WebGPU adapters (backend webgpu: wgpu-native; webgpu-dawn: Dawn)")
     for c in ("implementation", "#", "name", "backend", "type", "software", "driver", "max binding"):

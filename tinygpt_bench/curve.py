@@ -9,7 +9,8 @@ Phases, top to bottom, per preset:
                loads a fresh model and times every step; past --timeout it is killed
   4. summary   cold first step apart from steady state (steps 2..N over all repeats):
                median, quartiles, MAD outliers (flagged, never dropped), tokens/s, GFLOP/s,
-               peak memory (the worker's resident set; what the engine allocated),
+               peak memory (the worker's resident set, plus its engine process's where it has
+               one: wasm-v8's Node; what the engine allocated),
                final-loss parity between backends and against the reference; one CSV row per
                (preset, backend), written and flushed as soon as it is known
 The step count is global (--steps, default 15) and never varies per preset; a slow preset
@@ -136,7 +137,11 @@ def _worker(conn, name: str, preset: Preset, corpus_spec: str, steps: int, seed:
 
         protocol.train(be, work, lr, on_step)
         mem = getattr(be, "memory_bytes", None)
-        conn.send(("done", mem() if callable(mem) else None, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        host_rss = getattr(be, "host_peak_rss", None)  # an engine's own process (wasm-v8: Node)
+        if callable(host_rss):
+            rss += host_rss() or 0
+        conn.send(("done", mem() if callable(mem) else None, rss))
     except protocol.StageError as e:
         conn.send(("failed", e.stage, e.error))
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent

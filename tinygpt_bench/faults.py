@@ -4,9 +4,9 @@ TINYGPT_BENCH_FAULT holds comma-separated specs `BACKEND:KIND[@PRESET]`; a spec 
 when that backend is created for that preset (any preset without @). Kinds:
 
   slow         every step sleeps 1 s more inside the timed region (harness; any backend)
-  nan-grad     the engine writes a NaN into the gradient after backward (wasm, webgpu, webgpu-dawn,
-               reference)
-  trap         the wasm module executes `unreachable` during the step (wasm)
+  nan-grad     the engine writes a NaN into the gradient after backward (wasm, wasm-v8, webgpu,
+               webgpu-dawn, reference)
+  trap         the wasm module executes `unreachable` during the step (wasm, wasm-v8)
   shader       an invalid WGSL kernel is compiled at load (webgpu, webgpu-dawn)
   limit=BYTES  the adapter's storage-binding and buffer limits are capped to BYTES (webgpu,
                webgpu-dawn)

@@ -65,7 +65,7 @@ def speedups(df: pd.DataFrame, steps: pd.DataFrame | None, baseline: str | None 
 
 
 # each engine's native peer: what a user would otherwise pick on the same hardware
-PEERS = {"webgpu": "torch-cuda", "webgpu-dawn": "torch-cuda", "wasm": "torch-cpu"}
+PEERS = {"webgpu": "torch-cuda", "webgpu-dawn": "torch-cuda", "wasm": "torch-cpu", "wasm-v8": "torch-cpu"}
 
 
 def peer_ratios(df: pd.DataFrame, steps: pd.DataFrame | None) -> pd.DataFrame:

