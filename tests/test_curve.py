@@ -264,7 +264,7 @@ def test_wasm_engine_options_reach_the_rows(tmp_path, run_cli):
     assert code == 2 and "--resume refused" in err
 
 
-@pytest.mark.parametrize("rows_before,delay", [(0, 0.3), (1, 0.5), (1, 2.5), (2, 1.0)])
+@pytest.mark.parametrize("rows_before,delay", [(0, 0.3), (1, 0.5), (1, 2.0), (2, 1.0)])
 def test_sigkill_at_any_point_then_resume_keeps_exactly_the_finished_steps(tmp_path, rows_before, delay):
     """SIGKILL lands inside a measurement (before the first row, early or late in a slow one),
     then --resume: steps.csv holds exactly the steps of the measurements in measurements.csv
@@ -276,7 +276,7 @@ def test_sigkill_at_any_point_then_resume_keeps_exactly_the_finished_steps(tmp_p
 
     out = tmp_path / "run"
     args = [sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "tiny,small", "--backends",
-            "reference-fp32,reference", "--steps", "3", "--repeats", "2", "--out", str(out), "--plain", "--no-chart"]
+            "reference-fp32,reference", "--steps", "2", "--repeats", "2", "--out", str(out), "--plain", "--no-chart"]
     env = {**os.environ, "TINYGPT_BENCH_FAULT": "reference-fp32:slow@small,reference:slow@tiny"}  # 1 s a step
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
@@ -298,10 +298,10 @@ def test_sigkill_at_any_point_then_resume_keeps_exactly_the_finished_steps(tmp_p
     steps = _rows(out / "steps.csv")
     for x in rows:  # each measurement's steps: exactly repeats x steps, of its own run
         mine = [s for s in steps if (s["preset"], s["backend"]) == (x["preset"], x["backend"])]
-        assert len(mine) == 2 * 3 and {s["run_id"] for s in mine} == {x["run_id"]}, (x["preset"], x["backend"])
+        assert len(mine) == 2 * 2 and {s["run_id"] for s in mine} == {x["run_id"]}, (x["preset"], x["backend"])
         want = float(np.median([float(s["ms"]) for s in mine if int(s["step"]) >= 2]))
         assert float(x["median_ms"]) == pytest.approx(want, rel=1e-6)  # the CSV keeps 7 digits
-    assert len(steps) == len(rows) * 2 * 3  # nothing of the killed measurement is left
+    assert len(steps) == len(rows) * 2 * 2  # nothing of the killed measurement is left
     df = results.read_measurements([out])
     summary = report.summary_rows(df, results.read_steps([out]))
     assert summary  # the readers accept the resumed folder and summarise it
