@@ -356,6 +356,20 @@ def test_compare_other_machine_warns_naming_the_fields(good, tmp_path, run_cli):
     assert err == ""
 
 
+def test_compare_other_device_warns_naming_the_backend(good, tmp_path, run_cli):
+    """Two GPU machines of one CPU model (the H100 and H200 hosts) differ in no setting but the
+    device a backend ran on: that is named too."""
+    other = tmp_path / "other"
+    shutil.copytree(good, other)
+    env = json.loads((other / "environment.json").read_text())
+    backend = next(iter(env["backend_descriptions"]))
+    env["backend_descriptions"][backend]["device"] = "another device"
+    (other / "environment.json").write_text(json.dumps(env))
+    code, out, err = run_cli("compare", str(good), str(other))
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"device of {backend}" in lines[0]
+
+
 # ---- duplicates (item 4) ------------------------------------------------------------------------
 
 def test_duplicate_presets_and_backends_are_measured_once(tmp_path, run_cli):

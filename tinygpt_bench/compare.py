@@ -46,9 +46,13 @@ def check_threshold(threshold: float) -> float:
 
 def setting_differences(old_env: dict, new_env: dict) -> list[str]:
     """The run settings (environment.json 'settings': machine, engine digests, protocol) that
-    differ between two results folders."""
+    differ between two results folders, and the device of each backend both measured (an H100
+    and an H200 machine share CPU model and settings, not their GPU)."""
     a, b = old_env.get("settings", {}) or {}, new_env.get("settings", {}) or {}
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    out = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    da, db = ({k: (d or {}).get("device") for k, d in (env.get("backend_descriptions") or {}).items()}
+              for env in (old_env, new_env))
+    return out + [f"device of {k}" for k in sorted(set(da) & set(db)) if da[k] != db[k]]
 
 
 def compare(old: Path, new: Path, threshold: float = 1.10) -> list[Change]:
