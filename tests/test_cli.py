@@ -1,3 +1,4 @@
+import ast
 import json
 import subprocess
 import sys
@@ -87,6 +88,21 @@ def test_wheel_carries_package_data_and_runs_from_anywhere(tmp_path):
                  "scripts/", "bitcheck", "attention_ablation", "matmul_modes", "v8_ab", "publish")
     shipped_dev = [n for n in names for tool in dev_tools if tool in n]
     assert not shipped_dev, f"development tools in the wheel: {shipped_dev}"
+    # shipped code imports only shipped modules (peak once imported the WebGPU bench)
+    zf = zipfile.ZipFile(wheel)
+    dev_stems = {p.stem for p in (ROOT / "dev").glob("*.py")}
+    for name in (n for n in names if n.endswith(".py")):
+        for node in ast.walk(ast.parse(zf.read(name))):
+            if isinstance(node, ast.Import):
+                mods, leaves = [a.name for a in node.names], [a.name.rsplit(".", 1)[-1] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                mods, leaves = [node.module], [a.name for a in node.names] + [node.module.rsplit(".", 1)[-1]]
+            else:
+                continue
+            for mod in (m for m in mods if m.split(".")[0] == "tinygpt_bench"):
+                path = mod.replace(".", "/")
+                assert f"{path}.py" in names or f"{path}/__init__.py" in names, f"{name} imports {mod}: not shipped"
+                assert not dev_stems & set(leaves), f"{name} imports {dev_stems & set(leaves)} from {mod}"
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True)
     elsewhere = tmp_path / "elsewhere"
