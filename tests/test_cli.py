@@ -1,3 +1,4 @@
+import ast
 import json
 import subprocess
 import sys
@@ -78,6 +79,30 @@ def test_wheel_carries_package_data_and_runs_from_anywhere(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "tinygpt_bench/presets/small.toml" in names and "tinygpt_bench/cli.py" in names
     assert "tinygpt_bench/backends/wasm_v8_host.mjs" in names  # wasm-v8's JS host
+    # what users run, and no development bench (those live in dev/ of a checkout, issue 14)
+    assert "tinygpt_bench/wasm/tinygpt.wasm" in names and "tinygpt_bench/presets/behemoth.toml" in names
+    assert "tinygpt_bench/kernels/peak.wgsl" in names and "tinygpt_bench/peak.py" in names
+    assert {f"tinygpt_bench/kernels/{k.name}" for k in (ROOT / "kernels").glob("*.wgsl")} <= set(names)
+    assert {f"tinygpt_bench/presets/{k.name}" for k in (ROOT / "presets").glob("*.toml")} <= set(names)
+    dev_tools = ("wgpu_bench", "bench.py", "scaling.py", "ab_module.py", "behemoth.py", "smoke/", "dev/",
+                 "scripts/", "bitcheck", "attention_ablation", "matmul_modes", "v8_ab", "publish")
+    shipped_dev = [n for n in names for tool in dev_tools if tool in n]
+    assert not shipped_dev, f"development tools in the wheel: {shipped_dev}"
+    # shipped code imports only shipped modules (peak once imported the WebGPU bench)
+    zf = zipfile.ZipFile(wheel)
+    dev_stems = {p.stem for p in (ROOT / "dev").glob("*.py")}
+    for name in (n for n in names if n.endswith(".py")):
+        for node in ast.walk(ast.parse(zf.read(name))):
+            if isinstance(node, ast.Import):
+                mods, leaves = [a.name for a in node.names], [a.name.rsplit(".", 1)[-1] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                mods, leaves = [node.module], [a.name for a in node.names] + [node.module.rsplit(".", 1)[-1]]
+            else:
+                continue
+            for mod in (m for m in mods if m.split(".")[0] == "tinygpt_bench"):
+                path = mod.replace(".", "/")
+                assert f"{path}.py" in names or f"{path}/__init__.py" in names, f"{name} imports {mod}: not shipped"
+                assert not dev_stems & set(leaves), f"{name} imports {dev_stems & set(leaves)} from {mod}"
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True)
     elsewhere = tmp_path / "elsewhere"

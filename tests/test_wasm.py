@@ -354,7 +354,7 @@ def test_behemoth_one_step_past_4_gib():
         avail = 0
     if avail < 12 << 30:
         pytest.skip(f"needs about 12 GB of free RAM, {avail >> 20} MiB available")
-    path = Path(__file__).resolve().parent.parent / "wasm" / "behemoth.py"
+    path = Path(__file__).resolve().parent.parent / "dev" / "behemoth.py"
     spec = importlib.util.spec_from_file_location("behemoth", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -7,7 +7,7 @@ One run on one machine writes DIR/peaks.csv, one row per measurement:
            (bench_matmul), plain SIMD128 and relaxed FMA
 - webgpu   fp32 FMA throughput peak (kernels/peak.wgsl: 8 independent vec4 fma chains an
            invocation, enough workgroups to fill the device); the engine's own matmul
-           (its kernel planning, wgpu_bench.bench_matmul) at 1024^3 and 4096^3 (2048^3 at
+           (its kernel planning, time_engine_matmul) at 1024^3 and 4096^3 (2048^3 at
            most on a CPU adapter such as lavapipe, where 4096^3 takes minutes)
 - torch-cpu / torch-cuda   fp32 matmul at 4096^3 (N threads; CUDA with TF32 off), when
            torch is importable, else a 'skipped' row saying why
@@ -251,14 +251,41 @@ def webgpu_peak(gpu, seconds: float, repeats: int) -> dict:
             "note": "timestamp queries" if gpu.timestamps else "host time over 3 submits"}
 
 
+def time_engine_matmul(gpu, size: int, variant: str | None = None, reps: int = 3) -> dict:
+    """The WebGPU engine's matmul (wgpu_ops.matmul, its own kernel planning unless `variant` names
+    one) at size^3: run once, 8 random rows spot-checked against numpy in float64 (rel_err), then
+    the best of `reps` timings of every dispatch of the product by timestamp queries, after
+    Program.warm_up. Shared by `peak` (webgpu_matmul) and dev/wgpu_bench.py --matmul."""
+    from tinygpt_bench.backends import wgpu_ops as ops
+    from tinygpt_bench.backends.wgpu_runtime import Program
+
+    m = n = k = size
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    A, B, C = ops.Ref(gpu.upload(a, "a")), ops.Ref(gpu.upload(b, "b")), ops.Ref(gpu.buffer(4 * m * n, "c"))
+    p = Program(gpu, "matmul-bench")
+    ops.matmul(p, "bench", C, A, B, m, n, k, variant=variant)
+    p.finalize().run()
+    rows = rng.choice(m, 8, replace=False)  # spot-check 8 rows against numpy
+    got = gpu.read(C.buf, count=m * n).reshape(m, n)[rows]
+    want = a[rows].astype(np.float64) @ b
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    p.warm_up()  # clocks up before timing (Program.warm_up)
+    secs = min(sum(t for _, t in p.profile()) for _ in range(reps))  # every dispatch of the product
+    flops = 2 * m * n * k  # multiply and accumulate
+    kernels = [d.name.split("[")[-1].rstrip("]") for d in p.dispatches]  # what really ran
+    for ref in (A, B, C):
+        ref.buf.destroy()
+    return {"kind": "matmul", "variant": variant, "size": size, "gpu_ms": secs * 1e3,
+            "tflops": flops / secs / 1e12, "rel_err": err, "kernels": kernels}
+
+
 def webgpu_matmul(gpu, size: int, repeats: int) -> dict:
     """The engine's matmul at size^3 with its own kernel planning (wgpu_ops.plan_matmul), timed by
-    wgpu_bench.bench_matmul (which spot-checks 8 rows against numpy; checked here)."""
-    from tinygpt_bench.backends.wgpu_bench import bench_matmul
-
+    time_engine_matmul (which spot-checks 8 rows against numpy; checked here)."""
     if not gpu.timestamps:
-        raise UserError("the adapter has no timestamp-query feature, which wgpu_bench.bench_matmul times with")
-    r = bench_matmul(gpu, size, None, reps=repeats)
+        raise UserError("the adapter has no timestamp-query feature, which the engine's matmul is timed with")
+    r = time_engine_matmul(gpu, size, None, reps=repeats)
     err = _checked(f"webgpu matmul {size}^3", r["rel_err"])
     flops = 2 * size ** 3  # multiply and accumulate
     return {"gflop_per_s": r["tflops"] * 1e3, "seconds": r["gpu_ms"] / 1e3, "flops": flops, "max_rel_err": err,

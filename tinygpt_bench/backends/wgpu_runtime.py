@@ -352,7 +352,7 @@ class Gpu:
         self.limits = self.device.limits
         self.waiter = Waiter(self.device, self.wgpu)
         # kernel variants, decided per adapter type (tuning_for lists them and says why each);
-        # TINYGPT_BENCH_TUNE, tests and wgpu_bench may override them
+        # TINYGPT_BENCH_TUNE, tests and dev/wgpu_bench.py may override them
         tuning = tuning_for(self.adapter)
         for k, v in tuning.items():
             setattr(self, k, v)

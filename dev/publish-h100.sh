@@ -4,10 +4,10 @@
 # lease, so later parts resume the same folder). Run from the repository root there, after
 # `. .gl/prelude.sh` (see ../shared/gpu/fetch-deps.sh):
 #
-#   scripts/publish-h100.sh 1   # tiny..huge, four backends, 2 repeats each
-#   scripts/publish-h100.sh 2   # massive, mega; peaks; per-kernel breakdowns (diagnose)
-#   scripts/publish-h100.sh 3   # behemoth on wasm (its row is written when its repeats end)
-#   scripts/publish-h100.sh 4   # behemoth on webgpu, torch-cuda, torch-cpu; its diagnose
+#   dev/publish-h100.sh 1   # tiny..huge, four backends, 2 repeats each
+#   dev/publish-h100.sh 2   # massive, mega; peaks; per-kernel breakdowns (diagnose)
+#   dev/publish-h100.sh 3   # behemoth on wasm (its row is written when its repeats end)
+#   dev/publish-h100.sh 4   # behemoth on webgpu, torch-cuda, torch-cpu; its diagnose
 #
 # Each part stops its own work at PART_BUDGET seconds (default 530) so that there is time to
 # leave a tarball of the whole folder so far in $OUT (the device tool brings back at most 8

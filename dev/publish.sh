@@ -5,7 +5,7 @@
 # repository root there (on the GPU machine after `. .gl/prelude.sh`, see
 # ../shared/gpu/fetch-deps.sh):
 #
-#   PRESETS=tiny,small,medium BACKENDS=webgpu,webgpu-dawn,torch-cuda scripts/publish.sh
+#   PRESETS=tiny,small,medium BACKENDS=webgpu,webgpu-dawn,torch-cuda dev/publish.sh
 #
 # Settings (environment):
 #   PRESETS, BACKENDS   what this part measures (curve --presets, --backends)

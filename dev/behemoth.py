@@ -2,7 +2,7 @@
 weights, gradients and Adam moments) allocated past 4 GiB inside one wasm64 memory, and
 one training step with a finite loss near ln(256).
 
-    python wasm/behemoth.py [--threads N] [--preset behemoth]
+    python dev/behemoth.py [--threads N] [--preset behemoth]
 
 Needs about 10 GB of free RAM. Prints what it did; record the output in docs/wasm-engine.md.
 The same check as a test: `pytest -m slow tests/test_wasm.py -k behemoth`.

@@ -1,6 +1,6 @@
 """Where multi-thread scaling is lost (issue 3): a measurement script, not a test.
 
-    python wasm/scaling.py --threads 1,2,4,8,16 --rounds 5 --json scaling.json
+    python dev/scaling.py --threads 1,2,4,8,16 --rounds 5 --json scaling.json
 
 One process, one pool per thread count (all alive at once), and rounds in which every
 thread count runs every probe in turn, so clock or neighbour drift hits all of them alike:

@@ -2,7 +2,7 @@
 preset's shapes, as shipped and with one part of its tile loop cut out at a time (the WGSL text
 edited in memory; the ablated kernels compute wrong numbers and are for timing only).
 
-    python scripts/attention_ablation.py --preset behemoth --reps 5
+    python dev/attention_ablation.py --preset behemoth --reps 5
 
 Prints one line per variant: GPU ms (min over reps, timestamp queries) and the share saved.
 """
@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from tinygpt_bench import presets
-from tinygpt_bench.backends import wgpu_ops as ops
-from tinygpt_bench.backends.wgpu_runtime import Gpu, Program
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tinygpt_bench (dev/README.md)
+
+from tinygpt_bench import presets  # noqa: E402
+from tinygpt_bench.backends import wgpu_ops as ops  # noqa: E402
+from tinygpt_bench.backends.wgpu_runtime import Gpu, Program  # noqa: E402
 
 FWD = "fn attention_forward_tiled("
 

@@ -3,12 +3,12 @@ slowest kernels from timestamp queries, parity of one step against the float64 r
 and the matmul kernel's FLOP rate. For development and diagnosis (the curve itself is the
 protocol's job). Prints one JSON object per line.
 
-    python -m tinygpt_bench.backends.wgpu_bench --presets tiny,small --steps 15 --parity-upto small
-    python -m tinygpt_bench.backends.wgpu_bench --matmul 4096
-    python -m tinygpt_bench.backends.wgpu_bench --presets xl,behemoth --matmul-big 0,1 --pipelined 0,1  # A/B
-    python -m tinygpt_bench.backends.wgpu_bench --presets mega,behemoth --tunes 'attention_tiled=0|attention_tiled=1'
-    python -m tinygpt_bench.backends.wgpu_bench --presets xl --backends webgpu,webgpu-dawn --rounds 3  # wgpu-native vs Dawn
-    python -m tinygpt_bench.backends.wgpu_bench --presets xl --backends webgpu-dawn --dawn-toggles '|+disable_robustness'
+    python dev/wgpu_bench.py --presets tiny,small --steps 15 --parity-upto small
+    python dev/wgpu_bench.py --matmul 4096
+    python dev/wgpu_bench.py --presets xl,behemoth --matmul-big 0,1 --pipelined 0,1  # A/B
+    python dev/wgpu_bench.py --presets mega,behemoth --tunes 'attention_tiled=0|attention_tiled=1'
+    python dev/wgpu_bench.py --presets xl --backends webgpu,webgpu-dawn --rounds 3  # wgpu-native vs Dawn
+    python dev/wgpu_bench.py --presets xl --backends webgpu-dawn --dawn-toggles '|+disable_robustness'
 """
 
 from __future__ import annotations
@@ -17,17 +17,21 @@ import argparse
 import collections
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from tinygpt_bench import presets, protocol
-from tinygpt_bench.backends import wgpu_ops as ops
-from tinygpt_bench import backends
-from tinygpt_bench.backends.webgpu import kernel_of
-from tinygpt_bench.backends.wgpu_runtime import (DAWN_TOGGLES_ENV, Gpu, Program, describe_adapter, tune_override,
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tinygpt_bench (dev/README.md)
+
+from tinygpt_bench import presets, protocol  # noqa: E402
+from tinygpt_bench import backends  # noqa: E402
+from tinygpt_bench.backends.webgpu import kernel_of  # noqa: E402
+from tinygpt_bench.backends.wgpu_runtime import (DAWN_TOGGLES_ENV, Gpu, describe_adapter, tune_override,  # noqa: E402
                                                  tuning_for)
-from tinygpt_bench.model import Layout, flops_per_step
+from tinygpt_bench.model import Layout, flops_per_step  # noqa: E402
+from tinygpt_bench.peak import time_engine_matmul  # noqa: E402  (shared with `tinygpt-bench peak`)
 
 
 EMITTED: list[dict] = []
@@ -59,28 +63,6 @@ def summary(rows: list[dict]) -> str:
         elif r.get("kind") == "preset":
             out.append(f"{r['preset']:>8}: FAILED {r.get('error')}")
     return "\n".join(out)
-
-
-def bench_matmul(gpu: Gpu, size: int, variant: str, reps: int = 3) -> dict:
-    m = n = k = size
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
-    A, B, C = ops.Ref(gpu.upload(a, "a")), ops.Ref(gpu.upload(b, "b")), ops.Ref(gpu.buffer(4 * m * n, "c"))
-    p = Program(gpu, "matmul-bench")
-    ops.matmul(p, "bench", C, A, B, m, n, k, variant=variant)
-    p.finalize().run()
-    rows = rng.choice(m, 8, replace=False)  # spot-check 8 rows against numpy
-    got = gpu.read(C.buf, count=m * n).reshape(m, n)[rows]
-    want = a[rows].astype(np.float64) @ b
-    err = float(np.abs(got - want).max() / np.abs(want).max())
-    p.warm_up()  # clocks up before timing (Program.warm_up)
-    secs = min(sum(t for _, t in p.profile()) for _ in range(reps))  # every dispatch of the product
-    flops = 2 * m * n * k  # multiply and accumulate
-    kernels = [d.name.split("[")[-1].rstrip("]") for d in p.dispatches]  # what really ran
-    for ref in (A, B, C):
-        ref.buf.destroy()
-    return {"kind": "matmul", "variant": variant, "size": size, "gpu_ms": secs * 1e3,
-            "tflops": flops / secs / 1e12, "rel_err": err, "kernels": kernels}
 
 
 def time_peer(peer: str, preset, w, batches) -> dict:
@@ -223,7 +205,7 @@ def main(argv=None) -> None:
             tag = {"tune": tune, "round": rnd, "backend": backend, "toggles": toggles}
             if args.matmul:
                 for variant in ("direct", "shared", "shared_pf", "big"):
-                    emit({**bench_matmul(gpu, args.matmul, variant), **tag})
+                    emit({**time_engine_matmul(gpu, args.matmul, variant), **tag})
             bigs = [bool(int(x)) for x in args.matmul_big.split(",") if x] or [gpu.matmul_big]
             pipes = [bool(int(x)) for x in args.pipelined.split(",") if x]
             fills = [int(x) for x in args.shared_fill.split(",") if x] or [gpu.shared_fill]

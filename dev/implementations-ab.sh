@@ -15,15 +15,15 @@ part() { local budget=$1; shift; echo "== $* (budget ${budget}s)"; timeout "$bud
 {
   part 60 python3 -m tinygpt_bench env
   if [ -n "${OLD:-}" ]; then
-    part 150 env PYTHONPATH="$OLD:$PYTHONPATH" python3 scripts/bitcheck.py run webgpu "$presets" "$out/bits-old-webgpu.json"
+    part 150 env PYTHONPATH="$OLD:$PYTHONPATH" python3 dev/bitcheck.py run webgpu "$presets" "$out/bits-old-webgpu.json"
   fi
-  part 150 python3 scripts/bitcheck.py run webgpu "$presets" "$out/bits-webgpu.json"
-  part 150 python3 scripts/bitcheck.py run webgpu-dawn "$presets" "$out/bits-webgpu-dawn.json"
-  [ -n "${OLD:-}" ] && python3 scripts/bitcheck.py compare "$out/bits-old-webgpu.json" "$out/bits-webgpu.json"
-  python3 scripts/bitcheck.py compare "$out/bits-webgpu.json" "$out/bits-webgpu-dawn.json"
-  part "${AB_BUDGET:-200}" python3 -m tinygpt_bench.backends.wgpu_bench --presets "$bench" --backends webgpu,webgpu-dawn \
+  part 150 python3 dev/bitcheck.py run webgpu "$presets" "$out/bits-webgpu.json"
+  part 150 python3 dev/bitcheck.py run webgpu-dawn "$presets" "$out/bits-webgpu-dawn.json"
+  [ -n "${OLD:-}" ] && python3 dev/bitcheck.py compare "$out/bits-old-webgpu.json" "$out/bits-webgpu.json"
+  python3 dev/bitcheck.py compare "$out/bits-webgpu.json" "$out/bits-webgpu-dawn.json"
+  part "${AB_BUDGET:-200}" python3 dev/wgpu_bench.py --presets "$bench" --backends webgpu,webgpu-dawn \
     --rounds 2 --peer torch-cuda --parity-upto xl --matmul 4096 > "$out/ab-implementations.jsonl"
-  part "${TOGGLE_BUDGET:-120}" python3 -m tinygpt_bench.backends.wgpu_bench --presets "${TOGGLE_PRESETS:-xl,behemoth}" \
+  part "${TOGGLE_BUDGET:-120}" python3 dev/wgpu_bench.py --presets "${TOGGLE_PRESETS:-xl,behemoth}" \
     --backends webgpu-dawn --dawn-toggles "|+disable_robustness|+skip_validation" --rounds 2 --parity-upto none \
     > "$out/ab-dawn-toggles.jsonl"
 } 2>&1 | tee "$out/log.txt"

@@ -2,9 +2,9 @@
 sha256 of the final parameters, per preset, for one backend (the protocol's work: seed 0, the
 synthetic corpus, 15 steps). Run it under two versions and compare the two files.
 
-    python scripts/bitcheck.py run webgpu tiny,small,medium,large out-new.json
-    PYTHONPATH=old-checkout python scripts/bitcheck.py run webgpu tiny,small out-old.json
-    python scripts/bitcheck.py compare out-old.json out-new.json     # exit 1 where they differ
+    python dev/bitcheck.py run webgpu tiny,small,medium,large out-new.json
+    PYTHONPATH=old-checkout python dev/bitcheck.py run webgpu tiny,small out-old.json
+    python dev/bitcheck.py compare out-old.json out-new.json     # exit 1 where they differ
 """
 
 from __future__ import annotations

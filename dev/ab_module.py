@@ -3,7 +3,7 @@ training step of one preset, the modules taking turns round after round (drift h
 alike), median of steps 2..N of each turn, and whether their losses agree bit for bit.
 
     git show HEAD~1:wasm/tinygpt.wasm > /tmp/old.wasm
-    python wasm/ab_module.py /tmp/old.wasm wasm/tinygpt.wasm --threads 16 --preset xl --steps 6 --rounds 3
+    python dev/ab_module.py /tmp/old.wasm wasm/tinygpt.wasm --threads 16 --preset xl --steps 6 --rounds 3
 """
 
 from __future__ import annotations

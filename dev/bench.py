@@ -1,7 +1,7 @@
 """Benchmark of the WASM engine (issue 3): not a test, a measurement to record.
 
-    python wasm/bench.py                       # all cores, small..xl, 15 steps, torch-cpu if importable
-    python wasm/bench.py --threads 1,2 --presets small,xl --steps 15 --json out.json
+    python dev/bench.py                       # all cores, small..xl, 15 steps, torch-cpu if importable
+    python dev/bench.py --threads 1,2 --presets small,xl --steps 15 --json out.json
 
 In one run on one machine:
 1. the SIMD128 peak: a multiply-add throughput kernel inside wasm (plain mul+add and
@@ -18,7 +18,7 @@ A/B of the matmul's 4x8 tile variants (one module; WasmBackend(matmul_kernel=...
 relaxed_simd=...)): with --matmul-kernels, steps 2 and 3 run once per variant and the
 PyTorch peer and the profile are skipped; a compact table comes at the end:
 
-    python wasm/bench.py --threads 1,16 --presets xl --steps 6 --matmul-kernels shuffle,splat,bcast,fma --json ab.json
+    python dev/bench.py --threads 1,16 --presets xl --steps 6 --matmul-kernels shuffle,splat,bcast,fma --json ab.json
 
 Variants: shuffle (default: one v128 load of 4 A rows + 4 i32x4.shuffle a k), splat
 (4 v128.load32_splat a k), bcast (A packed pre-broadcast: 4 v128 loads a k, no shuffle),

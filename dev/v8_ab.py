@@ -5,20 +5,24 @@ host clock around the call; V8: process.hrtime around train_step). Prints per pr
 median ms/step of steps 2..N of each, the median of the paired ratios and whether the
 losses agreed to the bit.
 
-    python scripts/v8_ab.py --presets tiny,small,medium,large --threads 2 --steps 15
+    python dev/v8_ab.py --presets tiny,small,medium,large --threads 2 --steps 15
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from tinygpt_bench import model, presets
-from tinygpt_bench.backends.wasm import WasmBackend
-from tinygpt_bench.backends.wasm_v8 import WasmV8Backend
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tinygpt_bench (dev/README.md)
+
+from tinygpt_bench import model, presets  # noqa: E402
+from tinygpt_bench.backends.wasm import WasmBackend  # noqa: E402
+from tinygpt_bench.backends.wasm_v8 import WasmV8Backend  # noqa: E402
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Why is the WebGPU 4096^3 matmul micro-benchmark bimodal? A diagnosis script, not a test.
 
-    python scripts/matmul_modes.py [--size 4096] [--trials 4] [--runs 10]
+    python dev/matmul_modes.py [--size 4096] [--trials 4] [--runs 10]
 
 The engine's own 4096^3 product (wgpu_ops.matmul with its planning) measured 15-17 TFLOP/s in
 some processes and 5.5-9 in others (docs/webgpu-engine.md). Per trial, fresh buffers and a
