@@ -259,6 +259,9 @@ def test_diagnose_small_passes_every_stage(engine, tmp_path, run_cli):
         assert "## per-kernel time of one step" in md
         if B in IMPLEMENTATION:  # the console shows the WebGPU engines' table
             assert f"per-kernel time of one small step on {B}" in out
+            dw = next(k for k in kernels if k.startswith("matmul_") and k.endswith(" dw"))
+            assert f"| {dw} |" in md
+            assert stages["create"]["detail"]["limits"]["cap_bytes"] is None  # no limit fault in force
     if hasattr(type(engine.be), "plan") and B in IMPLEMENTATION:
         rows = stages["preflight"]["detail"]["buffers"]
         assert sum(r["bytes"] for r in rows if r["name"].startswith("webgpu")) == \
