@@ -84,6 +84,10 @@ class TorchBackend(Backend):
     def load(self, preset: Preset, params: np.ndarray) -> None:
         t = self.torch
         self.layout = Layout(preset)
+        params = np.asarray(params)
+        if params.shape != (self.layout.total,):
+            raise ValueError(f"parameters have shape {params.shape}; preset '{preset.name}' needs ({self.layout.total},)")
+        self.preset = preset
         views = self.layout.views(np.asarray(params, dtype=np.float32))
         dev = t.device(self.device)
         self.params = {s.name: t.nn.Parameter(t.from_numpy(views[s.name].copy()).to(dev)) for s in self.layout.specs}
@@ -102,6 +106,9 @@ class TorchBackend(Backend):
 
     def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
         t = self.torch
+        pr = self.preset
+        if np.shape(batch) != (pr.batch, pr.ctx + 1):
+            raise ValueError(f"batch has shape {np.shape(batch)}; preset '{pr.name}' needs ({pr.batch}, {pr.ctx + 1})")
         b = t.from_numpy(np.ascontiguousarray(batch, dtype=np.int64)).to(self.device, non_blocking=True)
         for g in self.opt.param_groups:
             g["lr"] = lr
