@@ -305,3 +305,42 @@ def test_sigkill_at_any_point_then_resume_keeps_exactly_the_finished_steps(tmp_p
     df = results.read_measurements([out])
     summary = report.summary_rows(df, results.read_steps([out]))
     assert summary  # the readers accept the resumed folder and summarise it
+
+
+def test_a_failing_reference_oracle_leaves_parity_unknown_and_the_run_goes_on(tmp_path, run_cli, monkeypatch):
+    """The float64 reference fails on tiny (an injected NaN): tiny's measurement is kept with
+    parity against float64 unknown and the oracle's stage named, small is measured and checked
+    as usual, and the run ends with exit 1, not 2."""
+    monkeypatch.setenv("TINYGPT_BENCH_FAULT", "reference:nan-grad@tiny")
+    code, out, err = run_cli("curve", "--presets", "tiny,small", "--backends", "reference-fp32", "--steps", "3",
+                             "--repeats", "1", "--out", str(tmp_path), "--plain", "--no-chart")
+    assert code == 1, err
+    df = pd.read_csv(tmp_path / "measurements.csv")
+    assert list(df.preset) == ["tiny", "small"] and list(df.status) == ["ok", "ok"]
+    assert df.reference[0].startswith("failed: the float64 reference failed at stage 'step ")
+    assert pd.isna(df.loss_rel_diff_reference[0])
+    assert df.reference[1] == "reference (numpy float64)" and df.loss_rel_diff_reference[1] < 1e-6
+    assert "parity against float64 is unknown" in out
+
+
+def test_what_cannot_fit_is_refused_at_preflight_by_run_and_curve(tmp_path, run_cli, monkeypatch):
+    """diagnose's preflight before anything starts: a WebGPU adapter whose limits (capped by an
+    injected fault) cannot hold tiny's buffers. `run` refuses in one line (exit 2); `curve`
+    records the measurement as failed at stage preflight, starts no worker for it, and measures
+    the next backend."""
+    pytest.importorskip("wgpu")
+    monkeypatch.setenv("TINYGPT_BENCH_FAULT", "webgpu:limit=64KiB@tiny")
+    code, out, err = run_cli("run", "tiny", "--backend", "webgpu", "--steps", "2", "--plain")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if "no WebGPU adapter" in err:
+        pytest.skip("no WebGPU adapter here")
+    assert code == 2 and len(lines) == 1 and "cannot run preset 'tiny' here" in lines[0], err
+    assert "capped by fault" in lines[0] and "Traceback" not in err + out
+    code, out, err = run_cli("curve", "--presets", "tiny", "--backends", "webgpu,reference-fp32", "--steps", "2",
+                             "--repeats", "1", "--out", str(tmp_path), "--plain", "--no-chart")
+    assert code == 1, err
+    df = pd.read_csv(tmp_path / "measurements.csv")
+    assert list(df.status) == ["failed", "ok"] and df.stage[0] == "preflight"
+    assert "webgpu buffer" in df.error[0] and "nothing was allocated" in df.error[0]
+    steps = pd.read_csv(tmp_path / "steps.csv")
+    assert set(steps.backend) == {"reference-fp32"}

@@ -140,6 +140,11 @@ def run_cmd(
     p = presets.load(preset)
     backends.get_class(backend)  # an unknown name raises the error naming the choices
     c = corpus.load(corpus_spec)
+    from tinygpt_bench import diagnose
+
+    pf = diagnose.preflight(p, backend, {"threads": threads, "adapter": adapter})
+    if not pf.ok and "step_bytes" in (pf.detail or {}):  # what cannot fit is refused before anything starts
+        raise UserError(f"{backend} cannot run preset '{p.name}' here: {pf.error}. {pf.meaning}")
     work = protocol.prepare(p, c, steps, seed)
     be = protocol.create_backend(backend, p, threads=threads, adapter=adapter, relaxed_simd=wasm_fma,
                                  spectre_guards=spectre_guards)
@@ -236,9 +241,11 @@ def curve_cmd(
 
         paths = chart_mod.draw(chart_mod.chart_data([out]), out)
         console.print("chart: " + ", ".join(str(p) for p in paths), highlight=False)
-    failed = [r for r in rows if r["status"] != "ok" or r.get("parity_ok") is False]
+    failed = [r for r in rows if r["status"] != "ok" or r.get("parity_ok") is False
+              or str(r.get("reference", "")).startswith("failed")]
     if failed:
-        console.print(f"{len(failed)} measurement(s) failed, timed out or missed loss parity", style="red")
+        console.print(f"{len(failed)} measurement(s) failed, timed out, missed loss parity or have it unknown "
+                      "(the float64 reference failed)", style="red")
         raise typer.Exit(1)
 
 

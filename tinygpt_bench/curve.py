@@ -106,14 +106,33 @@ def run_settings(s: CurveSettings, corp: corpus_mod.Corpus, env: dict) -> dict:
     }
 
 
-def _reference_losses(work: protocol.Work, s: CurveSettings) -> list[float] | None:
+def _reference_losses(work: protocol.Work, s: CurveSettings) -> tuple[list[float] | None, str]:
+    """(the float64 reference's losses on the work, or None past reference_max_gflop or where the
+    oracle failed; '' or the failure with its stage). A failing oracle leaves parity against
+    float64 unknown; it stops nothing."""
     if model.flops_per_step(work.preset)["total"] / 1e9 > s.reference_max_gflop:
-        return None
-    be = protocol.create_backend("reference", work.preset)
+        return None, ""
     try:
-        return [st.loss for st in protocol.train(be, work, s.lr)]
-    finally:
-        be.close()
+        be = protocol.create_backend("reference", work.preset)
+        try:
+            return [st.loss for st in protocol.train(be, work, s.lr)], ""
+        finally:
+            be.close()
+    except protocol.StageError as e:
+        return None, f"the float64 reference failed at stage '{e.stage}': {e.error}"
+    except Exception as e:  # the oracle's own bug: say so, measure on
+        return None, f"the float64 reference failed: {type(e).__name__}: {e}"
+
+
+def _preflight_refusal(preset: Preset, backend: str, s: CurveSettings) -> str:
+    """diagnose's preflight for one measurement: '' where it fits (or where the engine cannot
+    plan here: then its own create stage says why), else what cannot fit and the fix."""
+    from tinygpt_bench import diagnose
+
+    st = diagnose.preflight(preset, backend, {"threads": s.threads, "adapter": s.adapter})
+    if st.ok or "step_bytes" not in (st.detail or {}):
+        return ""
+    return f"{st.error}. {st.meaning}"
 
 
 def _worker(conn, name: str, preset: Preset, corpus_spec: str, steps: int, seed: int, lr: float, options: dict,
@@ -311,8 +330,14 @@ def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
                 continue
             reporter.preset_start(preset, len(todo))
             work = protocol.prepare(preset, corp, s.steps, s.seed)
-            ref = _reference_losses(work, s)
             accs = {b: _Acc() for b in todo}
+            for b in todo:  # what cannot fit is refused before anything starts
+                refusal = _preflight_refusal(preset, b, s)
+                if refusal:
+                    accs[b].status, accs[b].stage, accs[b].error = "failed", "preflight", refusal
+            ref, ref_error = _reference_losses(work, s)
+            if ref_error:
+                reporter.note(f"{preset.name}: {ref_error}; parity against float64 is unknown")
             measured_steps: dict[str, list[dict]] = {b: [] for b in todo}
             for r in range(1, s.repeats + 1):
                 for b in todo:
@@ -329,6 +354,8 @@ def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
                         finals[pr.backend] = float(pr.final_loss)
             for b in todo:
                 row = _row(b, work, s, accs[b], corp, env, run_id, finals, ref, environment["settings_id"])
+                if ref_error:
+                    row["reference"] = f"failed: {ref_error}"
                 environment["backend_descriptions"].setdefault(b, accs[b].describe)
                 writer.commit(row, measured_steps[b])  # its steps and its row, together
                 written.append(row)
