@@ -589,14 +589,20 @@ class WasmBackend(Backend):
         if self.preset is None:
             raise UserError("wasm backend: call load(preset, params) first")
 
-    def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
+    def _checked_batch(self, batch: np.ndarray) -> np.ndarray:
+        """The batch as an array, refused unless it is (batch, ctx + 1) bytes of the loaded preset."""
         self._need_loaded()
         p = self.preset
         batch = np.asarray(batch)
         if batch.shape != (p.batch, p.ctx + 1):
-            raise UserError(f"wasm backend: batch shape {batch.shape}, preset {p.name} needs {(p.batch, p.ctx + 1)}")
+            raise UserError(f"{self.name} backend: batch shape {batch.shape}, preset {p.name} needs "
+                            f"{(p.batch, p.ctx + 1)}")
         if batch.min() < 0 or batch.max() > 255:
-            raise UserError("wasm backend: batch values must be bytes 0..255")
+            raise UserError(f"{self.name} backend: batch values must be bytes 0..255")
+        return batch
+
+    def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
+        batch = self._checked_batch(batch)
         self._tokens[:] = batch.astype(np.int32, copy=False).ravel()
         return float(self._guarded("step", "train_step", float(lr)))
 

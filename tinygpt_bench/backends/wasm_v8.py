@@ -341,13 +341,7 @@ class WasmV8Backend(w.WasmBackend):
         self._tokens_addr = self._call("model_tokens")
 
     def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
-        self._need_loaded()
-        p = self.preset
-        batch = np.asarray(batch)
-        if batch.shape != (p.batch, p.ctx + 1):
-            raise UserError(f"{NAME}: batch shape {batch.shape}, preset {p.name} needs {(p.batch, p.ctx + 1)}")
-        if batch.min() < 0 or batch.max() > 255:
-            raise UserError(f"{NAME}: batch values must be bytes 0..255")
+        batch, p = self._checked_batch(batch), self.preset  # the wasm backend's check, named for wasm-v8
         tokens = base64.b64encode(np.ascontiguousarray(batch, np.int32).tobytes()).decode()
         r = self._send({"op": "step", "tokens_addr": self._tokens_addr, "tokens": tokens, "lr": float(lr)})
         if not r["ok"]:
