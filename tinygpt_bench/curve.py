@@ -82,6 +82,8 @@ class _Acc:
     describe: dict = field(default_factory=dict)
     memory: int | None = None  # what the engine reports allocating (max over repeats)
     peak_rss: int | None = None  # the worker process's peak resident memory (max over repeats)
+    harness: list[float] = field(default_factory=list)  # seconds of each repeat beyond its timed steps
+    timelines: list[dict] = field(default_factory=list)  # each repeat's stage times (harness_timeline)
 
 
 def artifact_digests() -> dict:
@@ -139,28 +141,36 @@ def _worker(conn, name: str, preset: Preset, corpus_spec: str, steps: int, seed:
             digest: str) -> None:
     """One measurement in a worker process: make the same work, create, load, time every step.
 
-    Messages to the parent: ("describe", dict), ("step", StepTime), ("done", memory_bytes),
-    ("failed", stage, error). The parent kills this process at the time budget.
+    Messages to the parent: ("describe", dict), ("step", StepTime), ("done", memory_bytes, peak_rss,
+    marks), ("failed", stage, error). marks: the host clock (time.perf_counter, system-wide) at each
+    stage's end, for the harness time breakdown. The parent kills this process at the time budget.
     """
+    marks = {"entered": time.perf_counter()}
     stage, be = "create", None
     try:
         work = protocol.prepare(preset, corpus_mod.load(corpus_spec), steps, seed)
         if protocol.work_digest(work) != digest:
             raise RuntimeError("the worker made different weights or batches from the parent's (work sha256 differs)")
+        marks["work"] = time.perf_counter()
+        protocol.backends.get_class(name)  # the engine's import, timed apart from its creation
+        marks["imported"] = time.perf_counter()
         be = protocol.create_backend(name, preset, **options)
+        marks["created"] = time.perf_counter()
         conn.send(("describe", be.describe()))
+        marks["described"] = time.perf_counter()
         stage = "load"
 
         def on_step(st: protocol.StepTime) -> None:
             conn.send(("step", st))
 
         protocol.train(be, work, lr, on_step)
+        marks["trained"] = time.perf_counter()
         mem = getattr(be, "memory_bytes", None)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         host_rss = getattr(be, "host_peak_rss", None)  # an engine's own process (wasm-v8: Node)
         if callable(host_rss):
             rss += host_rss() or 0
-        conn.send(("done", mem() if callable(mem) else None, rss))
+        conn.send(("done", mem() if callable(mem) else None, rss, marks))
     except protocol.StageError as e:
         conn.send(("failed", e.stage, e.error))
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent
@@ -183,12 +193,32 @@ def _exit_text(code: int | None) -> str:
     return f"worker process exited with code {code} without a result"
 
 
+def harness_timeline(t0: float, marks: dict[str, float], wall: float, steps: list[protocol.StepTime]) -> dict:
+    """Where one measurement's wall time went, in seconds: the worker's start (process, interpreter,
+    imports of the modules its target needs), the work (weights and batches), the engine's import,
+    create, describe (where an engine opens its device), load (to the first step's start), the timed steps, the rest of training (messages,
+    untimed parts), and the end (close, exit, join). Stages the worker did not reach are absent."""
+    order = ["entered", "work", "imported", "created", "described", "loaded", "trained", "done"]
+    out, prev = {}, t0
+    for k in order:
+        if k in marks:
+            out[k] = marks[k] - prev
+            prev = marks[k]
+    steps_s = sum(st.ms for st in steps) / 1e3
+    if "trained" in out:
+        out["trained"] -= steps_s
+        out["steps"] = steps_s
+    out["end"] = t0 + wall - prev
+    return out
+
+
 def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, reporter: Reporter, repeat: int) -> list[dict]:
     """One repeat of one backend, in its own process: a time budget that stops it for real
     (the process is killed), a crash that cannot take the run down, and resources (worker
     threads, GPU device, wasm memory) released when the process ends."""
     preset = work.preset
     reporter.measurement_start(preset.name, name, repeat, s.repeats, s.steps)
+    t0 = time.perf_counter()  # the measurement's wall clock starts before its worker does
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
     options = {"threads": s.threads, "adapter": s.adapter, "relaxed_simd": s.wasm_fma, "spectre_guards": s.spectre_guards}
@@ -199,6 +229,7 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
     send.close()
     t_start = time.perf_counter()
     steps: list[protocol.StepTime] = []
+    marks: dict[str, float] = {}
     stage, result = "create", None
     try:
         while result is None:
@@ -220,6 +251,8 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
                 stage = "load"
             elif kind == "step":
                 st = msg[1]
+                if not steps:  # the first step started its ms before this message came
+                    marks["loaded"] = time.perf_counter() - st.ms / 1e3
                 steps.append(st)
                 stage = f"step {st.step + 1}"
                 reporter.step(preset.name, name, st)
@@ -228,6 +261,7 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
             elif kind == "done":
                 acc.memory = max(filter(None, (acc.memory, msg[1])), default=None)
                 acc.peak_rss = max(filter(None, (acc.peak_rss, msg[2])), default=None)
+                marks.update(msg[3], done=time.perf_counter())
                 result = ("ok", "", "")
             elif kind == "failed":
                 result = ("failed", msg[1], msg[2])
@@ -236,12 +270,15 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
             proc.kill()
         proc.join(30)
         recv.close()
+    wall = time.perf_counter() - t0
     if result[0] != "ok":
         acc.status, acc.stage, acc.error = result
         return []
     acc.cold.append(steps[0].ms)
     acc.steady.extend(st.ms for st in steps[1:])
     acc.losses.append([st.loss for st in steps])
+    acc.harness.append(wall - sum(st.ms for st in steps) / 1e3)
+    acc.timelines.append(harness_timeline(t0, marks, wall, steps))
     return [{"run_id": "", "preset": preset.name, "backend": name, "repeat": repeat, "step": st.step,
              "ms": st.ms, "loss": st.loss} for st in steps]
 
