@@ -3,6 +3,7 @@ reference backends (fast and always available; the engines plug into the same pa
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -20,7 +21,8 @@ BACKENDS = "reference,reference-fp32"
 MEASUREMENT_HEADER = (
     "format_version,run_id,timestamp,preset,backend,status,stage,error,layers,d_model,heads,ctx,batch,params,"
     "flops_per_step,steps,repeats,seed,lr,corpus,corpus_sha256,cold_ms,median_ms,mean_ms,min_ms,q1_ms,q3_ms,"
-    "max_ms,mad_ms,n_samples,n_outliers,tokens_per_s,gflop_per_s,peak_rss_bytes,engine_memory_bytes,first_loss,"
+    "max_ms,mad_ms,n_samples,n_outliers,tokens_per_s,gflop_per_s,peak_rss_bytes,engine_memory_bytes,harness_s,"
+    "first_loss,"
     "final_loss,"
     "loss_rel_diff_backends,loss_rel_diff_reference,reference,parity_ok,device,device_type,software_adapter,"
     "adapter_vendor,adapter_driver,adapter_api,cpu_model,threads,runtime,runtime_settings,module_sha256,"
@@ -344,3 +346,69 @@ def test_what_cannot_fit_is_refused_at_preflight_by_run_and_curve(tmp_path, run_
     assert "webgpu buffer" in df.error[0] and "nothing was allocated" in df.error[0]
     steps = pd.read_csv(tmp_path / "steps.csv")
     assert set(steps.backend) == {"reference-fp32"}
+
+
+def test_harness_time_is_measured_and_reported(tiny_run, tmp_path, run_cli):
+    """Each row carries its harness time: the worker's wall time beyond its timed steps, a measured
+    positive number of seconds (no limit asserted: the machine's load sets it); curve says it."""
+    df = pd.read_csv(tiny_run / "measurements.csv")
+    assert df.harness_s.notna().all() and (df.harness_s > 0).all()
+    steps = pd.read_csv(tiny_run / "steps.csv")
+    assert (df.harness_s < 3600).all() and steps.ms.sum() > 0  # seconds, not milliseconds
+    code, out, _ = run_cli("curve", "--presets", "tiny", "--backends", "reference", "--steps", "2", "--repeats", "2",
+                           "--out", str(tmp_path / "h"), "--plain", "--no-chart")
+    assert code == 0
+    assert "harness time: " in out and "s per measurement beyond its steps (median of 2" in out
+    assert " s/measurement" in out.split("tiny/reference: ")[1]  # the row's own line (wrapped at 120)
+
+
+def test_harness_timeline_adds_up_to_the_wall_time():
+    from tinygpt_bench import curve, protocol
+
+    marks = {"entered": 10.5, "work": 10.6, "imported": 10.7, "created": 10.8, "described": 11.0, "loaded": 12.0,
+             "trained": 12.9, "done": 12.95}
+    steps = [protocol.StepTime(1, 500.0, 5.5), protocol.StepTime(2, 300.0, 5.4)]
+    tl = curve.harness_timeline(10.0, marks, 3.25, steps)
+    assert tl["entered"] == pytest.approx(0.5) and tl["loaded"] == pytest.approx(1.0)
+    assert tl["steps"] == pytest.approx(0.8) and tl["trained"] == pytest.approx(0.1) and tl["end"] == pytest.approx(0.3)
+    assert sum(tl.values()) == pytest.approx(3.25)
+
+
+def test_the_worker_trains_the_work_it_was_handed_bit_for_bit(tmp_path):
+    """The parent's work goes to the worker as it is (its sha256 checked there): the worker's
+    losses equal an in-process run of the same work bit for bit, and a worker handed work whose
+    digest is not the parent's refuses it."""
+    from tinygpt_bench import corpus, curve, presets, protocol
+
+    p = presets.load("tiny")
+    work = protocol.prepare(p, corpus.load("synthetic"), 3, 0)
+    s = curve.CurveSettings(presets=[p], backends=["reference-fp32"], steps=3, repeats=1, out=tmp_path)
+    acc = curve._Acc()
+    rows = curve._measure_once("reference-fp32", work, s, acc, curve.Reporter(), 1)
+    be = protocol.create_backend("reference-fp32", p)
+    try:
+        here = [st.loss for st in protocol.train(be, work, s.lr)]
+    finally:
+        be.close()
+    assert acc.status == "ok" and [r["loss"] for r in rows] == here
+    assert len(acc.harness) == 1 and acc.harness[0] > 0 and set(acc.timelines[0]) >= {"entered", "loaded", "end"}
+    work.__dict__["digest"] = "0" * 64  # what the worker is told the parent's work hashes to
+    bad = curve._Acc()
+    assert curve._measure_once("reference-fp32", work, s, bad, curve.Reporter(), 1) == []
+    assert bad.status == "failed" and "work sha256 differs" in bad.error
+
+
+def test_a_folder_from_before_harness_s_reads_and_resumes(tmp_path, run_cli):
+    """measurements.csv written before harness_s existed: read with the column unknown, and
+    --resume rewrites its header so the rows it adds line up."""
+    out = tmp_path / "old"
+    common = ["--backends", "reference", "--steps", "2", "--repeats", "1", "--out", str(out), "--plain", "--no-chart"]
+    assert run_cli("curve", "--presets", "tiny", *common)[0] == 0
+    m = pd.read_csv(out / "measurements.csv").drop(columns=["harness_s"])
+    m.to_csv(out / "measurements.csv", index=False)
+    df = results.read_measurements([out])
+    assert "harness_s" not in df.columns and list(df.preset) == ["tiny"]
+    assert run_cli("curve", "--presets", "small", *common, "--resume")[0] == 0
+    assert (out / "measurements.csv").read_text().splitlines()[0] == MEASUREMENT_HEADER
+    df = results.read_measurements([out])
+    assert list(df.preset) == ["tiny", "small"] and math.isnan(df.harness_s[0]) and df.harness_s[1] > 0

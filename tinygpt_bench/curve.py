@@ -24,6 +24,7 @@ import multiprocessing as mp
 import os
 import resource
 import signal
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,24 +138,26 @@ def _preflight_refusal(preset: Preset, backend: str, s: CurveSettings) -> str:
     return f"{st.error}. {st.meaning}"
 
 
-def _worker(conn, name: str, preset: Preset, corpus_spec: str, steps: int, seed: int, lr: float, options: dict,
-            digest: str) -> None:
-    """One measurement in a worker process: make the same work, create, load, time every step.
+def _worker(conn, name: str, work: protocol.Work, lr: float, options: dict, digest: str, environ: dict) -> None:
+    """One measurement in a worker process: check the work handed over, create, load, time every step.
 
     Messages to the parent: ("describe", dict), ("step", StepTime), ("done", memory_bytes, peak_rss,
     marks), ("failed", stage, error). marks: the host clock (time.perf_counter, system-wide) at each
     stage's end, for the harness time breakdown. The parent kills this process at the time budget.
     """
     marks = {"entered": time.perf_counter()}
+    # the parent's environment as the measurement starts (faults, caches, engine settings), not the
+    # fork server's, which was copied when the server started
+    os.environ.clear()
+    os.environ.update(environ)
     stage, be = "create", None
     try:
-        work = protocol.prepare(preset, corpus_mod.load(corpus_spec), steps, seed)
         if protocol.work_digest(work) != digest:
-            raise RuntimeError("the worker made different weights or batches from the parent's (work sha256 differs)")
+            raise RuntimeError("the worker got other weights or batches than the parent's (work sha256 differs)")
         marks["work"] = time.perf_counter()
         protocol.backends.get_class(name)  # the engine's import, timed apart from its creation
         marks["imported"] = time.perf_counter()
-        be = protocol.create_backend(name, preset, **options)
+        be = protocol.create_backend(name, work.preset, **options)
         marks["created"] = time.perf_counter()
         conn.send(("describe", be.describe()))
         marks["described"] = time.perf_counter()
@@ -182,6 +185,35 @@ def _worker(conn, name: str, preset: Preset, corpus_spec: str, steps: int, seed:
             except Exception as e:
                 conn.send(("note", f"{name}: close() failed: {type(e).__name__}: {e}"))
         conn.close()
+
+
+# the libraries an engine imports when it runs; a fork server that imported them already starts
+# its workers without that import (a name that is not installed is skipped by the server)
+ENGINE_LIBRARIES = {"webgpu": ("wgpu.backends.wgpu_native",), "webgpu-dawn": ("wgpudawn.backends.dawn",),
+                    "wasm": ("wasmtime",), "wasm-v8": ("wasmtime",), "torch-cpu": ("torch",), "torch-cuda": ("torch",)}
+
+
+def _worker_context(names: list[str]):
+    """Where workers start: forked, one fresh process per measurement, from multiprocessing's fork
+    server, a clean single-threaded process started once (on the first measurement) that has
+    imported this module, the main module and the run's engines with their libraries, so a
+    worker starts in milliseconds instead of re-importing them. Nothing runs on a device in the
+    server; each worker still opens its own device or engine, crashes alone and is killed alone,
+    and exits without the interpreter's shutdown. The server keeps the import list it started with."""
+    ctx = mp.get_context("forkserver")
+    from tinygpt_bench import backends
+
+    engines = [backends.module_name(n) for n in names]
+    libraries = [lib for n in names for lib in ENGINE_LIBRARIES.get(n, ())]
+    ctx.set_forkserver_preload(list(dict.fromkeys(["__main__", __name__, *filter(None, engines), *libraries])))
+    return ctx
+
+
+def _start_worker_server(names: list[str]) -> None:
+    from multiprocessing import forkserver
+
+    _worker_context(names)
+    forkserver.ensure_running()
 
 
 def _exit_text(code: int | None) -> str:
@@ -219,11 +251,10 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
     preset = work.preset
     reporter.measurement_start(preset.name, name, repeat, s.repeats, s.steps)
     t0 = time.perf_counter()  # the measurement's wall clock starts before its worker does
-    ctx = mp.get_context("spawn")
+    ctx = _worker_context(s.backends)
     recv, send = ctx.Pipe(duplex=False)
     options = {"threads": s.threads, "adapter": s.adapter, "relaxed_simd": s.wasm_fma, "spectre_guards": s.spectre_guards}
-    proc = ctx.Process(target=_worker, args=(send, name, preset, s.corpus, s.steps, s.seed, s.lr, options,
-                                                        work.digest),
+    proc = ctx.Process(target=_worker, args=(send, name, work, s.lr, options, work.digest, dict(os.environ)),
                        name=f"tinygpt-bench {preset.name}/{name}", daemon=True)
     proc.start()
     send.close()
@@ -296,6 +327,7 @@ def _row(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, corp, env:
         "steps": s.steps, "repeats": s.repeats, "seed": s.seed, "lr": s.lr,
         "corpus": corp.name, "corpus_sha256": corp.sha256,
         "peak_rss_bytes": acc.peak_rss, "engine_memory_bytes": acc.memory,
+        "harness_s": statistics.median(acc.harness) if acc.harness else None,
         "reference": "reference (numpy float64)" if ref else "",
         "cpu_model": env.get("cpu_model"), "git_commit": env.get("git_commit"),
         "settings_id": settings_id,
@@ -356,10 +388,14 @@ def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
         "backends": s.backends, "corpus": corp.describe(), "environment": env, "backend_descriptions": {},
     }
     done = results.done_keys(s.out) if s.resume else set()
+    _start_worker_server(s.backends)  # it imports while this process makes the first preset's work
     writer = results.ResultWriter(s.out, environment, s.resume)
     written = []
+    t_run = time.perf_counter()
     try:
         prior = results.read_measurements([s.out]) if done else None
+        harness: list[float] = []  # every repeat's harness seconds
+        steps_s = 0.0  # the timed steps of every repeat
         for preset in s.presets:
             todo = [b for b in s.backends if (preset.name, b) not in done]
             if not todo:
@@ -397,7 +433,21 @@ def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
                 writer.commit(row, measured_steps[b])  # its steps and its row, together
                 written.append(row)
                 reporter.measured(row)
+                harness.extend(accs[b].harness)
+                steps_s += sum(r["ms"] for r in measured_steps[b]) / 1e3
             writer.environment(environment)
     finally:
         writer.close()
+    if harness:
+        reporter.note(harness_note(harness, time.perf_counter() - t_run, steps_s))
     return written
+
+
+def harness_note(harness: list[float], run_s: float, steps_s: float) -> str:
+    """The run's harness time: per measurement (its worker's wall time beyond its timed steps),
+    and the whole run's time beyond the steps shared out over the measurements (with each
+    preset's work, preflight and float64 reference, and the result files)."""
+    n = len(harness)
+    return (f"harness time: {statistics.median(harness):.2f} s per measurement beyond its steps (median of {n}, "
+            f"max {max(harness):.2f} s); the whole run {run_s:.1f} s, steps {steps_s:.1f} s: "
+            f"{(run_s - steps_s) / n:.2f} s per measurement with the per-preset work and the float64 reference")

@@ -17,6 +17,8 @@ def measured_line(row: dict) -> str:
     parts = [f"{row['median_ms']:.2f} ms/step (median, IQR {row['q1_ms']:.2f}-{row['q3_ms']:.2f}, n={row['n_samples']})",
              f"cold {row['cold_ms']:.1f} ms", f"{row['tokens_per_s']:,.0f} tok/s", f"{row['gflop_per_s']:.2f} GFLOP/s",
              f"loss {row.get('first_loss', float('nan')):.4f} -> {row.get('final_loss', float('nan')):.4f}"]
+    if row.get("harness_s") is not None:
+        parts.append(f"harness {row['harness_s']:.2f} s/measurement")
     if row.get("n_outliers"):
         parts.append(f"WARNING {row['n_outliers']} outlier steps (kept)")
     if row.get("parity_ok") is False:

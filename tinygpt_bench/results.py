@@ -7,6 +7,7 @@ In the output folder:
 
 Format history (FORMAT_VERSION, written into every row and the JSON):
   1  2026-11  first version
+     2026-12  measurements.csv gains harness_s (a file without it reads as unknown; --resume adds it)
 Each measurement is committed as it finishes (its steps, then its row; every file replaced
 atomically), so an interrupted run keeps everything it measured and `--resume` can carry
 on. A step counts only with its measurement's row (same run_id, preset and backend). The
@@ -38,7 +39,7 @@ MEASUREMENT_COLUMNS = [
     "layers", "d_model", "heads", "ctx", "batch", "params", "flops_per_step",
     "steps", "repeats", "seed", "lr", "corpus", "corpus_sha256",
     "cold_ms", "median_ms", "mean_ms", "min_ms", "q1_ms", "q3_ms", "max_ms", "mad_ms",
-    "n_samples", "n_outliers", "tokens_per_s", "gflop_per_s", "peak_rss_bytes", "engine_memory_bytes",
+    "n_samples", "n_outliers", "tokens_per_s", "gflop_per_s", "peak_rss_bytes", "engine_memory_bytes", "harness_s",
     "first_loss", "final_loss", "loss_rel_diff_backends", "loss_rel_diff_reference", "reference", "parity_ok",
     "device", "device_type", "software_adapter", "adapter_vendor", "adapter_driver", "adapter_api",
     "cpu_model", "threads", "runtime", "runtime_settings", "module_sha256", "kernels_sha256",
@@ -179,6 +180,8 @@ class ResultWriter:
         for path, columns in ((self.m_path, MEASUREMENT_COLUMNS), (self.s_path, STEP_COLUMNS)):
             if not path.exists() or path.stat().st_size == 0:
                 self._replace(path, _csv_text(columns, [], header=True))
+            else:
+                self._add_new_columns(path, columns)
         if resume:
             self._drop_orphan_steps()
 
@@ -188,6 +191,20 @@ class ResultWriter:
         except OSError as e:
             raise UserError(f"cannot write {path} ({e.strerror}); what was measured before is kept in {self.dir}: "
                             "free space or fix permissions, then rerun with --resume") from None
+
+    def _add_new_columns(self, path: Path, columns: list[str]) -> None:
+        """A file resumed from an earlier version of this format (no harness_s, added 2026-12):
+        rewritten with today's columns, its rows' new fields empty (unknown), so the rows appended
+        now line up with the header. A header with columns this version does not know is kept."""
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            if header == columns or not set(header) < set(columns):
+                return
+            rows = list(reader)
+        if any(None in r for r in rows):  # a malformed row: left for the readers to name
+            return
+        self._replace(path, _csv_text(columns, rows, header=True))
 
     def _append(self, path: Path, columns: list[str], rows: list[dict]) -> None:
         self._replace(path, path.read_bytes() + _csv_text(columns, rows, header=False))
@@ -270,8 +287,8 @@ READABLE_VERSIONS = {1}  # format versions this tinygpt-bench reads
 MEASUREMENT_NUMERIC = (
     "format_version", "layers", "d_model", "heads", "ctx", "batch", "params", "flops_per_step", "steps", "repeats",
     "seed", "lr", "cold_ms", "median_ms", "mean_ms", "min_ms", "q1_ms", "q3_ms", "max_ms", "mad_ms", "n_samples",
-    "n_outliers", "tokens_per_s", "gflop_per_s", "peak_rss_bytes", "engine_memory_bytes", "first_loss", "final_loss",
-    "loss_rel_diff_backends", "loss_rel_diff_reference",
+    "n_outliers", "tokens_per_s", "gflop_per_s", "peak_rss_bytes", "engine_memory_bytes", "harness_s", "first_loss",
+    "final_loss", "loss_rel_diff_backends", "loss_rel_diff_reference",
 )
 STEP_NUMERIC = ("format_version", "repeat", "step", "ms", "loss")
 

@@ -32,6 +32,11 @@ def get_class(name: str):
     return getattr(importlib.import_module(module), cls), kwargs
 
 
+def module_name(name: str) -> str | None:
+    """The module that holds backend `name`, not imported (None for an unknown name)."""
+    return _REGISTRY[name][0] if name in _REGISTRY else None
+
+
 def create(name: str, **options):
     """A new, unloaded backend instance; options are passed to its constructor."""
     cls, kwargs = get_class(name)
