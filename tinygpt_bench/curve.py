@@ -189,7 +189,7 @@ def _worker(conn, name: str, work: protocol.Work, lr: float, options: dict, dige
 
 # the libraries an engine imports when it runs; a fork server that imported them already starts
 # its workers without that import (a name that is not installed is skipped by the server)
-ENGINE_LIBRARIES = {"webgpu": ("wgpu.backends.wgpu_native",), "webgpu-dawn": ("wgpudawn.backends.dawn",),
+ENGINE_LIBRARIES = {"webgpu": ("tinygpt_bench.backends.wgpu_preload",), "webgpu-dawn": ("wgpudawn.backends.dawn",),
                     "wasm": ("wasmtime",), "wasm-v8": ("wasmtime",), "torch-cpu": ("torch",), "torch-cuda": ("torch",)}
 
 
