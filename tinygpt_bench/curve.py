@@ -205,7 +205,11 @@ def _worker_context(names: list[str]):
 
     engines = [backends.module_name(n) for n in names]
     libraries = [lib for n in names for lib in ENGINE_LIBRARIES.get(n, ())]
-    ctx.set_forkserver_preload(list(dict.fromkeys(["__main__", __name__, *filter(None, engines), *libraries])))
+    # a worker runs the parent's main script again (multiprocessing does, to find what it pickled);
+    # `tinygpt-bench` is one import of the CLI, imported here once. ('__main__' itself: Python 3.11's
+    # fork server never gets its path, so the CLI's own name is what saves the import.)
+    first = ["__main__", "tinygpt_bench.cli", __name__]
+    ctx.set_forkserver_preload(list(dict.fromkeys([*first, *filter(None, engines), *libraries])))
     return ctx
 
 
