@@ -41,6 +41,7 @@ def main() -> None:
     print(f"corpus: {time.perf_counter() - t:.3f} s (once per run)")
     names = a.backends.split(",")
     curve._start_worker_server(names)  # as curve.run does, before the first preset
+    curve._wait_for_worker_server(names)  # and before the first measurement
     print("| preset | backend | wall s | harness s | " + " | ".join(STAGES) + " |")
     print("|---|---|---:|---:|" + "---:|" * len(STAGES))
     for pname in a.presets.split(","):
