@@ -40,7 +40,7 @@ def rand(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4", "shared", "shared_pf", "big"])
+@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4", "shared", "shared_pf", "big", "big_pf"])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("m,n,k", [(70, 45, 33), (128, 64, 16), (5, 130, 67), (200, 136, 9)])
 def test_matmul(gpu, variant, trans_a, trans_b, m, n, k):
@@ -99,14 +99,16 @@ def test_matmul_bias_grad(gpu):
     ops.matmul(p, "dw+db-big", G4.at(3), X, DY, m, n, k, trans_a=True, variant="big", bias_grad=G4.at(3 + m * n))
     G5 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
     ops.matmul(p, "dw+db-pf", G5.at(3), X, DY, m, n, k, trans_a=True, variant="shared_pf", bias_grad=G5.at(3 + m * n))
+    G6 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
+    ops.matmul(p, "dw+db-big-pf", G6.at(3), X, DY, m, n, k, trans_a=True, variant="big_pf", bias_grad=G6.at(3 + m * n))
     p.finalize().run()
-    for buf in (G.buf, G2.buf, G3.buf, G4.buf, G5.buf):
+    for buf in (G.buf, G2.buf, G3.buf, G4.buf, G5.buf, G6.buf):
         out = gpu.read(buf, count=3 + m * n + n)
         assert rel_err(out[3:3 + m * n].reshape(m, n), x.T.astype(np.float64) @ dy) < 1e-5
         assert rel_err(out[3 + m * n:], dy.astype(np.float64).sum(0)) < 1e-5
 
 
-@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big"])
+@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big", "big_pf"])
 @pytest.mark.parametrize("accum", [False, True])
 def test_matmul_split_k(gpu, variant, accum):
     rng = np.random.default_rng(10)
@@ -422,6 +424,40 @@ def test_attention(gpu, b, t, c, h, split):
     assert_attention_matches_reference(q, k, v, dout, h, o, dqkv)
 
 
+@pytest.mark.parametrize("variant", ops.BATCHED_VARIANTS)
+@pytest.mark.parametrize("b,t,c,h", [(2, 37, 48, 3), (1, 150, 128, 2), (2, 16, 32, 2)])
+def test_attention_through_products(gpu, b, t, c, h, variant):
+    """attention_forward_mm / attention_backward_mm (scores materialised, batched products that
+    skip the causal zeros) against the float64 reference; T = 150 spans partial and skipped tiles
+    of 64 and of 128. The score buffers sit at odd offsets in buffers of their own."""
+    rng = np.random.default_rng(t + c)
+    q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
+    btc, n = b * t * c, ops.attention_mm_scratch(b, t, h)
+
+    def put(x, label):  # at an odd offset, as the engine's parameter slices are
+        return ops.Ref(gpu.upload(np.concatenate([rand(rng, 3), x.ravel()]), label), 3)
+
+    def out(count, label):
+        return ops.Ref(gpu.upload(np.full(3 + count, np.nan, np.float32), label), 3)  # NaN: unwritten shows
+
+    Q, K, V, DO = put(q, "q"), put(k, "k"), put(v, "v"), put(dout, "dout")
+    O, LSE, S, DP = out(btc, "o"), out(b * h * t, "lse"), out(n, "s"), out(n, "dp")
+    DQ, DK, DV = (out(btc, f"d{x}") for x in "qkv")
+    p = Program(gpu, "test")
+    ops.attention_forward_mm(p, "att", O, LSE, Q, K, V, b, t, c, h, S, variant=variant)
+    ops.attention_backward_mm(p, "att", DQ, DK, DV, DO, Q, K, V, O, LSE, b, t, c, h, S, DP, variant=variant)
+    p.finalize().run()
+    read = lambda r: gpu.read(r.buf, count=3 + btc)[3:].reshape(b, t, c)  # noqa: E731
+    assert_attention_matches_reference(q, k, v, dout, h, read(O), np.stack([read(DQ), read(DK), read(DV)]))
+
+
+def test_batched_product_rejects_a_kernel_without_batches(gpu):
+    x = ops.Ref(gpu.buffer(64, "x"))
+    with pytest.raises(ValueError, match="takes no batch"):
+        ops.matmul_batched(Program(gpu, "test"), "mm", *(ops.Operand(x, 4, 0, 0),) * 3, 4, 4, 4, (1, 1),
+                           variant="direct")
+
+
 # the whole training step against the float64 numpy reference ---------------------------------
 def setup_run(name: str, steps: int):
     from tinygpt_bench import presets
@@ -521,20 +557,25 @@ def test_binding_limit_message(webgpu_backend):
 
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
-def test_matmul_shared_prefetch_is_bit_identical(gpu, trans_a, trans_b):
-    """matmul_shared_pf reorders loads only: its products equal matmul_shared's bit for bit."""
+def test_matmul_kernels_without_split_are_bit_identical(gpu, trans_a, trans_b):
+    """Every matmul kernel without a split of K accumulates each output's K products in order,
+    one fused multiply-add at a time: the prefetching kernels (which reorder loads only) and the
+    tile sizes give the same products bit for bit, so the plan may choose among them freely."""
     rng = np.random.default_rng(21)
-    m, n, k = 70, 90, 77
+    m, n, k = 70, 140, 77
     a = rand(rng, *((k, m) if trans_a else (m, k)))
     b = rand(rng, *((n, k) if trans_b else (k, n)))
     A, B = ops.Ref(gpu.upload(a, "a")), ops.Ref(gpu.upload(b, "b"))
-    C = ops.Ref(gpu.buffer(4 * 2 * m * n, "c"))
+    variants = ["direct", "shared", "shared_pf", "big", "big_pf"]
+    C = ops.Ref(gpu.buffer(4 * len(variants) * m * n, "c"))
     p = Program(gpu, "test")
-    ops.matmul(p, "shared", C, A, B, m, n, k, trans_a, trans_b, variant="shared")
-    ops.matmul(p, "prefetch", C.at(m * n), A, B, m, n, k, trans_a, trans_b, variant="shared_pf")
+    for i, v in enumerate(variants):
+        ops.matmul(p, v, C.at(i * m * n), A, B, m, n, k, trans_a, trans_b, variant=v, split_k=1)
     p.finalize().run()
-    out = gpu.read(C.buf, count=2 * m * n).reshape(2, m, n)
-    assert np.array_equal(out[0], out[1])
+    out = gpu.read(C.buf, count=len(variants) * m * n).reshape(len(variants), m, n)
+    assert rel_err(out[0], (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)) < 1e-5
+    for i, v in enumerate(variants[1:], start=1):
+        assert np.array_equal(out[0], out[i]), v
 
 
 def test_wgsl_for_puts_enable_directives_first_and_drops_subgroups_for_naga():
@@ -599,6 +640,27 @@ def test_prefetch_tuning_runs_a_step_and_says_so(gpu, monkeypatch):
             assert any("matmul_shared_pf" in d.name for d in be.program.dispatches)
         be.close()
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+def test_attention_through_products_trains_a_step_against_the_reference(gpu, monkeypatch):
+    """A whole step of small with attention through products (the GPU default at T >= 256, asked
+    for here through the environment at every T): the plan allocates the score buffers, the step
+    records the batched products and softmax kernels, and loss and gradients hold to float64."""
+    monkeypatch.setenv("TINYGPT_BENCH_TUNE", "attention_mm=1")
+    from tinygpt_bench import backends
+
+    be = backends.create(WEBGPU_BACKENDS[gpu.implementation])  # a device of its own: the tuning is read there
+
+    def check(be):
+        names = [d.name for d in be.program.dispatches]
+        assert any("softmax_grad" in n for n in names) and not any("attention_backward_dq" in n for n in names)
+        assert "scratch.att_s" in be.bufs and "scratch.att_dp" in be.bufs
+
+    try:
+        assert_one_step_matches_reference(be, "small", check)
+        assert "attention_mm=1" in be.describe()["runtime_settings"]
+    finally:
+        be.close()
 
 
 TILED_CASES = [(2, 37, 48, 3, 0), (2, 70, 128, 2, 0), (2, 45, 128, 4, 0), (2, 33, 64, 4, 0), (1, 100, 96, 2, 0),
