@@ -195,11 +195,12 @@ ENGINE_LIBRARIES = {"webgpu": ("tinygpt_bench.backends.wgpu_preload",), "webgpu-
 
 def _worker_context(names: list[str]):
     """Where workers start: forked, one fresh process per measurement, from multiprocessing's fork
-    server, a clean single-threaded process started once (on the first measurement) that has
-    imported this module, the main module and the run's engines with their libraries, so a
-    worker starts in milliseconds instead of re-importing them. Nothing runs on a device in the
-    server; each worker still opens its own device or engine, crashes alone and is killed alone,
-    and exits without the interpreter's shutdown. The server keeps the import list it started with."""
+    server, a single-threaded process started once a run (_start_worker_server) that has imported
+    the CLI, this module and the run's engines with their libraries, so a worker starts in
+    milliseconds instead of importing them again. Nothing runs on a device in the server; each
+    worker still opens its own device or engine, crashes alone and is killed alone, and exits
+    without the interpreter's shutdown. A server already running keeps the import list it
+    started with (a second run in the same process: its engines are imported by its workers)."""
     ctx = mp.get_context("forkserver")
     from tinygpt_bench import backends
 
@@ -243,9 +244,9 @@ def _exit_text(code: int | None) -> str:
 
 
 def harness_timeline(t0: float, marks: dict[str, float], wall: float, steps: list[protocol.StepTime]) -> dict:
-    """Where one measurement's wall time went, in seconds: the worker's start (process, interpreter,
-    imports of the modules its target needs), the work (weights and batches), the engine's import,
-    create, describe (where an engine opens its device), load (to the first step's start), the timed steps, the rest of training (messages,
+    """Where one measurement's wall time went, in seconds: the worker's start (process, imports its
+    target needs), the work's check, the engine's import, create, describe (where WebGPU opens its
+    device), load (to the first step's start), the timed steps, the rest of training (messages,
     untimed parts), and the end (close, exit, join). Stages the worker did not reach are absent."""
     order = ["entered", "work", "imported", "created", "described", "loaded", "trained", "done"]
     out, prev = {}, t0
