@@ -166,3 +166,52 @@ def test_reporting_names_no_engine_in_its_code(module):
     names = set(backends.names())
     found = [n.value for n in ast.walk(_tree(module)) if isinstance(n, ast.Constant) and n.value in names]
     assert not found, f"{module} names {found}"
+
+
+# ---- dev/migrate_results.py: format 1 -> 2 ---------------------------------------------------
+
+NEW_COLUMNS = {results.MEASUREMENTS: ("hardware", "native_peer", "relaxed_simd"), results.PEAKS: ("relaxed_simd",),
+               results.STEPS: ()}
+
+
+def _as_format_1(src: Path, dst: Path) -> None:
+    """A committed folder as format 1 wrote it: without format 2's columns and keys."""
+    import csv
+    import io
+
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name in NEW_COLUMNS:
+            rows = list(csv.DictReader(io.StringIO(f.read_text())))
+            cols = [c for c in rows[0] if c not in NEW_COLUMNS[f.name]]
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+            w.writeheader()
+            w.writerows({**r, "format_version": "1"} for r in rows)
+            (dst / f.name).write_text(buf.getvalue())
+        elif f.name == results.ENVIRONMENT:
+            (dst / f.name).write_text(f.read_text().replace(f'"format_version": {results.FORMAT_VERSION},',
+                                                            '"format_version": 1,', 1))
+        elif f.match(results.DIAGNOSE_GLOB):
+            d = json.loads(f.read_text())
+            del d["format_version"], d["kernel_timing"]
+            (dst / f.name).write_text(json.dumps(d, indent=2) + "\n")
+        else:
+            shutil.copy(f, dst / f.name)
+
+
+@pytest.mark.parametrize("run", ["h100", "cpu-2core"])
+def test_migration_from_format_1_gives_the_committed_files(run, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("migrate_results", ROOT / "dev" / "migrate_results.py")
+    mig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mig)
+    old = tmp_path / run
+    _as_format_1(ROOT / "results" / run, old)
+    with pytest.raises(UserError, match="dev/migrate_results.py"):
+        results.measurements([old])
+    assert mig.migrate(old)
+    for f in sorted((ROOT / "results" / run).iterdir()):
+        assert (old / f.name).read_bytes() == f.read_bytes(), f.name
+    assert mig.migrate(old) == []  # a current folder is left as it is
