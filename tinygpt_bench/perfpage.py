@@ -79,9 +79,6 @@ def f_rel(x) -> str:
     return "-" if _nan(x) else "0" if x == 0 else f"{x:.1e}"
 
 
-table = markdown.table
-
-
 # ---- reading ------------------------------------------------------------------------------
 
 class Run:
@@ -170,7 +167,7 @@ def section_steps(run: Run) -> str:
     count = "?" if not len(n) else f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())} to {int(n.max())}"
     note = (f"Median ms of steps 2..N over all repeats [first-third quartile]; {count} steps a cell. FLOPs: matrix products, 2 per multiply-add, step = 3x "
             "forward (`tinygpt-bench presets`).")
-    return "\n".join(["## Step time", "", table(header, rows), "", note])
+    return "\n".join(["## Step time", "", markdown.table(header, rows), "", note])
 
 
 def section_curve(run: Run, src: str) -> str:
@@ -200,7 +197,7 @@ def section_curve(run: Run, src: str) -> str:
                 line.append(("-" if _nan(s.speedup) else f"{s.speedup:.2f}x{ci}")
                             + ("" if s.status == "ok" else f" ({s.status})"))
             rows.append(line)
-        lines += [table(header, rows), "",
+        lines += [markdown.table(header, rows), "",
                   f"Speedup = {base} ms / engine ms (ratio of medians of steps 2..N), with its 95% bootstrap interval."]
     return "\n".join(lines)
 
@@ -232,7 +229,7 @@ def section_peers(run: Run) -> str:
         t = run.df[(run.df.backend == b)]["threads"].dropna() if "threads" in run.df else []
         if len(t):
             threads.append(f"{b} {', '.join(str(int(x)) for x in sorted(set(t)))} threads")
-    return "\n".join(lines + [table(header, rows), "",
+    return "\n".join(lines + [markdown.table(header, rows), "",
                               "Ratio = engine ms / peer ms (ratio of medians of steps 2..N, 95% bootstrap interval): "
                               "below 1 the engine is faster than PyTorch eager fp32 on the same hardware"
                               + (f" ({'; '.join(threads)})." if threads else ".")])
@@ -286,7 +283,7 @@ def section_targets(run: Run) -> str:
                      "met" if met else "**missed**", by])
     else:
         rows.append(["loss parity at the last step, every preset", "-", "-", f"<= {PARITY_TARGET:g}", "not measured", ""])
-    return "\n".join(["## Targets (issue 7)", "", table(header, rows), "",
+    return "\n".join(["## Targets (issue 7)", "", markdown.table(header, rows), "",
                       "Ratios as above (engine ms / peer ms, same run). Loss parity: the largest relative "
                       "difference of the final loss between any two engines, or against the numpy float64 "
                       "reference, over every preset (the parity table below)."])
@@ -342,7 +339,7 @@ def section_gflops(run: Run, src: str) -> str:
         rows.append([r.engine, r.what, where, r["size"] if not _nan(r["size"]) else "-",
                      f_gflops(r.gflop_per_s) if r.status == "ok" else r.status,
                      f_rel(r.max_rel_err), "" if _nan(r.note) else str(r.note)])
-    lines += ["### Peaks (`tinygpt-bench peak`)", "", table(header, rows), "",
+    lines += ["### Peaks (`tinygpt-bench peak`)", "", markdown.table(header, rows), "",
               "Peaks: independent multiply-add chains (wasm: 12 f32x4 a thread; WebGPU: 8 vec4 fma an invocation, "
               "kernels/peak.wgsl); matmul: each engine's own kernel alone. Every kernel was checked against numpy "
               "before it was timed; the best of the repeats.", ""]
@@ -365,7 +362,7 @@ def section_gflops(run: Run, src: str) -> str:
             if hw is not None and threads and not _nan(hw.threads) and int(hw.threads) != threads:
                 hw_cell += f" - measured at {int(hw.threads)}, not {threads} threads"
             rows.append([preset, b, f_gflops(r.gflop_per_s), hw_cell, _pct(r.gflop_per_s, own)])
-    lines += ["### Each preset against them", "", table(header, rows), "",
+    lines += ["### Each preset against them", "", markdown.table(header, rows), "",
               "GFLOP/s = counted FLOPs a step / median step time. Hardware peak: wasm against the SIMD128 "
               "peak of the arithmetic it ran (relaxed-SIMD FMA or mul+add, from its runtime_settings) at its "
               "thread count; webgpu and torch-cuda against the fastest fp32 rate measured on the same GPU (the "
@@ -412,7 +409,7 @@ def section_kernels(run: Run, src: str) -> str:
         rows = [[k, f"{ms:.3f}", f"{ms / total:.1%}"] for k, ms in sorted(kern.items(), key=lambda kv: (-kv[1], kv[0]))]
         how = d.kernel_timing or "the engine's own per-kernel timing"
         lines += [head + f" Per kernel: {how}; {total:.2f} ms in all.", "",
-                  table(["kernel", "ms", "share"], rows + [["total", f"{total:.3f}", "100.0%"]]), ""]
+                  markdown.table(["kernel", "ms", "share"], rows + [["total", f"{total:.3f}", "100.0%"]]), ""]
     return "\n".join(lines).rstrip()
 
 
@@ -453,7 +450,7 @@ def section_parity(run: Run) -> str:
         line += [f_rel(r["pair"]), f_rel(r["vs_reference"]), f_rel(r["spread"]),
                  "-" if _nan(worst) else ("ok" if ok else "**FAILED**") + (", but curve set parity_ok false" if r["flagged"] else "")]
         rows.append(line)
-    return "\n".join(["## Loss parity", "", table(header, rows), "",
+    return "\n".join(["## Loss parity", "", markdown.table(header, rows), "",
                       "Final loss: the last step's loss of the first repeat. Between engines: the largest "
                       "|a - b| / |b| over every pair of backends (curve's loss_rel_diff_backends); vs reference: the numpy float64 reference on the "
                       "same work (presets up to the curve's reference limit); repeats spread: the largest relative "
