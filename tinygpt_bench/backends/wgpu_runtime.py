@@ -168,7 +168,7 @@ def tuning_for(adapter) -> dict:
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
             "attention_split": 1 if cpu else None, "attention_tiled": 0 if cpu else None,
-            "attention_chunk": 0}
+            "attention_chunk": 0, "attention_mm": 0 if cpu else 256, "matmul_unroll": True}
 
 
 TUNE_ENV = "TINYGPT_BENCH_TUNE"
