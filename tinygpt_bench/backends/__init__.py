@@ -4,6 +4,7 @@ driver, torch) only matters to the backend that needs it."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from tinygpt_bench.errors import UserError
 
@@ -41,3 +42,36 @@ def create(name: str, **options):
     """A new, unloaded backend instance; options are passed to its constructor."""
     cls, kwargs = get_class(name)
     return cls(**{**kwargs, **options})
+
+
+@dataclass(frozen=True)
+class Info:
+    """What a result row says about a backend beyond its own describe(): the hardware it is built
+    for (GPU or CPU, whatever adapter it ran on), its native peer (the backend a user would
+    otherwise pick on that hardware; None for a peer or a reference) and how its per-kernel
+    times (profile) are measured (None: it has no profile)."""
+
+    hardware: str
+    native_peer: str | None = None
+    kernel_timing: str | None = None
+
+
+_GPU_TIMESTAMPS = "GPU time from timestamp queries, each dispatch in its own compute pass"
+_WASM_REGIONS = "wall time of each kind of parallel region"
+_INFO: dict[str, Info] = {
+    "reference": Info("CPU"),
+    "reference-fp32": Info("CPU"),
+    "torch-cpu": Info("CPU"),
+    "torch-cuda": Info("GPU"),
+    "webgpu": Info("GPU", "torch-cuda", _GPU_TIMESTAMPS),
+    "webgpu-dawn": Info("GPU", "torch-cuda", _GPU_TIMESTAMPS),
+    "wasm": Info("CPU", "torch-cpu", _WASM_REGIONS),
+    "wasm-v8": Info("CPU", "torch-cpu", _WASM_REGIONS),
+}
+
+
+def info(name: str) -> Info:
+    """The Info of a registered backend (UserError for an unknown name, as get_class)."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown backend '{name}'; choose one of {', '.join(_REGISTRY)}")
+    return _INFO[name]
