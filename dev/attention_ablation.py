@@ -19,8 +19,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tinygpt_bench (dev/README.md)
 
 from tinygpt_bench import presets  # noqa: E402
-from tinygpt_bench.backends import wgpu_ops as ops  # noqa: E402
-from tinygpt_bench.backends.wgpu_runtime import Gpu, Program  # noqa: E402
+from tinygpt_bench.engines.webgpu import ops  # noqa: E402
+from tinygpt_bench.engines.webgpu.runtime import Gpu, Program  # noqa: E402
 
 FWD = "fn attention_forward_tiled("
 

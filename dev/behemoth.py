@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tinygpt_bench import model, presets  # noqa: E402
-from tinygpt_bench.backends.wasm import WasmBackend  # noqa: E402
+from tinygpt_bench.engines.wasm.backend import WasmBackend  # noqa: E402
 
 
 def expected_loss(d_model: int) -> float:

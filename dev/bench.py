@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tinygpt_bench import model, presets, protocol  # noqa: E402
-from tinygpt_bench.backends.wasm import MATMUL_KERNELS, WasmBackend  # noqa: E402
+from tinygpt_bench.engines.wasm.backend import MATMUL_KERNELS, WasmBackend  # noqa: E402
 from tinygpt_bench.peak import XL_SHAPES, wasm_peak  # noqa: E402  (shared with `tinygpt-bench peak`)
 
 
@@ -257,7 +257,7 @@ def main() -> int:
     torch_ok = False
     if not args.no_torch:
         try:
-            from tinygpt_bench.backends.torch_peer import TorchBackend
+            from tinygpt_bench.engines.torch.backend import TorchBackend
 
             torch_ok = True
         except Exception as e:  # torch missing: say so, keep going

@@ -26,8 +26,8 @@ import math
 import numpy as np
 import pytest
 
-from tinygpt_bench import backends, diagnose, model, presets, protocol
-from tinygpt_bench.backends import reference
+from tinygpt_bench import engines, diagnose, model, presets, protocol
+from tinygpt_bench.engines.reference import backend as reference
 from tinygpt_bench.errors import UserError
 from conftest import WEBGPU_BACKENDS, open_gpu
 
@@ -73,7 +73,7 @@ class Engine:
             pytest.importorskip("wgpu", reason="wgpu not installed; fix: pip install wgpu==0.32.0")
             self.gpu = open_gpu(IMPLEMENTATION[name])  # skips (or fails, where required) without an adapter
         elif name.startswith("wasm"):
-            pytest.importorskip("tinygpt_bench.backends.wasm")
+            pytest.importorskip("tinygpt_bench.engines.wasm.backend")
         self.be = self.make()
 
     def options(self) -> dict:
@@ -84,7 +84,7 @@ class Engine:
         return {}
 
     def make(self, **kw):
-        be = backends.create(self.name, **{**self.options(), **kw})
+        be = engines.create(self.name, **{**self.options(), **kw})
         if self.gpu is not None:
             be.gpu = self.gpu  # shares the module's device
         if self.name.startswith("torch-"):
@@ -189,7 +189,7 @@ def test_unknown_fault_is_refused_in_one_line_naming_the_kinds(name, monkeypatch
     other = "trap" if not kinds or "trap" not in kinds else "shader"
     if kinds:
         with pytest.raises(UserError) as ex:
-            backends.create(name, fault="bogus")
+            engines.create(name, fault="bogus")
         msg = str(ex.value)
         assert "fault 'bogus' cannot be injected here" in msg and "\n" not in msg
         for k in kinds:

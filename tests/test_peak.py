@@ -55,7 +55,7 @@ def test_quick_peak_writes_every_row(quick_run):
 
 
 def test_wasm_peak_value_is_its_recurrence():
-    from tinygpt_bench.backends.wasm import WasmBackend
+    from tinygpt_bench.engines.wasm.backend import WasmBackend
 
     with WasmBackend(threads=1) as b:
         b._start()
@@ -87,7 +87,7 @@ def test_read_peaks_refuses_other_versions(tmp_path):
 
 
 def test_webgpu_peak_without_timestamp_queries_uses_host_time():
-    from tinygpt_bench.backends.wgpu_runtime import Gpu
+    from tinygpt_bench.engines.webgpu.runtime import Gpu
 
     gpu = Gpu(timestamps=False)
     r = peak.webgpu_peak(gpu, seconds=0.002, repeats=1)
@@ -97,7 +97,7 @@ def test_webgpu_peak_without_timestamp_queries_uses_host_time():
 
 
 def test_no_adapter_skips_the_webgpu_rows_and_measures_the_rest(tmp_path, monkeypatch):
-    from tinygpt_bench.backends import wgpu_runtime
+    from tinygpt_bench.engines.webgpu import runtime as wgpu_runtime
 
     def no_adapter(*a, **k):
         raise UserError("no WebGPU adapter found; fix: apt-get install mesa-vulkan-drivers")

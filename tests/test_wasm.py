@@ -16,7 +16,7 @@ import pytest
 from tinygpt_bench import model, presets
 from tinygpt_bench.errors import UserError
 
-wasm = pytest.importorskip("tinygpt_bench.backends.wasm")
+wasm = pytest.importorskip("tinygpt_bench.engines.wasm.backend")
 
 
 def batches_for(p, n, seed=1):

@@ -17,7 +17,7 @@ import pytest
 from tinygpt_bench import diagnose, model, presets
 from tinygpt_bench.errors import UserError
 
-wasm = pytest.importorskip("tinygpt_bench.backends.wasm")
+wasm = pytest.importorskip("tinygpt_bench.engines.wasm.backend")
 
 FAULT = "TINYGPT_BENCH_FAULT"
 

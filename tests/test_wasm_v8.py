@@ -21,8 +21,8 @@ import pytest
 from tinygpt_bench import model, presets
 from tinygpt_bench.errors import UserError
 
-wasm = pytest.importorskip("tinygpt_bench.backends.wasm")
-v8 = pytest.importorskip("tinygpt_bench.backends.wasm_v8")
+wasm = pytest.importorskip("tinygpt_bench.engines.wasm.backend")
+v8 = pytest.importorskip("tinygpt_bench.engines.wasm.v8")
 
 
 def batches_for(p, n, seed=1):
@@ -95,7 +95,7 @@ def test_killed_measurement_leaves_no_node_process(tmp_path):
     script = textwrap.dedent("""
         import sys
         from tinygpt_bench import model, presets
-        from tinygpt_bench.backends.wasm_v8 import WasmV8Backend
+        from tinygpt_bench.engines.wasm.v8 import WasmV8Backend
         p = presets.load("small")
         b = WasmV8Backend(threads=2)
         b.load(p, model.Layout(p).init(0))

@@ -18,8 +18,8 @@ import pytest
 
 pytest.importorskip("wgpu", reason="wgpu not installed; fix: pip install wgpu==0.32.0")
 
-from tinygpt_bench import backends, diagnose, model, presets  # noqa: E402
-from tinygpt_bench.backends import webgpu, wgpu_runtime  # noqa: E402
+from tinygpt_bench import engines, diagnose, model, presets  # noqa: E402
+from tinygpt_bench.engines.webgpu import backend as webgpu, runtime as wgpu_runtime  # noqa: E402
 from tinygpt_bench.errors import UserError  # noqa: E402
 from conftest import WEBGPU_BACKENDS  # noqa: E402
 
@@ -34,7 +34,7 @@ def B(gpu):
 
 def engine(B):
     """The backend class of B."""
-    return backends.get_class(B)[0]
+    return engines.get_class(B)[0]
 
 
 # ---- injected faults, each caught at its stage -------------------------------------------

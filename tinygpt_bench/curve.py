@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinygpt_bench import corpus as corpus_mod
-from tinygpt_bench import envinfo, model, protocol, results, stats
+from tinygpt_bench import engines, envinfo, model, protocol, results, stats
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.presets import Preset
-from tinygpt_bench.resources import resource_dir
 
 PARITY_TOLERANCE = 1e-3  # relative difference of the final loss
 DEFAULT_BACKENDS = ("webgpu", "webgpu-dawn", "wasm")
@@ -47,16 +46,15 @@ class CurveSettings:
     steps: int = protocol.DEFAULT_STEPS
     repeats: int = 3
     timeout_s: float | None = None
-    threads: int | None = None
-    adapter: str | None = None
     corpus: str = "synthetic"
     seed: int = protocol.DEFAULT_SEED
     lr: float = 3e-4
     out: Path = Path("results")
     resume: bool = False
     reference_max_gflop: float = REFERENCE_MAX_GFLOP
-    wasm_fma: bool | None = None  # None: the engine's default for this CPU (wasm.fma_by_default)
-    spectre_guards: bool = False
+    # the engines' options (threads, adapter, relaxed_simd...: engines/<name>/__init__.py), None: not
+    # given; each backend gets those it declares
+    options: dict = field(default_factory=dict)
 
 
 class Reporter:
@@ -84,25 +82,13 @@ class _Acc:
     peak_rss: int | None = None  # the worker process's peak resident memory (max over repeats)
 
 
-def artifact_digests() -> dict:
-    def digest(folder: str, pattern: str):
-        try:
-            return envinfo.sha256_of(list(resource_dir(folder).glob(pattern)))
-        except FileNotFoundError:
-            return None
-
-    return {"module_sha256": digest("wasm", "*.wasm"), "kernels_sha256": digest("kernels", "*.wgsl")}
-
-
 def run_settings(s: CurveSettings, corp: corpus_mod.Corpus, env: dict) -> dict:
     """What must be equal for two runs' numbers to be mixed (the --resume check)."""
     return {
         "steps": s.steps, "repeats": s.repeats, "seed": s.seed, "lr": s.lr,
-        "corpus_sha256": corp.sha256, "threads": s.threads, "adapter": s.adapter,
-        **({"wasm_fma": s.wasm_fma} if s.wasm_fma is not None else {}),
-        **({"spectre_guards": True} if s.spectre_guards else {}),
+        "corpus_sha256": corp.sha256, **engines.fingerprint(s.options),
         "cpu_model": env.get("cpu_model"), "cpu_usable_cores": env.get("cpu_usable_cores"),
-        "hostname": env.get("hostname"), **artifact_digests(),
+        "hostname": env.get("hostname"), **engines.digests(),
     }
 
 
@@ -129,7 +115,7 @@ def _preflight_refusal(preset: Preset, backend: str, s: CurveSettings) -> str:
     plan here: then its own create stage says why), else what cannot fit and the fix."""
     from tinygpt_bench import diagnose
 
-    st = diagnose.preflight(preset, backend, {"threads": s.threads, "adapter": s.adapter})
+    st = diagnose.preflight(preset, backend, engines.select(backend, s.options))
     if st.ok or "step_bytes" not in (st.detail or {}):
         return ""
     return f"{st.error}. {st.meaning}"
@@ -155,12 +141,9 @@ def _worker(conn, name: str, preset: Preset, corpus_spec: str, steps: int, seed:
             conn.send(("step", st))
 
         protocol.train(be, work, lr, on_step)
-        mem = getattr(be, "memory_bytes", None)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        host_rss = getattr(be, "host_peak_rss", None)  # an engine's own process (wasm-v8: Node)
-        if callable(host_rss):
-            rss += host_rss() or 0
-        conn.send(("done", mem() if callable(mem) else None, rss))
+        rss += be.host_peak_rss() or 0  # an engine's own process (wasm-v8: Node)
+        conn.send(("done", be.memory_bytes(), rss))
     except protocol.StageError as e:
         conn.send(("failed", e.stage, e.error))
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent
@@ -191,7 +174,7 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
     reporter.measurement_start(preset.name, name, repeat, s.repeats, s.steps)
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    options = {"threads": s.threads, "adapter": s.adapter, "relaxed_simd": s.wasm_fma, "spectre_guards": s.spectre_guards}
+    options = engines.select(name, s.options)
     proc = ctx.Process(target=_worker, args=(send, name, preset, s.corpus, s.steps, s.seed, s.lr, options,
                                                         work.digest),
                        name=f"tinygpt-bench {preset.name}/{name}", daemon=True)

@@ -81,8 +81,8 @@ def collect_adapters() -> dict:
     """Every WebGPU adapter each implementation (wgpu-native, Dawn) can see: {"adapters": [...],
     each with its implementation and its index there}, and per implementation that cannot run
     or finds none, the reason and the fix in "adapters_errors" ({implementation: text})."""
-    from tinygpt_bench.backends.wgpu_compat import IMPLEMENTATIONS
-    from tinygpt_bench.backends.wgpu_runtime import NO_ADAPTER_FIX, adapters
+    from tinygpt_bench.engines.webgpu.compat import IMPLEMENTATIONS
+    from tinygpt_bench.engines.webgpu.runtime import NO_ADAPTER_FIX, adapters
 
     quiet_mesa()
     out, errors = [], {}
@@ -134,7 +134,7 @@ def collect_wasmtime() -> dict:
 def collect_node() -> dict:
     """The Node that runs the wasm-v8 backend: its path and the Node and V8 versions, or why not."""
     try:
-        from tinygpt_bench.backends.wasm_v8 import node_path, node_versions
+        from tinygpt_bench.engines.wasm.v8 import node_path, node_versions
 
         path = node_path()
         v = node_versions(path)

@@ -115,7 +115,7 @@ def wasm_peak_expected(iters: int, fused: bool) -> float:
 def wasm_peak(threads: int, iters: int, repeats: int = 3) -> dict[str, dict]:
     """{what: {gflop_per_s, seconds, flops, max_rel_err}} of bench_peak and bench_peak_fma at
     `threads` threads (each thread runs `iters` rounds of 12 f32x4 multiply-adds)."""
-    from tinygpt_bench.backends.wasm import WasmBackend
+    from tinygpt_bench.engines.wasm.backend import WasmBackend
 
     out = {}
     check_iters = 1000
@@ -140,9 +140,9 @@ def wasm_peak(threads: int, iters: int, repeats: int = 3) -> dict[str, dict]:
 def wasm_matmul(threads: int, reps: int, shapes=XL_SHAPES, repeats: int = 3) -> list[dict]:
     """The engine's matmul alone (bench_matmul) at each shape, plain SIMD128 and relaxed FMA:
     checked against numpy, then the best of `repeats` timings of `reps` products."""
-    from tinygpt_bench.backends.wasm import WasmBackend
+    from tinygpt_bench.engines.wasm.backend import WasmBackend
 
-    from tinygpt_bench.backends import wasm as wasm_mod
+    from tinygpt_bench.engines.wasm import backend as wasm_mod
 
     rows = []
     rng = np.random.default_rng(0)
@@ -212,7 +212,7 @@ def _gpu_seconds(gpu, program, repeats: int, warm: bool = False) -> float:
 def webgpu_peak(gpu, seconds: float, repeats: int) -> dict:
     """fp32 FMA throughput of the adapter with kernels/peak.wgsl: checked against the closed form
     at a few rounds, then the round count scaled so a dispatch takes about `seconds`."""
-    from tinygpt_bench.backends.wgpu_runtime import Program
+    from tinygpt_bench.engines.webgpu.runtime import Program
 
     cpu = gpu.adapter.info["adapter_type"] == "CPU"
     groups = 64 if cpu else 8192  # a CPU adapter is full with a few; a GPU wants thousands of warps
@@ -256,8 +256,8 @@ def time_engine_matmul(gpu, size: int, variant: str | None = None, reps: int = 3
     one) at size^3: run once, 8 random rows spot-checked against numpy in float64 (rel_err), then
     the best of `reps` timings of every dispatch of the product by timestamp queries, after
     Program.warm_up. Shared by `peak` (webgpu_matmul) and dev/wgpu_bench.py --matmul."""
-    from tinygpt_bench.backends import wgpu_ops as ops
-    from tinygpt_bench.backends.wgpu_runtime import Program
+    from tinygpt_bench.engines.webgpu import ops
+    from tinygpt_bench.engines.webgpu.runtime import Program
 
     m = n = k = size
     rng = np.random.default_rng(0)
@@ -427,13 +427,13 @@ def measure(out_dir: Path, threads: int | None = None, adapter: str | None = Non
     """Every measurement of the module docstring, written to out_dir/peaks.csv as it finishes.
     A measurement that cannot run here (no adapter, no torch) or fails its check is a row
     with status 'skipped' or 'failed' and the reason; the others go on."""
-    from tinygpt_bench.backends.wasm import _threads
+    from tinygpt_bench.engines.wasm.backend import _threads
 
     sizes = Sizes.quick() if quick else Sizes()
     n = _threads(threads)
     gpu, gpu_error = None, None
     try:
-        from tinygpt_bench.backends.wgpu_runtime import Gpu
+        from tinygpt_bench.engines.webgpu.runtime import Gpu
 
         envinfo.quiet_mesa()
         gpu = Gpu(adapter)

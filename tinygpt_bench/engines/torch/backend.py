@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from tinygpt_bench.backends.base import DEFAULT_LR, OPTIM, Backend
+from tinygpt_bench.engines.base import DEFAULT_LR, OPTIM, Backend
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.model import Layout
 from tinygpt_bench.presets import Preset

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygpt_bench import model as model_mod
-from tinygpt_bench.backends.base import DEFAULT_LR, OPTIM, Backend
+from tinygpt_bench.engines.base import DEFAULT_LR, OPTIM, Backend
 from tinygpt_bench.envinfo import collect_cpu
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.presets import Preset

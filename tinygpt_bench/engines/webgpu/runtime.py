@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinygpt_bench.backends.wgpu_compat import (DEFAULT_IMPLEMENTATION, NativeStderr, Waiter, import_wgpu,
+from tinygpt_bench.engines.webgpu.compat import (DEFAULT_IMPLEMENTATION, NativeStderr, Waiter, import_wgpu,
                                                 read_mapped, subgroup_feature, wgsl_for)
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.resources import resource_dir
