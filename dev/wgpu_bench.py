@@ -31,7 +31,7 @@ from tinygpt_bench.engines.webgpu.backend import kernel_of  # noqa: E402
 from tinygpt_bench.engines.webgpu.runtime import (DAWN_TOGGLES_ENV, Gpu, describe_adapter, tune_override,  # noqa: E402
                                                  tuning_for)
 from tinygpt_bench.model import Layout, flops_per_step  # noqa: E402
-from tinygpt_bench.peak import time_engine_matmul  # noqa: E402  (shared with `tinygpt-bench peak`)
+from tinygpt_bench.engines.webgpu.peak import time_engine_matmul  # noqa: E402  (shared with `tinygpt-bench peak`)
 
 
 EMITTED: list[dict] = []

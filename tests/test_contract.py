@@ -216,7 +216,7 @@ def test_unknown_fault_is_refused_in_one_line_naming_the_kinds(name, monkeypatch
 @pytest.mark.parametrize("name", ["tiny", "small"])
 def test_plan_is_what_load_allocates(engine, name, fault):
     cls = type(engine.be)
-    if not hasattr(cls, "plan"):
+    if "plan" not in cls.capabilities:
         pytest.skip(f"{engine.name} has no plan()")
     p = presets.load(name)
     opts = {**engine.options(), "fault": fault}
@@ -228,7 +228,7 @@ def test_plan_is_what_load_allocates(engine, name, fault):
             # the last row is the total against the memory max; the allocator's heap top is it exactly
             *parts, total = rows
             assert sum(r["bytes"] for r in parts) == total["bytes"]
-            assert be._call("heap_top") == total["bytes"]
+            assert be.call("heap_top") == total["bytes"]
             assert be.memory_bytes() >= total["bytes"]
         else:
             assert sum(r["bytes"] for r in rows) == be.memory_bytes()
@@ -262,7 +262,7 @@ def test_diagnose_small_passes_every_stage(engine, tmp_path, run_cli):
             dw = next(k for k in kernels if k.startswith("matmul_") and k.endswith(" dw"))
             assert f"| {dw} |" in md
             assert stages["create"]["detail"]["limits"]["cap_bytes"] is None  # no limit fault in force
-    if hasattr(type(engine.be), "plan") and B in IMPLEMENTATION:
+    if "plan" in type(engine.be).capabilities and B in IMPLEMENTATION:
         rows = stages["preflight"]["detail"]["buffers"]
         assert sum(r["bytes"] for r in rows if r["name"].startswith("webgpu")) == \
             stages["load"]["detail"]["memory_bytes"]

@@ -17,8 +17,8 @@ describe() keys the result files stamp on every row (absent ones are left blank)
     runtime           e.g. "wasmtime 50.0.1", "wgpu 0.32.0", "numpy 2.4.6"
     runtime_settings  engine settings that change speed (SIMD, relaxed SIMD, memory max...)
     module_sha256     the .wasm module run;  kernels_sha256: the WGSL sources run
-Optional capabilities, declared here with their defaults (an engine overrides what it has;
-nobody probes for them with hasattr):
+Optional capabilities, declared here with their defaults (an engine overrides what it has and
+lists it in `capabilities`; nobody probes for them with hasattr):
     memory_bytes() -> int | None  what the engine allocated (wasm memory, GPU buffers); None: unknown
     plan(preset, **options)       (class-level, allocates nothing) -> [{name, bytes, limit, limit_name}]:
                                  every buffer or region load() will need, against the limit it must fit
@@ -63,6 +63,9 @@ OPTIM = AdamW()
 
 class Backend(ABC):
     name: str = "?"
+    # the optional capabilities below this engine has (the others keep their defaults); a test
+    # checks the declaration against the methods the class overrides
+    capabilities: frozenset[str] = frozenset()
     last_step_ns: int | None = None
     keep_grads: bool = False
     injected_delay_s: float = 0.0

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 # which commands offer an engine option as a flag
 RUN, CURVE, DIAGNOSE = "run", "curve", "diagnose"
@@ -97,8 +97,9 @@ class PeakContext:
     threads: int  # the N of the N-thread rows (all usable cores unless told)
     adapter: str | None  # the WebGPU adapter choice
     quick: bool  # small sizes and few iterations (tests, software adapters)
-    machine: dict  # machine columns of every row (CPU model, library versions...)
-    emit: Callable[..., None]  # emit(engine, kind, what, fn, threads=, device=, repeats=): one measurement
+    repeats: int  # timings of each measurement (the best is kept)
+    machine: dict  # machine columns of every row (CPU model, library versions...; an adapter's)
+    emit: Callable[..., None]  # emit(engine, kind, what, fn, threads, device, repeats): one measurement
 
 
 def _no_explanation(error: str) -> str | None:
@@ -116,8 +117,10 @@ class Engine:
     name: str  # the folder's name
     summary: str  # one line: what runs and on what
     backends: tuple[BackendSpec, ...]
-    # `tinygpt-bench peak`: measure(ctx) emits this engine's ceiling rows through ctx.emit
-    peak: Callable[[PeakContext], None] | None = None
+    # `tinygpt-bench peak`: peak(ctx) is a generator that sets up (e.g. opens the adapter), yields
+    # the machine columns it adds to every row of the run ({} if none), then emits its rows
+    # through ctx.emit (each engine's peak.py)
+    peak: Callable[[PeakContext], Iterator[dict]] | None = None
     peak_order: int = 100  # rows of lower numbers come first in peaks.csv
     # the sha256 of what the engine runs that is not Python: {'module_sha256': ...} (the --resume fingerprint)
     digests: Callable[[], dict] = _no_digests

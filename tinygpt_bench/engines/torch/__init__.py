@@ -15,10 +15,10 @@ class TorchCpuOptions:
                                  fingerprint="always")
 
 
-def _peak(ctx) -> None:
+def _peak(ctx):
     from tinygpt_bench.engines.torch.peak import measure
 
-    measure(ctx)
+    return measure(ctx)
 
 
 ENGINE = Engine(

@@ -56,6 +56,7 @@ def build_forward(torch, heads: int):
 
 
 class TorchBackend(Backend):
+    capabilities = frozenset({"memory_bytes"})
     def __init__(self, device: str = "cpu", threads: int | None = None):
         self.torch = _torch()
         self.device = device

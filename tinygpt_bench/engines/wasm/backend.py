@@ -77,7 +77,8 @@ def _shared_memory_class(wt):
     return _SharedMemory
 
 
-def _threads(threads: int | None) -> int:
+def thread_count(threads: int | None) -> int:
+    """The threads a step takes part in: `threads`, or all usable cores; 1..64."""
     n = int(threads or len(os.sched_getaffinity(0)) or 1)
     if not 1 <= n <= 64:
         raise UserError(f"wasm backend: threads must be 1..64, got {threads}")
@@ -259,6 +260,7 @@ def fma_by_default(cpuinfo: str | None = None) -> bool:
 
 class WasmBackend(Backend):
     name = "wasm"
+    capabilities = frozenset({"plan", "limits", "events", "profile", "memory_bytes"})
 
     def __init__(self, threads: int | None = None, relaxed_simd: bool | None = None, initial_memory: int | None = None,
                  max_memory: int | None = None, module_path: str | None = None, spectre_guards: bool = False,
@@ -285,7 +287,7 @@ class WasmBackend(Backend):
         v128.load32_splat per row) or 'bcast' (A packed already broadcast, 4 plain v128
         loads a k, no shuffles). Same arithmetic in the same order: results are
         bit-identical; only speed differs (x86 shuffle port vs load ports)."""
-        self.threads = _threads(threads)
+        self.threads = thread_count(threads)
         self.relaxed_simd = fma_by_default() if relaxed_simd is None else bool(relaxed_simd)
         if matmul_kernel not in MATMUL_KERNELS:
             raise UserError(f"wasm backend: matmul_kernel '{matmul_kernel}' is not one of {', '.join(MATMUL_KERNELS)}")
@@ -323,7 +325,7 @@ class WasmBackend(Backend):
         memory max. Reads the module file's header only: nothing is compiled or allocated.
         The sizes are the allocator's own arithmetic (model_buffers; load() checks the
         module agrees)."""
-        threads, max_memory = _threads(threads), _max_memory(max_memory)
+        threads, max_memory = thread_count(threads), _max_memory(max_memory)
         path = module_path or str(resource_dir("wasm") / "tinygpt.wasm")
         facts = module_facts(path)
         rows = [("module static data + main stack (__heap_base)", _a64(facts["heap_base"])),
@@ -371,10 +373,10 @@ class WasmBackend(Backend):
         return [GrowthEvent(e) for e in self._events]
 
     def _read_events(self) -> None:
-        n = self._call("grow_log_count")
-        kept = min(n, self._call("grow_log_cap"))
+        n = self.call("grow_log_count")
+        kept = min(n, self.call("grow_log_cap"))
         if kept > len(self._events):
-            log = self._view(self._call("grow_log_addr"), 4 * kept, ctypes.c_uint64).reshape(kept, 4)
+            log = self.view(self.call("grow_log_addr"), 4 * kept, ctypes.c_uint64).reshape(kept, 4)
             for frm, to, workers, in_region in log[len(self._events):].tolist():
                 self._events.append({"from_bytes": frm, "to_bytes": to, "worker_threads_running": workers,
                                      "threads": self.threads, "in_parallel_region": bool(in_region),
@@ -382,16 +384,28 @@ class WasmBackend(Backend):
         if n > kept:
             self.events_dropped = n - kept  # growths past the log's capacity (not in events())
 
-    # ---- runtime ---------------------------------------------------------------------
+    # ---- runtime: the module, its shared memory, the instances and the worker pool ----------
+    # start/call/view/f32/i32/put are the runtime's public API: kernel benchmarks (peak, dev/)
+    # and tests call exports and read and write the module's memory through them.
+    @property
+    def started(self) -> bool:
+        """Whether the module is instantiated and its workers parked (start() ran, close() not yet)."""
+        return self._started
+
+    @property
+    def worker_threads(self) -> list[threading.Thread]:
+        """The worker threads parked in the module (empty before start() and after close())."""
+        return list(self._workers)
+
     def _no_memory(self, stage: str, what: str, asked: int) -> WasmError:
-        top = self._call("heap_top")
+        top = self.call("heap_top")
         have = self._memory.data_len()
         return WasmError(
             f"wasm backend: stage {stage}: {what}: asked for {asked} bytes, {max(self.max_memory - top, 0)} bytes "
             f"available (memory {have} bytes, heap at {top}, {MAX_MEMORY_NAME} {self.max_memory} bytes); raise "
             f"--max-memory (at most {MAX_MEMORY}) or choose a smaller preset or fewer threads")
 
-    def _start(self) -> None:
+    def start(self) -> None:
         """Engine, module, shared memory, the main instance and the parked workers."""
         if self._started:
             return
@@ -420,13 +434,13 @@ class WasmBackend(Backend):
         self._store, self._ex = self._instantiate()
         self.initial_bytes = self._memory.data_len()
         self._events = []
-        self._abort_addr = self._call("pool_abort_addr")
+        self._abort_addr = self.call("pool_abort_addr")
         self._started = True
-        self._call("memory_set_limit", self.max_memory if self.max_memory < MAX_MEMORY else 0)
+        self.call("memory_set_limit", self.max_memory if self.max_memory < MAX_MEMORY else 0)
         nworkers = self.threads - 1
         self._stacks = []
         for _ in range(nworkers):
-            self._stacks.append(self._call("alloc", WORKER_STACK))
+            self._stacks.append(self.call("alloc", WORKER_STACK))
             if self._stacks[-1] == 0:
                 raise self._no_memory("start", f"stack of worker {len(self._stacks)} of {nworkers}", WORKER_STACK)
         ready = threading.Barrier(nworkers + 1) if nworkers else None
@@ -436,13 +450,13 @@ class WasmBackend(Backend):
             self._workers.append(t)
         if ready:
             ready.wait()
-        while self._call("pool_started") < nworkers:  # each worker is inside worker_loop
+        while self.call("pool_started") < nworkers:  # each worker is inside worker_loop
             if self._worker_errors:
                 raise WasmError(f"wasm backend: stage start: {self._worker_errors[0]}")
             threading.Event().wait(0.001)
-        if self._call("pool_set_threads", self.threads) != 0:
+        if self.call("pool_set_threads", self.threads) != 0:
             raise self._no_memory("start", f"matmul scratch for {self.threads} threads", THREAD_SCRATCH_BYTES)
-        self._heap_mark = self._call("heap_top")
+        self._heap_mark = self.call("heap_top")
         self._read_events()
 
     def _instantiate(self):
@@ -469,29 +483,29 @@ class WasmBackend(Backend):
             ex["worker_loop"](store, tid)
         except Exception as e:  # a trap in a worker: make the caller trap instead of hang
             self._worker_errors.append(f"worker {tid}: {e}")
-            self._i32(self._abort_addr, 1)[0] = 1
+            self.i32(self._abort_addr, 1)[0] = 1
 
-    def _call(self, name: str, *args):
+    def call(self, name: str, *args):
         return self._ex[name](self._store, *args)
 
-    def _view(self, addr: int, count: int, ctype) -> np.ndarray:
+    def view(self, addr: int, count: int, ctype) -> np.ndarray:
         size = ctypes.sizeof(ctype)
         if addr + count * size > self._memory.data_len():
             raise WasmError(f"wasm backend: address {addr}+{count * size} past memory end {self._memory.data_len()}")
         base = ctypes.cast(self._memory.data_ptr(), ctypes.c_void_p).value
         return np.ctypeslib.as_array((ctype * count).from_address(base + addr))
 
-    def _f32(self, addr: int, count: int) -> np.ndarray:
-        return self._view(addr, count, ctypes.c_float)
+    def f32(self, addr: int, count: int) -> np.ndarray:
+        return self.view(addr, count, ctypes.c_float)
 
-    def _i32(self, addr: int, count: int) -> np.ndarray:
-        return self._view(addr, count, ctypes.c_int32)
+    def i32(self, addr: int, count: int) -> np.ndarray:
+        return self.view(addr, count, ctypes.c_int32)
 
-    def _put(self, values: np.ndarray) -> int:
+    def put(self, values: np.ndarray) -> int:
         """A new float32 buffer in the module's heap holding `values` (for benchmarks and tests
         of single kernels); its address."""
-        addr = self._call("alloc", 4 * values.size)
-        self._f32(addr, values.size)[:] = np.ravel(values)
+        addr = self.call("alloc", 4 * values.size)
+        self.f32(addr, values.size)[:] = np.ravel(values)
         return addr
 
     def memory_bytes(self) -> int:
@@ -530,7 +544,7 @@ class WasmBackend(Backend):
 
     def load(self, preset: Preset, params: np.ndarray) -> None:
         try:
-            self._start()
+            self.start()
         except WasmError as e:
             self.close()  # workers already started must not stay parked
             raise WasmError(str(e).replace("wasm backend: ", f"wasm backend: preset {preset.name}: ", 1)) from None
@@ -539,11 +553,11 @@ class WasmBackend(Backend):
         if params.shape != (layout.total,):
             raise UserError(f"wasm backend: preset {preset.name} needs {layout.total} parameters, got {params.shape}")
         self._phase = "load"
-        self._call("heap_reset", self._heap_mark)  # a second load reuses the memory
+        self.call("heap_reset", self._heap_mark)  # a second load reuses the memory
         self.preset = None
         p = preset
         need = sum(b for _, b in model_buffers(p, self.threads))
-        counted = self._call("model_bytes", p.layers, p.d_model, p.heads, p.ctx, p.batch)
+        counted = self.call("model_bytes", p.layers, p.d_model, p.heads, p.ctx, p.batch)
         if counted != need:
             raise WasmError(f"wasm backend: preset {p.name}: the module's allocation plan takes {counted} bytes, "
                             f"model_buffers() (plan(), preflight) says {need}: update model_buffers to model.c")
@@ -556,7 +570,7 @@ class WasmBackend(Backend):
                 f"data, stacks and scratch; " + ("choose a smaller preset" if self.max_memory >= MAX_MEMORY else
                                                  f"raise --max-memory (at most {MAX_MEMORY}) or choose a smaller preset"))
         before = self._memory.data_len()
-        rc = self._call("model_init", p.layers, p.d_model, p.heads, p.ctx, p.batch)
+        rc = self.call("model_init", p.layers, p.d_model, p.heads, p.ctx, p.batch)
         self._read_events()
         if rc == 1:
             raise UserError(
@@ -564,23 +578,23 @@ class WasmBackend(Backend):
                 f"{p.d_model // p.heads} a multiple of 8, at most 128; choose other d_model/heads")
         if rc == 2:
             err = self._no_memory("allocation", f"the model needs {need} bytes of wasm memory; memory could not grow "
-                                  "for its next block", self._call("last_request"))
+                                  "for its next block", self.call("last_request"))
             raise WasmError(str(err).replace("wasm backend: ", f"wasm backend: preset {p.name}: ", 1))
         self.grew_from, self.grew_to = before, self._memory.data_len()
-        n = self._call("model_nparams")
+        n = self.call("model_nparams")
         if n != layout.total:
             raise WasmError(f"wasm backend: module layout has {n} parameters, model.py {layout.total}")
         for i, spec in enumerate(layout.specs):
-            off = self._call("model_param_offset", i)
+            off = self.call("model_param_offset", i)
             if off != spec.offset:
                 raise WasmError(f"wasm backend: parameter {spec.name} at {off} in the module, {spec.offset} in model.py")
-        self._call("model_set_fma", int(self.relaxed_simd))
-        self._call("model_set_matmul_kernel", MATMUL_KERNELS.index(self.matmul_kernel))
-        self._call("model_set_optimizer", OPTIM.beta1, OPTIM.beta2, OPTIM.eps, OPTIM.weight_decay, OPTIM.clip)
-        self._call("model_set_fault", FAULTS.get(self.fault, 0))
-        self._f32(self._call("model_params"), n)[:] = params.astype(np.float32, copy=False)
+        self.call("model_set_fma", int(self.relaxed_simd))
+        self.call("model_set_matmul_kernel", MATMUL_KERNELS.index(self.matmul_kernel))
+        self.call("model_set_optimizer", OPTIM.beta1, OPTIM.beta2, OPTIM.eps, OPTIM.weight_decay, OPTIM.clip)
+        self.call("model_set_fault", FAULTS.get(self.fault, 0))
+        self.f32(self.call("model_params"), n)[:] = params.astype(np.float32, copy=False)
         # the step's token buffer, viewed once (shared memory never moves; growth only appends)
-        self._tokens = self._i32(self._call("model_tokens"), p.batch * (p.ctx + 1))
+        self._tokens = self.i32(self.call("model_tokens"), p.batch * (p.ctx + 1))
         self._layout = layout
         self.preset = preset
         self._phase = "step"
@@ -604,14 +618,14 @@ class WasmBackend(Backend):
     def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
         batch = self._checked_batch(batch)
         self._tokens[:] = batch.astype(np.int32, copy=False).ravel()
-        return float(self._guarded("step", "train_step", float(lr)))
+        return float(self.guarded_call("step", "train_step", float(lr)))
 
-    def _guarded(self, stage: str, name: str, *args):
+    def guarded_call(self, stage: str, name: str, *args):
         """Call an export that runs parallel regions. A trap (in this thread or a worker)
         leaves the pool in an unknown state: shut it down and raise one clear error; the
         process stays usable for the next backend."""
         try:
-            return self._call(name, *args)
+            return self.call(name, *args)
         except Exception as e:
             why = f"; {self._worker_errors[0]}" if self._worker_errors else ""
             where = f"preset {self.preset.name}: " if self.preset else ""
@@ -623,35 +637,35 @@ class WasmBackend(Backend):
 
     def parameters(self) -> np.ndarray:
         self._need_loaded()
-        return self._f32(self._call("model_params"), self._layout.total).copy()
+        return self.f32(self.call("model_params"), self._layout.total).copy()
 
     def gradients(self) -> np.ndarray:
         """The raw gradient of the last step, before clipping."""
         self._need_loaded()
-        return self._f32(self._call("model_grads"), self._layout.total).copy()
+        return self.f32(self.call("model_grads"), self._layout.total).copy()
 
     def profile(self, batch: np.ndarray, lr: float = DEFAULT_LR, steps: int = 1) -> dict[str, float]:
         """Run `steps` training steps with per-kernel timing on: {kernel: ms a step}, the
         wall time of each kind of parallel region (a host clock call brackets each).
         profile_calls then holds {kernel: regions a step}."""
         self._need_loaded()
-        n = self._call("prof_ntags")
-        self._call("prof_reset")
-        self._call("prof_enable", 1)
+        n = self.call("prof_ntags")
+        self.call("prof_reset")
+        self.call("prof_enable", 1)
         try:
             for _ in range(steps):
                 self.step(batch, lr)
         finally:
             if self._started:
-                self._call("prof_enable", 0)
-        ns = self._view(self._call("prof_ns_addr"), n, ctypes.c_int64).copy()
-        calls = self._view(self._call("prof_calls_addr"), n, ctypes.c_int64).copy()
+                self.call("prof_enable", 0)
+        ns = self.view(self.call("prof_ns_addr"), n, ctypes.c_int64).copy()
+        calls = self.view(self.call("prof_calls_addr"), n, ctypes.c_int64).copy()
         self.profile_calls = {PROFILE_TAGS[i]: int(calls[i]) // steps for i in range(n) if calls[i]}
         return {PROFILE_TAGS[i]: float(ns[i]) / 1e6 / steps for i in range(n) if calls[i]}
 
     def grad_norm(self) -> float:
         """Global norm of the last step's raw gradient (computed in wasm)."""
-        return float(self._call("model_grad_norm"))
+        return float(self.call("model_grad_norm"))
 
     def close(self) -> None:
         if not self._started:
@@ -662,7 +676,7 @@ class WasmBackend(Backend):
             pass
         self._started = False
         try:
-            self._call("pool_stop")
+            self.call("pool_stop")
         finally:
             for t in self._workers:
                 t.join(timeout=10)

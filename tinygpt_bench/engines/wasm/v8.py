@@ -124,6 +124,7 @@ class _Memory:
 
 class WasmV8Backend(w.WasmBackend):
     name = "wasm-v8"
+    capabilities = w.WasmBackend.capabilities | {"host_peak_rss"}
 
     def __init__(self, threads: int | None = None, relaxed_simd: bool | None = None, initial_memory: int | None = None,
                  max_memory: int | None = None, module_path: str | None = None, fault: str | None = None,
@@ -147,6 +148,11 @@ class WasmV8Backend(w.WasmBackend):
         self.last_step_ns: int | None = None
 
     # ---- the host process ------------------------------------------------------------
+    @property
+    def host_process(self) -> subprocess.Popen | None:
+        """The Node process running the module (None before start() and after close())."""
+        return self._proc
+
     def _send(self, cmd: dict) -> dict:
         p = self._proc
         if p is None:
@@ -191,7 +197,7 @@ class WasmV8Backend(w.WasmBackend):
             self._stderr.close()
             self._stderr = None
 
-    def _call(self, name: str, *args):
+    def call(self, name: str, *args):
         r = self._send({"op": "call", "name": name, "args": [float(a) if isinstance(a, float) else int(a) for a in args]})
         if not r["ok"]:
             self._worker_errors = list(r.get("worker_errors") or [])
@@ -234,18 +240,18 @@ class WasmV8Backend(w.WasmBackend):
             except OSError:
                 pass
 
-    def _view(self, addr: int, count: int, ctype) -> np.ndarray:
+    def view(self, addr: int, count: int, ctype) -> np.ndarray:
         """A copy (not a view: the memory lives in another process) of count values at addr."""
         dtype = np.dtype(ctype)
         return self._read(addr, count * dtype.itemsize).view(dtype).copy()
 
-    def _f32(self, addr: int, count: int) -> _Region:
+    def f32(self, addr: int, count: int) -> _Region:
         return _Region(self, addr, count, np.float32)
 
-    def _i32(self, addr: int, count: int) -> _Region:
+    def i32(self, addr: int, count: int) -> _Region:
         return _Region(self, addr, count, np.int32)
 
-    def _start(self) -> None:
+    def start(self) -> None:
         if self._started:
             return
         self._phase = "start"
@@ -338,7 +344,7 @@ class WasmV8Backend(w.WasmBackend):
             raise UserError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
         except w.WasmError as e:
             raise w.WasmError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
-        self._tokens_addr = self._call("model_tokens")
+        self._tokens_addr = self.call("model_tokens")
 
     def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
         batch, p = self._checked_batch(batch), self.preset  # the wasm backend's check, named for wasm-v8
@@ -354,9 +360,9 @@ class WasmV8Backend(w.WasmBackend):
         self.last_step_ns = int(r["ns"])
         return float(r["loss"])
 
-    def _guarded(self, stage: str, name: str, *args):
+    def guarded_call(self, stage: str, name: str, *args):
         try:
-            return super()._guarded(stage, name, *args)
+            return super().guarded_call(stage, name, *args)
         except w.WasmError as e:
             raise w.WasmError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
 

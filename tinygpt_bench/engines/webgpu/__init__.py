@@ -41,10 +41,10 @@ def explain(error: str) -> str | None:
     return None
 
 
-def _peak(ctx) -> None:
+def _peak(ctx):
     from tinygpt_bench.engines.webgpu.peak import measure
 
-    measure(ctx)
+    return measure(ctx)
 
 
 ENGINE = Engine(

@@ -263,6 +263,7 @@ def plan_rows(sp: StepPlan, limits: dict, device: str, cap_fault: str | None = N
 
 class WebGPUBackend(Backend):
     name = "webgpu"
+    capabilities = frozenset({"plan", "limits", "profile", "memory_bytes"})
     implementation = "wgpu-native"  # the WebGPU implementation under wgpu-py's API (wgpu_compat)
 
     def __init__(self, adapter: str | int | None = None, fault: str | None = None):
