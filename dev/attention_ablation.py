@@ -68,8 +68,7 @@ def main() -> None:
         code = src
         for old, new, nth in edits:
             code = cut(code, old, new, nth)
-        gpu._modules["attention"] = gpu.compile("attention", code)
-        gpu._pipelines = {k: v for k, v in gpu._pipelines.items() if k[0] != "attention"}
+        gpu.replace_source("attention", code)
         p = Program(gpu, name)
         ops.attention_forward(p, "att", ops.Ref(O), ops.Ref(O, btc), Q, K, V, b, t, c, h, tiled=name != "row kernel",
                               chunk=0)

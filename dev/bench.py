@@ -66,10 +66,10 @@ def peak(threads: int, iters: int = 20_000_000) -> dict:
 def fork_join_us(threads: int, n: int = 2000) -> float:
     """Microseconds a parallel region with nothing to do costs (spin, then wait/notify)."""
     with WasmBackend(threads=threads) as b:
-        b.start()
-        b.call("bench_regions", 100)
+        b.runtime.start()
+        b.runtime.call("bench_regions", 100)
         t = time.perf_counter()
-        b.call("bench_regions", n)
+        b.runtime.call("bench_regions", n)
         return (time.perf_counter() - t) / n * 1e6
 
 
@@ -77,15 +77,15 @@ def matmul(threads: int, reps: int = 5) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
     with WasmBackend(threads=threads) as b:
-        b.start()
+        b.runtime.start()
         for label, M, N, K, tr in XL_SHAPES:
-            A, B = b.put(rng.standard_normal(M * K)), b.put(rng.standard_normal(K * N))
-            C = b.call("alloc", 4 * M * N)
+            A, B = b.runtime.put(rng.standard_normal(M * K)), b.runtime.put(rng.standard_normal(K * N))
+            C = b.runtime.call("alloc", 4 * M * N)
             for fma in (0, 1):  # the default tile (shuffle); --matmul-kernels compares the tiles
-                b.call("model_set_fma", fma)
-                b.call("bench_matmul", C, A, B, M, N, K, tr, 1)
+                b.runtime.call("model_set_fma", fma)
+                b.runtime.call("bench_matmul", C, A, B, M, N, K, tr, 1)
                 t = time.perf_counter()
-                b.call("bench_matmul", C, A, B, M, N, K, tr, reps)
+                b.runtime.call("bench_matmul", C, A, B, M, N, K, tr, reps)
                 dt = (time.perf_counter() - t) / reps
                 rows.append({"shape": label, "M": M, "N": N, "K": K, "fma": bool(fma), "threads": threads,
                              "ms": dt * 1e3, "gflops": 2 * M * N * K / dt / 1e9})
@@ -110,21 +110,21 @@ def matmul_ab(threads: int, variants: list[dict], reps: int = 3, rounds: int = 3
     rng = np.random.default_rng(0)
     times: dict[tuple[str, str], list[float]] = {}
     with WasmBackend(threads=threads, spectre_guards=spectre_guards) as b:
-        b.start()
+        b.runtime.start()
         bufs = []
         for label, M, N, K, tr in XL_SHAPES:
-            A, B = b.put(rng.standard_normal(M * K)), b.put(rng.standard_normal(K * N))
-            C = b.call("alloc", 4 * M * N)
+            A, B = b.runtime.put(rng.standard_normal(M * K)), b.runtime.put(rng.standard_normal(K * N))
+            C = b.runtime.call("alloc", 4 * M * N)
             bufs.append((label, M, N, K, tr, A, B, C))
         for _ in range(rounds):
             for v in variants:
-                b.call("model_set_fma", int(v["relaxed_simd"]))
-                if b.call("model_set_matmul_kernel", MATMUL_KERNELS.index(v["matmul_kernel"])):
+                b.runtime.call("model_set_fma", int(v["relaxed_simd"]))
+                if b.runtime.call("model_set_matmul_kernel", MATMUL_KERNELS.index(v["matmul_kernel"])):
                     raise SystemExit("the module has no model_set_matmul_kernel variant " + v["matmul_kernel"])
                 for label, M, N, K, tr, A, B, C in bufs:
-                    b.call("bench_matmul", C, A, B, M, N, K, tr, 1)
+                    b.runtime.call("bench_matmul", C, A, B, M, N, K, tr, 1)
                     t = time.perf_counter()
-                    b.call("bench_matmul", C, A, B, M, N, K, tr, reps)
+                    b.runtime.call("bench_matmul", C, A, B, M, N, K, tr, reps)
                     times.setdefault((v["name"], label), []).append((time.perf_counter() - t) / reps)
     rows = []
     for v in variants:

@@ -228,7 +228,7 @@ def test_plan_is_what_load_allocates(engine, name, fault):
             # the last row is the total against the memory max; the allocator's heap top is it exactly
             *parts, total = rows
             assert sum(r["bytes"] for r in parts) == total["bytes"]
-            assert be.call("heap_top") == total["bytes"]
+            assert be.runtime.call("heap_top") == total["bytes"]
             assert be.memory_bytes() >= total["bytes"]
         else:
             assert sum(r["bytes"] for r in rows) == be.memory_bytes()

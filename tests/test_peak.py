@@ -61,9 +61,9 @@ def test_wasm_peak_value_is_its_recurrence():
     from tinygpt_bench.engines.wasm.backend import WasmBackend
 
     with WasmBackend(threads=1) as b:
-        b.start()
-        assert b.call("bench_peak", 500) == pytest.approx(wasm_peak.wasm_peak_expected(500, False), rel=1e-6)
-        assert b.call("bench_peak_fma", 500) == pytest.approx(wasm_peak.wasm_peak_expected(500, True), rel=1e-5)
+        b.runtime.start()
+        assert b.runtime.call("bench_peak", 500) == pytest.approx(wasm_peak.wasm_peak_expected(500, False), rel=1e-6)
+        assert b.runtime.call("bench_peak_fma", 500) == pytest.approx(wasm_peak.wasm_peak_expected(500, True), rel=1e-5)
 
 
 def test_a_kernel_that_fails_its_check_is_not_timed(tmp_path, monkeypatch):

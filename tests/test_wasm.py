@@ -83,19 +83,19 @@ def test_matmul_kernel_variants_ragged_shapes(trans_a):
     rng = np.random.default_rng(7)
     a, bm = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32)
     with wasm.WasmBackend(threads=2) as b:
-        b.start()
-        A, B, C = b.put(a.T if trans_a else a), b.put(bm), b.call("alloc", 4 * M * N)
+        b.runtime.start()
+        A, B, C = b.runtime.put(a.T if trans_a else a), b.runtime.put(bm), b.runtime.call("alloc", 4 * M * N)
         for fma in (0, 1):
-            b.call("model_set_fma", fma)
+            b.runtime.call("model_set_fma", fma)
             outs = []
             for kind in range(len(wasm.MATMUL_KERNELS)):
-                assert b.call("model_set_matmul_kernel", kind) == 0
-                b.call("bench_matmul", C, A, B, M, N, K, trans_a, 1)
-                outs.append(b.f32(C, M * N).copy())
+                assert b.runtime.call("model_set_matmul_kernel", kind) == 0
+                b.runtime.call("bench_matmul", C, A, B, M, N, K, trans_a, 1)
+                outs.append(b.runtime.f32(C, M * N).copy())
             for o in outs[1:]:
                 assert np.array_equal(o, outs[0]), fma
             assert rel(outs[0], (a.astype(np.float64) @ bm).ravel()) < 1e-5
-        assert b.call("model_set_matmul_kernel", 3) == -1
+        assert b.runtime.call("model_set_matmul_kernel", 3) == -1
 
 
 def test_matmul_kernel_setting_shown_and_checked():
@@ -123,7 +123,7 @@ def test_memory_grows_from_small_start_with_threads_running():
     flat = model.Layout(p).init(0)
     (batch,) = batches_for(p, 1)
     with wasm.WasmBackend(threads=2, initial_memory=1 << 20) as b:
-        b.start()  # workers parked in wasm before any growth
+        b.runtime.start()  # workers parked in wasm before any growth
         start = b.memory_bytes()
         assert start < 4 << 20
         b.load(p, flat)  # the allocator grows memory while the workers are parked
@@ -132,8 +132,8 @@ def test_memory_grows_from_small_start_with_threads_running():
         assert abs(loss - math.log(256)) < 0.1
         # growth from inside a parallel region: thread 0 grows, the others write past the old end
         pages = b.memory_bytes() // 65536
-        assert b.call("grow_in_region", 16) == pages + 16
-        tail = b.i32(b.memory_bytes() - 8, 2)
+        assert b.runtime.call("grow_in_region", 16) == pages + 16
+        tail = b.runtime.i32(b.memory_bytes() - 8, 2)
         assert list(tail) == [2, 1]  # thread 1 wrote the word at -8, thread 0 the one at -4
         assert b.step(batch) < loss + 0.1  # the model still trains after the growth
 
@@ -155,10 +155,10 @@ def test_trap_in_a_region_raises_clearly_and_does_not_hang(tid):
     """A trap on the calling thread (0) or a worker (1): one clear error, workers shut
     down, and a new backend works afterwards in the same process."""
     b = wasm.WasmBackend(threads=2)
-    b.start()
+    b.runtime.start()
     with pytest.raises(wasm.WasmError, match="stage selftest: wasm trapped"):
         b.guarded_call("selftest", "trap_in_region", tid)
-    assert not b.worker_threads  # joined
+    assert not b.runtime.worker_threads  # joined
     b.close()  # safe twice
     p = presets.load("tiny")
     with wasm.WasmBackend(threads=2) as again:

@@ -164,7 +164,7 @@ def test_module_v8_rejects_is_one_line_user_error(tmp_path):
 @pytest.mark.parametrize("tid", [0, 1])
 def test_trap_in_a_region_raises_clearly_and_does_not_hang(tid):
     b = v8.WasmV8Backend(threads=2)
-    b.start()
+    b.runtime.start()
     proc = b.host_process
     with pytest.raises(wasm.WasmError, match="wasm-v8 backend: stage selftest: wasm trapped: RuntimeError: unreachable"):
         b.guarded_call("selftest", "trap_in_region", tid)
@@ -190,7 +190,7 @@ def test_injected_trap_fails_the_step_naming_preset_and_stage():
 def test_memory_grows_from_small_start_with_workers_parked():
     p = presets.load("small")
     with v8.WasmV8Backend(threads=2, initial_memory=1 << 20) as b:
-        b.start()
+        b.runtime.start()
         start = b.memory_bytes()
         assert start < 4 << 20
         b.load(p, model.Layout(p).init(0))
@@ -255,7 +255,7 @@ def test_max_memory_preflight_as_the_wasm_backend():
     with v8.WasmV8Backend(threads=2, max_memory=16 << 20) as b:
         with pytest.raises(wasm.WasmError, match=r"wasm-v8 backend: preset small: stage preflight: .*raise --max-memory"):
             b.load(p, model.Layout(p).init(0))
-        assert b.call("memory_limit") == 16 << 20  # the module's allocator enforces it too
+        assert b.runtime.call("memory_limit") == 16 << 20  # the module's allocator enforces it too
 
 
 def test_diagnose_names_an_injected_trap_on_wasm_v8(tmp_path, monkeypatch):

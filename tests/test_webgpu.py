@@ -516,8 +516,8 @@ def test_binding_limit_message(webgpu_backend):
             {"name": "webgpu buffer top", "bytes": 10, "limit": 1 << 20, "limit_name": "adapter X (Y)"}]
     with pytest.raises(UserError, match=r"webgpu buffer params needs 4,000,000 bytes, 2,951,424 above the "
                                         r"adapter X \(Y\) 1,048,576; also webgpu buffer grads"):
-        webgpu_backend._check_limits(rows)
-    webgpu_backend._check_limits(rows[2:])  # fits: no error
+        webgpu_backend.check_limits(rows)
+    webgpu_backend.check_limits(rows[2:])  # fits: no error
 
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])

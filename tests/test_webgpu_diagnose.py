@@ -85,7 +85,7 @@ def test_limit_fault_is_named_in_preflight_before_any_device_exists(gpu, B, tmp_
         raise AssertionError("preflight must not create a device")
 
     monkeypatch.setattr(wgpu_runtime.Gpu, "__init__", no_device)
-    monkeypatch.setattr(webgpu.WebGPUBackend, "_allocate", no_device)
+    monkeypatch.setattr(webgpu.WebGPUBackend, "load", no_device)
     monkeypatch.setenv(FAULT, f"{B}:limit=1MiB@small")
     code, out, _ = run_cli("diagnose", "small", "--backend", B, "--out", str(tmp_path))
     assert code == 1

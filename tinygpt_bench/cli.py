@@ -161,7 +161,7 @@ def check_engine_options(backend_names: list[str], options: dict) -> None:
 @engine_options("run")
 def run_cmd(
     preset: str = typer.Argument(..., help="preset name (see `tinygpt-bench presets`) or a .toml path"),
-    backend: str = typer.Option("reference", "--backend", "-b", help=f"one of: {', '.join(engines.names())}"),
+    backend: str = typer.Option(engines.oracle(), "--backend", "-b", help=f"one of: {', '.join(engines.names())}"),
     steps: int = typer.Option(protocol.DEFAULT_STEPS, "--steps", help="training steps (the protocol's fixed 15)"),
     corpus_spec: str = CorpusOpt,
     seed: int = typer.Option(protocol.DEFAULT_SEED, "--seed", help="seed of the initial weights and the batches"),

@@ -34,7 +34,7 @@ from tinygpt_bench.errors import UserError
 from tinygpt_bench.presets import Preset
 
 PARITY_TOLERANCE = 1e-3  # relative difference of the final loss
-DEFAULT_BACKENDS = ("webgpu", "webgpu-dawn", "wasm")
+DEFAULT_BACKENDS = tuple(engines.curve_defaults())  # webgpu, webgpu-dawn, wasm (their descriptions say so)
 DEFAULT_PRESETS = ("tiny", "small", "medium", "large")
 REFERENCE_MAX_GFLOP = 30.0  # numpy float64 reference runs presets up to this many GFLOP a step
 
@@ -99,7 +99,7 @@ def _reference_losses(work: protocol.Work, s: CurveSettings) -> tuple[list[float
     if model.flops_per_step(work.preset)["total"] / 1e9 > s.reference_max_gflop:
         return None, ""
     try:
-        be = protocol.create_backend("reference", work.preset)
+        be = protocol.create_backend(engines.oracle(), work.preset)
         try:
             return [st.loss for st in protocol.train(be, work, s.lr)], ""
         finally:

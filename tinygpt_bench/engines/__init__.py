@@ -93,6 +93,17 @@ def spec(name: str) -> tuple[Engine, BackendSpec]:
     return specs[name]
 
 
+def oracle() -> str:
+    """The float64 reference backend every other backend's losses are checked against."""
+    (name,) = [n for n, (_, b) in _specs().items() if b.oracle]
+    return name
+
+
+def curve_defaults() -> list[str]:
+    """The backends `curve` measures unless told (those declared curve_default), in registry order."""
+    return [n for n, (_, b) in _specs().items() if b.curve_default]
+
+
 def engine(name: str) -> Engine:
     """An engine by its folder name."""
     for e in all_engines():

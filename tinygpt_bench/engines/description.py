@@ -88,6 +88,8 @@ class BackendSpec:
     faults: tuple[str, ...] = ()  # fault kinds it takes (faults.py); 'limit=' stands for limit=BYTES
     peer: str | None = None  # the native peer timed beside it (webgpu -> torch-cuda), if any
     label: str = ""  # a few words for tables ('WebGPU on wgpu-native')
+    oracle: bool = False  # the float64 reference every other backend's losses are checked against (one)
+    curve_default: bool = False  # measured by `curve` (and walked by `diagnose`) unless --backends says
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ ENGINE = Engine(
     summary="the numpy reference: float64 (the oracle) and float32",
     backends=(
         BackendSpec("reference", ".backend:ReferenceBackend", "CPU", fixed={"dtype": "float64"},
-                    faults=("nan-grad",), label="numpy float64 (the oracle)"),
+                    faults=("nan-grad",), label="numpy float64 (the oracle)", oracle=True),
         BackendSpec("reference-fp32", ".backend:ReferenceBackend", "CPU", fixed={"dtype": "float32"},
                     faults=("nan-grad",), label="numpy float32"),
     ),

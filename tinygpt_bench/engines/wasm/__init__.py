@@ -78,7 +78,7 @@ ENGINE = Engine(
     summary="the wasm64 module (wasm/tinygpt.wasm) on shared memory and worker threads, in wasmtime or V8",
     backends=(
         BackendSpec("wasm", ".backend:WasmBackend", "CPU", WasmtimeOptions, faults=("trap", "nan-grad"),
-                    peer="torch-cpu", label="wasm64 in wasmtime"),
+                    peer="torch-cpu", label="wasm64 in wasmtime", curve_default=True),
         BackendSpec("wasm-v8", ".v8:WasmV8Backend", "CPU", WasmOptions, faults=("trap", "nan-grad"),
                     peer="torch-cpu", label="wasm64 in V8 (Node)"),
     ),

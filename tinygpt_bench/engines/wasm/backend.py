@@ -1,20 +1,17 @@
-"""The WASM Memory64 engine: the C kernels of wasm/src compiled to wasm64, run by wasmtime.
+"""The WASM Memory64 engine's trainer: the C kernels of wasm/src compiled to wasm64, run as one
+model on top of the runtime (runtime.py: the module in wasmtime, its shared memory of up to
+16 GiB, the instances and the worker pool; it knows nothing of the model).
 
-One module (wasm/tinygpt.wasm; its matmul comes in a plain SIMD128 and a relaxed-SIMD
-FMA version, each with a shuffle, splat-load or pre-broadcast 4x8 tile, picked at load) over one shared 64-bit memory of up to 16 GiB. The calling thread and N - 1 worker threads each
-own a wasmtime Store and Instance of the module; workers park inside wasm
-(`worker_loop`) on atomic wait/notify between parallel regions, each on its own stack
-taken from the module's heap. A training step is ONE call into wasm: `train_step(lr)`.
+One module (wasm/tinygpt.wasm; its matmul comes in a plain SIMD128 and a relaxed-SIMD FMA
+version, each with a shuffle, splat-load or pre-broadcast 4x8 tile, picked at load). A
+training step is ONE call into wasm: `train_step(lr)`; the workers run its parallel regions.
 
 For `tinygpt-bench diagnose` (issue 6) it offers plan() (the wasm memory a preset will
 take, from the module file's header and the allocator's arithmetic, nothing compiled),
 limits(), events() (each memory growth: from, to, worker threads running), memory_bytes()
 and profile() (ms a step per kernel); max_memory caps growth inside the module's
 allocator; fault='trap' / 'nan-grad' inject failures from inside wasm (faults.py).
-
-Facts this relies on (docs/wasm-engine.md): wasmtime-py 50 cannot pass a SharedMemory
-as an import (issue 318; `_SharedMemory._as_extern` below fixes it); growth of a shared
-memory past 4 GiB needs `Config.memory_reservation` of the full maximum.
+Kernel benchmarks (peak, dev/) and tests reach the module through `backend.runtime`.
 """
 
 from __future__ import annotations
@@ -22,8 +19,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,91 +29,20 @@ from tinygpt_bench.envinfo import collect_cpu
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.presets import Preset
 from tinygpt_bench.resources import resource_dir
+from tinygpt_bench.engines.wasm.runtime import (MAX_MEMORY, MAX_MEMORY_NAME, PAGE, THREAD_SCRATCH_BYTES,  # noqa: F401
+                                                WORKER_STACK, GrowthEvent, WasmError, WasmRuntime, align64,
+                                                memory_max, module_facts, thread_count, trap_text)
 from tinygpt_bench.units import fmt_bytes
 
-PAGE = 65536
 # profile tags of the module, in the order of its enum (wasm/src/base.h)
 PROFILE_TAGS = ("other", "embedding", "layernorm", "matmul_fwd", "attention", "gelu", "transpose", "crossentropy",
                 "zero_grad", "matmul_dx", "matmul_dw", "layernorm_bwd", "gelu_bwd", "attention_bwd",
                 "embedding_bwd", "grad_norm", "adamw")
-MAX_MEMORY = 16 << 30  # bytes; the module declares the same maximum
-WORKER_STACK = 1 << 20  # bytes of stack for each worker thread
 # mirrors of the module's size constants (wasm/src); load() checks the module agrees
-THREAD_SCRATCH_BYTES = (256 * 256 + 256 * 64) * 4  # base.h THREAD_SCRATCH_FLOATS
 ATTN_KEY_BLOCK = 8  # attention.c KB
 NORM_CHUNK = 16384  # kernels.c NORM_CHUNK
 MATMUL_KERNELS = ("shuffle", "splat", "bcast")  # the 4x8 tile's A broadcast (matmul.c); model_set_matmul_kernel
 FAULTS = {"trap": 1, "nan-grad": 2}  # model.c model_set_fault; faults.py's kinds for this engine
-MAX_MEMORY_NAME = "wasm memory max (--max-memory)"
-
-
-class WasmError(RuntimeError):
-    """A failure of the wasm engine, naming the preset, the stage and the bytes involved."""
-
-
-def _wasmtime():
-    try:
-        import wasmtime
-    except ImportError:  # pragma: no cover - wasmtime is a dependency
-        raise UserError("the wasm backend needs wasmtime: pip install wasmtime==50.0.1") from None
-    return wasmtime
-
-
-def _shared_memory_class(wt):
-    from wasmtime import _ffi as ffi
-
-    class _SharedMemory(wt.SharedMemory):
-        """wasmtime-py issue 318: the extern union wants the pointer itself, not a pointer to it."""
-
-        def _as_extern(self):
-            union = ffi.wasmtime_extern_union(sharedmemory=self.ptr())
-            return ffi.wasmtime_extern_t(ffi.WASMTIME_EXTERN_SHAREDMEMORY, union)
-
-    return _SharedMemory
-
-
-def thread_count(threads: int | None) -> int:
-    """The threads a step takes part in: `threads`, or all usable cores; 1..64."""
-    n = int(threads or len(os.sched_getaffinity(0)) or 1)
-    if not 1 <= n <= 64:
-        raise UserError(f"wasm backend: threads must be 1..64, got {threads}")
-    return n
-
-
-def _max_memory(max_memory: int | None) -> int:
-    if max_memory is None:
-        return MAX_MEMORY
-    if not PAGE <= int(max_memory) <= MAX_MEMORY:
-        raise UserError(f"wasm backend: --max-memory {max_memory} bytes must be between 64 KiB and {MAX_MEMORY} "
-                        f"bytes (16 GiB, the module's declared maximum)")
-    return int(max_memory)
-
-
-class GrowthEvent(dict):
-    """One growth of the wasm memory (a dict; str() is a sentence for reports)."""
-
-    def __str__(self) -> str:
-        w, n = self["worker_threads_running"], self["threads"] - 1
-        who = f"with {w} worker thread{'s' * (w != 1)} of {n} running" if n else "with no worker threads (1 thread)"
-        return (f"{self['stage']}: memory grew {fmt_bytes(self['from_bytes'])} -> {fmt_bytes(self['to_bytes'])} "
-                f"({self['from_bytes']} -> {self['to_bytes']} bytes) {who}"
-                f"{' inside a parallel region' if self['in_parallel_region'] else ''}")
-
-
-def _trap_text(e: BaseException) -> str:
-    """wasmtime's trap message without the backtrace: 'wasm trap: ... (wasm function N at 0x...)'."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    if not lines:
-        return type(e).__name__
-    msg = "; ".join(lines[lines.index("Caused by:") + 1:]) if "Caused by:" in lines else lines[0]
-    frame = next((ln for ln in lines if ln.startswith("0:")), None)
-    if frame:
-        msg += f" (innermost frame {frame[2:].strip()})"
-    return msg
-
-
-def _a64(n: int) -> int:
-    return (int(n) + 63) & ~63
 
 
 def model_buffers(preset: Preset, threads: int) -> list[tuple[str, int]]:
@@ -131,7 +55,7 @@ def model_buffers(preset: Preset, threads: int) -> list[tuple[str, int]]:
     n = model_mod.Layout(preset).total
 
     def f(count):
-        return _a64(count * 4)
+        return align64(count * 4)
 
     # ln1 q k v att res1 ln2 res2 (L, N, C); ln1/ln2 mean and rstd (L, N); lse (L, N, H);
     # fch fchg (L, N, 4C); x0 lnf (N, C); lnf mean and rstd, losses (N); logits (N, V)
@@ -144,102 +68,12 @@ def model_buffers(preset: Preset, threads: int) -> list[tuple[str, int]]:
         ("gradients", f(n)),
         ("Adam m", f(n)),
         ("Adam v", f(n)),
-        ("token batch", _a64(B * (T + 1) * 4)),
+        ("token batch", align64(B * (T + 1) * 4)),
         ("activations (saved for backward)", acts),
         ("backward buffers", 6 * f(N * C) + f(N * 4 * C)),
-        ("gradient-norm scratch", _a64(-(-n // NORM_CHUNK) * 8)),
+        ("gradient-norm scratch", align64(-(-n // NORM_CHUNK) * 8)),
         (f"attention scratch ({threads} x {fmt_bytes(f(attn))})", threads * f(attn)),
     ]
-
-
-def _leb(b: bytes, i: int, signed: bool = False) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = b[i]
-        i += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            if signed and byte & 0x40:
-                result -= 1 << shift
-            return result, i
-
-
-_FACTS: dict = {}
-
-
-def module_facts(path: str) -> dict:
-    """Read, without compiling, what the module declares: its imported memory's minimum
-    and maximum (bytes) and __heap_base (static data + the main stack end there)."""
-    st = os.stat(path)
-    key = (path, st.st_mtime_ns, st.st_size)
-    if key in _FACTS:
-        return _FACTS[key]
-    b = open(path, "rb").read()
-    if b[:8] != b"\0asm\x01\0\0\0":
-        raise WasmError(f"wasm backend: stage compile: {path} is not a wasm module")
-    i, mem, imported_globals, globals_, exports = 8, None, 0, [], {}
-    try:
-        while i < len(b):
-            sid = b[i]
-            size, i = _leb(b, i + 1)
-            end = i + size
-            if sid == 2:  # imports
-                count, i = _leb(b, i)
-                for _ in range(count):
-                    names = []
-                    for _ in range(2):
-                        n, i = _leb(b, i)
-                        names.append(b[i:i + n].decode())
-                        i += n
-                    kind = b[i]
-                    i += 1
-                    if kind == 0:
-                        _, i = _leb(b, i)
-                    elif kind in (1, 2):  # table (reftype first) or memory: limits
-                        i += kind == 1
-                        flags = b[i]
-                        lo, i = _leb(b, i + 1)
-                        hi = None
-                        if flags & 1:
-                            hi, i = _leb(b, i)
-                        if kind == 2 and names == ["env", "memory"]:
-                            mem = (lo * PAGE, None if hi is None else hi * PAGE)
-                    elif kind == 3:
-                        i += 2
-                        imported_globals += 1
-                    else:
-                        raise ValueError(f"import kind {kind}")
-            elif sid == 6:  # globals: keep i32/i64 constant initialisers
-                count, i = _leb(b, i)
-                for _ in range(count):
-                    i += 2
-                    op, val = b[i], None
-                    i += 1
-                    if op in (0x41, 0x42):
-                        val, i = _leb(b, i, signed=True)
-                    while b[i] != 0x0B:
-                        i += 1
-                    i += 1
-                    globals_.append(val)
-            elif sid == 7:  # exports
-                count, i = _leb(b, i)
-                for _ in range(count):
-                    n, i = _leb(b, i)
-                    name = b[i:i + n].decode()
-                    i += n
-                    kind = b[i]
-                    idx, i = _leb(b, i + 1)
-                    if kind == 3:  # a global
-                        exports[name] = idx
-            i = end
-        heap_base = globals_[exports["__heap_base"] - imported_globals]
-    except (IndexError, KeyError, ValueError, UnicodeDecodeError) as e:
-        raise WasmError(f"wasm backend: stage compile: {path}: cannot read its memory import or __heap_base ({e})") from None
-    if mem is None:
-        raise WasmError(f"wasm backend: stage compile: {path} imports no env.memory")
-    _FACTS[key] = out = {"memory_min_bytes": mem[0], "memory_max_bytes": mem[1], "heap_base": heap_base}
-    return out
 
 
 def fma_by_default(cpuinfo: str | None = None) -> bool:
@@ -293,7 +127,7 @@ class WasmBackend(Backend):
             raise UserError(f"wasm backend: matmul_kernel '{matmul_kernel}' is not one of {', '.join(MATMUL_KERNELS)}")
         self.matmul_kernel = matmul_kernel
         self.spectre_guards = bool(spectre_guards)
-        self.max_memory = _max_memory(max_memory)
+        self.max_memory = memory_max(max_memory)
         if initial_memory is not None and not 0 < int(initial_memory) <= self.max_memory:
             raise UserError(f"wasm backend: --initial-memory {initial_memory} bytes must be positive and at most "
                             f"the memory max {self.max_memory} bytes")
@@ -304,16 +138,14 @@ class WasmBackend(Backend):
         self.fault = fault
         self.module_path = module_path or str(resource_dir("wasm") / "tinygpt.wasm")
         self.preset: Preset | None = None
-        self._wt = None
-        self._workers: list[threading.Thread] = []
-        self._worker_errors: list[str] = []
-        self._started = False
         self._layout = None
         self._tokens: np.ndarray | None = None  # view of the module's token buffer (load())
-        self._events: list[dict] = []  # growth events read so far, labelled with the stage
-        self._phase = "start"
-        self.events_dropped = 0
         self.profile_calls: dict[str, int] = {}
+        self.runtime = self.make_runtime()
+
+    def make_runtime(self) -> WasmRuntime:
+        """The runtime under this trainer: the module in wasmtime (wasm-v8: in V8)."""
+        return WasmRuntime(self.module_path, self.threads, self.initial_memory, self.max_memory, self.spectre_guards)
 
     # ---- what the module will need, without compiling or allocating ----------------
     @classmethod
@@ -325,13 +157,13 @@ class WasmBackend(Backend):
         memory max. Reads the module file's header only: nothing is compiled or allocated.
         The sizes are the allocator's own arithmetic (model_buffers; load() checks the
         module agrees)."""
-        threads, max_memory = thread_count(threads), _max_memory(max_memory)
+        threads, max_memory = thread_count(threads), memory_max(max_memory)
         path = module_path or str(resource_dir("wasm") / "tinygpt.wasm")
         facts = module_facts(path)
-        rows = [("module static data + main stack (__heap_base)", _a64(facts["heap_base"])),
-                (f"worker stacks ({threads - 1} x {fmt_bytes(WORKER_STACK)})", (threads - 1) * _a64(WORKER_STACK)),
+        rows = [("module static data + main stack (__heap_base)", align64(facts["heap_base"])),
+                (f"worker stacks ({threads - 1} x {fmt_bytes(WORKER_STACK)})", (threads - 1) * align64(WORKER_STACK)),
                 (f"per-thread matmul scratch ({threads} x {fmt_bytes(THREAD_SCRATCH_BYTES)})",
-                 threads * _a64(THREAD_SCRATCH_BYTES))]
+                 threads * align64(THREAD_SCRATCH_BYTES))]
         rows += model_buffers(preset, threads)
         out = [{"name": f"wasm: {n}", "bytes": int(b), "limit": None, "limit_name": MAX_MEMORY_NAME} for n, b in rows]
         total = sum(b for _, b in rows)
@@ -368,149 +200,11 @@ class WasmBackend(Backend):
         """Each growth of the wasm memory so far: from and to (bytes), the worker threads
         inside worker_loop at the time, whether a parallel region was running, and the
         stage (start: worker stacks and scratch; load: the model; step: later)."""
-        if self._started:
-            self._read_events()
-        return [GrowthEvent(e) for e in self._events]
-
-    def _read_events(self) -> None:
-        n = self.call("grow_log_count")
-        kept = min(n, self.call("grow_log_cap"))
-        if kept > len(self._events):
-            log = self.view(self.call("grow_log_addr"), 4 * kept, ctypes.c_uint64).reshape(kept, 4)
-            for frm, to, workers, in_region in log[len(self._events):].tolist():
-                self._events.append({"from_bytes": frm, "to_bytes": to, "worker_threads_running": workers,
-                                     "threads": self.threads, "in_parallel_region": bool(in_region),
-                                     "stage": self._phase})
-        if n > kept:
-            self.events_dropped = n - kept  # growths past the log's capacity (not in events())
-
-    # ---- runtime: the module, its shared memory, the instances and the worker pool ----------
-    # start/call/view/f32/i32/put are the runtime's public API: kernel benchmarks (peak, dev/)
-    # and tests call exports and read and write the module's memory through them.
-    @property
-    def started(self) -> bool:
-        """Whether the module is instantiated and its workers parked (start() ran, close() not yet)."""
-        return self._started
-
-    @property
-    def worker_threads(self) -> list[threading.Thread]:
-        """The worker threads parked in the module (empty before start() and after close())."""
-        return list(self._workers)
-
-    def _no_memory(self, stage: str, what: str, asked: int) -> WasmError:
-        top = self.call("heap_top")
-        have = self._memory.data_len()
-        return WasmError(
-            f"wasm backend: stage {stage}: {what}: asked for {asked} bytes, {max(self.max_memory - top, 0)} bytes "
-            f"available (memory {have} bytes, heap at {top}, {MAX_MEMORY_NAME} {self.max_memory} bytes); raise "
-            f"--max-memory (at most {MAX_MEMORY}) or choose a smaller preset or fewer threads")
-
-    def start(self) -> None:
-        """Engine, module, shared memory, the main instance and the parked workers."""
-        if self._started:
-            return
-        self._phase = "start"
-        wt = self._wt = _wasmtime()
-        cfg = wt.Config()
-        cfg.wasm_memory64 = True
-        cfg.wasm_threads = True
-        cfg.shared_memory = True
-        cfg.wasm_simd = True
-        cfg.wasm_bulk_memory = True
-        cfg.wasm_relaxed_simd = True
-        cfg.memory_reservation = MAX_MEMORY  # shared memories never move: reserve the max
-        if not self.spectre_guards:
-            cfg.cranelift_flag_set("enable_heap_access_spectre_mitigation", "false")
-        self._engine = wt.Engine(cfg)
-        try:
-            self._module = wt.Module.from_file(self._engine, self.module_path)
-        except Exception as e:
-            raise WasmError(f"wasm backend: stage compile: {self.module_path}: {e}") from None
-        imports = {(i.module, i.name): i for i in self._module.imports}
-        lim = imports[("env", "memory")].type.limits
-        pages = max(lim.min, -(-int(self.initial_memory) // PAGE)) if self.initial_memory else lim.min
-        mem_type = wt.MemoryType(wt.Limits(pages, lim.max), is_64=True, shared=True)
-        self._memory = _shared_memory_class(wt)(self._engine, mem_type)
-        self._store, self._ex = self._instantiate()
-        self.initial_bytes = self._memory.data_len()
-        self._events = []
-        self._abort_addr = self.call("pool_abort_addr")
-        self._started = True
-        self.call("memory_set_limit", self.max_memory if self.max_memory < MAX_MEMORY else 0)
-        nworkers = self.threads - 1
-        self._stacks = []
-        for _ in range(nworkers):
-            self._stacks.append(self.call("alloc", WORKER_STACK))
-            if self._stacks[-1] == 0:
-                raise self._no_memory("start", f"stack of worker {len(self._stacks)} of {nworkers}", WORKER_STACK)
-        ready = threading.Barrier(nworkers + 1) if nworkers else None
-        for tid in range(1, self.threads):
-            t = threading.Thread(target=self._worker, args=(tid, ready), name=f"wasm-worker-{tid}", daemon=True)
-            t.start()
-            self._workers.append(t)
-        if ready:
-            ready.wait()
-        while self.call("pool_started") < nworkers:  # each worker is inside worker_loop
-            if self._worker_errors:
-                raise WasmError(f"wasm backend: stage start: {self._worker_errors[0]}")
-            threading.Event().wait(0.001)
-        if self.call("pool_set_threads", self.threads) != 0:
-            raise self._no_memory("start", f"matmul scratch for {self.threads} threads", THREAD_SCRATCH_BYTES)
-        self._heap_mark = self.call("heap_top")
-        self._read_events()
-
-    def _instantiate(self):
-        wt = self._wt
-        store = wt.Store(self._engine)
-        clock = wt.Func(store, wt.FuncType([], [wt.ValType.i64()]), time.perf_counter_ns)
-        provided = {("env", "memory"): self._memory, ("env", "clock_ns"): clock}
-        try:
-            inst = wt.Instance(store, self._module, [provided[(i.module, i.name)] for i in self._module.imports])
-        except Exception as e:
-            raise WasmError(f"wasm backend: stage instantiate: {e}") from None
-        return store, inst.exports(store)
-
-    def _worker(self, tid: int, ready) -> None:
-        try:
-            store, ex = self._instantiate()
-            ex["__stack_pointer"].set_value(store, self._stacks[tid - 1] + WORKER_STACK)
-        except Exception as e:
-            self._worker_errors.append(f"worker {tid}: {e}")
-            ready.wait()
-            return
-        ready.wait()
-        try:
-            ex["worker_loop"](store, tid)
-        except Exception as e:  # a trap in a worker: make the caller trap instead of hang
-            self._worker_errors.append(f"worker {tid}: {e}")
-            self.i32(self._abort_addr, 1)[0] = 1
-
-    def call(self, name: str, *args):
-        return self._ex[name](self._store, *args)
-
-    def view(self, addr: int, count: int, ctype) -> np.ndarray:
-        size = ctypes.sizeof(ctype)
-        if addr + count * size > self._memory.data_len():
-            raise WasmError(f"wasm backend: address {addr}+{count * size} past memory end {self._memory.data_len()}")
-        base = ctypes.cast(self._memory.data_ptr(), ctypes.c_void_p).value
-        return np.ctypeslib.as_array((ctype * count).from_address(base + addr))
-
-    def f32(self, addr: int, count: int) -> np.ndarray:
-        return self.view(addr, count, ctypes.c_float)
-
-    def i32(self, addr: int, count: int) -> np.ndarray:
-        return self.view(addr, count, ctypes.c_int32)
-
-    def put(self, values: np.ndarray) -> int:
-        """A new float32 buffer in the module's heap holding `values` (for benchmarks and tests
-        of single kernels); its address."""
-        addr = self.call("alloc", 4 * values.size)
-        self.f32(addr, values.size)[:] = np.ravel(values)
-        return addr
+        return self.runtime.events()
 
     def memory_bytes(self) -> int:
         """Current size of the shared memory in bytes."""
-        return self._memory.data_len() if self._started else 0
+        return self.runtime.memory_bytes()
 
     # ---- the contract ----------------------------------------------------------------
     def describe(self) -> dict:
@@ -544,7 +238,7 @@ class WasmBackend(Backend):
 
     def load(self, preset: Preset, params: np.ndarray) -> None:
         try:
-            self.start()
+            self.runtime.start()
         except WasmError as e:
             self.close()  # workers already started must not stay parked
             raise WasmError(str(e).replace("wasm backend: ", f"wasm backend: preset {preset.name}: ", 1)) from None
@@ -552,52 +246,53 @@ class WasmBackend(Backend):
         params = np.asarray(params)
         if params.shape != (layout.total,):
             raise UserError(f"wasm backend: preset {preset.name} needs {layout.total} parameters, got {params.shape}")
-        self._phase = "load"
-        self.call("heap_reset", self._heap_mark)  # a second load reuses the memory
+        rt = self.runtime
+        rt.phase = "load"
+        rt.call("heap_reset", rt.heap_mark)  # a second load reuses the memory
         self.preset = None
         p = preset
         need = sum(b for _, b in model_buffers(p, self.threads))
-        counted = self.call("model_bytes", p.layers, p.d_model, p.heads, p.ctx, p.batch)
+        counted = self.runtime.call("model_bytes", p.layers, p.d_model, p.heads, p.ctx, p.batch)
         if counted != need:
             raise WasmError(f"wasm backend: preset {p.name}: the module's allocation plan takes {counted} bytes, "
                             f"model_buffers() (plan(), preflight) says {need}: update model_buffers to model.c")
-        room = self.max_memory - self._heap_mark
+        room = self.max_memory - rt.heap_mark
         if need > room:
             raise WasmError(
                 f"wasm backend: preset {p.name}: stage preflight: the model needs {need} bytes of wasm memory "
                 f"(weights, grads, Adam moments, activations), {room} are available under the {MAX_MEMORY_NAME} of "
-                f"{self.max_memory} bytes ({fmt_bytes(self.max_memory)}) after {self._heap_mark} bytes of module "
+                f"{self.max_memory} bytes ({fmt_bytes(self.max_memory)}) after {rt.heap_mark} bytes of module "
                 f"data, stacks and scratch; " + ("choose a smaller preset" if self.max_memory >= MAX_MEMORY else
                                                  f"raise --max-memory (at most {MAX_MEMORY}) or choose a smaller preset"))
-        before = self._memory.data_len()
-        rc = self.call("model_init", p.layers, p.d_model, p.heads, p.ctx, p.batch)
-        self._read_events()
+        before = rt.memory_bytes()
+        rc = self.runtime.call("model_init", p.layers, p.d_model, p.heads, p.ctx, p.batch)
+        rt.read_events()
         if rc == 1:
             raise UserError(
                 f"wasm backend: preset {p.name}: d_model {p.d_model} must be a multiple of 8 and head_dim "
                 f"{p.d_model // p.heads} a multiple of 8, at most 128; choose other d_model/heads")
         if rc == 2:
-            err = self._no_memory("allocation", f"the model needs {need} bytes of wasm memory; memory could not grow "
-                                  "for its next block", self.call("last_request"))
+            err = rt.no_memory("allocation", f"the model needs {need} bytes of wasm memory; memory could not grow "
+                                  "for its next block", rt.call("last_request"))
             raise WasmError(str(err).replace("wasm backend: ", f"wasm backend: preset {p.name}: ", 1))
-        self.grew_from, self.grew_to = before, self._memory.data_len()
-        n = self.call("model_nparams")
+        self.grew_from, self.grew_to = before, rt.memory_bytes()
+        n = self.runtime.call("model_nparams")
         if n != layout.total:
             raise WasmError(f"wasm backend: module layout has {n} parameters, model.py {layout.total}")
         for i, spec in enumerate(layout.specs):
-            off = self.call("model_param_offset", i)
+            off = self.runtime.call("model_param_offset", i)
             if off != spec.offset:
                 raise WasmError(f"wasm backend: parameter {spec.name} at {off} in the module, {spec.offset} in model.py")
-        self.call("model_set_fma", int(self.relaxed_simd))
-        self.call("model_set_matmul_kernel", MATMUL_KERNELS.index(self.matmul_kernel))
-        self.call("model_set_optimizer", OPTIM.beta1, OPTIM.beta2, OPTIM.eps, OPTIM.weight_decay, OPTIM.clip)
-        self.call("model_set_fault", FAULTS.get(self.fault, 0))
-        self.f32(self.call("model_params"), n)[:] = params.astype(np.float32, copy=False)
+        self.runtime.call("model_set_fma", int(self.relaxed_simd))
+        self.runtime.call("model_set_matmul_kernel", MATMUL_KERNELS.index(self.matmul_kernel))
+        self.runtime.call("model_set_optimizer", OPTIM.beta1, OPTIM.beta2, OPTIM.eps, OPTIM.weight_decay, OPTIM.clip)
+        self.runtime.call("model_set_fault", FAULTS.get(self.fault, 0))
+        self.runtime.f32(self.runtime.call("model_params"), n)[:] = params.astype(np.float32, copy=False)
         # the step's token buffer, viewed once (shared memory never moves; growth only appends)
-        self._tokens = self.i32(self.call("model_tokens"), p.batch * (p.ctx + 1))
+        self._tokens = self.runtime.i32(self.runtime.call("model_tokens"), p.batch * (p.ctx + 1))
         self._layout = layout
         self.preset = preset
-        self._phase = "step"
+        rt.phase = "step"
 
     def _need_loaded(self):
         if self.preset is None:
@@ -625,61 +320,48 @@ class WasmBackend(Backend):
         leaves the pool in an unknown state: shut it down and raise one clear error; the
         process stays usable for the next backend."""
         try:
-            return self.call(name, *args)
+            return self.runtime.call(name, *args)
         except Exception as e:
-            why = f"; {self._worker_errors[0]}" if self._worker_errors else ""
+            why = f"; {self.runtime.worker_errors[0]}" if self.runtime.worker_errors else ""
             where = f"preset {self.preset.name}: " if self.preset else ""
             injected = (f"; fault '{self.fault}' was injected (TINYGPT_BENCH_FAULT)"
                         if self.fault == "trap" and stage == "step" else "")
             self.close()
-            raise WasmError(f"wasm backend: {where}stage {stage}: wasm trapped: {_trap_text(e)}{why}{injected}; "
+            raise WasmError(f"wasm backend: {where}stage {stage}: wasm trapped: {trap_text(e)}{why}{injected}; "
                             "the backend was closed, load it again") from None
 
     def parameters(self) -> np.ndarray:
         self._need_loaded()
-        return self.f32(self.call("model_params"), self._layout.total).copy()
+        return self.runtime.f32(self.runtime.call("model_params"), self._layout.total).copy()
 
     def gradients(self) -> np.ndarray:
         """The raw gradient of the last step, before clipping."""
         self._need_loaded()
-        return self.f32(self.call("model_grads"), self._layout.total).copy()
+        return self.runtime.f32(self.runtime.call("model_grads"), self._layout.total).copy()
 
     def profile(self, batch: np.ndarray, lr: float = DEFAULT_LR, steps: int = 1) -> dict[str, float]:
         """Run `steps` training steps with per-kernel timing on: {kernel: ms a step}, the
         wall time of each kind of parallel region (a host clock call brackets each).
         profile_calls then holds {kernel: regions a step}."""
         self._need_loaded()
-        n = self.call("prof_ntags")
-        self.call("prof_reset")
-        self.call("prof_enable", 1)
+        n = self.runtime.call("prof_ntags")
+        self.runtime.call("prof_reset")
+        self.runtime.call("prof_enable", 1)
         try:
             for _ in range(steps):
                 self.step(batch, lr)
         finally:
-            if self._started:
-                self.call("prof_enable", 0)
-        ns = self.view(self.call("prof_ns_addr"), n, ctypes.c_int64).copy()
-        calls = self.view(self.call("prof_calls_addr"), n, ctypes.c_int64).copy()
+            if self.runtime.started:
+                self.runtime.call("prof_enable", 0)
+        ns = self.runtime.view(self.runtime.call("prof_ns_addr"), n, ctypes.c_int64).copy()
+        calls = self.runtime.view(self.runtime.call("prof_calls_addr"), n, ctypes.c_int64).copy()
         self.profile_calls = {PROFILE_TAGS[i]: int(calls[i]) // steps for i in range(n) if calls[i]}
         return {PROFILE_TAGS[i]: float(ns[i]) / 1e6 / steps for i in range(n) if calls[i]}
 
     def grad_norm(self) -> float:
         """Global norm of the last step's raw gradient (computed in wasm)."""
-        return float(self.call("model_grad_norm"))
+        return float(self.runtime.call("model_grad_norm"))
 
     def close(self) -> None:
-        if not self._started:
-            return
-        try:
-            self._read_events()  # events() still answers after close
-        except Exception:  # pragma: no cover - the memory is still there; never block close
-            pass
-        self._started = False
-        try:
-            self.call("pool_stop")
-        finally:
-            for t in self._workers:
-                t.join(timeout=10)
-            self._workers = []
-            self._ex = self._store = self._memory = self._module = self._engine = None
-            self.preset = self._tokens = None
+        self.runtime.close()
+        self.preset = self._tokens = None

@@ -43,16 +43,16 @@ def wasm_peak(threads: int, iters: int, repeats: int = 3) -> dict[str, dict]:
     out = {}
     check_iters = 1000
     with WasmBackend(threads=threads) as b:
-        b.start()
+        b.runtime.start()
         for what, export in WASM_PEAK_EXPORTS.items():
-            got = float(b.call(export, check_iters))
+            got = float(b.runtime.call(export, check_iters))
             err = min(rel_err([got], [wasm_peak_expected(check_iters, f)]) for f in (False, True))
             checked(f"wasm {export}({check_iters})", err)
-            b.call(export, iters)  # warm-up: clocks and threads settle
+            b.runtime.call(export, iters)  # warm-up: clocks and threads settle
             best = math.inf
             for _ in range(repeats):
                 t = time.perf_counter()
-                b.call(export, iters)
+                b.runtime.call(export, iters)
                 best = min(best, time.perf_counter() - t)
             flops = WASM_PEAK_CHAINS * 4 * 2 * iters * threads  # chains x lanes x multiply-add, each thread
             out[what] = {"gflop_per_s": flops / best / 1e9, "seconds": best, "flops": flops, "max_rel_err": err,
@@ -67,23 +67,23 @@ def wasm_matmul(threads: int, reps: int, shapes=XL_SHAPES, repeats: int = 3) -> 
     rows = []
     rng = np.random.default_rng(0)
     with WasmBackend(threads=threads) as b:
-        b.start()
+        b.runtime.start()
         kernel = b.matmul_kernel  # the engine's default 4x8 tile, as load() sets it
-        b.call("model_set_matmul_kernel", MATMUL_KERNELS.index(kernel))
+        b.runtime.call("model_set_matmul_kernel", MATMUL_KERNELS.index(kernel))
         for label, M, N, K, tr in shapes:
             a = rng.standard_normal(M * K).astype(np.float32)
             bb = rng.standard_normal(K * N).astype(np.float32)
-            A, B, C = b.put(a), b.put(bb), b.call("alloc", 4 * M * N)
+            A, B, C = b.runtime.put(a), b.runtime.put(bb), b.runtime.call("alloc", 4 * M * N)
             a2 = a.reshape(K, M).T if tr else a.reshape(M, K)  # trans_a: a is stored (K, M)
             want = a2.astype(np.float64) @ bb.reshape(K, N)
             for fma in (0, 1):
-                b.call("model_set_fma", fma)
-                b.call("bench_matmul", C, A, B, M, N, K, tr, 1)
-                err = checked(f"wasm matmul {label} {M}x{N}x{K} fma={fma}", rel_err(b.f32(C, M * N).reshape(M, N), want))
+                b.runtime.call("model_set_fma", fma)
+                b.runtime.call("bench_matmul", C, A, B, M, N, K, tr, 1)
+                err = checked(f"wasm matmul {label} {M}x{N}x{K} fma={fma}", rel_err(b.runtime.f32(C, M * N).reshape(M, N), want))
                 best = math.inf
                 for _ in range(repeats):
                     t = time.perf_counter()
-                    b.call("bench_matmul", C, A, B, M, N, K, tr, reps)
+                    b.runtime.call("bench_matmul", C, A, B, M, N, K, tr, reps)
                     best = min(best, (time.perf_counter() - t) / reps)
                 flops = 2 * M * N * K  # multiply and accumulate
                 rows.append({"what": "matmul relaxed-fma" if fma else "matmul simd128", "size": f"{M}x{N}x{K}",
@@ -91,7 +91,7 @@ def wasm_matmul(threads: int, reps: int, shapes=XL_SHAPES, repeats: int = 3) -> 
                              + f"; {kernel} tile", "flops": flops,
                              "seconds": best, "gflop_per_s": flops / best / 1e9, "max_rel_err": err,
                              "repeats": repeats})
-        b.call("model_set_fma", 0)
+        b.runtime.call("model_set_fma", 0)
     return rows
 
 

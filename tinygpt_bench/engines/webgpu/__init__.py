@@ -52,9 +52,10 @@ ENGINE = Engine(
     summary="WGSL kernels through wgpu-py's API on wgpu-native or Dawn",
     backends=(
         BackendSpec("webgpu", ".backend:WebGPUBackend", "GPU", WebGPUOptions, faults=("nan-grad", "shader", "limit="),
-                    peer="torch-cuda", label="WebGPU on wgpu-native"),
+                    peer="torch-cuda", label="WebGPU on wgpu-native", curve_default=True),
         BackendSpec("webgpu-dawn", ".backend:DawnWebGPUBackend", "GPU", WebGPUOptions,
-                    faults=("nan-grad", "shader", "limit="), peer="torch-cuda", label="WebGPU on Dawn"),
+                    faults=("nan-grad", "shader", "limit="), peer="torch-cuda", label="WebGPU on Dawn",
+                    curve_default=True),
     ),
     peak=_peak,
     peak_order=20,

@@ -368,7 +368,7 @@ class WebGPUBackend(Backend):
         limits = capped_limits(gpu.limits, self.cap)
         # sizes first (the plan's own code), so a shortfall is reported before anything is allocated
         sp = step_plan(preset, AdapterPlan.of_gpu(gpu, limits), self.fault if self.fault_kind == "nan-grad" else None)
-        self._check_limits(plan_rows(sp, limits, gpu.adapter.info["device"], self.fault if self.cap else None))
+        self.check_limits(plan_rows(sp, limits, gpu.adapter.info["device"], self.fault if self.cap else None))
         try:
             self._allocate(gpu, sp, params)
         except BaseException:
@@ -406,7 +406,7 @@ class WebGPUBackend(Backend):
         raise WebGPUError(f"fault 'shader' was injected but the adapter accepted the broken {family}.wgsl")
 
     @staticmethod
-    def _check_limits(rows: list[dict]) -> None:
+    def check_limits(rows: list[dict]) -> None:
         """UserError naming the buffer furthest over its limit (plan_rows), before any allocation."""
         over = [r for r in rows if r["limit"] is not None and r["bytes"] > r["limit"]]
         if over:

@@ -413,6 +413,12 @@ class Gpu:
         except Exception as e:  # GPUValidationError and friends
             raise WebGPUError(f"kernel {family}.wgsl does not compile: {str(e).rstrip()}") from None
 
+    def replace_source(self, family: str, code: str) -> None:
+        """Compile `code` as kernel family `family` for this device from now on, dropping the
+        family's pipelines made so far (kernel variants in dev/ tools)."""
+        self._modules[family] = self.compile(family, code)
+        self._pipelines = {k: v for k, v in self._pipelines.items() if k[0] != family}
+
     def pipeline(self, family: str, entry: str, constants: dict | None = None):
         """The compute pipeline of `entry` in kernels/<family>.wgsl (cached); shader and
         pipeline errors are raised as WebGPUError naming the kernel."""
