@@ -421,8 +421,54 @@ fn matmul_shared_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 var<workgroup> ga: array<vec4<f32>, 256>;   // (BK, 32): ga[kk*32 + r4][i] = op(a)[row0 + 4 r4 + i, k0 + kk]
 var<workgroup> gb: array<vec4<f32>, 256>;   // (BK, 32): gb[kk*32 + c4][j] = op(b)[k0 + kk, col0 + 4 c4 + j]
 
+// The 4 values of op(a) / op(b) invocation t stages at k0 into ga / gb, along the stored rows
+// (neighbouring invocations read neighbouring addresses), and where they go (put_ga / put_gb).
+fn fetch_ga(t: u32, row0: u32, k0: u32) -> vec4<f32> {
+    if (TRANS_A) {   // a stored (K, M): 4 consecutive rows at one k
+        let kk = t / 32u; let r = row0 + 4u * (t % 32u);
+        return vec4(load_a(r, k0 + kk), load_a(r + 1u, k0 + kk), load_a(r + 2u, k0 + kk), load_a(r + 3u, k0 + kk));
+    }
+    let r = row0 + t / 2u; let k4 = k0 + 4u * (t % 2u);   // a stored (M, K): 4 consecutive k of one row
+    return vec4(load_a(r, k4), load_a(r, k4 + 1u), load_a(r, k4 + 2u), load_a(r, k4 + 3u));
+}
+
+fn put_ga(t: u32, x: vec4<f32>) {
+    if (TRANS_A) { ga[t] = x; return; }
+    let row = t / 2u; let k4 = 4u * (t % 2u);
+    for (var i = 0u; i < 4u; i++) { ga[(k4 + i) * 32u + row / 4u][row % 4u] = x[i]; }
+}
+
+fn fetch_gb(t: u32, col0: u32, k0: u32) -> vec4<f32> {
+    if (TRANS_B) {   // b stored (N, K): 4 consecutive k of one column
+        let cc = col0 + t / 2u; let k4 = k0 + 4u * (t % 2u);
+        return vec4(load_b(k4, cc), load_b(k4 + 1u, cc), load_b(k4 + 2u, cc), load_b(k4 + 3u, cc));
+    }
+    let kk = k0 + t / 32u; let cc = col0 + 4u * (t % 32u);   // b stored (K, N): 4 consecutive columns at one k
+    return vec4(load_b(kk, cc), load_b(kk, cc + 1u), load_b(kk, cc + 2u), load_b(kk, cc + 3u));
+}
+
+fn put_gb(t: u32, x: vec4<f32>) {
+    if (!TRANS_B) { gb[t] = x; return; }
+    let col = t / 2u; let k4 = 4u * (t % 2u);
+    for (var i = 0u; i < 4u; i++) { gb[(k4 + i) * 32u + col / 4u][col % 4u] = x[i]; }
+}
+
+// matmul_big_pf below shares matmul_big's staging and its arithmetic, in the same order: equal
+// results bit for bit. Its body is one function with the prefetch as a constant argument.
 @compute @workgroup_size(16, 16)
 fn matmul_big(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    big_tile(wid, lid, false);
+}
+
+// matmul_big_pf: matmul_big with the next K step's global loads issued before this step's
+// arithmetic (register prefetch, as matmul_shared_pf does for matmul_shared): with one or two
+// workgroups an SM (the 8 x 8 blocks take many registers), their latency is not hidden otherwise.
+@compute @workgroup_size(16, 16)
+fn matmul_big_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    big_tile(wid, lid, true);
+}
+
+fn big_tile(wid: vec3<u32>, lid: vec3<u32>, prefetch: bool) {
     let kr = k_range(wid.z);
     let want_db = (u.flags & BIAS_GRAD) != 0u && wid.y == 0u && lid.y == 0u;
     var db_lo = vec4<f32>(0.0);
@@ -440,28 +486,18 @@ fn matmul_big(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     var c5a = vec4<f32>(0.0); var c5b = vec4<f32>(0.0);
     var c6a = vec4<f32>(0.0); var c6b = vec4<f32>(0.0);
     var c7a = vec4<f32>(0.0); var c7b = vec4<f32>(0.0);
+    var xa = vec4<f32>(0.0);
+    var xb = vec4<f32>(0.0);
+    if (prefetch) { xa = fetch_ga(t, row0, kr.x); xb = fetch_gb(t, col0, kr.x); }
     for (var k0 = kr.x; k0 < kr.y; k0 += 8u) {
-        if (TRANS_A) {   // a stored (K, M): 4 consecutive rows at one k
-            let kk = t / 32u;
-            let r4 = t % 32u;
-            ga[kk * 32u + r4] = vec4(load_a(row0 + 4u * r4, k0 + kk), load_a(row0 + 4u * r4 + 1u, k0 + kk),
-                                     load_a(row0 + 4u * r4 + 2u, k0 + kk), load_a(row0 + 4u * r4 + 3u, k0 + kk));
-        } else {         // a stored (M, K): 4 consecutive k of one row
-            let row = t / 2u;
-            let k4 = 4u * (t % 2u);
-            for (var i = 0u; i < 4u; i++) { ga[(k4 + i) * 32u + row / 4u][row % 4u] = load_a(row0 + row, k0 + k4 + i); }
-        }
-        if (TRANS_B) {   // b stored (N, K): 4 consecutive k of one column
-            let col = t / 2u;
-            let k4 = 4u * (t % 2u);
-            for (var i = 0u; i < 4u; i++) { gb[(k4 + i) * 32u + col / 4u][col % 4u] = load_b(k0 + k4 + i, col0 + col); }
-        } else {         // b stored (K, N): 4 consecutive columns at one k
-            let kk = t / 32u;
-            let c4 = t % 32u;
-            gb[kk * 32u + c4] = vec4(load_b(k0 + kk, col0 + 4u * c4), load_b(k0 + kk, col0 + 4u * c4 + 1u),
-                                     load_b(k0 + kk, col0 + 4u * c4 + 2u), load_b(k0 + kk, col0 + 4u * c4 + 3u));
-        }
+        if (!prefetch) { xa = fetch_ga(t, row0, k0); xb = fetch_gb(t, col0, k0); }
+        put_ga(t, xa);
+        put_gb(t, xb);
         workgroupBarrier();
+        if (prefetch && k0 + 8u < kr.y) {   // the next step's loads, in flight during this step's FMAs
+            xa = fetch_ga(t, row0, k0 + 8u);
+            xb = fetch_gb(t, col0, k0 + 8u);
+        }
         for (var kk = 0u; kk < 8u; kk++) {
             let a_lo = ga[kk * 32u + ty];
             let a_hi = ga[kk * 32u + 16u + ty];

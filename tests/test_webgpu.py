@@ -40,7 +40,7 @@ def rand(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4", "shared", "shared_pf", "big"])
+@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4", "shared", "shared_pf", "big", "big_pf"])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("m,n,k", [(70, 45, 33), (128, 64, 16), (5, 130, 67), (200, 136, 9)])
 def test_matmul(gpu, variant, trans_a, trans_b, m, n, k):
@@ -99,14 +99,16 @@ def test_matmul_bias_grad(gpu):
     ops.matmul(p, "dw+db-big", G4.at(3), X, DY, m, n, k, trans_a=True, variant="big", bias_grad=G4.at(3 + m * n))
     G5 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
     ops.matmul(p, "dw+db-pf", G5.at(3), X, DY, m, n, k, trans_a=True, variant="shared_pf", bias_grad=G5.at(3 + m * n))
+    G6 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
+    ops.matmul(p, "dw+db-big-pf", G6.at(3), X, DY, m, n, k, trans_a=True, variant="big_pf", bias_grad=G6.at(3 + m * n))
     p.finalize().run()
-    for buf in (G.buf, G2.buf, G3.buf, G4.buf, G5.buf):
+    for buf in (G.buf, G2.buf, G3.buf, G4.buf, G5.buf, G6.buf):
         out = gpu.read(buf, count=3 + m * n + n)
         assert rel_err(out[3:3 + m * n].reshape(m, n), x.T.astype(np.float64) @ dy) < 1e-5
         assert rel_err(out[3 + m * n:], dy.astype(np.float64).sum(0)) < 1e-5
 
 
-@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big"])
+@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big", "big_pf"])
 @pytest.mark.parametrize("accum", [False, True])
 def test_matmul_split_k(gpu, variant, accum):
     rng = np.random.default_rng(10)
@@ -521,20 +523,25 @@ def test_binding_limit_message(webgpu_backend):
 
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
-def test_matmul_shared_prefetch_is_bit_identical(gpu, trans_a, trans_b):
-    """matmul_shared_pf reorders loads only: its products equal matmul_shared's bit for bit."""
+def test_matmul_kernels_without_split_are_bit_identical(gpu, trans_a, trans_b):
+    """Every matmul kernel without a split of K accumulates each output's K products in order,
+    one fused multiply-add at a time: the prefetching kernels (which reorder loads only) and the
+    tile sizes give the same products bit for bit, so the plan may choose among them freely."""
     rng = np.random.default_rng(21)
-    m, n, k = 70, 90, 77
+    m, n, k = 70, 140, 77
     a = rand(rng, *((k, m) if trans_a else (m, k)))
     b = rand(rng, *((n, k) if trans_b else (k, n)))
     A, B = ops.Ref(gpu.upload(a, "a")), ops.Ref(gpu.upload(b, "b"))
-    C = ops.Ref(gpu.buffer(4 * 2 * m * n, "c"))
+    variants = ["direct", "shared", "shared_pf", "big", "big_pf"]
+    C = ops.Ref(gpu.buffer(4 * len(variants) * m * n, "c"))
     p = Program(gpu, "test")
-    ops.matmul(p, "shared", C, A, B, m, n, k, trans_a, trans_b, variant="shared")
-    ops.matmul(p, "prefetch", C.at(m * n), A, B, m, n, k, trans_a, trans_b, variant="shared_pf")
+    for i, v in enumerate(variants):
+        ops.matmul(p, v, C.at(i * m * n), A, B, m, n, k, trans_a, trans_b, variant=v, split_k=1)
     p.finalize().run()
-    out = gpu.read(C.buf, count=2 * m * n).reshape(2, m, n)
-    assert np.array_equal(out[0], out[1])
+    out = gpu.read(C.buf, count=len(variants) * m * n).reshape(len(variants), m, n)
+    assert rel_err(out[0], (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)) < 1e-5
+    for i, v in enumerate(variants[1:], start=1):
+        assert np.array_equal(out[0], out[i]), v
 
 
 def test_wgsl_for_puts_enable_directives_first_and_drops_subgroups_for_naga():

@@ -28,7 +28,7 @@ def cdiv(a: int, b: int) -> int:
 # matmul.wgsl ---------------------------------------------------------------------------------
 HAS_BIAS, HAS_RES, ACCUM, BIAS_GRAD = 1, 2, 4, 8
 ENTRIES = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4", "shared": "matmul_shared",
-           "shared_pf": "matmul_shared_pf", "big": "matmul_big"}  # variant -> entry point
+           "shared_pf": "matmul_shared_pf", "big": "matmul_big", "big_pf": "matmul_big_pf"}  # variant -> entry point
 # with K split: the direct kinds have split-K entries of their own; the workgroup-memory ones split by z
 SPLITK_ENTRIES = {**ENTRIES, "direct4": "matmul_splitk", "direct": "matmul_splitk8"}
 
@@ -57,7 +57,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     if split_k > 1 and (variant == "tiled" or scratch is None):
         raise ValueError(f"{name}: split_k needs a direct variant and a scratch buffer")
     consts = {"TRANS_A": trans_a, "TRANS_B": trans_b}
-    tile = {"direct4": 32, "big": 128}.get(variant, 64)
+    tile = {"direct4": 32, "big": 128, "big_pf": 128}.get(variant, 64)
     flags = (HAS_BIAS if bias is not None else 0) | (HAS_RES if res is not None else 0) | (ACCUM if accum else 0)
     flags |= BIAS_GRAD if bias_grad is not None else 0
     if bias_grad is not None and bias_grad.buf is not c.buf:
