@@ -1,7 +1,7 @@
-"""The backend contract (backends/base.py), one suite for every engine (issue 14).
+"""The backend contract (engines/base.py), one suite for every engine (issue 14).
 
 Each test runs once per engine that can run here, against the project's one float64 oracle
-(tinygpt_bench/backends/reference.py: loss_and_grad, ReferenceBackend('float64')):
+(tinygpt_bench/engines/reference/backend.py: loss_and_grad, ReferenceBackend('float64')):
 
   one step       tiny and small: the loss within 1e-6 relative, every gradient tensor within 1e-4
   15 steps       tiny and small (medium with -m slow): the loss within 1e-5 relative at every step

@@ -1,7 +1,7 @@
 """The WASM Memory64 engine's own tests (issue 3): bit-identity across thread counts and matmul
 tiles, relaxed SIMD, memory growth, traps, the Memory64 ceiling.
 
-Parity with the float64 reference (tinygpt_bench/backends/reference.py, the project's one
+Parity with the float64 reference (tinygpt_bench/engines/reference/backend.py, the project's one
 oracle), faults, plan() and diagnose are the contract suite's, for every engine:
 tests/test_contract.py.
 """

@@ -14,7 +14,7 @@ verbatim and a plain sentence on what it means and what would fix it:
   parity      one step on a shrunk copy of the preset against the float64 reference
   kernels     per-kernel time breakdown, where the engine can time its kernels
 
-Backends can offer optional hooks (backends/base.py): plan(), limits(), events(),
+Backends declare optional capabilities (engines/base.py): plan(), limits(), events(),
 profile(). A report (Markdown and JSON) is written beside the results.
 """
 

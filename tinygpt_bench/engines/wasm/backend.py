@@ -227,7 +227,7 @@ class WasmBackend(Backend):
             "memory64": True,
             "memory_max_bytes": self.max_memory,
             "memory_bytes": self.memory_bytes(),
-            # the stamps every result row carries (backends/base.py)
+            # the stamps every result row carries (engines/base.py)
             "device": collect_cpu()["cpu_model"],
             "device_type": "CPU",
             "runtime_settings": f"threads={self.threads} simd128 relaxed_simd={'on' if self.relaxed_simd else 'off'} "

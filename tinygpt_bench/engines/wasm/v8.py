@@ -89,7 +89,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 class _Region:
-    """A window on the module's memory that numpy code of backends/wasm.py writes with
+    """A window on the module's memory that numpy code of the trainer (backend.py) writes with
     `[:] = values` and reads with `.copy()` / `np.asarray`; each is one host round trip."""
 
     def __init__(self, be: "V8Runtime", addr: int, count: int, dtype):

@@ -34,7 +34,7 @@ exceeds max-storage-buffer-binding-size (128 MiB on lavapipe) before the paramet
 wgpu_runtime.Program checks this for every dispatch it records (Dawn, Chrome's implementation,
 checks both rules too; wgpu-native only the first).
 
-Diagnosis hooks (backends/base.py; tinygpt_bench/diagnose.py calls them):
+Diagnosis hooks (engines/base.py; tinygpt_bench/diagnose.py calls them):
     plan(preset, **options)   every buffer load() creates, its size against the adapter's
                               binding and buffer limits; reads the adapter, creates no device.
                               plan() and load() size buffers with the same code (step_plan).
@@ -335,7 +335,7 @@ class WebGPUBackend(Backend):
         versions = implementation_versions(self.implementation)
         d = {"backend": self.name, "api": f"WebGPU ({versions['api_package']} on {self.implementation})",
              **describe_adapter(gpu.adapter), **versions}
-        # the stamps every result row carries (backends/base.py)
+        # the stamps every result row carries (engines/base.py)
         d.update(device=d.get("adapter"), device_type="CPU" if d["adapter_type"] == "CPU" else "GPU",
                  software_adapter=is_software_adapter({"device": d.get("adapter"), "adapter_type": d["adapter_type"]}),
                  adapter_vendor=d.get("vendor"), adapter_driver=d.get("description"), adapter_api=d.get("backend_api"),

@@ -1,7 +1,7 @@
 """The WebGPU runtime under the `webgpu` backend: adapter and device, WGSL kernels, and
 `Program`, a fixed list of dispatches recorded once and encoded into one compute pass per run.
 
-Nothing here knows the model; tinygpt_bench/backends/wgpu_ops.py builds the model's dispatches
+Nothing here knows the model; tinygpt_bench/engines/webgpu/ops.py builds the model's dispatches
 on top of it. It runs on two implementations of WebGPU through one API (wgpu-py's): wgpu-native
 and Dawn (wgpudawn); their differences and wgpu-py's workarounds live in wgpu_compat.py.
 
