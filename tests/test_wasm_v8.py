@@ -209,9 +209,9 @@ def test_profile_names_the_kernels():
 
 
 def test_env_shows_node_and_v8():
-    from tinygpt_bench import envinfo
+    from tinygpt_bench.engines.wasm import environment as wasm_environment
 
-    info = envinfo.collect_node()
+    info = wasm_environment.collect_node()
     assert info["node_version"].startswith("24.") and info["v8_version"].startswith("13.")
     assert os.path.samefile(info["node_path"], v8.node_path())
 

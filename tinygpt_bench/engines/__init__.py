@@ -93,6 +93,11 @@ def spec(name: str) -> tuple[Engine, BackendSpec]:
     return specs[name]
 
 
+def in_order() -> list[Engine]:
+    """The engines in their declared order (peaks.csv rows, the environment record)."""
+    return sorted(all_engines(), key=lambda e: e.order)
+
+
 def oracle() -> str:
     """The float64 reference backend every other backend's losses are checked against."""
     (name,) = [n for n, (_, b) in _specs().items() if b.oracle]

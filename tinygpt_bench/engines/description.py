@@ -108,6 +108,10 @@ def _no_explanation(error: str) -> str | None:
     return None
 
 
+def _no_environment(adapters: bool) -> dict:
+    return {}
+
+
 def _no_digests() -> dict:
     return {}
 
@@ -123,7 +127,10 @@ class Engine:
     # the machine columns it adds to every row of the run ({} if none), then emits its rows
     # through ctx.emit (each engine's peak.py)
     peak: Callable[[PeakContext], Iterator[dict]] | None = None
-    peak_order: int = 100  # rows of lower numbers come first in peaks.csv
+    order: int = 100  # the engine's place in peaks.csv and in the environment record (lower first)
+    # its part of the environment record: the runtime it needs and what it can see (wasmtime's
+    # features, Node; WebGPU adapters when asked: environment(adapters))
+    environment: Callable[[bool], dict] = _no_environment
     # the sha256 of what the engine runs that is not Python: {'module_sha256': ...} (the --resume fingerprint)
     digests: Callable[[], dict] = _no_digests
     # a plain sentence on what one of this engine's error texts means and what would fix it, or None

@@ -30,5 +30,5 @@ ENGINE = Engine(
         BackendSpec("torch-cuda", ".backend:TorchBackend", "GPU", fixed={"device": "cuda"}, label="PyTorch CUDA"),
     ),
     peak=_peak,
-    peak_order=30,
+    order=30,
 )

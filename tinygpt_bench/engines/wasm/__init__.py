@@ -67,6 +67,12 @@ def explain(error: str) -> str | None:
     return None
 
 
+def _environment(adapters: bool) -> dict:
+    from tinygpt_bench.engines.wasm.environment import collect
+
+    return collect(adapters)
+
+
 def _peak(ctx):
     from tinygpt_bench.engines.wasm.peak import measure
 
@@ -83,7 +89,8 @@ ENGINE = Engine(
                     peer="torch-cpu", label="wasm64 in V8 (Node)"),
     ),
     peak=_peak,
-    peak_order=10,
+    environment=_environment,
+    order=10,
     digests=_digests,
     explain=explain,
     too_big_fix="raise --max-memory (at most 16 GiB) or pick a smaller preset",

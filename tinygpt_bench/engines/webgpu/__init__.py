@@ -41,6 +41,12 @@ def explain(error: str) -> str | None:
     return None
 
 
+def _environment(adapters: bool) -> dict:
+    from tinygpt_bench.engines.webgpu.environment import collect
+
+    return collect(adapters)
+
+
 def _peak(ctx):
     from tinygpt_bench.engines.webgpu.peak import measure
 
@@ -58,7 +64,8 @@ ENGINE = Engine(
                     curve_default=True),
     ),
     peak=_peak,
-    peak_order=20,
+    environment=_environment,
+    order=20,
     digests=_digests,
     explain=explain,
     too_big_fix="pick an adapter with larger limits (--adapter) or a smaller preset",
