@@ -118,5 +118,6 @@ def collect_all(adapters: bool = True) -> dict:
     for part in (collect_cpu(), collect_python(), collect_git()):
         out.update(part)
     for e in engines.in_order():
-        out.update(e.environment(adapters))
+        if e.environment:
+            out.update(e.resolve(e.environment)(adapters))
     return out

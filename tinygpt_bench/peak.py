@@ -180,7 +180,7 @@ def measure(out_dir: Path, threads: int | None = None, adapter: str | None = Non
 
     ctx = PeakContext(threads=n, adapter=adapter, quick=quick, repeats=2 if quick else 5, machine=machine, emit=emit)
     try:
-        runs = [e.peak(ctx) for e in engines.in_order() if e.peak]
+        runs = [e.resolve(e.peak)(ctx) for e in engines.in_order() if e.peak]
         for run in runs:  # set-up first (an adapter's columns go on every row), then the measurements
             machine.update(next(run, None) or {})
         for run in runs:

@@ -136,8 +136,7 @@ def info(name: str) -> BackendInfo:
 def get_class(name: str):
     """(backend class, the keyword arguments its name fixes), importing the engine's module."""
     eng, b = spec(name)
-    module, cls = b.cls.split(":")
-    return getattr(importlib.import_module(module, eng.package), cls), dict(b.fixed)
+    return eng.resolve(b.cls), dict(b.fixed)
 
 
 def options_of(name: str) -> tuple[OptionSpec, ...]:
@@ -206,10 +205,17 @@ def fingerprint(values: dict) -> dict:
 
 
 def digests() -> dict:
-    """Every engine's artifact digests (module_sha256, kernels_sha256...)."""
+    """Every engine's artifact digests (module_sha256, kernels_sha256...): None where the files are missing."""
+    from tinygpt_bench.envinfo import sha256_of
+    from tinygpt_bench.resources import resource_dir
+
     out = {}
     for e in all_engines():
-        out.update(e.digests())
+        for key, (folder, pattern) in e.artifacts.items():
+            try:
+                out[key] = sha256_of(list(resource_dir(folder).glob(pattern)))
+            except FileNotFoundError:
+                out[key] = None
     return out
 
 

@@ -14,9 +14,10 @@ not declare is refused (never silently dropped).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 # which commands offer an engine option as a flag
 RUN, CURVE, DIAGNOSE = "run", "curve", "diagnose"
@@ -108,14 +109,6 @@ def _no_explanation(error: str) -> str | None:
     return None
 
 
-def _no_environment(adapters: bool) -> dict:
-    return {}
-
-
-def _no_digests() -> dict:
-    return {}
-
-
 @dataclass(frozen=True)
 class Engine:
     """An engine's description: its backends, peak measurements, artifact digests and error texts."""
@@ -123,18 +116,26 @@ class Engine:
     name: str  # the folder's name
     summary: str  # one line: what runs and on what
     backends: tuple[BackendSpec, ...]
-    # `tinygpt-bench peak`: peak(ctx) is a generator that sets up (e.g. opens the adapter), yields
-    # the machine columns it adds to every row of the run ({} if none), then emits its rows
-    # through ctx.emit (each engine's peak.py)
-    peak: Callable[[PeakContext], Iterator[dict]] | None = None
+    # Hooks are "module:function" references, the module relative to the engine's package,
+    # imported only when called (resolve()).
+    # `tinygpt-bench peak`: peak(ctx: PeakContext) is a generator that sets up (e.g. opens the
+    # adapter), yields the machine columns it adds to every row of the run ({} if none), then
+    # emits its rows through ctx.emit (each engine's peak.py: ".peak:measure")
+    peak: str | None = None
     order: int = 100  # the engine's place in peaks.csv and in the environment record (lower first)
-    # its part of the environment record: the runtime it needs and what it can see (wasmtime's
-    # features, Node; WebGPU adapters when asked: environment(adapters))
-    environment: Callable[[bool], dict] = _no_environment
-    # the sha256 of what the engine runs that is not Python: {'module_sha256': ...} (the --resume fingerprint)
-    digests: Callable[[], dict] = _no_digests
+    # its part of the environment record: environment(adapters: bool) -> dict, the runtime it
+    # needs and what it can see (wasmtime's features, Node; WebGPU adapters when asked)
+    environment: str | None = None
+    # what the engine runs that is not Python, digested into the --resume fingerprint:
+    # {key: (package resource folder, file pattern)}, e.g. {"module_sha256": ("wasm", "*.wasm")}
+    artifacts: dict = field(default_factory=dict)
     # a plain sentence on what one of this engine's error texts means and what would fix it, or None
     explain: Callable[[str], str | None] = _no_explanation
     # the fix diagnose's preflight names when a buffer or memory cannot fit under a limit of this engine
     too_big_fix: str = "pick a smaller preset"
     package: str = ""  # the Python package the engine was imported as (set by the registry)
+
+    def resolve(self, ref: str):
+        """What a "module:name" reference of this engine names (a backend class, a hook)."""
+        module, name = ref.split(":")
+        return getattr(importlib.import_module(module, self.package), name)

@@ -15,12 +15,6 @@ class TorchCpuOptions:
                                  fingerprint="always")
 
 
-def _peak(ctx):
-    from tinygpt_bench.engines.torch.peak import measure
-
-    return measure(ctx)
-
-
 ENGINE = Engine(
     name="torch",
     summary="PyTorch eager fp32, the native peers",
@@ -29,6 +23,6 @@ ENGINE = Engine(
                     label="PyTorch CPU"),
         BackendSpec("torch-cuda", ".backend:TorchBackend", "GPU", fixed={"device": "cuda"}, label="PyTorch CUDA"),
     ),
-    peak=_peak,
+    peak=".peak:measure",
     order=30,
 )

@@ -42,16 +42,6 @@ class WasmtimeOptions(WasmOptions):
                                   "--spectre-guards", (RUN, CURVE, DIAGNOSE), fingerprint="given")
 
 
-def _digests() -> dict:
-    from tinygpt_bench.envinfo import sha256_of
-    from tinygpt_bench.resources import resource_dir
-
-    try:
-        return {"module_sha256": sha256_of(list(resource_dir("wasm").glob("*.wasm")))}
-    except FileNotFoundError:
-        return {"module_sha256": None}
-
-
 def explain(error: str) -> str | None:
     """What the wasm engine's error texts mean, and the fix."""
     e = error.lower()
@@ -67,18 +57,6 @@ def explain(error: str) -> str | None:
     return None
 
 
-def _environment(adapters: bool) -> dict:
-    from tinygpt_bench.engines.wasm.environment import collect
-
-    return collect(adapters)
-
-
-def _peak(ctx):
-    from tinygpt_bench.engines.wasm.peak import measure
-
-    return measure(ctx)
-
-
 ENGINE = Engine(
     name="wasm",
     summary="the wasm64 module (wasm/tinygpt.wasm) on shared memory and worker threads, in wasmtime or V8",
@@ -88,10 +66,10 @@ ENGINE = Engine(
         BackendSpec("wasm-v8", ".v8:WasmV8Backend", "CPU", WasmOptions, faults=("trap", "nan-grad"),
                     peer="torch-cpu", label="wasm64 in V8 (Node)"),
     ),
-    peak=_peak,
-    environment=_environment,
+    peak=".peak:measure",
+    environment=".environment:collect",
     order=10,
-    digests=_digests,
+    artifacts={"module_sha256": ("wasm", "*.wasm")},
     explain=explain,
     too_big_fix="raise --max-memory (at most 16 GiB) or pick a smaller preset",
 )

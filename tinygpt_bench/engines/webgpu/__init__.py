@@ -15,16 +15,6 @@ class WebGPUOptions:
     adapter: str | None = option(None, "WebGPU adapter name substring or index", "--adapter", fingerprint="always")
 
 
-def _digests() -> dict:
-    from tinygpt_bench.envinfo import sha256_of
-    from tinygpt_bench.resources import resource_dir
-
-    try:
-        return {"kernels_sha256": sha256_of(list(resource_dir("kernels").glob("*.wgsl")))}
-    except FileNotFoundError:
-        return {"kernels_sha256": None}
-
-
 def explain(error: str) -> str | None:
     """What the WebGPU engine's error texts mean, and the fix."""
     e = error.lower()
@@ -41,18 +31,6 @@ def explain(error: str) -> str | None:
     return None
 
 
-def _environment(adapters: bool) -> dict:
-    from tinygpt_bench.engines.webgpu.environment import collect
-
-    return collect(adapters)
-
-
-def _peak(ctx):
-    from tinygpt_bench.engines.webgpu.peak import measure
-
-    return measure(ctx)
-
-
 ENGINE = Engine(
     name="webgpu",
     summary="WGSL kernels through wgpu-py's API on wgpu-native or Dawn",
@@ -63,10 +41,10 @@ ENGINE = Engine(
                     faults=("nan-grad", "shader", "limit="), peer="torch-cuda", label="WebGPU on Dawn",
                     curve_default=True),
     ),
-    peak=_peak,
-    environment=_environment,
+    peak=".peak:measure",
+    environment=".environment:collect",
     order=20,
-    digests=_digests,
+    artifacts={"kernels_sha256": ("kernels", "*.wgsl")},
     explain=explain,
     too_big_fix="pick an adapter with larger limits (--adapter) or a smaller preset",
 )
