@@ -149,10 +149,9 @@ def engine_options(command: str):
 def check_engine_options(backend_names: list[str], options: dict) -> None:
     """Every given engine option must be taken by a chosen backend: one line naming it otherwise."""
     for name in options:
-        if not any(name in engines.select(b, {name: options[name]}) for b in backend_names):
-            o = next(o for b in engines.names() for o in engines.options_of(b) if o.name == name)
-            takers = [b for b in engines.names() if any(x.name == name for x in engines.options_of(b))]
-            flag = o.flag.split("/")[0] if o.flag else name
+        if not any(o.name == name for b in backend_names for o in engines.options_of(b)):
+            takers = [b for b in engines.names() if any(o.name == name for o in engines.options_of(b))]
+            flag = next(o.flag for o in engines.options_of(takers[0]) if o.name == name).split("/")[0]
             raise UserError(f"{flag} is not an option of {', '.join(backend_names)}; it is one of "
                             f"{', '.join(takers)}: leave it out or choose one of those backends")
 
