@@ -78,8 +78,9 @@ def test_engine_folders_are_discovered_and_describe_their_backends():
             "wasm-v8"} <= set(names)
     for n in names:
         i = engines.info(n)
-        assert i.device_type in ("CPU", "GPU") and (i.peer is None or i.peer in names)
-    assert engines.info("webgpu").peer == "torch-cuda" and engines.info("wasm-v8").engine == "wasm"
+        assert i.hardware in ("CPU", "GPU") and (i.native_peer is None or i.native_peer in names)
+        assert (i.kernel_timing is not None) == ("profile" in engines.get_class(n)[0].capabilities), n
+    assert engines.info("webgpu").native_peer == "torch-cuda" and engines.info("wasm-v8").engine == "wasm"
     with pytest.raises(UserError, match="unknown backend 'nope'; choose one of reference"):
         engines.spec("nope")
 

@@ -123,14 +123,16 @@ class BackendInfo:
 
     name: str
     engine: str  # the engine folder's name
-    device_type: str  # 'GPU' or 'CPU'
-    peer: str | None  # its native peer backend, if any
+    hardware: str  # 'GPU' or 'CPU': what it is built for, whatever adapter it ran on
+    native_peer: str | None  # the backend a user would otherwise pick on that hardware; None for a peer
+    kernel_timing: str | None  # how its per-kernel times (profile) are measured; None: it has none
     label: str
 
 
 def info(name: str) -> BackendInfo:
+    """What a result row says of a backend beyond its describe(); a UserError for an unknown name."""
     eng, b = spec(name)
-    return BackendInfo(b.name, eng.name, b.device_type, b.peer, b.label)
+    return BackendInfo(b.name, eng.name, b.hardware, b.native_peer, b.kernel_timing, b.label)
 
 
 def get_class(name: str):

@@ -83,12 +83,13 @@ class BackendSpec:
 
     name: str  # the --backend name, e.g. 'wasm-v8'
     cls: str  # 'module:Class', the module relative to the engine's package ('.v8:WasmV8Backend')
-    device_type: str  # 'GPU' or 'CPU': what the engine computes on
+    hardware: str  # 'GPU' or 'CPU': what the engine is built for, whatever adapter it ran on
     options: type = NoOptions  # a frozen dataclass of option() fields
     fixed: dict = field(default_factory=dict)  # constructor arguments fixed by the name (dtype, device)
     faults: tuple[str, ...] = ()  # fault kinds it takes (faults.py); 'limit=' stands for limit=BYTES
-    peer: str | None = None  # the native peer timed beside it (webgpu -> torch-cuda), if any
+    native_peer: str | None = None  # the backend a user would otherwise pick on that hardware (webgpu -> torch-cuda)
     label: str = ""  # a few words for tables ('WebGPU on wgpu-native')
+    kernel_timing: str | None = None  # how profile() times its kernels (None: it has no profile)
     oracle: bool = False  # the float64 reference every other backend's losses are checked against (one)
     curve_default: bool = False  # measured by `curve` (and walked by `diagnose`) unless --backends says
 

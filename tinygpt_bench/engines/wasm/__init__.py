@@ -57,14 +57,17 @@ def explain(error: str) -> str | None:
     return None
 
 
+REGIONS = "wall time of each kind of parallel region"  # how profile() times the kernels
+
 ENGINE = Engine(
     name="wasm",
     summary="the wasm64 module (wasm/tinygpt.wasm) on shared memory and worker threads, in wasmtime or V8",
     backends=(
         BackendSpec("wasm", ".backend:WasmBackend", "CPU", WasmtimeOptions, faults=("trap", "nan-grad"),
-                    peer="torch-cpu", label="wasm64 in wasmtime", curve_default=True),
+                    native_peer="torch-cpu", label="wasm64 in wasmtime", kernel_timing=REGIONS,
+                    curve_default=True),
         BackendSpec("wasm-v8", ".v8:WasmV8Backend", "CPU", WasmOptions, faults=("trap", "nan-grad"),
-                    peer="torch-cpu", label="wasm64 in V8 (Node)"),
+                    native_peer="torch-cpu", label="wasm64 in V8 (Node)", kernel_timing=REGIONS),
     ),
     peak=".peak:measure",
     environment=".environment:collect",

@@ -31,15 +31,18 @@ def explain(error: str) -> str | None:
     return None
 
 
+TIMESTAMPS = "GPU time from timestamp queries, each dispatch in its own compute pass"  # profile()'s timing
+
 ENGINE = Engine(
     name="webgpu",
     summary="WGSL kernels through wgpu-py's API on wgpu-native or Dawn",
     backends=(
         BackendSpec("webgpu", ".backend:WebGPUBackend", "GPU", WebGPUOptions, faults=("nan-grad", "shader", "limit="),
-                    peer="torch-cuda", label="WebGPU on wgpu-native", curve_default=True),
+                    native_peer="torch-cuda", label="WebGPU on wgpu-native",
+                    kernel_timing=TIMESTAMPS, curve_default=True),
         BackendSpec("webgpu-dawn", ".backend:DawnWebGPUBackend", "GPU", WebGPUOptions,
-                    faults=("nan-grad", "shader", "limit="), peer="torch-cuda", label="WebGPU on Dawn",
-                    curve_default=True),
+                    faults=("nan-grad", "shader", "limit="), native_peer="torch-cuda", label="WebGPU on Dawn",
+                    kernel_timing=TIMESTAMPS, curve_default=True),
     ),
     peak=".peak:measure",
     environment=".environment:collect",
