@@ -34,16 +34,16 @@ from conftest import WEBGPU_BACKENDS, open_gpu
 FAULT = "TINYGPT_BENCH_FAULT"
 IMPLEMENTATION = {b: impl for impl, b in WEBGPU_BACKENDS.items()}  # webgpu -> wgpu-native, ...
 
-# engine -> (markers, fault kinds its constructor takes (None: no fault argument))
-ENGINES = {
-    "reference-fp32": ((pytest.mark.reference,), ("nan-grad",)),
-    "torch-cpu": ((pytest.mark.torch,), None),
-    "torch-cuda": ((pytest.mark.torch, pytest.mark.gpu), None),
-    "webgpu": ((pytest.mark.webgpu, pytest.mark.gpu), ("shader", "nan-grad", "limit=BYTES")),
-    "webgpu-dawn": ((pytest.mark.webgpu, pytest.mark.gpu), ("shader", "nan-grad", "limit=BYTES")),
-    "wasm": ((pytest.mark.wasm,), ("trap", "nan-grad")),
-    "wasm-v8": ((pytest.mark.wasm,), ("trap", "nan-grad")),
-}
+def _markers(name: str) -> tuple:
+    """The engine family's marker, and `gpu` for a backend built for the GPU."""
+    i = engines.info(name)
+    return (getattr(pytest.mark, i.engine),) + ((pytest.mark.gpu,) if i.hardware == "GPU" else ())
+
+
+# backend -> (markers, fault kinds its constructor takes (None: no fault argument)), from the
+# engines' descriptions: every backend of the package but the oracle itself
+ENGINES = {n: (_markers(n), tuple(k + "BYTES" if k == "limit=" else k for k in engines.spec(n)[1].faults) or None)
+           for n in engines.names() if n != engines.oracle()}
 # kernels every engine with a per-kernel profile must name in diagnose's table
 KERNELS = {
     "webgpu": ("adamw", "attention_forward", "attention_backward_dkv", "attention_backward_dq"),
