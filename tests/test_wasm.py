@@ -235,3 +235,39 @@ def test_fma_default_follows_the_cpu():
     assert not wasm.fma_by_default("")
     assert wasm.WasmBackend(threads=1).relaxed_simd == wasm.fma_by_default()
     assert wasm.WasmBackend(threads=1, relaxed_simd=False).relaxed_simd is False
+
+
+@pytest.mark.parametrize("host", ["wasmtime", "v8"])
+def test_the_runtime_alone_knows_nothing_of_the_model(host):
+    """runtime.py (and v8.py's V8Runtime) run the module without a trainer: start the pool,
+    put and read memory, call an export on every thread, log the growth, close; and import
+    nothing of the model."""
+    import ast
+    from pathlib import Path
+
+    from tinygpt_bench.engines.wasm import runtime
+
+    src = Path(runtime.__file__).read_text()
+    imported = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"tinygpt_bench.model", "tinygpt_bench.presets", "tinygpt_bench.engines.base"}
+    from tinygpt_bench.resources import resource_dir
+
+    module = str(resource_dir("wasm") / "tinygpt.wasm")
+    if host == "v8":
+        v8 = pytest.importorskip("tinygpt_bench.engines.wasm.v8")
+        rt = v8.V8Runtime(module, threads=2)
+    else:
+        rt = runtime.WasmRuntime(module, threads=2)
+    try:
+        rt.start()
+        assert rt.started and rt.heap_mark > 0
+        x = np.arange(1000, dtype=np.float32)
+        addr = rt.put(x)
+        assert np.array_equal(np.asarray(rt.f32(addr, x.size).copy()), x)
+        assert rt.call("bench_peak", 10) != 0  # every thread runs its chains
+        pages = rt.memory_bytes() // runtime.PAGE
+        assert rt.call("grow_in_region", 4) == pages + 4  # grown while the workers run a region
+        assert any(e["in_parallel_region"] for e in rt.events())
+    finally:
+        rt.close()
+    assert not rt.started and rt.events()  # the growth log answers after close
