@@ -6,6 +6,7 @@ median ms/step of steps 2..N of each, the median of the paired ratios and whethe
 losses agreed to the bit.
 
     python dev/v8_ab.py --presets tiny,small,medium,large --threads 2 --steps 15
+    python dev/v8_ab.py --presets xl --threads 2 --steps 5 --fma --profile 5   # and per kernel
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--fma", action="store_true", help="relaxed-SIMD FMA matmul on both")
+    ap.add_argument("--profile", type=int, default=0,
+                    help="then per kernel: this many profiled steps of each engine, alternating (ms a step)")
     a = ap.parse_args()
     print(f"threads={a.threads} steps={a.steps} fma={'on' if a.fma else 'off'}")
     print("| preset | wasm ms/step | wasm-v8 ms/step | wasm / wasm-v8 (median of pairs) | losses bit-identical |")
@@ -57,9 +60,29 @@ def main() -> None:
                     else:
                         tw.append(ms)
                         lw.append(loss)
+            kernels = per_kernel(wt, v8, batches, a.profile) if a.profile else None
         ratio = statistics.median(w / v for w, v in zip(tw[1:], tv[1:]))
         print(f"| {name} | {statistics.median(tw[1:]):.2f} | {statistics.median(tv[1:]):.2f} | {ratio:.3f} | "
               f"{lw == lv} |", flush=True)
+        if kernels:
+            print(f"\n{name}, per kernel (ms a step, median of {a.profile} profiled steps each, alternating):\n")
+            print("| kernel | wasm | wasm-v8 | wasm / wasm-v8 |\n|---|---|---|---|")
+            for k, (w, v) in sorted(kernels.items(), key=lambda kv: -kv[1][0]):
+                print(f"| {k} | {w:.2f} | {v:.2f} | {w / v if v else float('nan'):.2f} |")
+            print(flush=True)
+
+
+def per_kernel(wt, v8, batches, n: int) -> dict[str, tuple[float, float]]:
+    """{kernel: (wasm ms, wasm-v8 ms)} a step: the engines' own per-kernel profile (a host clock
+    around each parallel region), n steps of each, alternating which goes first."""
+    got: dict = {"wasm": [], "v8": []}
+    for i in range(n):
+        order = (("wasm", wt), ("v8", v8)) if i % 2 == 0 else (("v8", v8), ("wasm", wt))
+        for key, be in order:
+            got[key].append(be.profile(batches[i % len(batches)]))
+    names = set().union(*got["wasm"], *got["v8"])
+    med = lambda runs, k: statistics.median(r.get(k, 0.0) for r in runs)  # noqa: E731
+    return {k: (med(got["wasm"], k), med(got["v8"], k)) for k in names}
 
 
 if __name__ == "__main__":

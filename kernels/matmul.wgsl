@@ -30,10 +30,19 @@ struct Args {
     bias_off: u32, res_off: u32,          // element offsets of bias (N) and res (M,N)
     flags: u32,                           // HAS_BIAS | HAS_RES | ACCUM | BIAS_GRAD
     k_split: u32,                         // matmul_splitk, splitk_reduce: number of K slices S
+    // batched products (override BATCHED; matmul_shared_pf, matmul_big, matmul_big_pf): workgroup z
+    // takes product z of a batch, whose operands are at a_off + (z / zin) * a_so + (z % zin) * a_si
+    // (b and c alike), rows lda, ldb, ldc elements apart: the per-head products of attention, whose
+    // head slices of (B,T,C) tensors are rows C apart (zin = H heads inside each of B batches)
+    lda: u32, ldb: u32, ldc: u32, zin: u32,
+    a_so: u32, a_si: u32, b_so: u32, b_si: u32, c_so: u32, c_si: u32,
 }
 const HAS_BIAS: u32 = 1u;
 const HAS_RES: u32 = 2u;
 const ACCUM: u32 = 4u;
+const SKIP_UPPER: u32 = 16u;   // batched, causal: a tile whose columns all exceed its rows is not computed
+const K_UPTO_ROW: u32 = 32u;   // batched, causal: op(a)[i, kk] = 0 for kk > i: K stops at the tile's last row
+const K_FROM_ROW: u32 = 64u;   // batched, causal: op(a)[j, kk] = 0 for kk < j: K starts at the tile's first row
 const BIAS_GRAD: u32 = 8u;   // matmul_direct, weight gradient dW = x^T @ dy: also db = column sums
                              // of op(b) = dy into c[bias_off..+n] (overwritten), by the
                              // invocations of the first row block, which read all of dy anyway
@@ -47,6 +56,8 @@ const BIAS_GRAD: u32 = 8u;   // matmul_direct, weight gradient dW = x^T @ dy: al
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
+override BATCHED: bool = false;   // a batch of products, one a workgroup z (Args); no bias, res or split
+var<private> zbase: vec3<u32>;    // batched: element offsets of this workgroup's a, b and c (batch_begin)
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -58,14 +69,45 @@ var<workgroup> tile_b: array<f32, 1024>;   // (BK, BN): tile_b[kk * BN + nn] = o
 
 fn load_a(row: u32, kk: u32) -> f32 {   // op(a)[row, kk], zero outside
     if (row >= u.m || kk >= u.k) { return 0.0; }
+    if (BATCHED) {
+        if (TRANS_A) { return a[zbase.x + kk * u.lda + row]; }
+        return a[zbase.x + row * u.lda + kk];
+    }
     if (TRANS_A) { return a[u.a_off + kk * u.m + row]; }
     return a[u.a_off + row * u.k + kk];
 }
 
 fn load_b(kk: u32, col: u32) -> f32 {   // op(b)[kk, col], zero outside
     if (kk >= u.k || col >= u.n) { return 0.0; }
+    if (BATCHED) {
+        if (TRANS_B) { return b[zbase.y + col * u.ldb + kk]; }
+        return b[zbase.y + kk * u.ldb + col];
+    }
     if (TRANS_B) { return b[u.b_off + col * u.k + kk]; }
     return b[u.b_off + kk * u.n + col];
+}
+
+// Batched products: this workgroup's operand offsets (zbase) and its range of K, (lo, hi, 0): all
+// of K, or under the causal flags only where op(a) can be non-zero for the tile's rows
+// row0 .. row0 + tile - 1 (the range stays in whole BK steps: row0 and tile are multiples of 16).
+// Not batched: k_range(z), the split-K slice.
+fn tile_k_range(z: u32, row0: u32, tile: u32) -> vec3<u32> {
+    if (!BATCHED) { return k_range(z); }
+    let zo = z / u.zin;
+    let zi = z % u.zin;
+    zbase = vec3(u.a_off + zo * u.a_so + zi * u.a_si, u.b_off + zo * u.b_so + zi * u.b_si,
+                 u.c_off + zo * u.c_so + zi * u.c_si);
+    var lo = 0u;
+    var hi = u.k;
+    if ((u.flags & K_UPTO_ROW) != 0u) { hi = min(hi, row0 + tile); }
+    if ((u.flags & K_FROM_ROW) != 0u) { lo = min(hi, row0); }
+    return vec3(lo, hi, 0u);
+}
+
+// Batched, causal (SKIP_UPPER): the tile at (row0, col0) lies wholly above the diagonal (every
+// column past every row): nothing of it is computed or stored (what reads c reads only j <= i).
+fn skip_tile(row0: u32, col0: u32, tile: u32) -> bool {
+    return BATCHED && (u.flags & SKIP_UPPER) != 0u && col0 >= row0 + tile;
 }
 
 @compute @workgroup_size(16, 16)
@@ -277,44 +319,69 @@ fn matmul_direct4(@builtin(global_invocation_id) gid: vec3<u32>) {
 var<workgroup> sa: array<vec4<f32>, 256>;   // (BK, 16): sa[kk*16 + r4][i] = op(a)[row0 + 4 r4 + i, k0 + kk]
 var<workgroup> sb: array<vec4<f32>, 256>;   // (BK, 16): sb[kk*16 + c4][j] = op(b)[k0 + kk, col0 + 4 c4 + j]
 
+// The accumulators of the 64 x 64 kernels (4 x 4 an invocation) and their bias-gradient sums,
+// private so that one step of k is a function (shared_k) and a BK = 16 step is 16 calls of it
+// in a row (shared_step): Naga, wgpu-native's compiler, emits every loop as an unbounded loop
+// with a 64-bit iteration counter (its guard against infinite loops), which the driver cannot
+// unroll; Tint (Dawn) emits a loop the driver unrolls. UNROLL = false keeps the loop (A/B).
+override UNROLL: bool = true;
+var<private> s_acc0: vec4<f32>;
+var<private> s_acc1: vec4<f32>;
+var<private> s_acc2: vec4<f32>;
+var<private> s_acc3: vec4<f32>;
+var<private> s_db: vec4<f32>;
+
+fn shared_k(kk: u32, tx: u32, ty: u32, want_db: bool) {
+    let a4 = sa[kk * 16u + ty];
+    let b4 = sb[kk * 16u + tx];
+    s_acc0 = fma(vec4(a4.x), b4, s_acc0);
+    s_acc1 = fma(vec4(a4.y), b4, s_acc1);
+    s_acc2 = fma(vec4(a4.z), b4, s_acc2);
+    s_acc3 = fma(vec4(a4.w), b4, s_acc3);
+    if (want_db) { s_db += b4; }
+}
+
+fn shared_step(tx: u32, ty: u32, w: bool) {   // the 16 k of one staged step, in order
+    if (!UNROLL) {
+        for (var kk = 0u; kk < 16u; kk++) { shared_k(kk, tx, ty, w); }
+        return;
+    }
+    shared_k(0u, tx, ty, w);  shared_k(1u, tx, ty, w);  shared_k(2u, tx, ty, w);  shared_k(3u, tx, ty, w);
+    shared_k(4u, tx, ty, w);  shared_k(5u, tx, ty, w);  shared_k(6u, tx, ty, w);  shared_k(7u, tx, ty, w);
+    shared_k(8u, tx, ty, w);  shared_k(9u, tx, ty, w);  shared_k(10u, tx, ty, w); shared_k(11u, tx, ty, w);
+    shared_k(12u, tx, ty, w); shared_k(13u, tx, ty, w); shared_k(14u, tx, ty, w); shared_k(15u, tx, ty, w);
+}
+
+fn shared_store(wid: vec3<u32>, row0: u32, col0: u32, tx: u32, ty: u32, want_db: bool, zoff: u32) {
+    let row = row0 + 4u * ty;
+    let col = col0 + 4u * tx;
+    if (want_db) {
+        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { c[u.bias_off + wid.z * u.n + col + j] = s_db[j]; } }
+    }
+    store_4z(row, col, s_acc0, zoff);
+    store_4z(row + 1u, col, s_acc1, zoff);
+    store_4z(row + 2u, col, s_acc2, zoff);
+    store_4z(row + 3u, col, s_acc3, zoff);
+}
+
 @compute @workgroup_size(16, 16)
 fn matmul_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let kr = k_range(wid.z);
     let want_db = (u.flags & BIAS_GRAD) != 0u && wid.y == 0u && lid.y == 0u;
-    var db = vec4<f32>(0.0);
+    s_acc0 = vec4(0.0); s_acc1 = vec4(0.0); s_acc2 = vec4(0.0); s_acc3 = vec4(0.0); s_db = vec4(0.0);
     let tx = lid.x;
     let ty = lid.y;
     let t = ty * 16u + tx;
     let row0 = wid.y * 64u;
     let col0 = wid.x * 64u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
     for (var k0 = kr.x; k0 < kr.y; k0 += 16u) {
         put_a(t, fetch_a(t, row0, k0));   // staging: fetch_a/put_a and fetch_b/put_b below
         put_b(t, fetch_b(t, col0, k0));
         workgroupBarrier();
-        for (var kk = 0u; kk < 16u; kk++) {
-            let a4 = sa[kk * 16u + ty];
-            let b4 = sb[kk * 16u + tx];
-            acc0 = fma(vec4(a4.x), b4, acc0);
-            acc1 = fma(vec4(a4.y), b4, acc1);
-            acc2 = fma(vec4(a4.z), b4, acc2);
-            acc3 = fma(vec4(a4.w), b4, acc3);
-            if (want_db) { db += b4; }
-        }
+        shared_step(tx, ty, want_db);
         workgroupBarrier();
     }
-    let row = row0 + 4u * ty;
-    let col = col0 + 4u * tx;
-    if (want_db) {
-        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { c[u.bias_off + wid.z * u.n + col + j] = db[j]; } }
-    }
-    store_4z(row, col, acc0, kr.z);
-    store_4z(row + 1u, col, acc1, kr.z);
-    store_4z(row + 2u, col, acc2, kr.z);
-    store_4z(row + 3u, col, acc3, kr.z);
+    shared_store(wid, row0, col0, tx, ty, want_db, kr.z);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,18 +432,15 @@ fn put_b(t: u32, x: vec4<f32>) {
 
 @compute @workgroup_size(16, 16)
 fn matmul_shared_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let kr = k_range(wid.z);
+    let row0 = wid.y * 64u;
+    let col0 = wid.x * 64u;
+    if (skip_tile(row0, col0, 64u)) { return; }
+    let kr = tile_k_range(wid.z, row0, 64u);
     let want_db = (u.flags & BIAS_GRAD) != 0u && wid.y == 0u && lid.y == 0u;
-    var db = vec4<f32>(0.0);
+    s_acc0 = vec4(0.0); s_acc1 = vec4(0.0); s_acc2 = vec4(0.0); s_acc3 = vec4(0.0); s_db = vec4(0.0);
     let tx = lid.x;
     let ty = lid.y;
     let t = ty * 16u + tx;
-    let row0 = wid.y * 64u;
-    let col0 = wid.x * 64u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
     var xa = fetch_a(t, row0, kr.x);
     var xb = fetch_b(t, col0, kr.x);
     for (var k0 = kr.x; k0 < kr.y; k0 += 16u) {
@@ -387,26 +451,10 @@ fn matmul_shared_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
             xa = fetch_a(t, row0, k0 + 16u);
             xb = fetch_b(t, col0, k0 + 16u);
         }
-        for (var kk = 0u; kk < 16u; kk++) {
-            let a4 = sa[kk * 16u + ty];
-            let b4 = sb[kk * 16u + tx];
-            acc0 = fma(vec4(a4.x), b4, acc0);
-            acc1 = fma(vec4(a4.y), b4, acc1);
-            acc2 = fma(vec4(a4.z), b4, acc2);
-            acc3 = fma(vec4(a4.w), b4, acc3);
-            if (want_db) { db += b4; }
-        }
+        shared_step(tx, ty, want_db);
         workgroupBarrier();
     }
-    let row = row0 + 4u * ty;
-    let col = col0 + 4u * tx;
-    if (want_db) {
-        for (var j = 0u; j < 4u; j++) { if (col + j < u.n) { c[u.bias_off + wid.z * u.n + col + j] = db[j]; } }
-    }
-    store_4z(row, col, acc0, kr.z);
-    store_4z(row + 1u, col, acc1, kr.z);
-    store_4z(row + 2u, col, acc2, kr.z);
-    store_4z(row + 3u, col, acc3, kr.z);
+    shared_store(wid, row0, col0, tx, ty, want_db, kr.z);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -457,6 +505,7 @@ fn put_gb(t: u32, x: vec4<f32>) {
 // results bit for bit. Its body is one function with the prefetch as a constant argument.
 @compute @workgroup_size(16, 16)
 fn matmul_big(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    if (skip_tile(wid.y * 128u, wid.x * 128u, 128u)) { return; }
     big_tile(wid, lid, false);
 }
 
@@ -465,27 +514,60 @@ fn matmul_big(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 // workgroups an SM (the 8 x 8 blocks take many registers), their latency is not hidden otherwise.
 @compute @workgroup_size(16, 16)
 fn matmul_big_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    if (skip_tile(wid.y * 128u, wid.x * 128u, 128u)) { return; }
     big_tile(wid, lid, true);
 }
 
+// The 8 x 8 accumulators of the 128 x 128 kernels and their bias-gradient sums, private for the
+// same reason as the 64 x 64 kernels' (UNROLL): big_k is one k, big_step the 8 of a BK = 8 step.
+var<private> r0a: vec4<f32>; var<private> r0b: vec4<f32>;
+var<private> r1a: vec4<f32>; var<private> r1b: vec4<f32>;
+var<private> r2a: vec4<f32>; var<private> r2b: vec4<f32>;
+var<private> r3a: vec4<f32>; var<private> r3b: vec4<f32>;
+var<private> r4a: vec4<f32>; var<private> r4b: vec4<f32>;
+var<private> r5a: vec4<f32>; var<private> r5b: vec4<f32>;
+var<private> r6a: vec4<f32>; var<private> r6b: vec4<f32>;
+var<private> r7a: vec4<f32>; var<private> r7b: vec4<f32>;
+var<private> r_db_lo: vec4<f32>;
+var<private> r_db_hi: vec4<f32>;
+
+fn big_k(kk: u32, tx: u32, ty: u32, want_db: bool) {
+    let a_lo = ga[kk * 32u + ty];
+    let a_hi = ga[kk * 32u + 16u + ty];
+    let b_lo = gb[kk * 32u + tx];
+    let b_hi = gb[kk * 32u + 16u + tx];
+    r0a = fma(vec4(a_lo.x), b_lo, r0a); r0b = fma(vec4(a_lo.x), b_hi, r0b);
+    r1a = fma(vec4(a_lo.y), b_lo, r1a); r1b = fma(vec4(a_lo.y), b_hi, r1b);
+    r2a = fma(vec4(a_lo.z), b_lo, r2a); r2b = fma(vec4(a_lo.z), b_hi, r2b);
+    r3a = fma(vec4(a_lo.w), b_lo, r3a); r3b = fma(vec4(a_lo.w), b_hi, r3b);
+    r4a = fma(vec4(a_hi.x), b_lo, r4a); r4b = fma(vec4(a_hi.x), b_hi, r4b);
+    r5a = fma(vec4(a_hi.y), b_lo, r5a); r5b = fma(vec4(a_hi.y), b_hi, r5b);
+    r6a = fma(vec4(a_hi.z), b_lo, r6a); r6b = fma(vec4(a_hi.z), b_hi, r6b);
+    r7a = fma(vec4(a_hi.w), b_lo, r7a); r7b = fma(vec4(a_hi.w), b_hi, r7b);
+    if (want_db) { r_db_lo += b_lo; r_db_hi += b_hi; }
+}
+
+fn big_step(tx: u32, ty: u32, w: bool) {   // the 8 k of one staged step, in order
+    if (!UNROLL) {
+        for (var kk = 0u; kk < 8u; kk++) { big_k(kk, tx, ty, w); }
+        return;
+    }
+    big_k(0u, tx, ty, w); big_k(1u, tx, ty, w); big_k(2u, tx, ty, w); big_k(3u, tx, ty, w);
+    big_k(4u, tx, ty, w); big_k(5u, tx, ty, w); big_k(6u, tx, ty, w); big_k(7u, tx, ty, w);
+}
+
 fn big_tile(wid: vec3<u32>, lid: vec3<u32>, prefetch: bool) {
-    let kr = k_range(wid.z);
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    let kr = tile_k_range(wid.z, row0, 128u);
     let want_db = (u.flags & BIAS_GRAD) != 0u && wid.y == 0u && lid.y == 0u;
-    var db_lo = vec4<f32>(0.0);
-    var db_hi = vec4<f32>(0.0);
     let tx = lid.x;
     let ty = lid.y;
     let t = ty * 16u + tx;
-    let row0 = wid.y * 128u;
-    let col0 = wid.x * 128u;
-    var c0a = vec4<f32>(0.0); var c0b = vec4<f32>(0.0);
-    var c1a = vec4<f32>(0.0); var c1b = vec4<f32>(0.0);
-    var c2a = vec4<f32>(0.0); var c2b = vec4<f32>(0.0);
-    var c3a = vec4<f32>(0.0); var c3b = vec4<f32>(0.0);
-    var c4a = vec4<f32>(0.0); var c4b = vec4<f32>(0.0);
-    var c5a = vec4<f32>(0.0); var c5b = vec4<f32>(0.0);
-    var c6a = vec4<f32>(0.0); var c6b = vec4<f32>(0.0);
-    var c7a = vec4<f32>(0.0); var c7b = vec4<f32>(0.0);
+    let z4 = vec4<f32>(0.0);
+    r0a = z4; r0b = z4; r1a = z4; r1b = z4; r2a = z4; r2b = z4; r3a = z4; r3b = z4;
+    r4a = z4; r4b = z4; r5a = z4; r5b = z4; r6a = z4; r6b = z4; r7a = z4; r7b = z4;
+    r_db_lo = z4; r_db_hi = z4;
     var xa = vec4<f32>(0.0);
     var xb = vec4<f32>(0.0);
     if (prefetch) { xa = fetch_ga(t, row0, kr.x); xb = fetch_gb(t, col0, kr.x); }
@@ -498,39 +580,25 @@ fn big_tile(wid: vec3<u32>, lid: vec3<u32>, prefetch: bool) {
             xa = fetch_ga(t, row0, k0 + 8u);
             xb = fetch_gb(t, col0, k0 + 8u);
         }
-        for (var kk = 0u; kk < 8u; kk++) {
-            let a_lo = ga[kk * 32u + ty];
-            let a_hi = ga[kk * 32u + 16u + ty];
-            let b_lo = gb[kk * 32u + tx];
-            let b_hi = gb[kk * 32u + 16u + tx];
-            c0a = fma(vec4(a_lo.x), b_lo, c0a); c0b = fma(vec4(a_lo.x), b_hi, c0b);
-            c1a = fma(vec4(a_lo.y), b_lo, c1a); c1b = fma(vec4(a_lo.y), b_hi, c1b);
-            c2a = fma(vec4(a_lo.z), b_lo, c2a); c2b = fma(vec4(a_lo.z), b_hi, c2b);
-            c3a = fma(vec4(a_lo.w), b_lo, c3a); c3b = fma(vec4(a_lo.w), b_hi, c3b);
-            c4a = fma(vec4(a_hi.x), b_lo, c4a); c4b = fma(vec4(a_hi.x), b_hi, c4b);
-            c5a = fma(vec4(a_hi.y), b_lo, c5a); c5b = fma(vec4(a_hi.y), b_hi, c5b);
-            c6a = fma(vec4(a_hi.z), b_lo, c6a); c6b = fma(vec4(a_hi.z), b_hi, c6b);
-            c7a = fma(vec4(a_hi.w), b_lo, c7a); c7b = fma(vec4(a_hi.w), b_hi, c7b);
-            if (want_db) { db_lo += b_lo; db_hi += b_hi; }
-        }
+        big_step(tx, ty, want_db);
         workgroupBarrier();
     }
     let r = row0 + 4u * ty;
     let col = col0 + 4u * tx;
     if (want_db) {
         for (var j = 0u; j < 4u; j++) {
-            if (col + j < u.n) { c[u.bias_off + wid.z * u.n + col + j] = db_lo[j]; }
-            if (col + 64u + j < u.n) { c[u.bias_off + wid.z * u.n + col + 64u + j] = db_hi[j]; }
+            if (col + j < u.n) { c[u.bias_off + wid.z * u.n + col + j] = r_db_lo[j]; }
+            if (col + 64u + j < u.n) { c[u.bias_off + wid.z * u.n + col + 64u + j] = r_db_hi[j]; }
         }
     }
-    store_4z(r, col, c0a, kr.z);               store_4z(r, col + 64u, c0b, kr.z);
-    store_4z(r + 1u, col, c1a, kr.z);          store_4z(r + 1u, col + 64u, c1b, kr.z);
-    store_4z(r + 2u, col, c2a, kr.z);          store_4z(r + 2u, col + 64u, c2b, kr.z);
-    store_4z(r + 3u, col, c3a, kr.z);          store_4z(r + 3u, col + 64u, c3b, kr.z);
-    store_4z(r + 64u, col, c4a, kr.z);         store_4z(r + 64u, col + 64u, c4b, kr.z);
-    store_4z(r + 65u, col, c5a, kr.z);         store_4z(r + 65u, col + 64u, c5b, kr.z);
-    store_4z(r + 66u, col, c6a, kr.z);         store_4z(r + 66u, col + 64u, c6b, kr.z);
-    store_4z(r + 67u, col, c7a, kr.z);         store_4z(r + 67u, col + 64u, c7b, kr.z);
+    store_4z(r, col, r0a, kr.z);               store_4z(r, col + 64u, r0b, kr.z);
+    store_4z(r + 1u, col, r1a, kr.z);          store_4z(r + 1u, col + 64u, r1b, kr.z);
+    store_4z(r + 2u, col, r2a, kr.z);          store_4z(r + 2u, col + 64u, r2b, kr.z);
+    store_4z(r + 3u, col, r3a, kr.z);          store_4z(r + 3u, col + 64u, r3b, kr.z);
+    store_4z(r + 64u, col, r4a, kr.z);         store_4z(r + 64u, col + 64u, r4b, kr.z);
+    store_4z(r + 65u, col, r5a, kr.z);         store_4z(r + 65u, col + 64u, r5b, kr.z);
+    store_4z(r + 66u, col, r6a, kr.z);         store_4z(r + 66u, col + 64u, r6b, kr.z);
+    store_4z(r + 67u, col, r7a, kr.z);         store_4z(r + 67u, col + 64u, r7b, kr.z);
 }
 
 // db (N) = sum over rows of dy (M,N)   [+ db with ACCUM]
@@ -562,6 +630,15 @@ fn k_range(z: u32) -> vec3<u32> {   // (k_lo, k_hi, element offset of this slice
 
 fn store_4z(row: u32, col: u32, acc: vec4<f32>, zoff: u32) {   // store_4 into slice zoff
     if (row >= u.m) { return; }
+    if (BATCHED) {   // plain stores (no bias, res or split), ldc apart, into this product's c
+        for (var j = 0u; j < 4u; j++) {
+            let cc = col + j;
+            if (cc >= u.n) { return; }
+            let idx = zbase.z + row * u.ldc + cc;
+            if ((u.flags & ACCUM) != 0u) { c[idx] += acc[j]; } else { c[idx] = acc[j]; }
+        }
+        return;
+    }
     for (var j = 0u; j < 4u; j++) {
         let cc = col + j;
         if (cc >= u.n) { return; }

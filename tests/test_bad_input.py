@@ -43,12 +43,20 @@ def _lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True)
 
 
+V = str(results.FORMAT_VERSION).encode()
+NEXT = str(results.FORMAT_VERSION + 1)
+
+
 def future_version(run):
-    _edit(run / "measurements.csv", lambda b: b.replace(b"\n1,", b"\n2,", 1))
+    _edit(run / "measurements.csv", lambda b: b.replace(b"\n" + V + b",", b"\n" + NEXT.encode() + b",", 1))
+
+
+def old_version(run):
+    _edit(run / "measurements.csv", lambda b: b.replace(b"\n" + V + b",", b"\n1,", 1))
 
 
 def garbage_version(run):
-    _edit(run / "measurements.csv", lambda b: b.replace(b"\n1,", b"\nx,", 1))
+    _edit(run / "measurements.csv", lambda b: b.replace(b"\n" + V + b",", b"\nx,", 1))
 
 
 def truncated_row(run):
@@ -100,7 +108,7 @@ def truncated_steps(run):
 
 
 def future_steps(run):
-    _edit(run / "steps.csv", lambda b: b.replace(b"\n1,", b"\n3,", 1))
+    _edit(run / "steps.csv", lambda b: b.replace(b"\n" + V + b",", b"\n" + NEXT.encode() + b",", 1))
 
 
 def no_folder(run):
@@ -108,7 +116,11 @@ def no_folder(run):
 
 
 CORRUPTIONS = {
-    "future-format-version": (future_version, "format version '2'"),
+    "future-format-version": (future_version, f"format version '{NEXT}', this tinygpt-bench reads "
+                                              f"{results.FORMAT_VERSION}; upgrade tinygpt-bench to read it"),
+    "old-format-version": (old_version, "format version '1', this tinygpt-bench reads "
+                                        f"{results.FORMAT_VERSION}; upgrade the folder to format "
+                                        f"{results.FORMAT_VERSION} with `python dev/migrate_results.py FOLDER`"),
     "garbage-format-version": (garbage_version, "format version 'x'"),
     "truncated-row": (truncated_row, "measurements.csv, line 3"),
     "not-a-number": (not_a_number, "measurements.csv, line 2: median_ms"),
@@ -120,7 +132,7 @@ CORRUPTIONS = {
     "empty-environment": (empty_environment, "environment.json: not valid JSON"),
     "future-environment": (future_environment, "environment.json: format version 99"),
     "truncated-steps": (truncated_steps, "steps.csv, line"),
-    "future-steps": (future_steps, "steps.csv, line 2: format version '3'"),
+    "future-steps": (future_steps, f"steps.csv, line 2: format version '{NEXT}'"),
     "no-folder": (no_folder, "does not exist|holds no measurements.csv"),
 }
 READERS = {
@@ -393,8 +405,8 @@ def test_steps_without_their_row_do_not_count_and_resume_removes_them(good, tmp_
     # a measurement killed between its steps and its row: steps of another run id, no row
     env = json.loads((run / "environment.json").read_text())
     w = results.ResultWriter(run, env, resume=True)
-    w.steps([{"run_id": "killed-run", "preset": "tiny", "backend": "reference", "repeat": 1, "step": s,
-              "ms": 1e6, "loss": 5.0} for s in (1, 2)])
+    w.steps([results.Step(run_id="killed-run", preset="tiny", backend="reference", repeat=1, step=s,
+                          ms=1e6, loss=5.0) for s in (1, 2)])
     w.close()
     assert b"killed-run" in (run / "steps.csv").read_bytes()
     steps = results.read_steps([run])
@@ -421,7 +433,7 @@ def test_a_failed_write_keeps_the_old_file(good, tmp_path, monkeypatch):
         with pytest.raises(results.UserError, match="No space left"):
             w.environment({**env, "presets": ["tiny", "small"]})
         with pytest.raises(results.UserError, match="No space left"):
-            w.measurement({"run_id": "x", "preset": "small", "backend": "reference", "status": "ok"})
+            w.measurement(results.Measurement(run_id="x", preset="small", backend="reference", status="ok"))
     finally:
         monkeypatch.undo()
         w.close()

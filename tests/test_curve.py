@@ -24,7 +24,7 @@ MEASUREMENT_HEADER = (
     "final_loss,"
     "loss_rel_diff_backends,loss_rel_diff_reference,reference,parity_ok,device,device_type,software_adapter,"
     "adapter_vendor,adapter_driver,adapter_api,cpu_model,threads,runtime,runtime_settings,module_sha256,"
-    "kernels_sha256,git_commit,settings_id"
+    "kernels_sha256,git_commit,settings_id,hardware,native_peer,relaxed_simd"
 )
 STEPS_HEADER = "format_version,run_id,preset,backend,repeat,step,ms,loss"
 
@@ -236,17 +236,17 @@ def test_nondeterministic_repeats_are_noted_and_fail_parity_only_past_tolerance(
     p = presets.load("tiny")
     corp = corpus_mod.synthetic(n_bytes=50_000)
     work = protocol.prepare(p, corp, steps=2)
-    s = curve.CurveSettings(presets=[p], backends=["x"], steps=2, repeats=2)
+    s = curve.CurveSettings(presets=[p], backends=["reference"], steps=2, repeats=2)
 
     def row(second_final):
         acc = curve._Acc(cold=[1.0, 1.0], steady=[1.0, 1.0], losses=[[5.5, 5.0], [5.5, second_final]])
-        return curve._row("x", work, s, acc, corp, {}, "run", {"x": 5.0}, None)
+        return curve._row("reference", work, s, acc, corp, {}, "run", {"reference": 5.0}, None)
 
     near = row(5.0 + 5e-7)
-    assert near["parity_ok"] is None or near["parity_ok"] is True
-    assert "differ between repeats" in near["error"]
+    assert near.parity_ok is None or near.parity_ok is True
+    assert "differ between repeats" in near.error
     far = row(5.1)
-    assert far["parity_ok"] is False
+    assert far.parity_ok is False
 
 
 def test_wasm_engine_options_reach_the_rows(tmp_path, run_cli):

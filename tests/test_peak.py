@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tinygpt_bench import peak
+from tinygpt_bench import peak, results
 from tinygpt_bench.engines.torch import peak as torch_peak
 from tinygpt_bench.engines.wasm import peak as wasm_peak
 from tinygpt_bench.engines.webgpu import peak as webgpu_peak
@@ -30,9 +30,9 @@ def quick_run(tmp_path_factory):
 def test_quick_peak_writes_every_row(quick_run):
     code, out = quick_run
     assert code == 0
-    df = peak.read_peaks(out)
-    assert set(df.format_version) == {peak.PEAKS_FORMAT_VERSION}
-    assert list(df.columns) == peak.PEAK_COLUMNS
+    df = results.read_peaks(out)
+    assert set(df.format_version) == {results.FORMAT_VERSION}
+    assert list(df.columns) == results.PEAK_COLUMNS
     ok = df[df.status == "ok"]
     wasm_peaks = ok[(ok.engine == "wasm") & (ok.kind == "peak")]
     assert sorted(zip(wasm_peaks.what, wasm_peaks.threads)) == [
@@ -74,19 +74,19 @@ def test_a_kernel_that_fails_its_check_is_not_timed(tmp_path, monkeypatch):
     monkeypatch.setattr(webgpu_peak, "webgpu_matmul", lambda *a, **k: {"status": "skipped", "note": "not here"})
     rows = peak.measure(tmp_path, threads=2, quick=True)
     fma = next(r for r in rows if r["what"] == "fp32_fma")
-    assert fma["status"] == "failed" and "differs from numpy" in fma["note"] and "gflop_per_s" not in fma
+    assert fma["status"] == "failed" and "differs from numpy" in fma["note"] and fma["gflop_per_s"] is None
     assert {r["status"] for r in rows if r["engine"] == "wasm"} == {"failed"}
-    df = peak.read_peaks(tmp_path)
+    df = results.read_peaks(tmp_path)
     assert df[df.what == "fp32_fma"].gflop_per_s.isna().all()
 
 
 def test_read_peaks_refuses_other_versions(tmp_path):
-    pd.DataFrame([{c: "" for c in peak.PEAK_COLUMNS} | {"format_version": 99}]).to_csv(tmp_path / peak.PEAKS,
+    pd.DataFrame([{c: "" for c in results.PEAK_COLUMNS} | {"format_version": 99}]).to_csv(tmp_path / results.PEAKS,
                                                                                     index=False)
-    with pytest.raises(UserError, match="format version 99"):
-        peak.read_peaks(tmp_path)
+    with pytest.raises(UserError, match="format version '99'"):
+        results.read_peaks(tmp_path)
     with pytest.raises(UserError, match="tinygpt-bench peak --out"):
-        peak.read_peaks(tmp_path / "nowhere")
+        results.read_peaks(tmp_path / "nowhere")
 
 
 def test_webgpu_peak_without_timestamp_queries_uses_host_time():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygpt_bench import diagnose, model, peak, perfpage, presets, results, stats
+from tinygpt_bench import diagnose, engines, model, peak, perfpage, presets, results, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,19 +34,20 @@ def write_synthetic(folder: Path) -> Path:
         flops = model.flops_per_step(p)["total"]
         for b in ("webgpu", "wasm", "torch-cuda", "torch-cpu"):
             ms = MS[(name, b)] * (1 + 0.01 * rng.standard_normal(28))
-            steps = [{"run_id": "synthetic-1", "preset": name, "backend": b, "repeat": r, "step": s,
-                      "ms": float(ms[(r - 1) * 14 + s - 2]) if s > 1 else 1000.0, "loss": LOSS[b]}
+            steps = [results.Step(run_id="synthetic-1", preset=name, backend=b, repeat=r, step=s,
+                                  ms=float(ms[(r - 1) * 14 + s - 2]) if s > 1 else 1000.0, loss=LOSS[b])
                      for r in (1, 2) for s in range(1, 16)]
             w.steps(steps)
             sm = stats.summarize(ms)
             others = [v for k, v in LOSS.items() if k != b]
-            w.measurement({
-                "run_id": "synthetic-1", "preset": name, "backend": b, "status": "ok", "params": model.param_count(p),
-                "flops_per_step": flops, "d_model": p.d_model, "steps": 15, "repeats": 2, "median_ms": sm.median,
-                "q1_ms": sm.q1, "q3_ms": sm.q3, "n_samples": sm.n, "gflop_per_s": flops / sm.median / 1e6,
-                "final_loss": LOSS[b], "loss_rel_diff_backends": max(stats.rel_diff(LOSS[b], o) for o in others),
-                "parity_ok": True, "device": DEVICE[b], "threads": 16 if b in ("wasm", "torch-cpu") else None,
-                "cpu_model": "Xeon"})
+            w.measurement(results.Measurement(
+                run_id="synthetic-1", preset=name, backend=b, status="ok", params=model.param_count(p),
+                flops_per_step=flops, d_model=p.d_model, steps=15, repeats=2, median_ms=sm.median,
+                q1_ms=sm.q1, q3_ms=sm.q3, n_samples=sm.n, gflop_per_s=flops / sm.median / 1e6,
+                final_loss=LOSS[b], loss_rel_diff_backends=max(stats.rel_diff(LOSS[b], o) for o in others),
+                parity_ok=True, device=DEVICE[b], threads=16 if b in ("wasm", "torch-cpu") else None,
+                cpu_model="Xeon", hardware=engines.info(b).hardware, native_peer=engines.info(b).native_peer,
+                relaxed_simd=False if b == "wasm" else None))
     w.close()
     pw = peak.PeakWriter(folder)
     machine = {"cpu_model": "Xeon", "hostname": "gpu-host", "git_commit": "c0ffee"}
@@ -57,7 +58,7 @@ def write_synthetic(folder: Path) -> Path:
             ("torch-cuda", "matmul", "matmul", None, 40000.0)):
         device = "NVIDIA H100" if engine in ("webgpu", "torch-cuda") else "Xeon"
         pw.row({"engine": engine, "kind": kind, "what": what, "threads": threads, "size": "4096x4096x4096",
-                "device": device,
+                "device": device, "relaxed_simd": False if engine == "wasm" else None,
                 "flops": 2 * 4096 ** 3, "seconds": 2 * 4096 ** 3 / gflops / 1e9, "gflop_per_s": gflops,
                 "max_rel_err": 1e-6, "status": "ok", **machine})
     pw.close()

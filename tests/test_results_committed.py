@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tinygpt_bench import chart, report, results
+from tinygpt_bench import chart, markdown, report, results
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = sorted(p.parent for p in (ROOT / "results").glob("*/measurements.csv"))
@@ -24,7 +24,7 @@ def test_readme_table_is_the_committed_csv(machine):
     if not (run / "measurements.csv").is_file():
         pytest.skip(f"no committed {machine} run")
     df = results.read_measurements([run])
-    table = report.markdown_table(*report.summary_rows(df, results.read_steps([run])))
+    table = markdown.table(*report.summary_rows(df, results.read_steps([run])))
     assert table in (ROOT / "README.md").read_text()
 
 

@@ -424,6 +424,40 @@ def test_attention(gpu, b, t, c, h, split):
     assert_attention_matches_reference(q, k, v, dout, h, o, dqkv)
 
 
+@pytest.mark.parametrize("variant", ops.BATCHED_VARIANTS)
+@pytest.mark.parametrize("b,t,c,h", [(2, 37, 48, 3), (1, 150, 128, 2), (2, 16, 32, 2)])
+def test_attention_through_products(gpu, b, t, c, h, variant):
+    """attention_forward_mm / attention_backward_mm (scores materialised, batched products that
+    skip the causal zeros) against the float64 reference; T = 150 spans partial and skipped tiles
+    of 64 and of 128. The score buffers sit at odd offsets in buffers of their own."""
+    rng = np.random.default_rng(t + c)
+    q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
+    btc, n = b * t * c, ops.attention_mm_scratch(b, t, h)
+
+    def put(x, label):  # at an odd offset, as the engine's parameter slices are
+        return ops.Ref(gpu.upload(np.concatenate([rand(rng, 3), x.ravel()]), label), 3)
+
+    def out(count, label):
+        return ops.Ref(gpu.upload(np.full(3 + count, np.nan, np.float32), label), 3)  # NaN: unwritten shows
+
+    Q, K, V, DO = put(q, "q"), put(k, "k"), put(v, "v"), put(dout, "dout")
+    O, LSE, S, DP = out(btc, "o"), out(b * h * t, "lse"), out(n, "s"), out(n, "dp")
+    DQ, DK, DV = (out(btc, f"d{x}") for x in "qkv")
+    p = Program(gpu, "test")
+    ops.attention_forward_mm(p, "att", O, LSE, Q, K, V, b, t, c, h, S, variant=variant)
+    ops.attention_backward_mm(p, "att", DQ, DK, DV, DO, Q, K, V, O, LSE, b, t, c, h, S, DP, variant=variant)
+    p.finalize().run()
+    read = lambda r: gpu.read(r.buf, count=3 + btc)[3:].reshape(b, t, c)  # noqa: E731
+    assert_attention_matches_reference(q, k, v, dout, h, read(O), np.stack([read(DQ), read(DK), read(DV)]))
+
+
+def test_batched_product_rejects_a_kernel_without_batches(gpu):
+    x = ops.Ref(gpu.buffer(64, "x"))
+    with pytest.raises(ValueError, match="takes no batch"):
+        ops.matmul_batched(Program(gpu, "test"), "mm", *(ops.Operand(x, 4, 0, 0),) * 3, 4, 4, 4, (1, 1),
+                           variant="direct")
+
+
 # the whole training step against the float64 numpy reference ---------------------------------
 def setup_run(name: str, steps: int):
     from tinygpt_bench import presets
@@ -606,6 +640,27 @@ def test_prefetch_tuning_runs_a_step_and_says_so(gpu, monkeypatch):
             assert any("matmul_shared_pf" in d.name for d in be.program.dispatches)
         be.close()
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+def test_attention_through_products_trains_a_step_against_the_reference(gpu, monkeypatch):
+    """A whole step of small with attention through products (the GPU default at T >= 256, asked
+    for here through the environment at every T): the plan allocates the score buffers, the step
+    records the batched products and softmax kernels, and loss and gradients hold to float64."""
+    monkeypatch.setenv("TINYGPT_BENCH_TUNE", "attention_mm=1")
+    from tinygpt_bench import engines
+
+    be = engines.create(WEBGPU_BACKENDS[gpu.implementation])  # a device of its own: the tuning is read there
+
+    def check(be):
+        names = [d.name for d in be.program.dispatches]
+        assert any("softmax_grad" in n for n in names) and not any("attention_backward_dq" in n for n in names)
+        assert "scratch.att_s" in be.bufs and "scratch.att_dp" in be.bufs
+
+    try:
+        assert_one_step_matches_reference(be, "small", check)
+        assert "attention_mm=1" in be.describe()["runtime_settings"]
+    finally:
+        be.close()
 
 
 TILED_CASES = [(2, 37, 48, 3, 0), (2, 70, 128, 2, 0), (2, 45, 128, 4, 0), (2, 33, 64, 4, 0), (1, 100, 96, 2, 0),

@@ -6,8 +6,9 @@ preset a point with its 95% interval, failed presets marked at the axis, a faile
 parity drawn hollow and labelled, and the fitted shape: each backend's time modelled as
 overhead + FLOPs / throughput on its own points, the ratio of the two fits drawn as a
 line. Middle panel: ms/step per backend on log axes with each fit. Third panel, where an
-engine was measured beside its native peer (report.PEERS): engine ms / peer ms (webgpu /
-torch-cuda, wasm / torch-cpu) with 95% intervals and the ratio of the two fits.
+engine was measured beside its native peer (its rows' native_peer, report.peers): engine ms
+/ peer ms (e.g. a GPU engine over PyTorch on CUDA) with 95% intervals and the ratio of the two
+fits.
 
 `chart_data()` is everything plotted, as plain numbers; it is written beside the PNG/SVG
 (chart-data.json) so CI can check a committed chart against the CSVs without pixels.
@@ -27,6 +28,7 @@ from tinygpt_bench import report, results, stats
 from tinygpt_bench.errors import UserError
 
 CHART_DATA = "chart-data.json"
+CHART_FORMAT_VERSION = 1  # chart-data.json's own layout (history: 1 2026-11 first version)
 
 
 def _r(x, digits: int = 6):
@@ -57,14 +59,14 @@ def chart_data(paths: list[Path]) -> dict:
     steps = results.read_steps(paths)
     env = results.read_environment(paths)
     order = report.backend_order(df)
-    baseline = report.baseline_of(order)
+    baseline = report.baseline_of(df)
     # the speedup panel compares the engines; native peers get their own panel (engine / peer)
-    engines = [b for b in order if b not in report.PEERS.values()]
+    engines = report.engines(df)
     compared = engines if any(b != baseline for b in engines) else order
     sp = report.speedups(df[df.backend.isin(compared)], steps, baseline)
     pr = report.peer_ratios(df, steps)
     data = {
-        "format_version": results.FORMAT_VERSION,
+        "format_version": CHART_FORMAT_VERSION,
         "title": title_of(df, env),
         "x": "flops_per_step",
         "baseline": baseline,
@@ -106,7 +108,7 @@ def chart_data(paths: list[Path]) -> dict:
             t_base = fb["overhead_ms"] + grid / (fb["gflop_per_s"] * 1e6)
             t_b = f["overhead_ms"] + grid / (f["gflop_per_s"] * 1e6)
             data["fit_curves"][b] = {"flops_per_step": [_r(x) for x in grid], "speedup": [_r(x) for x in t_base / t_b]}
-    for engine, peer in report.PEERS.items():
+    for engine, peer in report.peers(df).items():
         if engine in data["fits"] and peer in data["fits"] and any(
                 p["engine"] == engine for p in data["peer_ratio_points"]):
             fe, fp = data["fits"][engine], data["fits"][peer]

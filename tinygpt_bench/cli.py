@@ -277,8 +277,8 @@ def curve_cmd(
 
         paths = chart_mod.draw(chart_mod.chart_data([out]), out)
         console.print("chart: " + ", ".join(str(p) for p in paths), highlight=False)
-    failed = [r for r in rows if r["status"] != "ok" or r.get("parity_ok") is False
-              or str(r.get("reference", "")).startswith("failed")]
+    failed = [r for r in rows if r.status != "ok" or r.parity_ok is False
+              or (r.reference or "").startswith("failed")]
     if failed:
         console.print(f"{len(failed)} measurement(s) failed, timed out, missed loss parity or have it unknown "
                       "(the float64 reference failed)", style="red")
@@ -286,7 +286,7 @@ def curve_cmd(
 
 
 def _print_summary(paths: list[Path], markdown: bool) -> None:
-    from tinygpt_bench import report, results
+    from tinygpt_bench import markdown, report, results
 
     df = results.read_measurements(paths)
     header, rows = report.summary_rows(df, results.read_steps(paths))
@@ -297,7 +297,7 @@ def _print_summary(paths: list[Path], markdown: bool) -> None:
         t.add_row(*r)
     console.print(t)
     if markdown:
-        print(report.markdown_table(header, rows))
+        print(markdown.table(header, rows))
 
 
 @app.command("summary")
@@ -306,11 +306,11 @@ def summary_cmd(
     markdown: bool = typer.Option(False, "--markdown", help="print only a Markdown table"),
 ) -> None:
     """The summary table of result files (rich, or Markdown for CI job summaries and the README)."""
-    from tinygpt_bench import report, results
+    from tinygpt_bench import markdown, report, results
 
     if markdown:
         df = results.read_measurements(results_paths)
-        print(report.markdown_table(*report.summary_rows(df, results.read_steps(results_paths))))
+        print(markdown.table(*report.summary_rows(df, results.read_steps(results_paths))))
     else:
         _print_summary(results_paths, False)
 
@@ -434,7 +434,7 @@ def peak_cmd(
     quick: bool = typer.Option(False, "--quick", help="small sizes and few iterations (tests, software adapters)"),
 ) -> None:
     """Measure the ceilings: wasm SIMD128 and WebGPU fp32 FMA peaks, each engine's matmul, torch matmul."""
-    from tinygpt_bench import peak
+    from tinygpt_bench import peak, results
 
     def show(r: dict) -> None:
         fig = f"{r['gflop_per_s']:,.1f} GFLOP/s" if r["status"] == "ok" else r["status"]
@@ -444,7 +444,7 @@ def peak_cmd(
                       soft_wrap=True)
 
     _check_threads(threads)
-    console.print(f"peak -> {out}/{peak.PEAKS}{' (quick)' if quick else ''}", highlight=False)
+    console.print(f"peak -> {out}/{results.PEAKS}{' (quick)' if quick else ''}", highlight=False)
     rows = peak.measure(out, threads=threads, adapter=adapter, quick=quick, on_row=show)
     if any(r["status"] == "failed" for r in rows):
         console.print("a measurement failed its check against numpy or raised; see its note", style="red")

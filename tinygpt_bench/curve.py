@@ -19,6 +19,7 @@ gets a time budget (--timeout), not fewer steps.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing as mp
 import os
@@ -33,7 +34,7 @@ from tinygpt_bench import engines, envinfo, model, protocol, results, stats
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.presets import Preset
 
-PARITY_TOLERANCE = 1e-3  # relative difference of the final loss
+PARITY_TOLERANCE = stats.PARITY_TOLERANCE  # relative difference of the final loss
 DEFAULT_BACKENDS = tuple(engines.curve_defaults())  # webgpu, webgpu-dawn, wasm (their descriptions say so)
 DEFAULT_PRESETS = ("tiny", "small", "medium", "large")
 REFERENCE_MAX_GFLOP = 30.0  # numpy float64 reference runs presets up to this many GFLOP a step
@@ -63,7 +64,7 @@ class Reporter:
     def preset_start(self, preset: Preset, n_backends: int) -> None: ...
     def measurement_start(self, preset: str, backend: str, repeat: int, repeats: int, steps: int) -> None: ...
     def step(self, preset: str, backend: str, st: protocol.StepTime) -> None: ...
-    def measured(self, row: dict) -> None: ...
+    def measured(self, m: results.Measurement) -> None: ...
     def note(self, text: str) -> None: ...
 
 
@@ -230,7 +231,7 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
 
 
 def _row(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, corp, env: dict, run_id: str,
-         finals: dict[str, float], ref: list[float] | None, settings_id: str = "") -> dict:
+         finals: dict[str, float], ref: list[float] | None, settings_id: str = "") -> results.Measurement:
     p = work.preset
     d = acc.describe
     flops = model.flops_per_step(p)["total"]
@@ -244,7 +245,9 @@ def _row(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, corp, env:
         "peak_rss_bytes": acc.peak_rss, "engine_memory_bytes": acc.memory,
         "reference": "reference (numpy float64)" if ref else "",
         "cpu_model": env.get("cpu_model"), "git_commit": env.get("git_commit"),
-        "settings_id": settings_id,
+        "settings_id": settings_id, "hardware": engines.info(name).hardware,
+        "native_peer": engines.info(name).native_peer,
+        "relaxed_simd": d.get("relaxed_simd"),
     }
     for key in ("device", "device_type", "software_adapter", "adapter_vendor", "adapter_driver", "adapter_api",
                 "threads", "runtime", "runtime_settings", "module_sha256", "kernels_sha256"):
@@ -279,10 +282,10 @@ def _row(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, corp, env:
             row["error"] = f"losses differ between repeats of the same work (max rel {spread:.1e})"
             if spread > PARITY_TOLERANCE:
                 row["parity_ok"] = False
-    return row
+    return results.Measurement(**row)
 
 
-def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
+def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
     """Measure every (preset, backend); returns the rows written."""
     protocol.check_steps(s.steps)
     # a name given twice is measured once
@@ -321,15 +324,13 @@ def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
             ref, ref_error = _reference_losses(work, s)
             if ref_error:
                 reporter.note(f"{preset.name}: {ref_error}; parity against float64 is unknown")
-            measured_steps: dict[str, list[dict]] = {b: [] for b in todo}
+            measured_steps: dict[str, list[results.Step]] = {b: [] for b in todo}
             for r in range(1, s.repeats + 1):
                 for b in todo:
                     if accs[b].status != "ok":
                         continue
                     rows = _measure_once(b, work, s, accs[b], reporter, r)
-                    for row in rows:
-                        row["run_id"] = run_id
-                    measured_steps[b].extend(rows)
+                    measured_steps[b].extend(results.Step(**{**row, "run_id": run_id}) for row in rows)
             finals = {b: a.losses[0][-1] for b, a in accs.items() if a.status == "ok" and a.losses}
             if prior is not None:
                 for _, pr in prior[(prior.preset == preset.name) & (prior.status == "ok")].iterrows():
@@ -338,7 +339,7 @@ def run(s: CurveSettings, reporter: Reporter) -> list[dict]:
             for b in todo:
                 row = _row(b, work, s, accs[b], corp, env, run_id, finals, ref, environment["settings_id"])
                 if ref_error:
-                    row["reference"] = f"failed: {ref_error}"
+                    row = dataclasses.replace(row, reference=f"failed: {ref_error}")
                 environment["backend_descriptions"].setdefault(b, accs[b].describe)
                 writer.commit(row, measured_steps[b])  # its steps and its row, together
                 written.append(row)

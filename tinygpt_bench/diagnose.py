@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygpt_bench import corpus as corpus_mod
-from tinygpt_bench import engines, envinfo, faults, model, protocol
+from tinygpt_bench import engines, envinfo, faults, markdown, model, protocol, results
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.units import fmt_bytes, parse_bytes  # noqa: F401 - parse_bytes: the CLI and faults use it from here
 from tinygpt_bench.presets import Preset
@@ -58,26 +58,27 @@ class Diagnosis:
     def ok(self) -> bool:
         return all(s.ok for s in self.stages)
 
-    def to_json(self) -> dict:
-        return {"preset": self.preset, "backend": self.backend, "options": self.options, "ok": self.ok,
-                "stages": [asdict(s) for s in self.stages]}
-
     def to_markdown(self) -> str:
-        lines = [f"# diagnose {self.preset} on {self.backend}", "",
-                 f"options: {json.dumps(self.options)}", "", "| stage | result | figure |", "|---|---|---|"]
-        for s in self.stages:
-            lines.append(f"| {s.name} | {'pass' if s.ok else 'FAIL'} | {s.figure.replace('|', chr(92) + '|')} |")
+        lines = [f"# diagnose {self.preset} on {self.backend}", "", f"options: {json.dumps(self.options)}", "",
+                 markdown.table(["stage", "result", "figure"],
+                                [[s.name, "pass" if s.ok else "FAIL", s.figure] for s in self.stages])]
         for s in self.stages:
             if not s.ok:
                 lines += ["", f"## {s.name} failed", "", "```", s.error, "```", "", s.meaning]
             if s.name == "kernels" and s.detail.get("kernels"):
-                lines += ["", "## per-kernel time of one step", "", "| kernel | ms | share |", "|---|---|---|"]
                 total = sum(s.detail["kernels"].values()) or 1.0
-                for k, ms in sorted(s.detail["kernels"].items(), key=lambda kv: -kv[1]):
-                    lines.append(f"| {k} | {ms:.3f} | {ms / total:.1%} |")
+                rows = [[k, f"{ms:.3f}", f"{ms / total:.1%}"]
+                        for k, ms in sorted(s.detail["kernels"].items(), key=lambda kv: -kv[1])]
+                lines += ["", "## per-kernel time of one step", "", markdown.table(["kernel", "ms", "share"], rows)]
             if s.name == "load" and s.detail.get("events"):
                 lines += ["", "## memory events", ""] + [f"- {e}" for e in s.detail["events"]]
         return "\n".join(lines) + "\n"
+
+    def record(self, environment: dict) -> results.Diagnosis:
+        """The report as the result record diagnose-PRESET-BACKEND.json holds."""
+        return results.Diagnosis(preset=self.preset, backend=self.backend,
+                                 kernel_timing=engines.info(self.backend).kernel_timing, options=self.options,
+                                 ok=self.ok, stages=[asdict(s) for s in self.stages], environment=environment)
 
 
 def meaning_of(stage: str, error: str, backend: str | None = None) -> str:
@@ -277,16 +278,5 @@ def check_out(out_dir: Path) -> None:
 
 
 def write_report(d: Diagnosis, out_dir: Path) -> tuple[Path, Path]:
-    from tinygpt_bench.results import atomic_write
-
-    stem = out_dir / f"diagnose-{d.preset}-{d.backend}"
-    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
-    payload = d.to_json()
-    payload["environment"] = envinfo.collect_all(adapters=False)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(md, d.to_markdown().encode("utf-8"))
-        atomic_write(js, (json.dumps(payload, indent=2, default=str) + "\n").encode("utf-8"))
-    except OSError as e:
-        raise UserError(f"cannot write the diagnose report into {out_dir} ({e.strerror}); give a writable --out") from None
-    return md, js
+    """diagnose-PRESET-BACKEND.md and .json in out_dir (results.write_diagnosis)."""
+    return results.write_diagnosis(Path(out_dir), d.record(envinfo.collect_all(adapters=False)), d.to_markdown())

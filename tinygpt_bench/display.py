@@ -8,21 +8,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tinygpt_bench import model
 from tinygpt_bench.curve import Reporter
 from tinygpt_bench.presets import Preset
+from tinygpt_bench.results import Measurement
 
 
-def measured_line(row: dict) -> str:
-    name = f"{row['preset']}/{row['backend']}"
-    if row["status"] != "ok":
-        return f"{name}: {row['status'].upper()} at {row.get('stage') or '?'}: {row.get('error', '')}"
-    parts = [f"{row['median_ms']:.2f} ms/step (median, IQR {row['q1_ms']:.2f}-{row['q3_ms']:.2f}, n={row['n_samples']})",
-             f"cold {row['cold_ms']:.1f} ms", f"{row['tokens_per_s']:,.0f} tok/s", f"{row['gflop_per_s']:.2f} GFLOP/s",
-             f"loss {row.get('first_loss', float('nan')):.4f} -> {row.get('final_loss', float('nan')):.4f}"]
-    if row.get("n_outliers"):
-        parts.append(f"WARNING {row['n_outliers']} outlier steps (kept)")
-    if row.get("parity_ok") is False:
+def measured_line(m: Measurement) -> str:
+    name = f"{m.preset}/{m.backend}"
+    if m.status != "ok":
+        return f"{name}: {m.status.upper()} at {m.stage or '?'}: {m.error or ''}"
+    nan = float("nan")
+    parts = [f"{m.median_ms:.2f} ms/step (median, IQR {m.q1_ms:.2f}-{m.q3_ms:.2f}, n={m.n_samples})",
+             f"cold {m.cold_ms:.1f} ms", f"{m.tokens_per_s:,.0f} tok/s", f"{m.gflop_per_s:.2f} GFLOP/s",
+             f"loss {nan if m.first_loss is None else m.first_loss:.4f} -> "
+             f"{nan if m.final_loss is None else m.final_loss:.4f}"]
+    if m.n_outliers:
+        parts.append(f"WARNING {m.n_outliers} outlier steps (kept)")
+    if m.parity_ok is False:
         parts.append("WARNING loss parity FAILED")
-    if row.get("error"):
-        parts.append(f"WARNING {row['error']}")
+    if m.error:
+        parts.append(f"WARNING {m.error}")
     return f"{name}: " + ", ".join(parts)
 
 
@@ -46,8 +49,8 @@ class PlainReporter(Reporter):
     def step(self, preset, backend, st) -> None:
         self.console.print(f"  step {st.step:3d} {st.ms:10.2f} ms  loss {st.loss:.6f}", highlight=False)
 
-    def measured(self, row: dict) -> None:
-        self.console.print(measured_line(row), highlight=False)
+    def measured(self, m: Measurement) -> None:
+        self.console.print(measured_line(m), highlight=False)
 
     def note(self, text: str) -> None:
         self.console.print(text, highlight=False)
@@ -79,5 +82,5 @@ class LiveReporter(PlainReporter):
     def step(self, preset, backend, st) -> None:
         self.progress.update(self.task, advance=1, info=f"step {st.step}: {st.ms:8.2f} ms  loss {st.loss:.4f}")
 
-    def measured(self, row: dict) -> None:
-        self.progress.console.print(measured_line(row), highlight=False)
+    def measured(self, m: Measurement) -> None:
+        self.progress.console.print(measured_line(m), highlight=False)

@@ -16,37 +16,23 @@ form of its recurrence) first; a kernel that fails its check is recorded as 'fai
 not timed. FLOPs: 2 per multiply-add. Times: the best of the repeats (timestamp queries
 on the GPU where the adapter has them, else host time over several submits).
 
-peaks.csv format history (PEAKS_FORMAT_VERSION, written into every row):
-  1  2026-11  first version
-The file is rewritten by each `peak` run, a row flushed as each measurement finishes.
+A row is a results.Peak (its columns, version and history there). The file is rewritten by
+each `peak` run, a row flushed as each measurement finishes.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 import math
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 
-from tinygpt_bench import envinfo
+from tinygpt_bench import envinfo, results
 from tinygpt_bench.errors import UserError
 
-PEAKS = "peaks.csv"
-PEAKS_FORMAT_VERSION = 1
-PEAK_COLUMNS = [
-    "format_version", "run_id", "timestamp", "engine", "kind", "what", "threads", "device", "size", "flops",
-    "repeats", "seconds", "gflop_per_s", "max_rel_err", "status", "note",
-    # the machine
-    "cpu_model", "cpu_usable_cores", "host_memory_bytes", "hostname", "os", "adapter", "adapter_type",
-    "adapter_driver", "adapter_api", "software_adapter", "numpy", "wgpu", "wasmtime", "torch", "git_commit",
-]
 CHECK_TOLERANCE = 1e-4  # relative: max |got - want| / max |want| of a product, or per value of a recurrence
 
 
@@ -81,68 +67,32 @@ def machine_columns() -> dict:
 
 class PeakWriter:
     """peaks.csv in `out_dir`, rewritten by a run; the file is replaced atomically as each row is
-    measured (results.atomic_write), so an earlier peaks.csv stays whole until the first new row."""
+    measured (results.write_peaks), so an earlier peaks.csv stays whole until the first new row."""
 
     def __init__(self, out_dir: Path):
-        from tinygpt_bench import results
-
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
-            raise UserError(f"--out {self.dir} is a file, not a folder; give a folder for {PEAKS}")
+            raise UserError(f"--out {self.dir} is a file, not a folder; give a folder for {results.PEAKS}")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create {self.dir} ({e.strerror}); give a writable --out folder") from None
-        self.path = self.dir / PEAKS
+        self.path = self.dir / results.PEAKS
         self.run_id = f"{envinfo.now()}-{os.getpid()}"
-        self._atomic_write = results.atomic_write
-        self._rows: list[dict] = []
+        self._rows: list[results.Peak] = []
 
     def row(self, row: dict) -> dict:
-        full = {"format_version": PEAKS_FORMAT_VERSION, "run_id": self.run_id, "timestamp": envinfo.now(), **row}
-        self._rows.append({k: _fmt(full.get(k)) for k in PEAK_COLUMNS})
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=PEAK_COLUMNS, extrasaction="raise", lineterminator="\n")
-        w.writeheader()
-        w.writerows(self._rows)
-        try:
-            self._atomic_write(self.path, buf.getvalue().encode("utf-8"))
-        except OSError as e:
-            raise UserError(f"cannot write {self.path} ({e.strerror}); free space or fix permissions") from None
-        return full
+        """One measurement (a dict of Peak's fields; others are not written): written with the run's
+        id and the time; returns it as written."""
+        columns = set(results.PEAK_COLUMNS)
+        rec = results.Peak(**{"run_id": self.run_id, "timestamp": envinfo.now(),
+                              **{k: v for k, v in row.items() if k in columns}})
+        self._rows.append(rec)
+        results.write_peaks(self.path, self._rows)
+        return dataclasses.asdict(rec)
 
     def close(self) -> None:
         pass
-
-
-def _fmt(v):
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return "inf" if math.isinf(v) else repr(float(f"{v:.6g}"))
-    return v
-
-
-def read_peaks(path: Path) -> pd.DataFrame:
-    """peaks.csv (a file or the folder holding it), its format version checked."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / PEAKS
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; measure it with `tinygpt-bench peak --out {path.parent}`")
-    try:
-        df = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a readable peaks CSV ({e}); pass a file written by `peak`") from None
-    missing = [c for c in ("format_version", "engine", "kind", "what", "gflop_per_s", "status") if c not in df.columns]
-    if missing:
-        raise UserError(f"{path}: missing column '{missing[0]}'; pass a peaks.csv written by `peak`")
-    bad = sorted(set(df["format_version"].astype(int)) - {PEAKS_FORMAT_VERSION})
-    if bad:
-        raise UserError(f"{path}: peaks format version {bad[0]}, this tinygpt-bench reads {PEAKS_FORMAT_VERSION}; upgrade it")
-    return df
 
 
 def measure(out_dir: Path, threads: int | None = None, adapter: str | None = None, quick: bool = False,

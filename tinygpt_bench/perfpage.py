@@ -2,7 +2,9 @@
 alone, every number read from its files, none typed in.
 
 Reads DIR/measurements.csv, steps.csv, environment.json (written by `curve`), peaks.csv
-(`peak`) and diagnose-*.json (`diagnose --out DIR`). The page has a hand-written part (why
+(`peak`) and diagnose-*.json (`diagnose --out DIR`), all through results' records; what a
+backend is (the hardware it is built for, its native peer, its arithmetic) comes from its
+rows, never from its name. The page has a hand-written part (why
 each engine is where it is) and a generated block between GENERATED_START and
 GENERATED_END; `--update PAGE` replaces only that block, so the hand-written text stays.
 The start marker names the results folder (relative to the page), so a test can check a
@@ -16,7 +18,6 @@ time from diagnose; loss parity.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -24,8 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tinygpt_bench import chart, peak, presets, report, results
-from tinygpt_bench.curve import PARITY_TOLERANCE
+from tinygpt_bench import chart, markdown, report, results, stats
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.units import fmt_bytes
 
@@ -33,10 +33,10 @@ GENERATED_START = "<!-- generated:start"
 GENERATED_END = "<!-- generated:end -->"
 START_RE = re.compile(r"<!-- generated:start source=(\S+) -->")
 
-# issue 7's targets, as ratios engine ms / peer ms measured in the same run
-RATIO_TARGETS = [("webgpu", "torch-cuda", "xl", 0.5), ("webgpu", "torch-cuda", "behemoth", 1.2),
-                 ("wasm", "torch-cpu", "xl", 1.0)]
-PARITY_TARGET = PARITY_TOLERANCE  # relative difference of the loss at the last step, every preset
+# issue 7's targets, as ratios engine ms / peer ms measured in the same run: (the hardware the
+# engine is built for, preset, the largest ratio that meets it)
+RATIO_TARGETS = [("GPU", "xl", 0.5), ("GPU", "behemoth", 1.2), ("CPU", "xl", 1.0)]
+PARITY_TARGET = stats.PARITY_TOLERANCE  # relative difference of the loss at the last step, every preset
 
 PAGE_HEAD = """# Performance
 
@@ -79,10 +79,6 @@ def f_rel(x) -> str:
     return "-" if _nan(x) else "0" if x == 0 else f"{x:.1e}"
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    return report.markdown_table(header, [[str(c).replace("|", "\\|") for c in r] for r in rows])
-
-
 # ---- reading ------------------------------------------------------------------------------
 
 class Run:
@@ -95,17 +91,16 @@ class Run:
         self.df = results.read_measurements([self.dir])
         self.steps = results.read_steps([self.dir])
         self.env = results.read_environment([self.dir])
-        self.peaks = peak.read_peaks(self.dir) if (self.dir / peak.PEAKS).is_file() else None
-        self.diagnoses = []
-        for p in sorted(self.dir.glob("diagnose-*.json")):
-            try:
-                self.diagnoses.append(json.loads(p.read_text()))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{p}: not a diagnose report ({e}); rewrite it with `tinygpt-bench diagnose`") from None
-        order = {n: i for i, n in enumerate(presets.ORDER)}
-        self.diagnoses.sort(key=lambda d: (order.get(d.get("preset"), 99), d.get("preset", ""), d.get("backend", "")))
+        self.peaks = results.read_peaks(self.dir) if (self.dir / results.PEAKS).is_file() else None
         self.backends = report.backend_order(self.df)
         self.presets = list(self.df["preset"].unique())
+        order = {n: i for i, n in enumerate(self.presets)}  # the curve's preset order (smallest first)
+        self.diagnoses = sorted(results.diagnoses(self.dir),
+                                key=lambda d: (order.get(d.preset, len(order)), d.preset, d.backend))
+
+    def hardware(self, backend: str):
+        """GPU or CPU: what `backend` is built for, as its rows say."""
+        return report.stamp(self.df, backend, "hardware")
 
     def row(self, preset: str, backend: str):
         sel = self.df[(self.df.preset == preset) & (self.df.backend == backend)]
@@ -134,7 +129,7 @@ def section_machine(run: Run, src: str) -> str:
                 extra.append(f"{label} {int(v) if col == 'threads' else v}")
         soft = str(r.get("software_adapter", "")).lower() == "true"
         lines.append(f"- {b}: {r.device}" + (f" ({', '.join(extra)})" if extra else "")
-                     + (" - a CPU adapter: not a GPU result" if soft and b == "webgpu" else ""))
+                     + (" - a CPU adapter: not a GPU result" if soft and run.hardware(b) == "GPU" else ""))
     libs = ", ".join(f"{k} {e[k]}" for k in ("python", "numpy", "wgpu", "wasmtime", "torch") if e.get(k))
     lines.append(f"- software: {libs}")
     commit = e.get("git_commit") or "?"
@@ -172,7 +167,7 @@ def section_steps(run: Run) -> str:
     count = "?" if not len(n) else f"{int(n.min())}" if n.min() == n.max() else f"{int(n.min())} to {int(n.max())}"
     note = (f"Median ms of steps 2..N over all repeats [first-third quartile]; {count} steps a cell. FLOPs: matrix products, 2 per multiply-add, step = 3x "
             "forward (`tinygpt-bench presets`).")
-    return "\n".join(["## Step time", "", table(header, rows), "", note])
+    return "\n".join(["## Step time", "", markdown.table(header, rows), "", note])
 
 
 def section_curve(run: Run, src: str) -> str:
@@ -182,15 +177,16 @@ def section_curve(run: Run, src: str) -> str:
                   f"(`{src}/speedup.svg`; the plotted numbers: `{src}/{chart.CHART_DATA}`)", ""]
     else:
         lines += [f"No chart in `{src}` yet: `tinygpt-bench chart {src}` draws it.", ""]
-    engines = [b for b in run.backends if b not in report.PEERS.values()]
-    if "wasm" in engines and len(engines) > 1:
-        sp = report.speedups(run.df[run.df.backend.isin(engines)], run.steps, "wasm")
-        header = ["preset"] + [f"{b} vs wasm" for b in engines if b != "wasm"]
+    engines = report.engines(run.df)
+    base = report.cpu_engine(run.df)
+    if base in engines and len(engines) > 1:
+        sp = report.speedups(run.df[run.df.backend.isin(engines)], run.steps, base)
+        header = ["preset"] + [f"{b} vs {base}" for b in engines if b != base]
         rows = []
         for preset in run.presets:
             line = [preset]
             for b in engines:
-                if b == "wasm":
+                if b == base:
                     continue
                 s = sp[(sp.preset == preset) & (sp.backend == b)] if len(sp) else sp
                 if s.empty:
@@ -201,8 +197,8 @@ def section_curve(run: Run, src: str) -> str:
                 line.append(("-" if _nan(s.speedup) else f"{s.speedup:.2f}x{ci}")
                             + ("" if s.status == "ok" else f" ({s.status})"))
             rows.append(line)
-        lines += [table(header, rows), "",
-                  "Speedup = wasm ms / engine ms (ratio of medians of steps 2..N), with its 95% bootstrap interval."]
+        lines += [markdown.table(header, rows), "",
+                  f"Speedup = {base} ms / engine ms (ratio of medians of steps 2..N), with its 95% bootstrap interval."]
     return "\n".join(lines)
 
 
@@ -210,9 +206,10 @@ def section_peers(run: Run) -> str:
     pr = report.peer_ratios(run.df, run.steps)
     lines = ["## Ratio to the native peer", ""]
     if pr.empty:
-        return "\n".join(lines + ["No engine was measured beside its native peer (webgpu with torch-cuda, wasm with "
-                                  "torch-cpu) in this run."])
-    pairs = [(e, p) for e, p in report.PEERS.items() if ((pr.engine == e) & (pr.peer == p)).any()]
+        named = ", ".join(f"{e} with {p}" for e, p in report.peers(run.df).items())
+        return "\n".join(lines + ["No engine was measured beside its native peer" + (f" ({named})" if named else "")
+                                  + " in this run."])
+    pairs = [(e, p) for e, p in report.peers(run.df).items() if ((pr.engine == e) & (pr.peer == p)).any()]
     header = ["preset"] + [f"{e} / {p}" for e, p in pairs]
     rows = []
     for preset in run.presets:
@@ -228,11 +225,11 @@ def section_peers(run: Run) -> str:
                             + (" (parity failed)" if s.iloc[0].status == "parity failed" else ""))
         rows.append(line)
     threads = []
-    for b in ("wasm", "torch-cpu"):
+    for b in run.backends:  # the backends with threads of their own (CPU engines and peers)
         t = run.df[(run.df.backend == b)]["threads"].dropna() if "threads" in run.df else []
         if len(t):
             threads.append(f"{b} {', '.join(str(int(x)) for x in sorted(set(t)))} threads")
-    return "\n".join(lines + [table(header, rows), "",
+    return "\n".join(lines + [markdown.table(header, rows), "",
                               "Ratio = engine ms / peer ms (ratio of medians of steps 2..N, 95% bootstrap interval): "
                               "below 1 the engine is faster than PyTorch eager fp32 on the same hardware"
                               + (f" ({'; '.join(threads)})." if threads else ".")])
@@ -255,20 +252,25 @@ def section_targets(run: Run) -> str:
     pr = report.peer_ratios(run.df, run.steps)
     header = ["target", "measured", "95% CI", "target", "result", "by how much"]
     rows = []
-    for engine, peer, preset, target in RATIO_TARGETS:
-        name = f"{engine} / {peer}, {preset}"
-        threads = [run.row(preset, b) for b in (engine, peer)]
-        if all(t is not None and not _nan(t.get("threads")) for t in threads):
-            name += f" ({int(threads[0].threads)} / {int(threads[1].threads)} threads)"
-        s = pr[(pr.preset == preset) & (pr.engine == engine) & (pr.peer == peer)] if len(pr) else pr
-        if s.empty or _nan(s.iloc[0].ratio):
-            why = "not measured in this run" if s.empty else s.iloc[0].status
-            rows.append([name, "-", "-", f"<= {target:g}", "not measured", why])
-            continue
-        r = s.iloc[0]
-        verdict, by = _verdict(r.ratio, r.low, r.high, target)
-        rows.append([name, f"{r.ratio:.2f}", f"[{r.low:.2f}-{r.high:.2f}]" if not _nan(r.low) else "-",
-                     f"<= {target:g}", verdict, by])
+    for hardware, preset, target in RATIO_TARGETS:
+        pairs = [(e, p) for e, p in report.peers(run.df).items() if run.hardware(e) == hardware]
+        if not pairs:
+            rows.append([f"{hardware} engine / its native peer, {preset}", "-", "-", f"<= {target:g}",
+                         "not measured", "not measured in this run"])
+        for engine, peer in pairs:
+            name = f"{engine} / {peer}, {preset}"
+            threads = [run.row(preset, b) for b in (engine, peer)]
+            if all(t is not None and not _nan(t.get("threads")) for t in threads):
+                name += f" ({int(threads[0].threads)} / {int(threads[1].threads)} threads)"
+            s = pr[(pr.preset == preset) & (pr.engine == engine) & (pr.peer == peer)] if len(pr) else pr
+            if s.empty or _nan(s.iloc[0].ratio):
+                why = "not measured in this run" if s.empty else s.iloc[0].status
+                rows.append([name, "-", "-", f"<= {target:g}", "not measured", why])
+                continue
+            r = s.iloc[0]
+            verdict, by = _verdict(r.ratio, r.low, r.high, target)
+            rows.append([name, f"{r.ratio:.2f}", f"[{r.low:.2f}-{r.high:.2f}]" if not _nan(r.low) else "-",
+                         f"<= {target:g}", verdict, by])
     par = parity_rows(run)
     measured = [(r["worst"], r["preset"]) for r in par if not _nan(r["worst"])]
     missing = [r["preset"] for r in par if _nan(r["worst"])]
@@ -281,22 +283,31 @@ def section_targets(run: Run) -> str:
                      "met" if met else "**missed**", by])
     else:
         rows.append(["loss parity at the last step, every preset", "-", "-", f"<= {PARITY_TARGET:g}", "not measured", ""])
-    return "\n".join(["## Targets (issue 7)", "", table(header, rows), "",
+    return "\n".join(["## Targets (issue 7)", "", markdown.table(header, rows), "",
                       "Ratios as above (engine ms / peer ms, same run). Loss parity: the largest relative "
                       "difference of the final loss between any two engines, or against the numpy float64 "
                       "reference, over every preset (the parity table below)."])
 
 
-def _peak_row(pk: pd.DataFrame, engine: str, what: str, threads=None):
-    sel = pk[(pk.engine == engine) & (pk.what == what) & (pk.status == "ok")]
+def _same_arithmetic(pk: pd.DataFrame, relaxed_simd) -> pd.Series:
+    """The peaks.csv rows of the arithmetic a measurement ran (relaxed_simd: true, false, or
+    empty where the engine has no such choice)."""
+    col = pk["relaxed_simd"]
+    return col.isna() if _nan(relaxed_simd) else (col == relaxed_simd)
+
+
+def _peak_row(pk: pd.DataFrame, engine: str, relaxed_simd, threads=None):
+    """The engine's own multiply-add peak of that arithmetic, at `threads` where measured there."""
+    sel = pk[(pk.engine == engine) & (pk.kind == "peak") & _same_arithmetic(pk, relaxed_simd) & (pk.status == "ok")]
     if threads is not None and "threads" in sel:
         exact = sel[sel.threads == threads]
         sel = exact if len(exact) else sel.sort_values("threads")
     return None if sel.empty else sel.iloc[-1]
 
 
-def _best(pk: pd.DataFrame, engine: str, whats: tuple[str, ...]):
-    sel = pk[(pk.engine == engine) & pk.what.isin(whats) & (pk.status == "ok")]
+def _best(pk: pd.DataFrame, engine: str, relaxed_simd):
+    """The fastest product of the engine's own matmul of that arithmetic."""
+    sel = pk[(pk.engine == engine) & (pk.kind == "matmul") & _same_arithmetic(pk, relaxed_simd) & (pk.status == "ok")]
     return None if sel.empty else sel.loc[sel.gflop_per_s.idxmax()]
 
 
@@ -320,7 +331,7 @@ def section_gflops(run: Run, src: str) -> str:
     lines = ["## Achieved GFLOP/s against the measured peaks", ""]
     pk = run.peaks
     if pk is None:
-        return "\n".join(lines + [f"No `{peak.PEAKS}` in `{src}`: measure it with `tinygpt-bench peak --out {src}`."])
+        return "\n".join(lines + [f"No `{results.PEAKS}` in `{src}`: measure it with `tinygpt-bench peak --out {src}`."])
     header = ["engine", "what", "threads / device", "size", "GFLOP/s", "check (rel err)", "note"]
     rows = []
     for _, r in pk.iterrows():
@@ -328,7 +339,7 @@ def section_gflops(run: Run, src: str) -> str:
         rows.append([r.engine, r.what, where, r["size"] if not _nan(r["size"]) else "-",
                      f_gflops(r.gflop_per_s) if r.status == "ok" else r.status,
                      f_rel(r.max_rel_err), "" if _nan(r.note) else str(r.note)])
-    lines += ["### Peaks (`tinygpt-bench peak`)", "", table(header, rows), "",
+    lines += ["### Peaks (`tinygpt-bench peak`)", "", markdown.table(header, rows), "",
               "Peaks: independent multiply-add chains (wasm: 12 f32x4 a thread; WebGPU: 8 vec4 fma an invocation, "
               "kernels/peak.wgsl); matmul: each engine's own kernel alone. Every kernel was checked against numpy "
               "before it was timed; the best of the repeats.", ""]
@@ -341,29 +352,24 @@ def section_gflops(run: Run, src: str) -> str:
             if r is None or r.status != "ok":
                 continue
             threads = None if _nan(r.get("threads")) else int(r.threads)
-            hw, own = None, None
-            if b == "wasm":  # the arithmetic the engine ran: relaxed-SIMD FMA or mul+add (runtime_settings)
-                fma = "relaxed_simd=on" in str(r.get("runtime_settings", ""))
-                hw = _peak_row(pk, "wasm", "simd128_relaxed_fma" if fma else "simd128_mul_add", threads)
-                own = _best(pk, "wasm", ("matmul relaxed-fma",) if fma else ("matmul simd128",))
-            elif b in ("webgpu", "torch-cuda"):
-                hw = _gpu_ceiling(pk, r.get("device"))
-                own = _best(pk, b, ("matmul",))
-            elif b == "torch-cpu":
-                own = _best(pk, "torch-cpu", ("matmul",))
+            # a GPU backend against the GPU's ceiling; a CPU one against its own peak of the arithmetic
+            # it ran (relaxed_simd), where it has one
+            arith = r.get("relaxed_simd")
+            hw = _gpu_ceiling(pk, r.get("device")) if run.hardware(b) == "GPU" else _peak_row(pk, b, arith, threads)
+            own = _best(pk, b, arith)
 
             hw_cell = _pct(r.gflop_per_s, hw)
             if hw is not None and threads and not _nan(hw.threads) and int(hw.threads) != threads:
                 hw_cell += f" - measured at {int(hw.threads)}, not {threads} threads"
             rows.append([preset, b, f_gflops(r.gflop_per_s), hw_cell, _pct(r.gflop_per_s, own)])
-    lines += ["### Each preset against them", "", table(header, rows), "",
+    lines += ["### Each preset against them", "", markdown.table(header, rows), "",
               "GFLOP/s = counted FLOPs a step / median step time. Hardware peak: wasm against the SIMD128 "
               "peak of the arithmetic it ran (relaxed-SIMD FMA or mul+add, from its runtime_settings) at its "
               "thread count; webgpu and torch-cuda against the fastest fp32 rate measured on the same GPU (the "
               "FMA-chain kernel or any engine's matmul, whichever is higher); torch-cpu has none here (native "
               "code, not SIMD128). Own matmul: the fastest product of the backend's own matmul in peaks.csv "
               "(wasm: at xl's shapes, same arithmetic; webgpu, torch: square)."]
-    fma = pk[(pk.engine == "webgpu") & (pk.what == "fp32_fma") & (pk.status == "ok")]
+    fma = pk[(pk.what == "fp32_fma") & (pk.status == "ok")]
     for _, f in fma.iterrows():
         top = _gpu_ceiling(pk, f.device)
         if top is not None and top.gflop_per_s > f.gflop_per_s:
@@ -379,18 +385,18 @@ def section_kernels(run: Run, src: str) -> str:
         return "\n".join(lines + [f"No diagnose reports in `{src}`: `tinygpt-bench diagnose PRESET --backend B --out "
                                   f"{src}` writes them (diagnose-PRESET-B.json)."])
     for d in run.diagnoses:
-        stages = {s["name"]: s for s in d.get("stages", [])}
-        opts = ", ".join(f"{k} {v}" for k, v in sorted(d.get("options", {}).items())) or "defaults"
-        lines += [f"### {d.get('preset')} on {d.get('backend')}", ""]
+        stages = {s["name"]: s for s in d.stages}
+        opts = ", ".join(f"{k} {v}" for k, v in sorted(d.options.items())) or "defaults"
+        lines += [f"### {d.preset} on {d.backend}", ""]
         timed = stages.get("timed", {}).get("figure")
         head = f"Options: {opts}." + (f" Timed: {timed}." if timed else "")
-        r = run.row(d.get("preset"), d.get("backend"))
+        r = run.row(d.preset, d.backend)
         if r is not None and r.status == "ok":
             head += f" In the curve: {f_ms(r.median_ms)} ms/step."
-        de, ce = d.get("environment", {}), run.env.get("environment", {})
+        de, ce = d.environment, run.env.get("environment", {})
         if de and (de.get("cpu_model"), de.get("hostname")) != (ce.get("cpu_model"), ce.get("hostname")):
             head += f" **Measured on another machine** ({de.get('cpu_model')}, host {de.get('hostname')})."
-        failed = [s for s in d.get("stages", []) if not s.get("ok")]
+        failed = [s for s in d.stages if not s.get("ok")]
         if failed:
             s = failed[0]
             lines += [head, "", f"Stage **{s['name']}** failed: `{s.get('error', '')}`; {s.get('meaning', '')}", ""]
@@ -401,11 +407,9 @@ def section_kernels(run: Run, src: str) -> str:
             continue
         total = sum(kern.values()) or 1.0
         rows = [[k, f"{ms:.3f}", f"{ms / total:.1%}"] for k, ms in sorted(kern.items(), key=lambda kv: (-kv[1], kv[0]))]
-        how = ("GPU time from timestamp queries, each dispatch in its own compute pass"
-               if d.get("backend") == "webgpu" else "wall time of each kind of parallel region"
-               if d.get("backend") == "wasm" else "the engine's own per-kernel timing")
+        how = d.kernel_timing or "the engine's own per-kernel timing"
         lines += [head + f" Per kernel: {how}; {total:.2f} ms in all.", "",
-                  table(["kernel", "ms", "share"], rows + [["total", f"{total:.3f}", "100.0%"]]), ""]
+                  markdown.table(["kernel", "ms", "share"], rows + [["total", f"{total:.3f}", "100.0%"]]), ""]
     return "\n".join(lines).rstrip()
 
 
@@ -428,7 +432,7 @@ def parity_rows(run: Run) -> list[dict]:
                     lo, hi = g.loss.min(), g.loss.max()
                     spread = max(spread or 0.0, (hi - lo) / abs(lo))
         known = [x for x in (pair, ref_max, spread) if x is not None]
-        out.append({"preset": preset, "finals": finals, "pair": pair, "reference": ref_max, "spread": spread,
+        out.append({"preset": preset, "finals": finals, "pair": pair, "vs_reference": ref_max, "spread": spread,
                     "worst": max(known) if known else math.nan,
                     "flagged": any(str(v).lower() == "false" for v in sub.get("parity_ok", []))})
     return out
@@ -443,10 +447,10 @@ def section_parity(run: Run) -> str:
         line = [r["preset"]] + [f"{r['finals'][b]:.6f}" if b in r["finals"] else "-" for b in backs]
         worst = r["worst"]
         ok = not _nan(worst) and worst <= PARITY_TARGET
-        line += [f_rel(r["pair"]), f_rel(r["reference"]), f_rel(r["spread"]),
+        line += [f_rel(r["pair"]), f_rel(r["vs_reference"]), f_rel(r["spread"]),
                  "-" if _nan(worst) else ("ok" if ok else "**FAILED**") + (", but curve set parity_ok false" if r["flagged"] else "")]
         rows.append(line)
-    return "\n".join(["## Loss parity", "", table(header, rows), "",
+    return "\n".join(["## Loss parity", "", markdown.table(header, rows), "",
                       "Final loss: the last step's loss of the first repeat. Between engines: the largest "
                       "|a - b| / |b| over every pair of backends (curve's loss_rel_diff_backends); vs reference: the numpy float64 reference on the "
                       "same work (presets up to the curve's reference limit); repeats spread: the largest relative "

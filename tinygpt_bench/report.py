@@ -1,6 +1,7 @@
 """Derived figures and tables from result files: speedups with confidence intervals,
 the summary table (rich or Markdown). Speedup = baseline ms / backend ms, always derived
-from the CSVs, never typed in."""
+from the CSVs, never typed in. What a backend is (the hardware it is built for, its native
+peer) is read from its rows (results.Measurement), never from its name."""
 
 from __future__ import annotations
 
@@ -11,16 +12,47 @@ import pandas as pd
 from tinygpt_bench import stats
 
 
-def baseline_of(backends: list[str]) -> str:
-    return "wasm" if "wasm" in backends else backends[0]
-
-
 def backend_order(df: pd.DataFrame) -> list[str]:
     seen = []
     for b in df["backend"]:
         if b not in seen:
             seen.append(b)
     return seen
+
+
+def stamp(df: pd.DataFrame, backend: str, column: str):
+    """What the rows of `backend` say in `column` (the first one that says anything), or None."""
+    if column not in df:
+        return None
+    vals = df.loc[df.backend == backend, column].dropna()
+    return vals.iloc[0] if len(vals) else None
+
+
+def peers(df: pd.DataFrame) -> dict[str, str]:
+    """Each engine's native peer, as its rows name it (native_peer), in the rows' backend order."""
+    out = {}
+    for b in backend_order(df):
+        peer = stamp(df, b, "native_peer")
+        if peer:
+            out[b] = peer
+    return out
+
+
+def engines(df: pd.DataFrame) -> list[str]:
+    """The backends that are not some engine's native peer, in order."""
+    named = set(peers(df).values())
+    return [b for b in backend_order(df) if b not in named]
+
+
+def cpu_engine(df: pd.DataFrame) -> str | None:
+    """The first engine built for the CPU (hardware CPU, with a native peer): the speedup
+    curve's baseline."""
+    return next((b for b in peers(df) if stamp(df, b, "hardware") == "CPU"), None)
+
+
+def baseline_of(df: pd.DataFrame) -> str:
+    """What speedups are measured against: the CPU engine, else the first backend."""
+    return cpu_engine(df) or backend_order(df)[0]
 
 
 def steady_samples(steps: pd.DataFrame | None, preset: str, backend: str) -> list[float]:
@@ -33,7 +65,7 @@ def steady_samples(steps: pd.DataFrame | None, preset: str, backend: str) -> lis
 def speedups(df: pd.DataFrame, steps: pd.DataFrame | None, baseline: str | None = None) -> pd.DataFrame:
     """One row per (preset, backend != baseline): speedup with its 95% bootstrap interval."""
     order = backend_order(df)
-    baseline = baseline or baseline_of(order)
+    baseline = baseline or baseline_of(df)
     rows = []
     for preset in df["preset"].unique():
         sub = df[df.preset == preset].set_index("backend")
@@ -64,17 +96,13 @@ def speedups(df: pd.DataFrame, steps: pd.DataFrame | None, baseline: str | None 
     return pd.DataFrame(rows)
 
 
-# each engine's native peer: what a user would otherwise pick on the same hardware
-PEERS = {"webgpu": "torch-cuda", "webgpu-dawn": "torch-cuda", "wasm": "torch-cpu", "wasm-v8": "torch-cpu"}
-
-
 def peer_ratios(df: pd.DataFrame, steps: pd.DataFrame | None) -> pd.DataFrame:
     """One row per (preset, engine) whose native peer was measured too: ratio = engine ms /
     peer ms (below 1: faster than native) with its 95% bootstrap interval; the columns of
     speedups(), with 'engine' and 'peer' in place of 'baseline' and 'backend'."""
     frames = []
     present = set(df["backend"])
-    for engine, peer in PEERS.items():
+    for engine, peer in peers(df).items():
         if engine not in present or peer not in present:
             continue
         sp = speedups(df[df.backend.isin([engine, peer])], steps, baseline=engine)
@@ -98,7 +126,7 @@ def _bool(v) -> bool:
 
 def summary_rows(df: pd.DataFrame, steps: pd.DataFrame | None) -> tuple[list[str], list[list[str]]]:
     order = backend_order(df)
-    baseline = baseline_of(order)
+    baseline = baseline_of(df)
     sp = speedups(df, steps, baseline)
     header = ["preset", "params"] + [f"{b} ms/step" for b in order]
     header += [f"{b} vs {baseline}" for b in order if b != baseline] + ["loss parity", "status"]
@@ -135,9 +163,3 @@ def summary_rows(df: pd.DataFrame, steps: pd.DataFrame | None) -> tuple[list[str
         line.append(",".join(statuses) if statuses != ["ok"] else "ok")
         rows.append(line)
     return header, rows
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)

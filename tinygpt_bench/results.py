@@ -1,12 +1,23 @@
-"""Result files: what a curve run writes, and reads back (`chart`, `compare`, `--resume`).
+"""Result files as typed records: what `curve`, `peak` and `diagnose` write, and what every
+reader (`summary`, `chart`, `report`, `compare`, `--resume`) reads back. The only module that
+knows the files' layout: writers hand it records, readers get records (or a pandas view of
+them, frame()).
 
-In the output folder:
-- measurements.csv  one row per (preset, backend): status, timings, throughput, parity, stamps
-- steps.csv         one row per timed step: repeat, step, ms, loss
+In an output folder:
+- measurements.csv  one Measurement a (preset, backend): status, timings, throughput, parity, stamps
+- steps.csv         one Step a timed step: repeat, step, ms, loss
 - environment.json  the machine, the run's settings and each backend's description
+- peaks.csv         one Peak a ceiling measured by `peak`
+- diagnose-PRESET-BACKEND.json  one Diagnosis (and its Markdown beside it)
 
-Format history (FORMAT_VERSION, written into every row and the JSON):
-  1  2026-11  first version
+Format history (FORMAT_VERSION, written into every row and JSON file):
+  1  2026-11  first version (peaks.csv had its own version 1; diagnose reports none)
+  2  2026-12  one version for every file; measurements: hardware (GPU or CPU, what the
+              backend is built for), native_peer (the backend an engine is compared with on
+              that hardware) and relaxed_simd (the arithmetic a wasm
+              engine ran), peaks: relaxed_simd, diagnose reports: format_version and
+              kernel_timing (how its per-kernel times were measured). A folder of version 1
+              is upgraded by dev/migrate_results.py.
 Each measurement is committed as it finishes (its steps, then its row; every file replaced
 atomically), so an interrupted run keeps everything it measured and `--resume` can carry
 on. A step counts only with its measurement's row (same run_id, preset and backend). The
@@ -16,36 +27,281 @@ folder is locked while a run writes into it (LOCK, holding the writer's pid).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import fcntl
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from tinygpt_bench.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = {FORMAT_VERSION}  # format versions this tinygpt-bench reads
 MEASUREMENTS = "measurements.csv"
 STEPS = "steps.csv"
 ENVIRONMENT = "environment.json"
-
-MEASUREMENT_COLUMNS = [
-    "format_version", "run_id", "timestamp", "preset", "backend", "status", "stage", "error",
-    "layers", "d_model", "heads", "ctx", "batch", "params", "flops_per_step",
-    "steps", "repeats", "seed", "lr", "corpus", "corpus_sha256",
-    "cold_ms", "median_ms", "mean_ms", "min_ms", "q1_ms", "q3_ms", "max_ms", "mad_ms",
-    "n_samples", "n_outliers", "tokens_per_s", "gflop_per_s", "peak_rss_bytes", "engine_memory_bytes",
-    "first_loss", "final_loss", "loss_rel_diff_backends", "loss_rel_diff_reference", "reference", "parity_ok",
-    "device", "device_type", "software_adapter", "adapter_vendor", "adapter_driver", "adapter_api",
-    "cpu_model", "threads", "runtime", "runtime_settings", "module_sha256", "kernels_sha256",
-    "git_commit", "settings_id",
-]
-STEP_COLUMNS = ["format_version", "run_id", "preset", "backend", "repeat", "step", "ms", "loss"]
+PEAKS = "peaks.csv"
+DIAGNOSE_GLOB = "diagnose-*.json"
 STATUSES = ("ok", "failed", "timeout", "skipped")
+
+
+def _fmt(v):
+    """A measurement's or a step's value as CSV text: floats to 6 decimals (or 6 significant
+    digits in exponent form below 1e-3), booleans true/false, None empty."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(round(v, 6)) if abs(v) >= 1e-3 or v == 0 else f"{v:.6e}"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v
+
+
+def _fmt_peak(v):
+    """A peak's value as CSV text: floats to 6 significant digits."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else repr(float(f"{v:.6g}"))
+    return v
+
+
+class _Record:
+    """A row of a result CSV: the dataclass's fields are the columns, in order; each field's
+    type (str, int, float or bool, None where empty) says how its text is read and written."""
+
+    _format = staticmethod(_fmt)
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def types(cls) -> dict[str, type]:
+        cached = cls.__dict__.get("_types")
+        if cached is None:
+            hints = typing.get_type_hints(cls)
+            cached = {}
+            for name in cls.columns():
+                args = [a for a in typing.get_args(hints[name]) if a is not type(None)] or [hints[name]]
+                cached[name] = args[0]
+            cls._types = cached
+        return cached
+
+    def cells(self) -> dict[str, str]:
+        """The row as CSV text, column by column."""
+        return {c: self._format(getattr(self, c)) for c in self.columns()}
+
+    @classmethod
+    def from_cells(cls, cells: dict[str, str], where: str, fix: str):
+        """The record of a CSV row (column -> text); a column the file lacks is None. A value
+        of the wrong type raises a UserError naming `where` (file and line) and the fix."""
+        values = {}
+        for name, tp in cls.types().items():
+            x = cells.get(name)
+            if x is None or not x.strip():
+                values[name] = None
+            elif tp is str:
+                values[name] = x
+            elif tp is bool:
+                low = x.strip().lower()
+                if low not in ("true", "false"):
+                    raise UserError(f"{where}: {name} is {x!r}, not true or false; {fix}")
+                values[name] = low == "true"
+            else:
+                try:
+                    v = float(x)
+                except ValueError:
+                    raise UserError(f"{where}: {name} is {x!r}, not a number; {fix}") from None
+                if tp is int:
+                    if not v.is_integer():
+                        raise UserError(f"{where}: {name} is {x!r}, not a whole number; {fix}")
+                    v = int(x) if x.strip().lstrip("-").isdigit() else int(v)
+                values[name] = v
+        return cls(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurement(_Record):
+    """One (preset, backend) of a curve run: measurements.csv's row, its columns in this order."""
+
+    format_version: int = FORMAT_VERSION
+    run_id: str
+    timestamp: str | None = None
+    preset: str
+    backend: str
+    status: str
+    stage: str | None = None
+    error: str | None = None
+    # the preset and the protocol
+    layers: int | None = None
+    d_model: int | None = None
+    heads: int | None = None
+    ctx: int | None = None
+    batch: int | None = None
+    params: int | None = None
+    flops_per_step: int | None = None
+    steps: int | None = None
+    repeats: int | None = None
+    seed: int | None = None
+    lr: float | None = None
+    corpus: str | None = None
+    corpus_sha256: str | None = None
+    # step times (ms): the cold first step, then steps 2..N over all repeats
+    cold_ms: float | None = None
+    median_ms: float | None = None
+    mean_ms: float | None = None
+    min_ms: float | None = None
+    q1_ms: float | None = None
+    q3_ms: float | None = None
+    max_ms: float | None = None
+    mad_ms: float | None = None
+    n_samples: int | None = None
+    n_outliers: int | None = None
+    tokens_per_s: float | None = None
+    gflop_per_s: float | None = None
+    peak_rss_bytes: int | None = None
+    engine_memory_bytes: int | None = None
+    # losses and parity
+    first_loss: float | None = None
+    final_loss: float | None = None
+    loss_rel_diff_backends: float | None = None
+    loss_rel_diff_reference: float | None = None
+    reference: str | None = None
+    parity_ok: bool | None = None
+    # what ran it
+    device: str | None = None
+    device_type: str | None = None  # GPU or CPU
+    software_adapter: bool | None = None
+    adapter_vendor: str | None = None
+    adapter_driver: str | None = None
+    adapter_api: str | None = None
+    cpu_model: str | None = None
+    threads: int | None = None
+    runtime: str | None = None
+    runtime_settings: str | None = None
+    module_sha256: str | None = None
+    kernels_sha256: str | None = None
+    git_commit: str | None = None
+    settings_id: str | None = None
+    hardware: str | None = None  # GPU or CPU: what the backend is built for (device_type: what it ran on) (format 2)
+    native_peer: str | None = None  # the backend this engine is compared with on its hardware (format 2)
+    relaxed_simd: bool | None = None  # a wasm engine's arithmetic: relaxed-SIMD FMA or mul+add (format 2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step(_Record):
+    """One timed step: steps.csv's row."""
+
+    format_version: int = FORMAT_VERSION
+    run_id: str
+    preset: str
+    backend: str
+    repeat: int
+    step: int
+    ms: float
+    loss: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Peak(_Record):
+    """One ceiling measured by `peak`: peaks.csv's row."""
+
+    _format = staticmethod(_fmt_peak)
+
+    format_version: int = FORMAT_VERSION
+    run_id: str
+    timestamp: str | None = None
+    engine: str
+    kind: str  # peak (independent multiply-add chains) or matmul
+    what: str
+    threads: int | None = None
+    device: str | None = None
+    size: str | None = None
+    flops: int | None = None
+    repeats: int | None = None
+    seconds: float | None = None
+    gflop_per_s: float | None = None
+    max_rel_err: float | None = None
+    status: str
+    note: str | None = None
+    # the machine
+    cpu_model: str | None = None
+    cpu_usable_cores: int | None = None
+    host_memory_bytes: int | None = None
+    hostname: str | None = None
+    os: str | None = None
+    adapter: str | None = None
+    adapter_type: str | None = None
+    adapter_driver: str | None = None
+    adapter_api: str | None = None
+    software_adapter: bool | None = None
+    numpy: str | None = None
+    wgpu: str | None = None
+    wasmtime: str | None = None
+    torch: str | None = None
+    git_commit: str | None = None
+    relaxed_simd: bool | None = None  # wasm rows: relaxed-SIMD FMA (true) or mul+add (false) (format 2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Diagnosis:
+    """One diagnose report (diagnose-PRESET-BACKEND.json): its stages as written by diagnose
+    (name, ok, figure, error, meaning, detail), the machine it ran on, and how the engine's
+    per-kernel times were measured."""
+
+    format_version: int = FORMAT_VERSION
+    preset: str
+    backend: str
+    kernel_timing: str | None = None
+    options: dict = field(default_factory=dict)
+    ok: bool
+    stages: list = field(default_factory=list)
+    environment: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, d: dict, where: str) -> "Diagnosis":
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: not a diagnose report (not a JSON object); rewrite it with "
+                            "`tinygpt-bench diagnose`")
+        v = d.get("format_version")
+        if not (isinstance(v, int) and not isinstance(v, bool) and v in READABLE_VERSIONS):
+            raise _version_error(where, v)
+        missing = [k for k in ("preset", "backend", "ok", "stages") if k not in d]
+        if missing:
+            raise UserError(f"{where}: not a diagnose report (no '{missing[0]}'); rewrite it with "
+                            "`tinygpt-bench diagnose`")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+MEASUREMENT_COLUMNS = Measurement.columns()
+STEP_COLUMNS = Step.columns()
+PEAK_COLUMNS = Peak.columns()
+
+
+def frame(records: list, cls: type) -> pd.DataFrame:
+    """A pandas view of records (one row each, the CSV's columns; numbers as numbers, an empty
+    value as NaN), for the reporting code that computes over columns."""
+    cols = cls.columns()
+    df = pd.DataFrame.from_records([dataclasses.astuple(r) for r in records], columns=cols)
+    for c, tp in cls.types().items():
+        if tp in (int, float):
+            df[c] = pd.to_numeric(df[c])
+    return df
 
 
 def settings_id(settings: dict) -> str:
@@ -119,13 +375,15 @@ class FolderLock:
             self.fd = None
 
 
-def _csv_text(columns: list[str], rows: list[dict], header: bool) -> bytes:
+def csv_bytes(cls: type, records: list, header: bool) -> bytes:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=cls.columns(), extrasaction="raise", lineterminator="\n")
     if header:
         w.writeheader()
-    for r in rows:
-        w.writerow({k: _fmt(r.get(k)) for k in columns})
+    for r in records:
+        if not isinstance(r, cls):
+            raise TypeError(f"{cls.__name__} expected, got {type(r).__name__}")
+        w.writerow(r.cells())
     return buf.getvalue().encode("utf-8")
 
 
@@ -176,9 +434,9 @@ class ResultWriter:
                                                    **environment.get("backend_descriptions", {})}
             environment["earlier_run_ids"] = [*old.get("earlier_run_ids", []), old.get("run_id")]
         self.environment(environment)
-        for path, columns in ((self.m_path, MEASUREMENT_COLUMNS), (self.s_path, STEP_COLUMNS)):
+        for path, cls in ((self.m_path, Measurement), (self.s_path, Step)):
             if not path.exists() or path.stat().st_size == 0:
-                self._replace(path, _csv_text(columns, [], header=True))
+                self._replace(path, csv_bytes(cls, [], header=True))
         if resume:
             self._drop_orphan_steps()
 
@@ -189,8 +447,8 @@ class ResultWriter:
             raise UserError(f"cannot write {path} ({e.strerror}); what was measured before is kept in {self.dir}: "
                             "free space or fix permissions, then rerun with --resume") from None
 
-    def _append(self, path: Path, columns: list[str], rows: list[dict]) -> None:
-        self._replace(path, path.read_bytes() + _csv_text(columns, rows, header=False))
+    def _append(self, path: Path, cls: type, records: list) -> None:
+        self._replace(path, path.read_bytes() + csv_bytes(cls, records, header=False))
 
     def _drop_orphan_steps(self) -> None:
         """Steps of a measurement whose row never reached measurements.csv (a killed run)."""
@@ -214,30 +472,20 @@ class ResultWriter:
     def environment(self, environment: dict) -> None:
         self._replace(self.env_path, (json.dumps(environment, indent=2, default=str) + "\n").encode("utf-8"))
 
-    def measurement(self, row: dict) -> None:
-        self._append(self.m_path, MEASUREMENT_COLUMNS, [{"format_version": FORMAT_VERSION, **row}])
+    def measurement(self, m: Measurement) -> None:
+        self._append(self.m_path, Measurement, [m])
 
-    def steps(self, rows: list[dict]) -> None:
-        if rows:
-            self._append(self.s_path, STEP_COLUMNS, [{"format_version": FORMAT_VERSION, **r} for r in rows])
+    def steps(self, steps: list[Step]) -> None:
+        if steps:
+            self._append(self.s_path, Step, steps)
 
-    def commit(self, row: dict, steps: list[dict]) -> None:
+    def commit(self, m: Measurement, steps: list[Step]) -> None:
         """One measurement: its steps, then its row (the row is what makes the steps count)."""
         self.steps(steps)
-        self.measurement(row)
+        self.measurement(m)
 
     def close(self) -> None:
         self._lock.release()
-
-
-def _fmt(v):
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(round(v, 6)) if abs(v) >= 1e-3 or v == 0 else f"{v:.6e}"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return v
 
 
 def _diff(old: dict, new: dict) -> str:
@@ -266,104 +514,99 @@ def _resolve(paths: list[Path], name: str) -> list[Path]:
     return out
 
 
-READABLE_VERSIONS = {1}  # format versions this tinygpt-bench reads
-MEASUREMENT_NUMERIC = (
-    "format_version", "layers", "d_model", "heads", "ctx", "batch", "params", "flops_per_step", "steps", "repeats",
-    "seed", "lr", "cold_ms", "median_ms", "mean_ms", "min_ms", "q1_ms", "q3_ms", "max_ms", "mad_ms", "n_samples",
-    "n_outliers", "tokens_per_s", "gflop_per_s", "peak_rss_bytes", "engine_memory_bytes", "first_loss", "final_loss",
-    "loss_rel_diff_backends", "loss_rel_diff_reference",
-)
-STEP_NUMERIC = ("format_version", "repeat", "step", "ms", "loss")
+MIGRATE = "python dev/migrate_results.py"  # upgrades a folder of an older format, in a tinygpt-bench checkout
 
 
 def _version_error(where: str, v) -> UserError:
     readable = ", ".join(map(str, sorted(READABLE_VERSIONS)))
-    newer = isinstance(v, int) and not isinstance(v, bool) and v > FORMAT_VERSION or (
-        isinstance(v, str) and v.strip().isdigit() and int(v) > FORMAT_VERSION)
-    fix = "upgrade tinygpt-bench to read it" if newer else f"a file written by `curve` has {FORMAT_VERSION} there"
+    n = v if isinstance(v, int) and not isinstance(v, bool) else (
+        int(v) if isinstance(v, str) and v.strip().isdigit() else None)
+    if n is not None and n > FORMAT_VERSION:
+        fix = "upgrade tinygpt-bench to read it"
+    elif n is not None and 1 <= n < FORMAT_VERSION:
+        fix = f"upgrade the folder to format {FORMAT_VERSION} with `{MIGRATE} FOLDER`"
+    else:
+        fix = f"a file written by tinygpt-bench has {FORMAT_VERSION} there"
     return UserError(f"{where}: format version {v!r}, this tinygpt-bench reads {readable}; {fix}")
 
 
-def _check_csv(p: Path, text: str, required: tuple, numeric: tuple, nonempty: tuple, what: str) -> int:
-    """Check every row of a result CSV; returns the number of rows. A bad row raises a
-    UserError naming the file and the line."""
-    fix = (f"delete that line and rerun `tinygpt-bench curve --resume --out {p.parent}` to measure it again")
+def _read_csv(p: Path, text: str, cls: type, required: tuple, nonempty: tuple, what: str) -> list:
+    """The records of a result CSV, every row checked: a bad one raises a UserError naming the
+    file, the line and the fix."""
+    writer = "peak" if cls is Peak else "curve"
+    fix = (f"delete that line and rerun `tinygpt-bench curve --resume --out {p.parent}` to measure it again"
+           if writer == "curve" else f"measure it again with `tinygpt-bench peak --out {p.parent}`")
     reader = csv.reader(io.StringIO(text))
-    n = 0
+    out = []
     try:
         header = next(reader, None)
         if not header:
-            raise UserError(f"{p} is empty, not even a header; pass a {what} written by `curve`")
+            raise UserError(f"{p} is empty, not even a header; pass a {what} written by `{writer}`")
         missing = [c for c in required if c not in header]
         if missing:
-            raise UserError(f"{p}: missing column '{missing[0]}'; pass a {what} written by `curve`")
+            raise UserError(f"{p}: missing column '{missing[0]}'; pass a {what} written by `{writer}`")
         idx = {c: header.index(c) for c in header}
         for row in reader:
             if not row:
                 continue
-            line = reader.line_num
-            n += 1
+            where = f"{p}, line {reader.line_num}"
             if len(row) != len(header):
-                raise UserError(f"{p}, line {line}: {len(row)} fields where the header has {len(header)} "
+                raise UserError(f"{where}: {len(row)} fields where the header has {len(header)} "
                                 f"(a truncated or malformed row); {fix}")
             v = row[idx["format_version"]].strip()
             if not (v.isdigit() and int(v) in READABLE_VERSIONS):
-                raise _version_error(f"{p}, line {line}", v)
+                raise _version_error(where, v)
             for c in nonempty:
                 if not row[idx[c]].strip():
-                    raise UserError(f"{p}, line {line}: empty {c}; {fix}")
-            for c in numeric:
-                x = row[idx[c]] if c in idx else ""
-                if x.strip():
-                    try:
-                        float(x)
-                    except ValueError:
-                        raise UserError(f"{p}, line {line}: {c} is {x!r}, not a number; {fix}") from None
-            if "status" in required and row[idx["status"]] not in STATUSES:
-                raise UserError(f"{p}, line {line}: status {row[idx['status']]!r} is not one of "
-                                f"{', '.join(STATUSES)}; {fix}")
+                    raise UserError(f"{where}: empty {c}; {fix}")
+            if "status" in idx and row[idx["status"]] not in STATUSES:
+                raise UserError(f"{where}: status {row[idx['status']]!r} is not one of {', '.join(STATUSES)}; {fix}")
+            out.append(cls.from_cells({c: row[i] for c, i in idx.items()}, where, fix))
     except csv.Error as e:
         raise UserError(f"{p}, line {reader.line_num}: malformed CSV ({e}); {fix}") from None
-    return n
+    return out
 
 
 def _read_text(p: Path, what: str) -> str:
     try:
         return p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"{p}: not UTF-8 text; pass a {what} written by `curve`") from None
+        raise UserError(f"{p}: not UTF-8 text; pass a {what} written by `tinygpt-bench`") from None
     except OSError as e:
         raise UserError(f"cannot read {p} ({e.strerror}); check the path and its permissions") from None
 
 
-def read_measurements(paths: list[Path], require_rows: bool = True, environment: bool = True) -> pd.DataFrame:
-    """The rows of measurements.csv files, checked row by row (a bad one: a UserError naming the
-    file and line). require_rows: a file with only its header is an error; environment: the
-    environment.json beside each file must be there and readable."""
-    frames = []
+def measurements(paths: list[Path], require_rows: bool = True, environment: bool = True) -> list[Measurement]:
+    """The measurements of measurements.csv files (or the folders holding them), checked row
+    by row (a bad one: a UserError naming the file and line). require_rows: a file with only
+    its header is an error; environment: the environment.json beside each file must be there
+    and readable. A later row for the same (preset, backend) supersedes an earlier one (a
+    resumed run), in the later one's place (as a resumed run wrote them)."""
+    out: dict[tuple[str, str], Measurement] = {}
     for p in _resolve(paths, MEASUREMENTS):
         text = _read_text(p, "measurements CSV")
-        n = _check_csv(p, text, ("format_version", "preset", "backend", "status", "median_ms"),
-                       MEASUREMENT_NUMERIC, ("preset", "backend", "status"), "measurements.csv")
-        if n == 0 and require_rows:
+        rows = _read_csv(p, text, Measurement, ("format_version", "preset", "backend", "status", "median_ms"),
+                         ("preset", "backend", "status"), "measurements.csv")
+        if not rows and require_rows:
             raise UserError(f"{p} holds no measurements, only its header (a run stopped in its first "
                             f"measurement); complete it with `tinygpt-bench curve --resume --out {p.parent}`")
         if environment:
             load_environment(p.with_name(ENVIRONMENT))
-        try:
-            df = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
-        except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-            raise UserError(f"{p}: not a readable measurements CSV ({e}); pass a file written by `curve`") from None
-        df["source"] = str(p)
-        frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
-    # a later row for the same (preset, backend) supersedes an earlier one (resumed runs)
-    return df.drop_duplicates(subset=["preset", "backend"], keep="last").reset_index(drop=True)
+        for m in rows:
+            out.pop((m.preset, m.backend), None)
+            out[(m.preset, m.backend)] = m
+    return list(out.values())
 
 
-def read_steps(paths: list[Path]) -> pd.DataFrame | None:
-    """The steps of the measurements in `paths`: only a step whose (run_id, preset, backend) has
-    its row in measurements.csv counts (a measurement is committed by its row)."""
+def read_measurements(paths: list[Path], require_rows: bool = True, environment: bool = True) -> pd.DataFrame:
+    """measurements() as a frame (one row a measurement, the CSV's columns)."""
+    return frame(measurements(paths, require_rows, environment), Measurement)
+
+
+def steps(paths: list[Path]) -> list[Step] | None:
+    """The steps of the measurements in `paths` (None: no steps.csv beside them): only a step
+    whose (run_id, preset, backend) has its row in measurements.csv counts (a measurement is
+    committed by its row)."""
     found = []
     for p in paths:
         p = Path(p)
@@ -372,18 +615,73 @@ def read_steps(paths: list[Path]) -> pd.DataFrame | None:
             found.append(cand)
     if not found:
         return None
-    frames = []
+    out = []
     for f in found:
-        text = _read_text(f, "steps CSV")
-        _check_csv(f, text, tuple(STEP_COLUMNS), STEP_NUMERIC, ("run_id", "preset", "backend", "step", "ms"),
-                   "steps.csv")
-        frames.append(pd.read_csv(io.StringIO(text)))
-    steps = pd.concat(frames, ignore_index=True)
-    m = read_measurements(paths, require_rows=False, environment=False)
-    keys = set(zip(m["run_id"].astype(str), m["preset"].astype(str), m["backend"].astype(str)))
-    mine = [k in keys for k in zip(steps["run_id"].astype(str), steps["preset"].astype(str),
-                                   steps["backend"].astype(str))]
-    return steps[mine].reset_index(drop=True)
+        out += _read_csv(f, _read_text(f, "steps CSV"), Step, tuple(STEP_COLUMNS),
+                         ("run_id", "preset", "backend", "step", "ms"), "steps.csv")
+    keys = {(m.run_id, m.preset, m.backend) for m in measurements(paths, require_rows=False, environment=False)}
+    return [s for s in out if (s.run_id, s.preset, s.backend) in keys]
+
+
+def read_steps(paths: list[Path]) -> pd.DataFrame | None:
+    """steps() as a frame (one row a step)."""
+    found = steps(paths)
+    return None if found is None else frame(found, Step)
+
+
+def peaks(path: Path) -> list[Peak]:
+    """peaks.csv (a file or the folder holding it), checked row by row."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PEAKS
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; measure it with `tinygpt-bench peak --out {path.parent}`")
+    return _read_csv(path, _read_text(path, "peaks CSV"), Peak,
+                     ("format_version", "engine", "kind", "what", "gflop_per_s", "status"),
+                     ("engine", "kind", "what", "status"), "peaks.csv")
+
+
+def read_peaks(path: Path) -> pd.DataFrame:
+    """peaks() as a frame (one row a peak)."""
+    return frame(peaks(path), Peak)
+
+
+def write_peaks(path: Path, records: list[Peak]) -> None:
+    """peaks.csv, whole: its header and `records`, replacing the file atomically."""
+    try:
+        atomic_write(Path(path), csv_bytes(Peak, records, header=True))
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror}); free space or fix permissions") from None
+
+
+def diagnosis_path(folder: Path, preset: str, backend: str) -> Path:
+    """Where diagnose writes a report's JSON (its Markdown beside it, .md)."""
+    return Path(folder) / f"diagnose-{preset}-{backend}.json"
+
+
+def write_diagnosis(folder: Path, d: Diagnosis, markdown: str) -> tuple[Path, Path]:
+    """A diagnose report into `folder`: its Markdown and its JSON, each replaced atomically."""
+    js = diagnosis_path(folder, d.preset, d.backend)
+    md = js.with_suffix(".md")
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        atomic_write(md, markdown.encode("utf-8"))
+        atomic_write(js, (json.dumps(d.to_json(), indent=2, default=str) + "\n").encode("utf-8"))
+    except OSError as e:
+        raise UserError(f"cannot write the diagnose report into {folder} ({e.strerror}); give a writable --out") from None
+    return md, js
+
+
+def diagnoses(folder: Path) -> list[Diagnosis]:
+    """Every diagnose report in `folder`, in file name order, each checked."""
+    out = []
+    for p in sorted(Path(folder).glob(DIAGNOSE_GLOB)):
+        try:
+            d = json.loads(_read_text(p, "diagnose report"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p}: not a diagnose report ({e}); rewrite it with `tinygpt-bench diagnose`") from None
+        out.append(Diagnosis.from_json(d, str(p)))
+    return out
 
 
 def load_environment(path: Path) -> dict:

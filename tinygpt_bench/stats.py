@@ -13,6 +13,7 @@ MAD_SCALE = 1.4826  # MAD -> standard deviation for normal data
 OUTLIER_MADS = 5.0  # a sample further than this many scaled MADs from the median is an outlier
 BOOTSTRAP = 2000
 CONFIDENCE = 0.95
+PARITY_TOLERANCE = 1e-3  # relative difference of the final loss that still counts as the same training
 
 
 @dataclass(frozen=True)

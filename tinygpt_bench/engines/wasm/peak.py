@@ -56,6 +56,7 @@ def wasm_peak(threads: int, iters: int, repeats: int = 3) -> dict[str, dict]:
                 best = min(best, time.perf_counter() - t)
             flops = WASM_PEAK_CHAINS * 4 * 2 * iters * threads  # chains x lanes x multiply-add, each thread
             out[what] = {"gflop_per_s": flops / best / 1e9, "seconds": best, "flops": flops, "max_rel_err": err,
+                         "relaxed_simd": export == WASM_PEAK_EXPORTS["simd128_relaxed_fma"],
                          "size": f"{iters} rounds x {WASM_PEAK_CHAINS} f32x4 chains x {threads} threads"}
     return out
 
@@ -90,7 +91,7 @@ def wasm_matmul(threads: int, reps: int, shapes=XL_SHAPES, repeats: int = 3) -> 
                              "note": f"xl {label}" + (" (a transposed)" if tr else "")
                              + f"; {kernel} tile", "flops": flops,
                              "seconds": best, "gflop_per_s": flops / best / 1e9, "max_rel_err": err,
-                             "repeats": repeats})
+                             "repeats": repeats, "relaxed_simd": bool(fma)})
         b.runtime.call("model_set_fma", 0)
     return rows
 

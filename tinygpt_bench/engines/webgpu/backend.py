@@ -23,6 +23,8 @@ Buffers (fp32 unless noted):
     top.{xf,hf,sf,logits,losses}    final residual, ln_f output and stats, logits/dlogits, losses
     scratch.{dx,dh,dq,dk,dv,datt,dg,dd}
                                     gradients flowing backward, reused by every layer
+    scratch.{att_s,att_dp}          with attention through products (wgpu_ops.attention_mm): the
+                                    scores and their gradient (B,H,T,T), reused by every layer
     splitk                          partial products of split-K matmuls (and attention chunks)
     uniforms                        256 bytes of uniform values per dispatch
     loss readback                   16 bytes, mappable
@@ -142,7 +144,9 @@ def step_plan(preset: Preset, gpu, fault: str | None = None) -> StepPlan:
     n_split = max(ops.splitk_scratch(m, n, ops.plan_matmul(gpu, m, n, k, bg)[1])
                   for m, n, k in shapes for bg in (False, True))
     tiled_parts = (ops.TILED_FORWARD, ops.TILED_DQ, ops.TILED_DKV)
-    if any(ops.attention_tiled(gpu, None, part, C // H) for part in tiled_parts):  # a split's partials share it
+    if ops.attention_mm(gpu, T):  # attention through products: two score buffers, reused by every layer
+        scr.update(att_s=ops.attention_mm_scratch(B, T, H), att_dp=ops.attention_mm_scratch(B, T, H))
+    elif any(ops.attention_tiled(gpu, None, part, C // H) for part in tiled_parts):  # a split's partials share it
         n_split = max(n_split, ops.attention_scratch(B, T, C, H, ops.attention_chunks(gpu, T)[1]))
     storage = {"params": 4 * P, "grads": 4 * P, "adam_m": 4 * P, "adam_v": 4 * P,
                "decay_mask": 4 * ops.cdiv(P, 32), "tokens": 4 * tl.total, "step": 4 * (ops.ST_PART + ops.NPARTS),
@@ -179,6 +183,7 @@ def record(p: Program, plan: StepPlan, b: dict, fault: str | None = None) -> Pro
 
     tp = lambda name: Ref(b[f"top.{name}"])  # noqa: E731
     sc = lambda name: Ref(b[f"scratch.{name}"])  # noqa: E731
+    mm_attention = "scratch.att_s" in b  # step_plan chose attention through products (ops.attention_mm)
     step = Ref(b["step"], 0)
 
     def mm(*args, **kw):  # every product may split K into the shared scratch (ops.plan_matmul)
@@ -198,8 +203,12 @@ def record(p: Program, plan: StepPlan, b: dict, fault: str | None = None) -> Pro
                               par("ln1_b", l), BT, C)
         for w, bias, out in (("wq", "bq", "q"), ("wk", "bk", "k"), ("wv", "bv", "v")):
             mm(f"{n}.{out}", act(l, out), act(l, "h1"), par(w, l), BT, C, C, bias=par(bias, l))
-        ops.attention_forward(p, f"{n}.attn", act(l, "att"), act(l, "lse"), act(l, "q"), act(l, "k"),
-                              act(l, "v"), B, T, C, H, scratch=Ref(b["splitk"], 0))
+        if mm_attention:
+            ops.attention_forward_mm(p, f"{n}.attn", act(l, "att"), act(l, "lse"), act(l, "q"), act(l, "k"),
+                                     act(l, "v"), B, T, C, H, sc("att_s"))
+        else:
+            ops.attention_forward(p, f"{n}.attn", act(l, "att"), act(l, "lse"), act(l, "q"), act(l, "k"),
+                                  act(l, "v"), B, T, C, H, scratch=Ref(b["splitk"], 0))
         mm(f"{n}.proj", act(l, "xm"), act(l, "att"), par("wo", l), BT, C, C, bias=par("bo", l),
                    res=act(l, "x"))
         ops.layernorm_forward(p, f"{n}.ln2", act(l, "h2"), act(l, "s2"), act(l, "xm"), par("ln2_w", l),
@@ -229,9 +238,14 @@ def record(p: Program, plan: StepPlan, b: dict, fault: str | None = None) -> Pro
                                act(l, "xm"), act(l, "s2"), par("ln2_w", l), BT, C, accum=True)
         mm(f"{n}.proj.dx", sc("datt"), sc("dx"), par("wo", l), BT, C, C, trans_b=True)
         wgrad(f"{n}.proj.dw", grad("wo", l), act(l, "att"), sc("dx"), C, C, grad("bo", l))
-        ops.attention_backward(p, f"{n}.attn", sc("dq"), sc("dk"), sc("dv"), sc("dd"), sc("datt"), act(l, "q"),
-                               act(l, "k"), act(l, "v"), act(l, "att"), act(l, "lse"), B, T, C, H,
-                               scratch=Ref(b["splitk"], 0))
+        if mm_attention:
+            ops.attention_backward_mm(p, f"{n}.attn", sc("dq"), sc("dk"), sc("dv"), sc("datt"), act(l, "q"),
+                                      act(l, "k"), act(l, "v"), act(l, "att"), act(l, "lse"), B, T, C, H,
+                                      sc("att_s"), sc("att_dp"))
+        else:
+            ops.attention_backward(p, f"{n}.attn", sc("dq"), sc("dk"), sc("dv"), sc("dd"), sc("datt"), act(l, "q"),
+                                   act(l, "k"), act(l, "v"), act(l, "att"), act(l, "lse"), B, T, C, H,
+                                   scratch=Ref(b["splitk"], 0))
         for i, (w, bias, d) in enumerate((("wq", "bq", "dq"), ("wk", "bk", "dk"), ("wv", "bv", "dv"))):
             mm(f"{n}.{w}.dx", sc("dh"), sc(d), par(w, l), BT, C, C, trans_b=True, accum=i > 0)
             wgrad(f"{n}.{w}.dw", grad(w, l), act(l, "h1"), sc(d), C, C, grad(bias, l))
@@ -517,11 +531,14 @@ class WebGPUBackend(Backend):
 
 def kernel_of(dispatch: str) -> str:
     """A dispatch name ("layer3.back.fc_in.dw [matmul.wgsl:matmul_direct]") -> its row in
-    profile(): the entry point, and for matmul.wgsl the product's role ("matmul_direct dw")."""
+    profile(): the entry point, and for matmul.wgsl the product's role ("matmul_direct dw"), or
+    for attention's products their part ("attention pv", "attention dq")."""
     role, _, kernel = dispatch.partition(" [")
     family, _, entry = kernel.rstrip("]").partition(".wgsl:")
     if family != "matmul":
         return entry or dispatch
+    if ".attn." in role:  # attention through products (wgpu_ops.attention_*_mm): "attention s", ...
+        return f"attention {role.rsplit('.', 1)[1]}"
     role = role.removesuffix(".reduce")
     kind = "dw" if role.endswith(".dw") else "dx" if role.endswith(".dx") else "fwd"
     return f"{entry} {kind}"

@@ -56,7 +56,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
         raise ValueError(f"{name}: bias_grad needs a direct variant and no bias")
     if split_k > 1 and (variant == "tiled" or scratch is None):
         raise ValueError(f"{name}: split_k needs a direct variant and a scratch buffer")
-    consts = {"TRANS_A": trans_a, "TRANS_B": trans_b}
+    consts = {"TRANS_A": trans_a, "TRANS_B": trans_b, **_unroll(p, variant)}
     tile = {"direct4": 32, "big": 128, "big_pf": 128}.get(variant, 64)
     flags = (HAS_BIAS if bias is not None else 0) | (HAS_RES if res is not None else 0) | (ACCUM if accum else 0)
     flags |= BIAS_GRAD if bias_grad is not None else 0
@@ -81,6 +81,13 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     args = [m, n, k, a.off, b.off, c.off, bb.off, rr.off, flags, 1]
     bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: (bias or a).buf, 5: rr.buf}
     p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)), constants=consts)
+
+
+def _unroll(p: Program, variant: str) -> dict:
+    """The UNROLL override of the workgroup-memory kernels (matmul.wgsl): the Gpu's matmul_unroll."""
+    if variant in ("shared", "shared_pf", "big", "big_pf"):
+        return {"UNROLL": bool(getattr(p.gpu, "matmul_unroll", True))}
+    return {}
 
 
 def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split: int = 8) -> tuple[str, int]:
@@ -116,6 +123,37 @@ def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split:
     if tiles32 >= want:
         return "direct4", 1
     return "direct4", max(1, min(max_split, cdiv(want, tiles32), k // 128))
+
+
+SKIP_UPPER, K_UPTO_ROW, K_FROM_ROW = 16, 32, 64  # matmul.wgsl: causal flags of batched products
+BATCHED_VARIANTS = ("shared_pf", "big", "big_pf")  # the kernels that take a batch (BATCHED)
+
+
+class Operand(NamedTuple):
+    """One operand of a batched product: product z's matrix is at ref + (z // inner) * outer_stride
+    + (z % inner) * inner_stride, its rows ld elements apart."""
+    ref: Ref
+    ld: int
+    outer_stride: int
+    inner_stride: int
+
+
+def matmul_batched(p: Program, name: str, c: Operand, a: Operand, b: Operand, m: int, n: int, k: int,
+                   batch: tuple[int, int], trans_a: bool = False, trans_b: bool = False, causal: int = 0,
+                   variant: str = "shared_pf") -> None:
+    """c_z (m,n) = op(a_z) (m,k) @ op(b_z) (k,n) for the batch's outer * inner products z, one a
+    workgroup z (matmul.wgsl, BATCHED). causal: SKIP_UPPER (tiles of c above the diagonal are not
+    computed: nothing reads them), K_UPTO_ROW or K_FROM_ROW (K limited to where op(a) of a causal
+    row can be non-zero). No bias, residual or split of K."""
+    if variant not in BATCHED_VARIANTS:
+        raise ValueError(f"{name}: variant {variant!r} takes no batch; one of {', '.join(BATCHED_VARIANTS)}")
+    outer, inner = batch
+    tile = {"big": 128, "big_pf": 128}.get(variant, 64)
+    args = [m, n, k, a.ref.off, b.ref.off, c.ref.off, 0, 0, causal, 1, a.ld, b.ld, c.ld, inner,
+            a.outer_stride, a.inner_stride, b.outer_stride, b.inner_stride, c.outer_stride, c.inner_stride]
+    p.add(name, "matmul", ENTRIES[variant], args, {1: a.ref.buf, 2: b.ref.buf, 3: c.ref.buf, 4: a.ref.buf, 5: a.ref.buf},
+          (cdiv(n, tile), cdiv(m, tile), outer * inner),
+          constants={"TRANS_A": trans_a, "TRANS_B": trans_b, "BATCHED": True, **_unroll(p, variant)})
 
 
 def splitk_scratch(m: int, n: int, split_k: int) -> int:
@@ -407,3 +445,74 @@ def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref
             outs = (7, 11) if part == "dq" else (8, 9, 11)
             p.add(f"{name}.{part}.combine", "attention", f"attention_combine_{part}", targs,
                   {k: binds[k] for k in outs}, grid(b * h * t * hd), constants={"HD4": hd // 4})
+
+
+# attention_mm.wgsl + batched products ----------------------------------------------------------
+
+def attention_mm(gpu, t: int) -> bool:
+    """Whether attention runs through matrix products (attention_forward_mm, attention_backward_mm)
+    instead of attention.wgsl's kernels: where the Gpu's attention_mm is set and T reaches it."""
+    at = getattr(gpu, "attention_mm", 0)
+    return bool(at) and t >= at
+
+
+def attention_mm_scratch(b: int, t: int, h: int) -> int:
+    """Floats of each of the two score buffers of attention_*_mm: B*H*T*T."""
+    return b * h * t * t
+
+
+def _heads(x: Ref, t: int, c: int, hd: int) -> Operand:
+    """Head h of batch b of a (B,T,C) tensor: rows C apart, at b*T*C + h*hd."""
+    return Operand(x, c, t * c, hd)
+
+
+def _scores(x: Ref, t: int, h: int) -> Operand:
+    """Head h of batch b of a (B,H,T,T) score tensor: rows T apart, at (b*H + h)*T*T."""
+    return Operand(x, t, h * t * t, t * t)
+
+
+def _rows_args(b, t, c, h, s, dp, lse, o=None, dout=None):
+    return [t, c, h, c // h, b * h * t, s.off, dp.off, lse.off, o.off if o else 0, dout.off if dout else 0,
+            float(1.0 / math.sqrt(c // h))]
+
+
+def _rows(rows: int) -> tuple[int, int]:
+    """attention_mm.wgsl's grid: a workgroup a row, over x and y."""
+    x = min(rows, 65535)
+    return (x, cdiv(rows, x))
+
+
+def attention_forward_mm(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v: Ref, b: int, t: int, c: int,
+                         h: int, s: Ref, variant: str = "shared_pf") -> None:
+    """o (B,T,C) = causal softmax attention and lse (B,H,T), as attention_forward, through the
+    scores s (B,H,T,T; attention_mm_scratch floats): s = q k^T, p = softmax(s * scale) in place,
+    o = p v."""
+    hd, batch = c // h, (b, h)
+    matmul_batched(p, name + ".s", _scores(s, t, h), _heads(q, t, c, hd), _heads(k, t, c, hd), t, t, hd, batch,
+                   trans_b=True, causal=SKIP_UPPER, variant=variant)
+    p.add(name + ".softmax", "attention_mm", "softmax_causal", _rows_args(b, t, c, h, s, s, lse),
+          {1: s.buf, 3: lse.buf}, _rows(b * h * t))
+    matmul_batched(p, name + ".pv", _heads(o, t, c, hd), _scores(s, t, h), _heads(v, t, c, hd), t, hd, t, batch,
+                   causal=K_UPTO_ROW, variant=variant)
+
+
+def attention_backward_mm(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dout: Ref, q: Ref, k: Ref, v: Ref,
+                          o: Ref, lse: Ref, b: int, t: int, c: int, h: int, s: Ref, dp: Ref,
+                          variant: str = "shared_pf") -> None:
+    """dq, dk, dv (B,T,C) from dout, as attention_backward, through the scores s and dp (B,H,T,T
+    each): s = q k^T and dp = dout v^T again; then p and ds = scale * p * (dp - rowsum(dout * o))
+    in place (softmax_grad); dv = p^T dout, dq = ds k, dk = ds^T q."""
+    hd, batch = c // h, (b, h)
+    S, DP = _scores(s, t, h), _scores(dp, t, h)
+    heads = lambda x: _heads(x, t, c, hd)  # noqa: E731
+    matmul_batched(p, name + ".s", S, heads(q), heads(k), t, t, hd, batch, trans_b=True, causal=SKIP_UPPER,
+                   variant=variant)
+    matmul_batched(p, name + ".dp", DP, heads(dout), heads(v), t, t, hd, batch, trans_b=True, causal=SKIP_UPPER,
+                   variant=variant)
+    p.add(name + ".softmax_grad", "attention_mm", "softmax_grad", _rows_args(b, t, c, h, s, dp, lse, o, dout),
+          {1: s.buf, 2: dp.buf, 3: lse.buf, 4: o.buf, 5: dout.buf}, _rows(b * h * t))
+    matmul_batched(p, name + ".dv", heads(dv), S, heads(dout), t, hd, t, batch, trans_a=True, causal=K_FROM_ROW,
+                   variant=variant)
+    matmul_batched(p, name + ".dq", heads(dq), DP, heads(k), t, hd, t, batch, causal=K_UPTO_ROW, variant=variant)
+    matmul_batched(p, name + ".dk", heads(dk), DP, heads(q), t, hd, t, batch, trans_a=True, causal=K_FROM_ROW,
+                   variant=variant)

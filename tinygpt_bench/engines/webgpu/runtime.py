@@ -159,7 +159,15 @@ def tuning_for(adapter) -> dict:
     attention_chunk: with attention_tiled, each row's other side (keys, or queries for dk/dv)
     split into chunks of this many rows, one workgroup each, merged by combine kernels (0: none;
     H100 behemoth, 128: forward 5.9 -> 5.2 ms plus 0.24 ms of combine, step time equal; 32 and 64
-    were slower)."""
+    were slower). attention_mm: attention through matrix products (wgpu_ops.attention_forward_mm,
+    attention_backward_mm: the T x T scores materialised a layer at a time, batched products that
+    skip the causal zeros, two row kernels) where T reaches it, 0 for never: 256 on GPUs (H200,
+    interleaved A/B: behemoth 142.1 -> 114.7 ms a step on wgpu-native, 115.3 -> 90.9 on Dawn,
+    attention 37.6 -> 11.5 ms; mega 28.4 -> 23.3; huge 20.1 -> 16.6; xl at T = 128 8.1 -> 7.4, not
+    yet the default there), 0 on CPU adapters. matmul_unroll: the workgroup-memory matmuls' K step
+    as 16 (8) calls in a row instead of a loop (matmul.wgsl UNROLL): Naga bounds every loop with a
+    64-bit counter, which keeps the driver from unrolling it (H200 A/B: wgpu-native behemoth
+    116.0 -> 101.4 ms, mega 23.7 -> 20.6, xl 8.4 -> 7.8; Dawn equal: 94.2 / 93.7)."""
     cpu = adapter.info["adapter_type"] == "CPU"
     return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
             "layernorm_subgroup": not cpu and subgroup_feature(adapter) is not None,
@@ -168,7 +176,7 @@ def tuning_for(adapter) -> dict:
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
             "attention_split": 1 if cpu else None, "attention_tiled": 0 if cpu else None,
-            "attention_chunk": 0}
+            "attention_chunk": 0, "attention_mm": 0 if cpu else 256, "matmul_unroll": True}
 
 
 TUNE_ENV = "TINYGPT_BENCH_TUNE"
