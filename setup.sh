@@ -98,7 +98,7 @@ fi
 echo "setup: done ($(.venv/bin/python -c 'import tinygpt_bench; print("tinygpt-bench", tinygpt_bench.__version__)'))"
 # what each WebGPU implementation finds (a diagnosis, not a failure: the wasm engine needs none)
 .venv/bin/python - <<'PY' || true
-from tinygpt_bench.backends.wgpu_runtime import NO_ADAPTER_FIX, adapters
+from tinygpt_bench.engines.webgpu.runtime import NO_ADAPTER_FIX, adapters
 from tinygpt_bench.envinfo import quiet_mesa
 
 quiet_mesa()

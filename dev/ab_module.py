@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from tinygpt_bench import model, presets, protocol  # noqa: E402
-from tinygpt_bench.backends import wasm  # noqa: E402
+from tinygpt_bench.engines.wasm import backend as wasm  # noqa: E402
 
 
 def main() -> None:

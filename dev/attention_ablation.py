@@ -19,8 +19,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tinygpt_bench (dev/README.md)
 
 from tinygpt_bench import presets  # noqa: E402
-from tinygpt_bench.backends import wgpu_ops as ops  # noqa: E402
-from tinygpt_bench.backends.wgpu_runtime import Gpu, Program  # noqa: E402
+from tinygpt_bench.engines.webgpu import ops  # noqa: E402
+from tinygpt_bench.engines.webgpu.runtime import Gpu, Program  # noqa: E402
 
 FWD = "fn attention_forward_tiled("
 
@@ -68,8 +68,7 @@ def main() -> None:
         code = src
         for old, new, nth in edits:
             code = cut(code, old, new, nth)
-        gpu._modules["attention"] = gpu.compile("attention", code)
-        gpu._pipelines = {k: v for k, v in gpu._pipelines.items() if k[0] != "attention"}
+        gpu.replace_source("attention", code)
         p = Program(gpu, name)
         ops.attention_forward(p, "att", ops.Ref(O), ops.Ref(O, btc), Q, K, V, b, t, c, h, tiled=name != "row kernel",
                               chunk=0)

@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tinygpt_bench import model, presets  # noqa: E402
-from tinygpt_bench.backends.wasm import WasmBackend  # noqa: E402
+from tinygpt_bench.engines.wasm.backend import WasmBackend  # noqa: E402
 
 
 def expected_loss(d_model: int) -> float:
@@ -40,7 +40,7 @@ def run(preset: str = "behemoth", threads: int | None = None) -> dict:
     t_init = time.perf_counter() - t0
     batch = np.random.default_rng(1).integers(0, 256, (p.batch, p.ctx + 1), dtype=np.int32)
     with WasmBackend(threads=threads) as b:
-        b._start()
+        b.runtime.start()
         start_bytes = b.memory_bytes()
         t0 = time.perf_counter()
         b.load(p, flat)

@@ -43,8 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tinygpt_bench import model, presets, protocol  # noqa: E402
-from tinygpt_bench.backends.wasm import MATMUL_KERNELS, WasmBackend  # noqa: E402
-from tinygpt_bench.peak import XL_SHAPES, wasm_peak  # noqa: E402  (shared with `tinygpt-bench peak`)
+from tinygpt_bench.engines.wasm.backend import MATMUL_KERNELS, WasmBackend  # noqa: E402
+from tinygpt_bench.engines.wasm.peak import XL_SHAPES, wasm_peak  # noqa: E402  (shared with `tinygpt-bench peak`)
 
 
 def cpu_model() -> str:
@@ -59,17 +59,17 @@ def cpu_model() -> str:
 
 def peak(threads: int, iters: int = 20_000_000) -> dict:
     """GFLOP/s of bench_peak and bench_peak_fma, each checked against its recurrence first
-    (tinygpt_bench.peak.wasm_peak, the same measurement `tinygpt-bench peak` records)."""
+    (tinygpt_bench.engines.wasm.peak.wasm_peak, the same measurement `tinygpt-bench peak` records)."""
     return {k: v["gflop_per_s"] for k, v in wasm_peak(threads, iters, repeats=1).items()}
 
 
 def fork_join_us(threads: int, n: int = 2000) -> float:
     """Microseconds a parallel region with nothing to do costs (spin, then wait/notify)."""
     with WasmBackend(threads=threads) as b:
-        b._start()
-        b._call("bench_regions", 100)
+        b.runtime.start()
+        b.runtime.call("bench_regions", 100)
         t = time.perf_counter()
-        b._call("bench_regions", n)
+        b.runtime.call("bench_regions", n)
         return (time.perf_counter() - t) / n * 1e6
 
 
@@ -77,15 +77,15 @@ def matmul(threads: int, reps: int = 5) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
     with WasmBackend(threads=threads) as b:
-        b._start()
+        b.runtime.start()
         for label, M, N, K, tr in XL_SHAPES:
-            A, B = b._put(rng.standard_normal(M * K)), b._put(rng.standard_normal(K * N))
-            C = b._call("alloc", 4 * M * N)
+            A, B = b.runtime.put(rng.standard_normal(M * K)), b.runtime.put(rng.standard_normal(K * N))
+            C = b.runtime.call("alloc", 4 * M * N)
             for fma in (0, 1):  # the default tile (shuffle); --matmul-kernels compares the tiles
-                b._call("model_set_fma", fma)
-                b._call("bench_matmul", C, A, B, M, N, K, tr, 1)
+                b.runtime.call("model_set_fma", fma)
+                b.runtime.call("bench_matmul", C, A, B, M, N, K, tr, 1)
                 t = time.perf_counter()
-                b._call("bench_matmul", C, A, B, M, N, K, tr, reps)
+                b.runtime.call("bench_matmul", C, A, B, M, N, K, tr, reps)
                 dt = (time.perf_counter() - t) / reps
                 rows.append({"shape": label, "M": M, "N": N, "K": K, "fma": bool(fma), "threads": threads,
                              "ms": dt * 1e3, "gflops": 2 * M * N * K / dt / 1e9})
@@ -110,21 +110,21 @@ def matmul_ab(threads: int, variants: list[dict], reps: int = 3, rounds: int = 3
     rng = np.random.default_rng(0)
     times: dict[tuple[str, str], list[float]] = {}
     with WasmBackend(threads=threads, spectre_guards=spectre_guards) as b:
-        b._start()
+        b.runtime.start()
         bufs = []
         for label, M, N, K, tr in XL_SHAPES:
-            A, B = b._put(rng.standard_normal(M * K)), b._put(rng.standard_normal(K * N))
-            C = b._call("alloc", 4 * M * N)
+            A, B = b.runtime.put(rng.standard_normal(M * K)), b.runtime.put(rng.standard_normal(K * N))
+            C = b.runtime.call("alloc", 4 * M * N)
             bufs.append((label, M, N, K, tr, A, B, C))
         for _ in range(rounds):
             for v in variants:
-                b._call("model_set_fma", int(v["relaxed_simd"]))
-                if b._call("model_set_matmul_kernel", MATMUL_KERNELS.index(v["matmul_kernel"])):
+                b.runtime.call("model_set_fma", int(v["relaxed_simd"]))
+                if b.runtime.call("model_set_matmul_kernel", MATMUL_KERNELS.index(v["matmul_kernel"])):
                     raise SystemExit("the module has no model_set_matmul_kernel variant " + v["matmul_kernel"])
                 for label, M, N, K, tr, A, B, C in bufs:
-                    b._call("bench_matmul", C, A, B, M, N, K, tr, 1)
+                    b.runtime.call("bench_matmul", C, A, B, M, N, K, tr, 1)
                     t = time.perf_counter()
-                    b._call("bench_matmul", C, A, B, M, N, K, tr, reps)
+                    b.runtime.call("bench_matmul", C, A, B, M, N, K, tr, reps)
                     times.setdefault((v["name"], label), []).append((time.perf_counter() - t) / reps)
     rows = []
     for v in variants:
@@ -257,7 +257,7 @@ def main() -> int:
     torch_ok = False
     if not args.no_torch:
         try:
-            from tinygpt_bench.backends.torch_peer import TorchBackend
+            from tinygpt_bench.engines.torch.backend import TorchBackend
 
             torch_ok = True
         except Exception as e:  # torch missing: say so, keep going

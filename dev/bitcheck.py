@@ -17,14 +17,14 @@ import sys
 def run(backend: str, names: str, out: str) -> None:
     import numpy as np
 
-    from tinygpt_bench import backends, presets, protocol
+    from tinygpt_bench import engines, presets, protocol
     from tinygpt_bench import corpus as corpus_mod
 
     corpus = corpus_mod.load("synthetic")
     res = {}
     for name in names.split(","):
         work = protocol.prepare(presets.load(name), corpus, protocol.DEFAULT_STEPS, protocol.DEFAULT_SEED)
-        be = backends.create(backend)
+        be = engines.create(backend)
         try:
             steps = protocol.train(be, work)
             params = be.parameters()

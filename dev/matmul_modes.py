@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tinygpt_bench.backends import wgpu_ops as ops  # noqa: E402
-from tinygpt_bench.backends.wgpu_runtime import Gpu, Program  # noqa: E402
+from tinygpt_bench.engines.webgpu import ops  # noqa: E402
+from tinygpt_bench.engines.webgpu.runtime import Gpu, Program  # noqa: E402
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tinygpt_bench (dev/README.md)
 
-from tinygpt_bench import backends, presets  # noqa: E402
-from tinygpt_bench.backends import wgpu_ops as ops  # noqa: E402
-from tinygpt_bench.backends.wgpu_runtime import Program  # noqa: E402
+from tinygpt_bench import engines, presets  # noqa: E402
+from tinygpt_bench.engines.webgpu import ops  # noqa: E402
+from tinygpt_bench.engines.webgpu.runtime import Program  # noqa: E402
 from tinygpt_bench.model import Layout  # noqa: E402
 
 Shape = collections.namedtuple("Shape", "m n k trans_a trans_b bias res accum bias_grad")
@@ -46,7 +46,7 @@ def step_products(backend_name: str, preset) -> tuple[object, collections.Counte
         return real(p, name, c, a, b, m, n, k, trans_a, trans_b, bias, res, accum, variant, bias_grad, split_k,
                     scratch)
 
-    be = backends.create(backend_name)
+    be = engines.create(backend_name)
     ops.matmul = spy
     try:
         be.load(preset, Layout(preset).init(0))

@@ -4,11 +4,11 @@
 
 Format 1 -> 2 (tinygpt_bench/results.py's history): every file takes format_version 2;
 measurements.csv gains hardware and native_peer (what the backend is built for and its
-native peer, backends.info) and
+native peer, engines.info) and
 relaxed_simd (true/false where the row's runtime_settings say relaxed_simd=on/off, the
 arithmetic a wasm engine ran; empty elsewhere); peaks.csv gains relaxed_simd (its wasm rows:
 the relaxed-FMA measurements true, the mul+add ones false); each diagnose-*.json gains
-format_version and kernel_timing (backends.info). Every other value is rewritten as it was
+format_version and kernel_timing (engines.info). Every other value is rewritten as it was
 (the records' own formatting), and each file is replaced atomically. A folder already at
 the current version is left as it is.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tinygpt_bench import backends, results  # noqa: E402
+from tinygpt_bench import engines, results  # noqa: E402
 
 OLD = 1
 
@@ -66,8 +66,8 @@ def migrate(folder: Path) -> list[str]:
         rows = _rows(m_path)
         if _check_old(m_path, rows):
             for r in rows:
-                r["hardware"] = backends.info(r["backend"]).hardware
-                r["native_peer"] = backends.info(r["backend"]).native_peer or ""
+                r["hardware"] = engines.info(r["backend"]).hardware
+                r["native_peer"] = engines.info(r["backend"]).native_peer or ""
                 r["relaxed_simd"] = relaxed_simd_of(r.get("runtime_settings", ""))
             _rewrite(m_path, results.Measurement, rows)
             done.append(m_path.name)
@@ -97,7 +97,7 @@ def migrate(folder: Path) -> list[str]:
         d = json.loads(d_path.read_text(encoding="utf-8"))
         if "format_version" not in d:
             d = {**d, "format_version": results.FORMAT_VERSION,
-                 "kernel_timing": backends.info(d["backend"]).kernel_timing}
+                 "kernel_timing": engines.info(d["backend"]).kernel_timing}
             rec = results.Diagnosis.from_json(d, str(d_path))
             results.atomic_write(d_path, (json.dumps(rec.to_json(), indent=2, default=str) + "\n").encode("utf-8"))
             done.append(d_path.name)

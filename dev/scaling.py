@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tinygpt_bench.backends.wasm import WasmBackend  # noqa: E402
+from tinygpt_bench.engines.wasm.backend import WasmBackend  # noqa: E402
 
 
 def timed(fn) -> tuple[float, float]:
@@ -52,12 +52,12 @@ def main() -> None:
     pools = {}
     for n in counts:
         b = WasmBackend(threads=n)
-        b._start()
-        A, B = b._put(rng.standard_normal(M * K)), b._put(rng.standard_normal(K * N))
-        C = b._call("alloc", 4 * M * N)
-        b._call("model_set_fma", 0)
-        b._call("bench_matmul", C, A, B, M, N, K, 0, 1)
-        b._call("bench_peak", 1000)
+        b.runtime.start()
+        A, B = b.runtime.put(rng.standard_normal(M * K)), b.runtime.put(rng.standard_normal(K * N))
+        C = b.runtime.call("alloc", 4 * M * N)
+        b.runtime.call("model_set_fma", 0)
+        b.runtime.call("bench_matmul", C, A, B, M, N, K, 0, 1)
+        b.runtime.call("bench_peak", 1000)
         pools[n] = (b, A, B, C)
     mm_reps = max(1, int(a.matmul_flops / (2 * M * N * K)))
     rows = []
@@ -66,9 +66,9 @@ def main() -> None:
             for n in counts:
                 b, A, B, C = pools[n]
                 probes = {
-                    "peak": (lambda: b._call("bench_peak", a.peak_iters), 12 * 4 * 2 * a.peak_iters * n),
-                    "matmul": (lambda: b._call("bench_matmul", C, A, B, M, N, K, 0, mm_reps), 2 * M * N * K * mm_reps),
-                    "regions": (lambda: b._call("bench_regions", 2000), 0),
+                    "peak": (lambda: b.runtime.call("bench_peak", a.peak_iters), 12 * 4 * 2 * a.peak_iters * n),
+                    "matmul": (lambda: b.runtime.call("bench_matmul", C, A, B, M, N, K, 0, mm_reps), 2 * M * N * K * mm_reps),
+                    "regions": (lambda: b.runtime.call("bench_regions", 2000), 0),
                 }
                 for name, (fn, flops) in probes.items():
                     wall, cpu = timed(fn)

@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tinygpt_bench (dev/README.md)
 
 from tinygpt_bench import model, presets  # noqa: E402
-from tinygpt_bench.backends.wasm import WasmBackend  # noqa: E402
-from tinygpt_bench.backends.wasm_v8 import WasmV8Backend  # noqa: E402
+from tinygpt_bench.engines.wasm.backend import WasmBackend  # noqa: E402
+from tinygpt_bench.engines.wasm.v8 import WasmV8Backend  # noqa: E402
 
 
 def main() -> None:

@@ -26,12 +26,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's tinygpt_bench (dev/README.md)
 
 from tinygpt_bench import presets, protocol  # noqa: E402
-from tinygpt_bench import backends  # noqa: E402
-from tinygpt_bench.backends.webgpu import kernel_of  # noqa: E402
-from tinygpt_bench.backends.wgpu_runtime import (DAWN_TOGGLES_ENV, Gpu, describe_adapter, tune_override,  # noqa: E402
+from tinygpt_bench import engines  # noqa: E402
+from tinygpt_bench.engines.webgpu.backend import kernel_of  # noqa: E402
+from tinygpt_bench.engines.webgpu.runtime import (DAWN_TOGGLES_ENV, Gpu, describe_adapter, tune_override,  # noqa: E402
                                                  tuning_for)
 from tinygpt_bench.model import Layout, flops_per_step  # noqa: E402
-from tinygpt_bench.peak import time_engine_matmul  # noqa: E402  (shared with `tinygpt-bench peak`)
+from tinygpt_bench.engines.webgpu.peak import time_engine_matmul  # noqa: E402  (shared with `tinygpt-bench peak`)
 
 
 EMITTED: list[dict] = []
@@ -67,9 +67,9 @@ def summary(rows: list[dict]) -> str:
 
 def time_peer(peer: str, preset, w, batches) -> dict:
     """The same steps (same weights, same batches) on another registered backend."""
-    from tinygpt_bench import backends
+    from tinygpt_bench import engines
 
-    be = backends.create(peer)
+    be = engines.create(peer)
     try:  # the protocol's own timed loop over the same weights and batches
         steps = protocol.train(be, protocol.Work(preset, w, batches, seed=0))
     finally:
@@ -87,7 +87,7 @@ def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None
     rng = np.random.default_rng(7)
     batches = protocol.random_batches(preset, steps, rng)
     backend = BACKEND_OF[gpu.implementation]
-    be = backends.create(backend)
+    be = engines.create(backend)
     be.gpu = gpu
     be.pipelined = pipelined
     out = {"kind": "preset", "preset": name, "backend": backend, "params": layout.total, "matmul_big": gpu.matmul_big,
@@ -131,7 +131,7 @@ def bench_preset(gpu: Gpu, name: str, steps: int, parity: bool, peer: str | None
         except Exception as e:
             out["peer_error"] = f"{type(e).__name__}: {e}"
     if parity:
-        from tinygpt_bench.backends import reference as ref
+        from tinygpt_bench.engines.reference import backend as ref
 
         be.load(preset, w)
         loss = be.step(batches[0])

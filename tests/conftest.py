@@ -42,7 +42,7 @@ WEBGPU_BACKENDS = {"wgpu-native": "webgpu", "dawn": "webgpu-dawn"}
 
 def open_gpu(implementation: str, **kw):
     """A wgpu_runtime.Gpu on `implementation`, or a skip (a failure where it is required)."""
-    from tinygpt_bench.backends import wgpu_runtime
+    from tinygpt_bench.engines.webgpu import runtime as wgpu_runtime
 
     try:
         return wgpu_runtime.Gpu(implementation=implementation, **kw)

@@ -78,7 +78,7 @@ def test_wheel_carries_package_data_and_runs_from_anywhere(tmp_path):
     (wheel,) = dist.glob("tinygpt_bench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "tinygpt_bench/presets/small.toml" in names and "tinygpt_bench/cli.py" in names
-    assert "tinygpt_bench/backends/wasm_v8_host.mjs" in names  # wasm-v8's JS host
+    assert "tinygpt_bench/engines/wasm/v8_host.mjs" in names  # wasm-v8's JS host
     # what users run, and no development bench (those live in dev/ of a checkout, issue 14)
     assert "tinygpt_bench/wasm/tinygpt.wasm" in names and "tinygpt_bench/presets/behemoth.toml" in names
     assert "tinygpt_bench/kernels/peak.wgsl" in names and "tinygpt_bench/peak.py" in names
@@ -120,7 +120,7 @@ def test_wheel_carries_package_data_and_runs_from_anywhere(tmp_path):
     assert str(site) in r.stdout
     # wasm-v8 from the installed wheel: its JS host and the module found inside the package
     r = subprocess.run(
-        [sys.executable, "-c", "import tinygpt_bench.backends.wasm_v8 as v; print(v.HOST); "
+        [sys.executable, "-c", "import tinygpt_bench.engines.wasm.v8 as v; print(v.HOST); "
          "from tinygpt_bench import presets, model; p = presets.load('tiny'); b = v.WasmV8Backend(threads=1); "
          "b.load(p, model.Layout(p).init(0)); import numpy as np; "
          "print(b.step(np.zeros((p.batch, p.ctx + 1), np.int32))); b.close()"],

@@ -1,7 +1,7 @@
-"""The backend contract (backends/base.py), one suite for every engine (issue 14).
+"""The backend contract (engines/base.py), one suite for every engine (issue 14).
 
 Each test runs once per engine that can run here, against the project's one float64 oracle
-(tinygpt_bench/backends/reference.py: loss_and_grad, ReferenceBackend('float64')):
+(tinygpt_bench/engines/reference/backend.py: loss_and_grad, ReferenceBackend('float64')):
 
   one step       tiny and small: the loss within 1e-6 relative, every gradient tensor within 1e-4
   15 steps       tiny and small (medium with -m slow): the loss within 1e-5 relative at every step
@@ -26,24 +26,24 @@ import math
 import numpy as np
 import pytest
 
-from tinygpt_bench import backends, diagnose, model, presets, protocol
-from tinygpt_bench.backends import reference
+from tinygpt_bench import engines, diagnose, model, presets, protocol
+from tinygpt_bench.engines.reference import backend as reference
 from tinygpt_bench.errors import UserError
 from conftest import WEBGPU_BACKENDS, open_gpu
 
 FAULT = "TINYGPT_BENCH_FAULT"
 IMPLEMENTATION = {b: impl for impl, b in WEBGPU_BACKENDS.items()}  # webgpu -> wgpu-native, ...
 
-# engine -> (markers, fault kinds its constructor takes (None: no fault argument))
-ENGINES = {
-    "reference-fp32": ((pytest.mark.reference,), ("nan-grad",)),
-    "torch-cpu": ((pytest.mark.torch,), None),
-    "torch-cuda": ((pytest.mark.torch, pytest.mark.gpu), None),
-    "webgpu": ((pytest.mark.webgpu, pytest.mark.gpu), ("shader", "nan-grad", "limit=BYTES")),
-    "webgpu-dawn": ((pytest.mark.webgpu, pytest.mark.gpu), ("shader", "nan-grad", "limit=BYTES")),
-    "wasm": ((pytest.mark.wasm,), ("trap", "nan-grad")),
-    "wasm-v8": ((pytest.mark.wasm,), ("trap", "nan-grad")),
-}
+def _markers(name: str) -> tuple:
+    """The engine family's marker, and `gpu` for a backend built for the GPU."""
+    i = engines.info(name)
+    return (getattr(pytest.mark, i.engine),) + ((pytest.mark.gpu,) if i.hardware == "GPU" else ())
+
+
+# backend -> (markers, fault kinds its constructor takes (None: no fault argument)), from the
+# engines' descriptions: every backend of the package but the oracle itself
+ENGINES = {n: (_markers(n), tuple(k + "BYTES" if k == "limit=" else k for k in engines.spec(n)[1].faults) or None)
+           for n in engines.names() if n != engines.oracle()}
 # kernels every engine with a per-kernel profile must name in diagnose's table
 KERNELS = {
     "webgpu": ("adamw", "attention_forward", "attention_backward_dkv", "attention_backward_dq"),
@@ -73,7 +73,7 @@ class Engine:
             pytest.importorskip("wgpu", reason="wgpu not installed; fix: pip install wgpu==0.32.0")
             self.gpu = open_gpu(IMPLEMENTATION[name])  # skips (or fails, where required) without an adapter
         elif name.startswith("wasm"):
-            pytest.importorskip("tinygpt_bench.backends.wasm")
+            pytest.importorskip("tinygpt_bench.engines.wasm.backend")
         self.be = self.make()
 
     def options(self) -> dict:
@@ -84,7 +84,7 @@ class Engine:
         return {}
 
     def make(self, **kw):
-        be = backends.create(self.name, **{**self.options(), **kw})
+        be = engines.create(self.name, **{**self.options(), **kw})
         if self.gpu is not None:
             be.gpu = self.gpu  # shares the module's device
         if self.name.startswith("torch-"):
@@ -189,7 +189,7 @@ def test_unknown_fault_is_refused_in_one_line_naming_the_kinds(name, monkeypatch
     other = "trap" if not kinds or "trap" not in kinds else "shader"
     if kinds:
         with pytest.raises(UserError) as ex:
-            backends.create(name, fault="bogus")
+            engines.create(name, fault="bogus")
         msg = str(ex.value)
         assert "fault 'bogus' cannot be injected here" in msg and "\n" not in msg
         for k in kinds:
@@ -216,7 +216,7 @@ def test_unknown_fault_is_refused_in_one_line_naming_the_kinds(name, monkeypatch
 @pytest.mark.parametrize("name", ["tiny", "small"])
 def test_plan_is_what_load_allocates(engine, name, fault):
     cls = type(engine.be)
-    if not hasattr(cls, "plan"):
+    if "plan" not in cls.capabilities:
         pytest.skip(f"{engine.name} has no plan()")
     p = presets.load(name)
     opts = {**engine.options(), "fault": fault}
@@ -228,7 +228,7 @@ def test_plan_is_what_load_allocates(engine, name, fault):
             # the last row is the total against the memory max; the allocator's heap top is it exactly
             *parts, total = rows
             assert sum(r["bytes"] for r in parts) == total["bytes"]
-            assert be._call("heap_top") == total["bytes"]
+            assert be.runtime.call("heap_top") == total["bytes"]
             assert be.memory_bytes() >= total["bytes"]
         else:
             assert sum(r["bytes"] for r in rows) == be.memory_bytes()
@@ -262,7 +262,7 @@ def test_diagnose_small_passes_every_stage(engine, tmp_path, run_cli):
             dw = next(k for k in kernels if k.startswith("matmul_") and k.endswith(" dw"))
             assert f"| {dw} |" in md
             assert stages["create"]["detail"]["limits"]["cap_bytes"] is None  # no limit fault in force
-    if hasattr(type(engine.be), "plan") and B in IMPLEMENTATION:
+    if "plan" in type(engine.be).capabilities and B in IMPLEMENTATION:
         rows = stages["preflight"]["detail"]["buffers"]
         assert sum(r["bytes"] for r in rows if r["name"].startswith("webgpu")) == \
             stages["load"]["detail"]["memory_bytes"]

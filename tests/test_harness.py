@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tinygpt_bench import backends, curve
+from tinygpt_bench import curve, engines
 
 FRESH_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # numpy's BLAS pool aside (it handles fork itself)
 
@@ -21,8 +21,8 @@ def test_the_fork_server_imports_leave_one_thread():
     """Everything the server may import for any backend (engines, their libraries, the type
     parsing of wgpu_preload) starts no thread: a worker forked from it is a whole process."""
     modules = ["tinygpt_bench.cli", "tinygpt_bench.curve"]
-    modules += [backends.module_name(n) for n in backends.names()]
-    modules += [m for n in backends.names() for m in curve.ENGINE_LIBRARIES.get(n, ()) if m != "torch"]
+    modules += [curve.engine_module(n) for n in engines.names()]
+    modules += [m for n in engines.names() for m in curve.ENGINE_LIBRARIES.get(n, ()) if m != "torch"]
     code = ("import importlib, os\n"
             f"for m in {modules!r}:\n"
             "    try: importlib.import_module(m)\n"
@@ -38,7 +38,7 @@ def test_wgpu_preload_covers_what_a_webgpu_step_parses():
     parse no C type: a worker forked from the server spends nothing on cffi's parser."""
     code = """
 import json
-from tinygpt_bench.backends import wgpu_preload
+from tinygpt_bench.engines.webgpu import wgpu_preload
 from tinygpt_bench import corpus, presets, protocol
 from wgpu.backends.wgpu_native import ffi
 before = set(ffi._parsed_types)

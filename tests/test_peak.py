@@ -8,6 +8,9 @@ import pandas as pd
 import pytest
 
 from tinygpt_bench import peak, results
+from tinygpt_bench.engines.torch import peak as torch_peak
+from tinygpt_bench.engines.wasm import peak as wasm_peak
+from tinygpt_bench.engines.webgpu import peak as webgpu_peak
 from tinygpt_bench.errors import UserError
 
 
@@ -35,7 +38,7 @@ def test_quick_peak_writes_every_row(quick_run):
     assert sorted(zip(wasm_peaks.what, wasm_peaks.threads)) == [
         ("simd128_mul_add", 1), ("simd128_mul_add", 2), ("simd128_relaxed_fma", 1), ("simd128_relaxed_fma", 2)]
     mm = ok[(ok.engine == "wasm") & (ok.kind == "matmul")]
-    assert sorted(set(mm["size"])) == sorted(f"{m}x{n}x{k}" for _, m, n, k, _ in peak.XL_SHAPES)
+    assert sorted(set(mm["size"])) == sorted(f"{m}x{n}x{k}" for _, m, n, k, _ in wasm_peak.XL_SHAPES)
     assert set(mm.what) == {"matmul simd128", "matmul relaxed-fma"} and set(mm.threads) == {2}
     gpu = ok[ok.engine == "webgpu"]
     assert "fp32_fma" in set(gpu.what)
@@ -55,20 +58,20 @@ def test_quick_peak_writes_every_row(quick_run):
 
 
 def test_wasm_peak_value_is_its_recurrence():
-    from tinygpt_bench.backends.wasm import WasmBackend
+    from tinygpt_bench.engines.wasm.backend import WasmBackend
 
     with WasmBackend(threads=1) as b:
-        b._start()
-        assert b._call("bench_peak", 500) == pytest.approx(peak.wasm_peak_expected(500, False), rel=1e-6)
-        assert b._call("bench_peak_fma", 500) == pytest.approx(peak.wasm_peak_expected(500, True), rel=1e-5)
+        b.runtime.start()
+        assert b.runtime.call("bench_peak", 500) == pytest.approx(wasm_peak.wasm_peak_expected(500, False), rel=1e-6)
+        assert b.runtime.call("bench_peak_fma", 500) == pytest.approx(wasm_peak.wasm_peak_expected(500, True), rel=1e-5)
 
 
 def test_a_kernel_that_fails_its_check_is_not_timed(tmp_path, monkeypatch):
-    monkeypatch.setattr(peak, "webgpu_peak_expected", lambda n, iters: np.full(n, 1e6))
-    monkeypatch.setattr(peak, "wasm_peak", lambda *a, **k: (_ for _ in ()).throw(peak.CheckFailed("wasm: off")))
-    monkeypatch.setattr(peak, "wasm_matmul", lambda *a, **k: [])
-    monkeypatch.setattr(peak, "torch_matmul", lambda *a, **k: {"status": "skipped", "note": "not here"})
-    monkeypatch.setattr(peak, "webgpu_matmul", lambda *a, **k: {"status": "skipped", "note": "not here"})
+    monkeypatch.setattr(webgpu_peak, "webgpu_peak_expected", lambda n, iters: np.full(n, 1e6))
+    monkeypatch.setattr(wasm_peak, "wasm_peak", lambda *a, **k: (_ for _ in ()).throw(peak.CheckFailed("wasm: off")))
+    monkeypatch.setattr(wasm_peak, "wasm_matmul", lambda *a, **k: [])
+    monkeypatch.setattr(torch_peak, "torch_matmul", lambda *a, **k: {"status": "skipped", "note": "not here"})
+    monkeypatch.setattr(webgpu_peak, "webgpu_matmul", lambda *a, **k: {"status": "skipped", "note": "not here"})
     rows = peak.measure(tmp_path, threads=2, quick=True)
     fma = next(r for r in rows if r["what"] == "fp32_fma")
     assert fma["status"] == "failed" and "differs from numpy" in fma["note"] and fma["gflop_per_s"] is None
@@ -87,24 +90,24 @@ def test_read_peaks_refuses_other_versions(tmp_path):
 
 
 def test_webgpu_peak_without_timestamp_queries_uses_host_time():
-    from tinygpt_bench.backends.wgpu_runtime import Gpu
+    from tinygpt_bench.engines.webgpu.runtime import Gpu
 
     gpu = Gpu(timestamps=False)
-    r = peak.webgpu_peak(gpu, seconds=0.002, repeats=1)
+    r = webgpu_peak.webgpu_peak(gpu, seconds=0.002, repeats=1)
     assert r["gflop_per_s"] > 0 and r["max_rel_err"] <= 1e-3 and "host time" in r["note"]
     with pytest.raises(UserError, match="timestamp-query"):
-        peak.webgpu_matmul(gpu, 64, 1)
+        webgpu_peak.webgpu_matmul(gpu, 64, 1)
 
 
 def test_no_adapter_skips_the_webgpu_rows_and_measures_the_rest(tmp_path, monkeypatch):
-    from tinygpt_bench.backends import wgpu_runtime
+    from tinygpt_bench.engines.webgpu import runtime as wgpu_runtime
 
     def no_adapter(*a, **k):
         raise UserError("no WebGPU adapter found; fix: apt-get install mesa-vulkan-drivers")
 
     monkeypatch.setattr(wgpu_runtime, "Gpu", no_adapter)
-    monkeypatch.setattr(peak, "wasm_matmul", lambda *a, **k: [])
-    monkeypatch.setattr(peak, "torch_matmul", lambda *a, **k: {"status": "skipped", "note": "not here"})
+    monkeypatch.setattr(wasm_peak, "wasm_matmul", lambda *a, **k: [])
+    monkeypatch.setattr(torch_peak, "torch_matmul", lambda *a, **k: {"status": "skipped", "note": "not here"})
     rows = peak.measure(tmp_path, threads=1, quick=True)
     gpu = [r for r in rows if r["engine"] == "webgpu"]
     assert len(gpu) == 1 and gpu[0]["status"] == "skipped" and "mesa-vulkan-drivers" in gpu[0]["note"]

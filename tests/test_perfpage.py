@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygpt_bench import backends, diagnose, model, peak, perfpage, presets, results, stats
+from tinygpt_bench import diagnose, engines, model, peak, perfpage, presets, results, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def write_synthetic(folder: Path) -> Path:
                 q1_ms=sm.q1, q3_ms=sm.q3, n_samples=sm.n, gflop_per_s=flops / sm.median / 1e6,
                 final_loss=LOSS[b], loss_rel_diff_backends=max(stats.rel_diff(LOSS[b], o) for o in others),
                 parity_ok=True, device=DEVICE[b], threads=16 if b in ("wasm", "torch-cpu") else None,
-                cpu_model="Xeon", hardware=backends.info(b).hardware, native_peer=backends.info(b).native_peer,
+                cpu_model="Xeon", hardware=engines.info(b).hardware, native_peer=engines.info(b).native_peer,
                 relaxed_simd=False if b == "wasm" else None))
     w.close()
     pw = peak.PeakWriter(folder)

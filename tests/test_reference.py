@@ -17,9 +17,9 @@ import math
 import numpy as np
 import pytest
 
-from tinygpt_bench import backends, model, presets
-from tinygpt_bench.backends import reference as ref
-from tinygpt_bench.backends.base import OPTIM
+from tinygpt_bench import engines, model, presets
+from tinygpt_bench.engines.reference import backend as ref
+from tinygpt_bench.engines.base import OPTIM
 from tinygpt_bench.errors import UserError
 
 LN256 = math.log(256)
@@ -245,7 +245,7 @@ def test_backend_step_is_loss_grad_clip_adamw():
     layout = model.Layout(FD_PRESET)
     w = random_params(layout, seed=5).astype(np.float32)  # large gradients: clipping is active
     data = batches(pseudo_text(), FD_PRESET.batch, FD_PRESET.ctx, n=3, seed=2)
-    be = backends.create("reference")
+    be = engines.create("reference")
     assert be.describe()["dtype"] == "float64" and be.describe()["api"] == "numpy"
     be.load(FD_PRESET, w)
     p = w.astype(np.float64)
@@ -268,7 +268,7 @@ def test_backend_step_is_loss_grad_clip_adamw():
 def test_backend_rejects_bad_input():
     with pytest.raises(UserError, match="float16"):
         ref.ReferenceBackend("float16")
-    be = backends.create("reference-fp32")
+    be = engines.create("reference-fp32")
     assert be.describe()["dtype"] == "float32"
     with pytest.raises(RuntimeError, match="load"):
         be.step(np.zeros((2, 6), dtype=np.int32))

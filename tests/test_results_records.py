@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tinygpt_bench import backends, results
+from tinygpt_bench import engines, results
 from tinygpt_bench.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +42,8 @@ def test_committed_rows_carry_what_reporting_needs():
     """Every committed row says the hardware its backend is built for; engines name their peer."""
     for run in RUNS:
         for m in results.measurements([run]):
-            assert m.hardware == backends.info(m.backend).hardware, (run.name, m.backend)
-            assert m.native_peer == backends.info(m.backend).native_peer, (run.name, m.backend)
+            assert m.hardware == engines.info(m.backend).hardware, (run.name, m.backend)
+            assert m.native_peer == engines.info(m.backend).native_peer, (run.name, m.backend)
 
 
 def _measurement(**kw) -> results.Measurement:
@@ -163,7 +163,7 @@ def test_reporting_imports_only_results_and_statistics(module):
 def test_reporting_names_no_engine_in_its_code(module):
     """What reporting knows of a backend comes from its rows: no string in its code is a
     backend's name (prose may mention them)."""
-    names = set(backends.names())
+    names = set(engines.names())
     found = [n.value for n in ast.walk(_tree(module)) if isinstance(n, ast.Constant) and n.value in names]
     assert not found, f"{module} names {found}"
 

@@ -1,7 +1,7 @@
 """The WASM Memory64 engine's own tests (issue 3): bit-identity across thread counts and matmul
 tiles, relaxed SIMD, memory growth, traps, the Memory64 ceiling.
 
-Parity with the float64 reference (tinygpt_bench/backends/reference.py, the project's one
+Parity with the float64 reference (tinygpt_bench/engines/reference/backend.py, the project's one
 oracle), faults, plan() and diagnose are the contract suite's, for every engine:
 tests/test_contract.py.
 """
@@ -16,7 +16,7 @@ import pytest
 from tinygpt_bench import model, presets
 from tinygpt_bench.errors import UserError
 
-wasm = pytest.importorskip("tinygpt_bench.backends.wasm")
+wasm = pytest.importorskip("tinygpt_bench.engines.wasm.backend")
 
 
 def batches_for(p, n, seed=1):
@@ -83,19 +83,19 @@ def test_matmul_kernel_variants_ragged_shapes(trans_a):
     rng = np.random.default_rng(7)
     a, bm = rng.standard_normal((M, K)).astype(np.float32), rng.standard_normal((K, N)).astype(np.float32)
     with wasm.WasmBackend(threads=2) as b:
-        b._start()
-        A, B, C = b._put(a.T if trans_a else a), b._put(bm), b._call("alloc", 4 * M * N)
+        b.runtime.start()
+        A, B, C = b.runtime.put(a.T if trans_a else a), b.runtime.put(bm), b.runtime.call("alloc", 4 * M * N)
         for fma in (0, 1):
-            b._call("model_set_fma", fma)
+            b.runtime.call("model_set_fma", fma)
             outs = []
             for kind in range(len(wasm.MATMUL_KERNELS)):
-                assert b._call("model_set_matmul_kernel", kind) == 0
-                b._call("bench_matmul", C, A, B, M, N, K, trans_a, 1)
-                outs.append(b._f32(C, M * N).copy())
+                assert b.runtime.call("model_set_matmul_kernel", kind) == 0
+                b.runtime.call("bench_matmul", C, A, B, M, N, K, trans_a, 1)
+                outs.append(b.runtime.f32(C, M * N).copy())
             for o in outs[1:]:
                 assert np.array_equal(o, outs[0]), fma
             assert rel(outs[0], (a.astype(np.float64) @ bm).ravel()) < 1e-5
-        assert b._call("model_set_matmul_kernel", 3) == -1
+        assert b.runtime.call("model_set_matmul_kernel", 3) == -1
 
 
 def test_matmul_kernel_setting_shown_and_checked():
@@ -123,7 +123,7 @@ def test_memory_grows_from_small_start_with_threads_running():
     flat = model.Layout(p).init(0)
     (batch,) = batches_for(p, 1)
     with wasm.WasmBackend(threads=2, initial_memory=1 << 20) as b:
-        b._start()  # workers parked in wasm before any growth
+        b.runtime.start()  # workers parked in wasm before any growth
         start = b.memory_bytes()
         assert start < 4 << 20
         b.load(p, flat)  # the allocator grows memory while the workers are parked
@@ -132,8 +132,8 @@ def test_memory_grows_from_small_start_with_threads_running():
         assert abs(loss - math.log(256)) < 0.1
         # growth from inside a parallel region: thread 0 grows, the others write past the old end
         pages = b.memory_bytes() // 65536
-        assert b._call("grow_in_region", 16) == pages + 16
-        tail = b._i32(b.memory_bytes() - 8, 2)
+        assert b.runtime.call("grow_in_region", 16) == pages + 16
+        tail = b.runtime.i32(b.memory_bytes() - 8, 2)
         assert list(tail) == [2, 1]  # thread 1 wrote the word at -8, thread 0 the one at -4
         assert b.step(batch) < loss + 0.1  # the model still trains after the growth
 
@@ -155,10 +155,10 @@ def test_trap_in_a_region_raises_clearly_and_does_not_hang(tid):
     """A trap on the calling thread (0) or a worker (1): one clear error, workers shut
     down, and a new backend works afterwards in the same process."""
     b = wasm.WasmBackend(threads=2)
-    b._start()
+    b.runtime.start()
     with pytest.raises(wasm.WasmError, match="stage selftest: wasm trapped"):
-        b._guarded("selftest", "trap_in_region", tid)
-    assert not b._workers  # joined
+        b.guarded_call("selftest", "trap_in_region", tid)
+    assert not b.runtime.worker_threads  # joined
     b.close()  # safe twice
     p = presets.load("tiny")
     with wasm.WasmBackend(threads=2) as again:
@@ -235,3 +235,39 @@ def test_fma_default_follows_the_cpu():
     assert not wasm.fma_by_default("")
     assert wasm.WasmBackend(threads=1).relaxed_simd == wasm.fma_by_default()
     assert wasm.WasmBackend(threads=1, relaxed_simd=False).relaxed_simd is False
+
+
+@pytest.mark.parametrize("host", ["wasmtime", "v8"])
+def test_the_runtime_alone_knows_nothing_of_the_model(host):
+    """runtime.py (and v8.py's V8Runtime) run the module without a trainer: start the pool,
+    put and read memory, call an export on every thread, log the growth, close; and import
+    nothing of the model."""
+    import ast
+    from pathlib import Path
+
+    from tinygpt_bench.engines.wasm import runtime
+
+    src = Path(runtime.__file__).read_text()
+    imported = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"tinygpt_bench.model", "tinygpt_bench.presets", "tinygpt_bench.engines.base"}
+    from tinygpt_bench.resources import resource_dir
+
+    module = str(resource_dir("wasm") / "tinygpt.wasm")
+    if host == "v8":
+        v8 = pytest.importorskip("tinygpt_bench.engines.wasm.v8")
+        rt = v8.V8Runtime(module, threads=2)
+    else:
+        rt = runtime.WasmRuntime(module, threads=2)
+    try:
+        rt.start()
+        assert rt.started and rt.heap_mark > 0
+        x = np.arange(1000, dtype=np.float32)
+        addr = rt.put(x)
+        assert np.array_equal(np.asarray(rt.f32(addr, x.size).copy()), x)
+        assert rt.call("bench_peak", 10) != 0  # every thread runs its chains
+        pages = rt.memory_bytes() // runtime.PAGE
+        assert rt.call("grow_in_region", 4) == pages + 4  # grown while the workers run a region
+        assert any(e["in_parallel_region"] for e in rt.events())
+    finally:
+        rt.close()
+    assert not rt.started and rt.events()  # the growth log answers after close

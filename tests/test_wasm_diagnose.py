@@ -17,7 +17,7 @@ import pytest
 from tinygpt_bench import diagnose, model, presets
 from tinygpt_bench.errors import UserError
 
-wasm = pytest.importorskip("tinygpt_bench.backends.wasm")
+wasm = pytest.importorskip("tinygpt_bench.engines.wasm.backend")
 
 FAULT = "TINYGPT_BENCH_FAULT"
 
@@ -64,7 +64,7 @@ def test_max_memory_shortfall_is_named_in_preflight_without_allocating(tmp_path,
     def no_start(self):
         raise AssertionError("preflight must not start the engine")
 
-    monkeypatch.setattr(wasm.WasmBackend, "_start", no_start)  # nothing started, nothing allocated
+    monkeypatch.setattr(wasm.WasmRuntime, "start", no_start)  # nothing started, nothing allocated
     code, out, _ = run_cli("diagnose", "behemoth", "--backend", "wasm", "--max-memory", "4GiB", "--threads", "2",
                            "--out", str(tmp_path))
     assert code == 1
@@ -86,7 +86,7 @@ def test_plan_is_what_the_allocator_takes(name, threads):
     total = wasm.WasmBackend.plan(p, threads=threads)[-1]["bytes"]
     with wasm.WasmBackend(threads=threads) as b:
         b.load(p, model.Layout(p).init(0))
-        assert b._call("heap_top") == total
+        assert b.runtime.call("heap_top") == total
         assert b.memory_bytes() >= total
 
 
@@ -99,9 +99,9 @@ def test_load_refuses_past_max_memory_and_allocator_refuses_growth():
                                                  r"raise --max-memory"):
             b.load(p, model.Layout(p).init(0))
         before = b.memory_bytes()
-        assert b._call("alloc", cap) == 0  # the module's allocator refuses to grow past the cap
+        assert b.runtime.call("alloc", cap) == 0  # the module's allocator refuses to grow past the cap
         assert b.memory_bytes() == before <= cap
-        assert b._call("last_request") == cap
+        assert b.runtime.call("last_request") == cap
     # a cap below even the worker stacks: the start stage says what it asked and what was left
     with pytest.raises(wasm.WasmError, match=r"preset small: stage start: stack of worker 1 of 1: asked for "
                                              r"1048576 bytes, \d+ bytes available .*--max-memory"):
@@ -137,7 +137,7 @@ def test_growth_with_threads_running_is_logged_and_bit_identical():
         assert got == want[0] and np.array_equal(b.parameters(), want[1])
         # growth from inside a parallel region, workers writing past the old end at once
         pages = b.memory_bytes() // 65536
-        assert b._call("grow_in_region", 16) == pages + 16
+        assert b.runtime.call("grow_in_region", 16) == pages + 16
         last = b.events()[-1]
         assert last["in_parallel_region"] and last["stage"] == "step" and last["to_bytes"] == b.memory_bytes()
         assert math.isfinite(b.step(batches[0]))
@@ -163,5 +163,5 @@ def test_limits_say_memory_threads_and_features():
     assert lim["memory_max_bytes"] == 1 << 30 and lim["module_memory_max_bytes"] == 16 << 30
     assert lim["initial_memory_bytes"] == 2 << 20 and lim["initial_memory_requested_bytes"] == 1 << 20
     assert lim["threads"] == 3 and "memory64" in lim["features"]
-    assert not b._started
+    assert not b.runtime.started
     assert b.describe()["memory_max_bytes"] == 1 << 30

@@ -21,8 +21,8 @@ import pytest
 from tinygpt_bench import model, presets
 from tinygpt_bench.errors import UserError
 
-wasm = pytest.importorskip("tinygpt_bench.backends.wasm")
-v8 = pytest.importorskip("tinygpt_bench.backends.wasm_v8")
+wasm = pytest.importorskip("tinygpt_bench.engines.wasm.backend")
+v8 = pytest.importorskip("tinygpt_bench.engines.wasm.v8")
 
 
 def batches_for(p, n, seed=1):
@@ -78,7 +78,7 @@ def test_describe_names_node_and_v8_and_close_is_safe_twice():
     assert "v8=13." in d["runtime_settings"] and d["threads"] == 2
     p = presets.load("tiny")
     b.load(p, model.Layout(p).init(0))
-    proc = b._proc
+    proc = b.host_process
     assert alive(proc.pid)
     assert b.memory_bytes() > 0 and b.events()  # growth at load, with the worker running
     assert b.events()[-1]["worker_threads_running"] == 1
@@ -95,11 +95,11 @@ def test_killed_measurement_leaves_no_node_process(tmp_path):
     script = textwrap.dedent("""
         import sys
         from tinygpt_bench import model, presets
-        from tinygpt_bench.backends.wasm_v8 import WasmV8Backend
+        from tinygpt_bench.engines.wasm.v8 import WasmV8Backend
         p = presets.load("small")
         b = WasmV8Backend(threads=2)
         b.load(p, model.Layout(p).init(0))
-        print(b._proc.pid, flush=True)
+        print(b.host_process.pid, flush=True)
         import numpy as np
         batch = np.zeros((p.batch, p.ctx + 1), np.int32)
         while True:
@@ -158,17 +158,17 @@ def test_module_v8_rejects_is_one_line_user_error(tmp_path):
         b.load(p, model.Layout(p).init(0))
     msg = str(e.value)
     assert "\n" not in msg and "stage compile" in msg and "broken.wasm" in msg and "CompileError" in msg
-    assert b._proc is None  # the host is gone
+    assert b.host_process is None  # the host is gone
 
 
 @pytest.mark.parametrize("tid", [0, 1])
 def test_trap_in_a_region_raises_clearly_and_does_not_hang(tid):
     b = v8.WasmV8Backend(threads=2)
-    b._start()
-    proc = b._proc
+    b.runtime.start()
+    proc = b.host_process
     with pytest.raises(wasm.WasmError, match="wasm-v8 backend: stage selftest: wasm trapped: RuntimeError: unreachable"):
-        b._guarded("selftest", "trap_in_region", tid)
-    assert b._proc is None and proc.returncode is not None
+        b.guarded_call("selftest", "trap_in_region", tid)
+    assert b.host_process is None and proc.returncode is not None
     b.close()
     p = presets.load("tiny")
     with v8.WasmV8Backend(threads=2) as again:
@@ -190,7 +190,7 @@ def test_injected_trap_fails_the_step_naming_preset_and_stage():
 def test_memory_grows_from_small_start_with_workers_parked():
     p = presets.load("small")
     with v8.WasmV8Backend(threads=2, initial_memory=1 << 20) as b:
-        b._start()
+        b.runtime.start()
         start = b.memory_bytes()
         assert start < 4 << 20
         b.load(p, model.Layout(p).init(0))
@@ -209,9 +209,9 @@ def test_profile_names_the_kernels():
 
 
 def test_env_shows_node_and_v8():
-    from tinygpt_bench import envinfo
+    from tinygpt_bench.engines.wasm import environment as wasm_environment
 
-    info = envinfo.collect_node()
+    info = wasm_environment.collect_node()
     assert info["node_version"].startswith("24.") and info["v8_version"].startswith("13.")
     assert os.path.samefile(info["node_path"], v8.node_path())
 
@@ -255,7 +255,7 @@ def test_max_memory_preflight_as_the_wasm_backend():
     with v8.WasmV8Backend(threads=2, max_memory=16 << 20) as b:
         with pytest.raises(wasm.WasmError, match=r"wasm-v8 backend: preset small: stage preflight: .*raise --max-memory"):
             b.load(p, model.Layout(p).init(0))
-        assert b._call("memory_limit") == 16 << 20  # the module's allocator enforces it too
+        assert b.runtime.call("memory_limit") == 16 << 20  # the module's allocator enforces it too
 
 
 def test_diagnose_names_an_injected_trap_on_wasm_v8(tmp_path, monkeypatch):

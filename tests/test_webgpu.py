@@ -15,17 +15,17 @@ import pytest
 
 wgpu = pytest.importorskip("wgpu", reason="wgpu not installed; fix: pip install wgpu==0.32.0")
 
-from tinygpt_bench.backends import wgpu_ops as ops  # noqa: E402
-from tinygpt_bench.backends.wgpu_runtime import Gpu, Program, WebGPUError  # noqa: E402
+from tinygpt_bench.engines.webgpu import ops  # noqa: E402
+from tinygpt_bench.engines.webgpu.runtime import Gpu, Program, WebGPUError  # noqa: E402
 from tinygpt_bench.errors import UserError  # noqa: E402
 from conftest import WEBGPU_BACKENDS  # noqa: E402
 
 
 def backend_on(gpu):
     """An unloaded backend of the engine on `gpu`'s implementation, sharing its device."""
-    from tinygpt_bench import backends
+    from tinygpt_bench import engines
 
-    be = backends.create(WEBGPU_BACKENDS[gpu.implementation])
+    be = engines.create(WEBGPU_BACKENDS[gpu.implementation])
     be.gpu = gpu
     return be
 
@@ -184,7 +184,7 @@ def test_bias_backward(gpu):
 
 
 def test_shader_error_names_kernel(gpu, tmp_path, monkeypatch):
-    from tinygpt_bench.backends import wgpu_runtime
+    from tinygpt_bench.engines.webgpu import runtime as wgpu_runtime
 
     (tmp_path / "kernels").mkdir()
     (tmp_path / "kernels" / "broken.wgsl").write_text("@compute @workgroup_size(1) fn main() { undefined_fn(); }\n")
@@ -493,7 +493,7 @@ def assert_one_step_matches_reference(be, name: str, check=None) -> np.ndarray:
     """Load preset `name` into backend `be`, run one step and hold its loss and every gradient
     tensor to the float64 reference (the loss to 1e-6 relative, each gradient tensor to 1e-4);
     check(be) runs after load. Returns the reference gradient."""
-    ref = pytest.importorskip("tinygpt_bench.backends.reference", reason="numpy reference not in this checkout")
+    ref = pytest.importorskip("tinygpt_bench.engines.reference.backend", reason="numpy reference not in this checkout")
     preset, layout, w, (batch,) = setup_run(name, 1)
     want_loss, want_grad = ref.loss_and_grad(preset, w.astype(np.float64), batch)
     be.load(preset, w)
@@ -535,7 +535,7 @@ def test_backend_memory_and_profile(webgpu_backend):
 
 
 def test_adapter_choice(gpu):
-    from tinygpt_bench.backends.wgpu_runtime import adapters, pick_adapter
+    from tinygpt_bench.engines.webgpu.runtime import adapters, pick_adapter
 
     name, impl = gpu.adapter.info["device"], gpu.implementation
     assert pick_adapter(name.split()[0].upper(), impl).info["device"] == name  # by name, any case
@@ -552,8 +552,8 @@ def test_binding_limit_message(webgpu_backend):
             {"name": "webgpu buffer top", "bytes": 10, "limit": 1 << 20, "limit_name": "adapter X (Y)"}]
     with pytest.raises(UserError, match=r"webgpu buffer params needs 4,000,000 bytes, 2,951,424 above the "
                                         r"adapter X \(Y\) 1,048,576; also webgpu buffer grads"):
-        webgpu_backend._check_limits(rows)
-    webgpu_backend._check_limits(rows[2:])  # fits: no error
+        webgpu_backend.check_limits(rows)
+    webgpu_backend.check_limits(rows[2:])  # fits: no error
 
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
@@ -581,7 +581,7 @@ def test_matmul_kernels_without_split_are_bit_identical(gpu, trans_a, trans_b):
 def test_wgsl_for_puts_enable_directives_first_and_drops_subgroups_for_naga():
     """The kernels say `enable subgroups;` as the specification wants (Dawn requires it); Naga
     refuses the directive, so wgpu-native gets the text without it."""
-    from tinygpt_bench.backends.wgpu_compat import wgsl_for
+    from tinygpt_bench.engines.webgpu.compat import wgsl_for
 
     code = "fn a() {}\nenable subgroups;   // why\nenable f16;\nfn b() {}\n"
     assert wgsl_for("dawn", code) == "enable subgroups;\nenable f16;\nfn a() {}\n\n\nfn b() {}\n"
@@ -592,7 +592,7 @@ def test_dawn_toggles_from_the_environment():
     """Dawn's device toggles for A/B runs: +NAME / -NAME on top of the engine's default (timestamp
     quantization off); an unknown or malformed one is one clear error; wgpu-native takes none."""
     pytest.importorskip("wgpudawn", reason="wgpudawn not installed; fix: pip install wgpudawn==0.32.0.4")
-    from tinygpt_bench.backends.wgpu_runtime import DAWN_DEFAULT_TOGGLES, dawn_toggles
+    from tinygpt_bench.engines.webgpu.runtime import DAWN_DEFAULT_TOGGLES, dawn_toggles
 
     assert dawn_toggles("dawn", "") == DAWN_DEFAULT_TOGGLES == ((), ("timestamp_quantization",))
     assert dawn_toggles("dawn", "+disable_robustness") == (("disable_robustness",), ("timestamp_quantization",))
@@ -606,7 +606,7 @@ def test_dawn_toggles_from_the_environment():
 
 def test_tune_override_from_the_environment(monkeypatch):
     """TINYGPT_BENCH_TUNE sets kernel tuning for A/B runs; bad text is one clear error."""
-    from tinygpt_bench.backends.wgpu_runtime import tune_override
+    from tinygpt_bench.engines.webgpu.runtime import tune_override
     from tinygpt_bench.errors import UserError
 
     defaults = {"shared_fill": 1056, "matmul_big": False, "shared_prefetch": False}
@@ -623,7 +623,7 @@ def test_prefetch_tuning_runs_a_step_and_says_so(gpu, monkeypatch):
     the load agree, the loss matches the default kernels' (on lavapipe those are the direct
     ones: equal to rounding; shared vs shared_pf bit for bit is the kernel test above), and
     describe() says it."""
-    from tinygpt_bench import backends, presets
+    from tinygpt_bench import engines, presets
     from tinygpt_bench.model import Layout
 
     p = presets.load("tiny")
@@ -632,7 +632,7 @@ def test_prefetch_tuning_runs_a_step_and_says_so(gpu, monkeypatch):
     losses = []
     for tune in ("", "shared_prefetch=1,matmul_shared=1,min_workgroups=4"):  # tiny is too small for GPU defaults
         monkeypatch.setenv("TINYGPT_BENCH_TUNE", tune)
-        be = backends.create(WEBGPU_BACKENDS[gpu.implementation])  # a device of its own: the tuning is read there
+        be = engines.create(WEBGPU_BACKENDS[gpu.implementation])  # a device of its own: the tuning is read there
         be.load(p, w)
         losses.append(be.step(batch))
         if tune:
@@ -647,9 +647,9 @@ def test_attention_through_products_trains_a_step_against_the_reference(gpu, mon
     for here through the environment at every T): the plan allocates the score buffers, the step
     records the batched products and softmax kernels, and loss and gradients hold to float64."""
     monkeypatch.setenv("TINYGPT_BENCH_TUNE", "attention_mm=1")
-    from tinygpt_bench import backends
+    from tinygpt_bench import engines
 
-    be = backends.create(WEBGPU_BACKENDS[gpu.implementation])  # a device of its own: the tuning is read there
+    be = engines.create(WEBGPU_BACKENDS[gpu.implementation])  # a device of its own: the tuning is read there
 
     def check(be):
         names = [d.name for d in be.program.dispatches]
@@ -802,7 +802,7 @@ def gpu_default_tuning(gpu) -> dict:
     """The kernel choices tuning_for makes for a GPU adapter with this one's features."""
     from types import SimpleNamespace
 
-    from tinygpt_bench.backends.wgpu_runtime import tuning_for
+    from tinygpt_bench.engines.webgpu.runtime import tuning_for
 
     return tuning_for(SimpleNamespace(info={"adapter_type": "DiscreteGPU"}, features=gpu.adapter.features))
 

@@ -18,8 +18,8 @@ import pytest
 
 pytest.importorskip("wgpu", reason="wgpu not installed; fix: pip install wgpu==0.32.0")
 
-from tinygpt_bench import backends, diagnose, model, presets  # noqa: E402
-from tinygpt_bench.backends import webgpu, wgpu_runtime  # noqa: E402
+from tinygpt_bench import engines, diagnose, model, presets  # noqa: E402
+from tinygpt_bench.engines.webgpu import backend as webgpu, runtime as wgpu_runtime  # noqa: E402
 from tinygpt_bench.errors import UserError  # noqa: E402
 from conftest import WEBGPU_BACKENDS  # noqa: E402
 
@@ -34,7 +34,7 @@ def B(gpu):
 
 def engine(B):
     """The backend class of B."""
-    return backends.get_class(B)[0]
+    return engines.get_class(B)[0]
 
 
 # ---- injected faults, each caught at its stage -------------------------------------------
@@ -85,7 +85,7 @@ def test_limit_fault_is_named_in_preflight_before_any_device_exists(gpu, B, tmp_
         raise AssertionError("preflight must not create a device")
 
     monkeypatch.setattr(wgpu_runtime.Gpu, "__init__", no_device)
-    monkeypatch.setattr(webgpu.WebGPUBackend, "_allocate", no_device)
+    monkeypatch.setattr(webgpu.WebGPUBackend, "load", no_device)
     monkeypatch.setenv(FAULT, f"{B}:limit=1MiB@small")
     code, out, _ = run_cli("diagnose", "small", "--backend", B, "--out", str(tmp_path))
     assert code == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import os
@@ -9,6 +11,7 @@ import statistics
 import sys
 import tempfile
 import traceback
+import typing
 from typing import Optional
 
 import typer
@@ -17,7 +20,7 @@ from rich.table import Table
 
 from pathlib import Path
 
-from tinygpt_bench import backends, corpus, envinfo, model, presets, protocol
+from tinygpt_bench import corpus, engines, envinfo, model, presets, protocol
 from tinygpt_bench import curve as curve_mod
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.units import fmt_bytes, fmt_si
@@ -107,47 +110,82 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JS
     console.print(a)
     for impl, error in info.get("adapters_errors", {}).items():
         console.print(f"[yellow]WebGPU ({impl}): {error}[/yellow]", highlight=False)
-    console.print(f"backends: {', '.join(backends.names())}")
+    console.print(f"backends: {', '.join(engines.names())}")
 
 
-WasmFmaOpt = typer.Option(None, "--wasm-fma/--no-wasm-fma",
-                          help="wasm matmul with relaxed-SIMD FMA (default: on for Intel CPUs with FMA, where it measured faster)")
-SpectreOpt = typer.Option(False, "--spectre-guards", help="wasm: cranelift's Spectre guard on every memory access "
-                                                         "(wasmtime's default; off by default here: the module is this project's own code)")
+def engine_options(command: str):
+    """Add the engines' flags that `command` offers (declared once each, engines/<name>/__init__.py)
+    to a command; the command gets them as `options`: {option name: value}, those left at their
+    default left out (a flag's text parsed where the declaration says how, e.g. sizes)."""
+    decl = engines.cli_options(command)
+
+    def wrap(fn):
+        sig = inspect.signature(fn)
+        extra = []
+        for o in decl:
+            kind = Optional[str] if o.parse else o.type
+            extra.append(inspect.Parameter(o.key, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                           default=typer.Option(o.default, o.flag, help=o.help, metavar=o.metavar,
+                                                                rich_help_panel="Engine options")))
+        params = [p for p in sig.parameters.values() if p.name != "options"] + extra
+
+        @functools.wraps(fn)
+        def command_fn(**kw):
+            options = {}
+            for o in decl:
+                value = kw.pop(o.key)
+                if value is not None and value != o.default:
+                    options[o.name] = o.parse(value) if o.parse else value
+            return fn(**kw, options=options)
+
+        command_fn.__signature__ = sig.replace(parameters=params)
+        command_fn.__annotations__ = {**typing.get_type_hints(fn), **{p.name: p.annotation for p in extra}}
+        del command_fn.__wrapped__  # typer reads the signature above, not the wrapped function's
+        return command_fn
+
+    return wrap
+
+
+def check_engine_options(backend_names: list[str], options: dict) -> None:
+    """Every given engine option must be taken by a chosen backend: one line naming it otherwise."""
+    for name in options:
+        if not any(o.name == name for b in backend_names for o in engines.options_of(b)):
+            takers = [b for b in engines.names() if any(o.name == name for o in engines.options_of(b))]
+            flag = next(o.flag for o in engines.options_of(takers[0]) if o.name == name).split("/")[0]
+            raise UserError(f"{flag} is not an option of {', '.join(backend_names)}; it is one of "
+                            f"{', '.join(takers)}: leave it out or choose one of those backends")
 
 
 @app.command("run")
+@engine_options("run")
 def run_cmd(
     preset: str = typer.Argument(..., help="preset name (see `tinygpt-bench presets`) or a .toml path"),
-    backend: str = typer.Option("reference", "--backend", "-b", help=f"one of: {', '.join(backends.names())}"),
+    backend: str = typer.Option(engines.oracle(), "--backend", "-b", help=f"one of: {', '.join(engines.names())}"),
     steps: int = typer.Option(protocol.DEFAULT_STEPS, "--steps", help="training steps (the protocol's fixed 15)"),
     corpus_spec: str = CorpusOpt,
     seed: int = typer.Option(protocol.DEFAULT_SEED, "--seed", help="seed of the initial weights and the batches"),
     lr: float = typer.Option(3e-4, "--lr", help="AdamW learning rate"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="worker threads (wasm backend; default all cores)"),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="WebGPU adapter name substring or index"),
-    wasm_fma: Optional[bool] = WasmFmaOpt,
-    spectre_guards: bool = SpectreOpt,
     plain: bool = typer.Option(False, "--plain", help="no live display (CI logs)"),
+    options: dict = None,
 ) -> None:
     """Train PRESET for a fixed number of steps on one backend; print each step's time and loss."""
     protocol.check_steps(steps)
     _check_seed(seed)
-    _check_threads(threads)
+    _check_threads(options.get("threads"))
     if not (math.isfinite(lr) and lr > 0):
         raise UserError(f"--lr {lr} is not a positive finite learning rate; e.g. --lr 3e-4")
     _check_faults()
     p = presets.load(preset)
-    backends.get_class(backend)  # an unknown name raises the error naming the choices
+    engines.spec(backend)  # an unknown name raises the error naming the choices
+    check_engine_options([backend], options)
     c = corpus.load(corpus_spec)
     from tinygpt_bench import diagnose
 
-    pf = diagnose.preflight(p, backend, {"threads": threads, "adapter": adapter})
+    pf = diagnose.preflight(p, backend, options)
     if not pf.ok and "step_bytes" in (pf.detail or {}):  # what cannot fit is refused before anything starts
         raise UserError(f"{backend} cannot run preset '{p.name}' here: {pf.error}. {pf.meaning}")
     work = protocol.prepare(p, c, steps, seed)
-    be = protocol.create_backend(backend, p, threads=threads, adapter=adapter, relaxed_simd=wasm_fma,
-                                 spectre_guards=spectre_guards)
+    be = protocol.create_backend(backend, p, **options)
     flops = model.flops_per_step(p)["total"]
     console.print(
         f"[bold]{p.name}[/bold] on [bold]{backend}[/bold]: {model.param_count(p):,} parameters, "
@@ -181,18 +219,15 @@ def run_cmd(
 
 
 @app.command("curve")
+@engine_options("curve")
 def curve_cmd(
     presets_spec: str = typer.Option(",".join(curve_mod.DEFAULT_PRESETS), "--presets",
                                      help="comma-separated preset names or .toml paths, or 'all' for all nine"),
     backends_spec: str = typer.Option(",".join(curve_mod.DEFAULT_BACKENDS), "--backends",
-                                      help=f"comma-separated; from: {', '.join(backends.names())}"),
+                                      help=f"comma-separated; from: {', '.join(engines.names())}"),
     steps: int = typer.Option(protocol.DEFAULT_STEPS, "--steps", help="timed steps per measurement, the same for every preset"),
     repeats: int = typer.Option(3, "--repeats", help="repeats from a fresh load, interleaving the backends"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds per measurement; past it: 'timeout'"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="wasm worker threads (default: all cores)"),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="WebGPU adapter name substring or index"),
-    wasm_fma: Optional[bool] = WasmFmaOpt,
-    spectre_guards: bool = SpectreOpt,
     corpus_spec: str = CorpusOpt,
     seed: int = typer.Option(protocol.DEFAULT_SEED, "--seed"),
     out: Path = typer.Option(Path("results"), "--out", help="folder for measurements.csv, steps.csv, environment.json, charts"),
@@ -200,6 +235,7 @@ def curve_cmd(
     plain: bool = typer.Option(False, "--plain", help="no live display (CI logs)"),
     markdown: bool = typer.Option(False, "--markdown", help="also print the summary as a Markdown table"),
     chart: bool = typer.Option(True, "--chart/--no-chart", help="draw the chart into --out at the end"),
+    options: dict = None,
 ) -> None:
     """Measure every preset on every backend under one protocol; write CSVs and the speedup chart."""
     curve = curve_mod
@@ -207,7 +243,7 @@ def curve_cmd(
 
     protocol.check_steps(steps)
     _check_seed(seed)
-    _check_threads(threads)
+    _check_threads(options.get("threads"))
     _check_timeout(timeout)
     _check_faults()
     chosen = presets.load_list(presets_spec)
@@ -216,13 +252,13 @@ def curve_cmd(
         raise UserError(f"--backends '{backends_spec}' names no backend; give names such as "
                         f"--backends {','.join(curve_mod.DEFAULT_BACKENDS)}")
     for b in names:
-        backends.get_class(b)  # an unknown name raises the error naming the choices
+        engines.spec(b)  # an unknown name raises the error naming the choices
+    check_engine_options(names, options)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder; give a folder path for the results")
     settings = curve.CurveSettings(
-        presets=chosen, backends=names, steps=steps, repeats=repeats, timeout_s=timeout, threads=threads,
-        adapter=adapter, corpus=corpus_spec, seed=seed, out=out, resume=resume, wasm_fma=wasm_fma,
-        spectre_guards=spectre_guards,
+        presets=chosen, backends=names, steps=steps, repeats=repeats, timeout_s=timeout, corpus=corpus_spec,
+        seed=seed, out=out, resume=resume, options=options,
     )
     console.print(f"curve: {', '.join(p.name for p in chosen)} on {', '.join(names)}; {steps} steps x {repeats} repeats -> {out}/",
                   highlight=False)
@@ -340,29 +376,26 @@ def compare_cmd(
 
 
 @app.command("diagnose")
+@engine_options("diagnose")
 def diagnose_cmd(
     preset: str = typer.Argument(..., help="preset name or .toml path"),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="one backend (default: webgpu and wasm in turn)"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="wasm worker threads"),
-    initial_memory: Optional[str] = typer.Option(None, "--initial-memory", help="wasm initial memory, e.g. 64MiB"),
-    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="wasm memory maximum, e.g. 4GiB"),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="WebGPU adapter name substring or index"),
-    wasm_fma: Optional[bool] = WasmFmaOpt,
-    spectre_guards: bool = SpectreOpt,
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="one backend (default: the curve's, in turn)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds for 15 steps"),
     out: Path = typer.Option(Path("results"), "--out", help="folder for the report (Markdown and JSON)"),
+    options: dict = None,
 ) -> None:
     """Find out why a preset fails on a backend: stages in order, stop at the first failure, say what it means."""
     from tinygpt_bench import diagnose as diag
 
     _check_faults()
     diag.check_out(out)
-    _check_threads(threads)
+    _check_threads(options.get("threads"))
     _check_timeout(timeout)
     p = presets.load(preset)
     names = [backend] if backend else list(curve_mod.DEFAULT_BACKENDS)
-    options = {"threads": threads, "adapter": adapter, "initial_memory": diag.parse_bytes(initial_memory),
-               "max_memory": diag.parse_bytes(max_memory), "relaxed_simd": wasm_fma, "spectre_guards": spectre_guards or None}
+    for b in names:
+        engines.spec(b)  # an unknown name raises the error naming the choices
+    check_engine_options(names, options)
     failed = False
     for name in names:
         console.print(f"[bold]diagnose {p.name} on {name}[/bold]")
@@ -376,7 +409,7 @@ def diagnose_cmd(
                 console.print(f"       error: {st.error}", highlight=False, markup=False)
                 console.print(f"       means: {st.meaning}", highlight=False, markup=False)
 
-        d = diag.run(p, name, {k: v for k, v in options.items() if v is not None}, timeout, on_stage=show)
+        d = diag.run(p, name, engines.select(name, options), timeout, on_stage=show)
         kern = next((s for s in d.stages if s.name == "kernels"), None)
         if kern and kern.detail.get("kernels"):
             t = Table(title=f"per-kernel time of one {p.name} step on {name}")
@@ -461,8 +494,8 @@ def _check_faults() -> None:
     from tinygpt_bench import faults
 
     for backend, _, _ in faults.parse(os.environ.get(faults.ENV)):
-        if backend not in backends.names():
-            raise UserError(f"{faults.ENV}: unknown backend '{backend}'; choose one of {', '.join(backends.names())}")
+        if backend not in engines.names():
+            raise UserError(f"{faults.ENV}: unknown backend '{backend}'; choose one of {', '.join(engines.names())}")
 
 
 _DEBUG = False

@@ -20,6 +20,7 @@ gets a time budget (--timeout), not fewer steps.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import multiprocessing as mp
 import os
@@ -31,13 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinygpt_bench import corpus as corpus_mod
-from tinygpt_bench import backends, envinfo, model, protocol, results, stats
+from tinygpt_bench import engines, envinfo, model, protocol, results, stats
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.presets import Preset
-from tinygpt_bench.resources import resource_dir
 
 PARITY_TOLERANCE = stats.PARITY_TOLERANCE  # relative difference of the final loss
-DEFAULT_BACKENDS = ("webgpu", "webgpu-dawn", "wasm")
+DEFAULT_BACKENDS = tuple(engines.curve_defaults())  # webgpu, webgpu-dawn, wasm (their descriptions say so)
 DEFAULT_PRESETS = ("tiny", "small", "medium", "large")
 REFERENCE_MAX_GFLOP = 30.0  # numpy float64 reference runs presets up to this many GFLOP a step
 
@@ -49,16 +49,15 @@ class CurveSettings:
     steps: int = protocol.DEFAULT_STEPS
     repeats: int = 3
     timeout_s: float | None = None
-    threads: int | None = None
-    adapter: str | None = None
     corpus: str = "synthetic"
     seed: int = protocol.DEFAULT_SEED
     lr: float = 3e-4
     out: Path = Path("results")
     resume: bool = False
     reference_max_gflop: float = REFERENCE_MAX_GFLOP
-    wasm_fma: bool | None = None  # None: the engine's default for this CPU (wasm.fma_by_default)
-    spectre_guards: bool = False
+    # the engines' options (threads, adapter, relaxed_simd...: engines/<name>/__init__.py), None: not
+    # given; each backend gets those it declares
+    options: dict = field(default_factory=dict)
 
 
 class Reporter:
@@ -88,25 +87,13 @@ class _Acc:
     timelines: list[dict] = field(default_factory=list)  # each repeat's stage times (harness_timeline)
 
 
-def artifact_digests() -> dict:
-    def digest(folder: str, pattern: str):
-        try:
-            return envinfo.sha256_of(list(resource_dir(folder).glob(pattern)))
-        except FileNotFoundError:
-            return None
-
-    return {"module_sha256": digest("wasm", "*.wasm"), "kernels_sha256": digest("kernels", "*.wgsl")}
-
-
 def run_settings(s: CurveSettings, corp: corpus_mod.Corpus, env: dict) -> dict:
     """What must be equal for two runs' numbers to be mixed (the --resume check)."""
     return {
         "steps": s.steps, "repeats": s.repeats, "seed": s.seed, "lr": s.lr,
-        "corpus_sha256": corp.sha256, "threads": s.threads, "adapter": s.adapter,
-        **({"wasm_fma": s.wasm_fma} if s.wasm_fma is not None else {}),
-        **({"spectre_guards": True} if s.spectre_guards else {}),
+        "corpus_sha256": corp.sha256, **engines.fingerprint(s.options),
         "cpu_model": env.get("cpu_model"), "cpu_usable_cores": env.get("cpu_usable_cores"),
-        "hostname": env.get("hostname"), **artifact_digests(),
+        "hostname": env.get("hostname"), **engines.digests(),
     }
 
 
@@ -117,7 +104,7 @@ def _reference_losses(work: protocol.Work, s: CurveSettings) -> tuple[list[float
     if model.flops_per_step(work.preset)["total"] / 1e9 > s.reference_max_gflop:
         return None, ""
     try:
-        be = protocol.create_backend("reference", work.preset)
+        be = protocol.create_backend(engines.oracle(), work.preset)
         try:
             return [st.loss for st in protocol.train(be, work, s.lr)], ""
         finally:
@@ -133,7 +120,7 @@ def _preflight_refusal(preset: Preset, backend: str, s: CurveSettings) -> str:
     plan here: then its own create stage says why), else what cannot fit and the fix."""
     from tinygpt_bench import diagnose
 
-    st = diagnose.preflight(preset, backend, {"threads": s.threads, "adapter": s.adapter})
+    st = diagnose.preflight(preset, backend, engines.select(backend, s.options))
     if st.ok or "step_bytes" not in (st.detail or {}):
         return ""
     return f"{st.error}. {st.meaning}"
@@ -156,7 +143,7 @@ def _worker(conn, name: str, work: protocol.Work, lr: float, options: dict, dige
         if protocol.work_digest(work) != digest:
             raise RuntimeError("the worker got other weights or batches than the parent's (work sha256 differs)")
         marks["work"] = time.perf_counter()
-        protocol.backends.get_class(name)  # the engine's import, timed apart from its creation
+        engines.get_class(name)  # the engine's import, timed apart from its creation
         marks["imported"] = time.perf_counter()
         be = protocol.create_backend(name, work.preset, **options)
         marks["created"] = time.perf_counter()
@@ -169,12 +156,9 @@ def _worker(conn, name: str, work: protocol.Work, lr: float, options: dict, dige
 
         protocol.train(be, work, lr, on_step)
         marks["trained"] = time.perf_counter()
-        mem = getattr(be, "memory_bytes", None)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        host_rss = getattr(be, "host_peak_rss", None)  # an engine's own process (wasm-v8: Node)
-        if callable(host_rss):
-            rss += host_rss() or 0
-        conn.send(("done", mem() if callable(mem) else None, rss, marks))
+        rss += be.host_peak_rss() or 0  # an engine's own process (wasm-v8: Node)
+        conn.send(("done", be.memory_bytes(), rss, marks))
     except protocol.StageError as e:
         conn.send(("failed", e.stage, e.error))
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent
@@ -190,8 +174,9 @@ def _worker(conn, name: str, work: protocol.Work, lr: float, options: dict, dige
 
 # the libraries an engine imports when it runs; a fork server that imported them already starts
 # its workers without that import (a name that is not installed is skipped by the server)
-ENGINE_LIBRARIES = {"webgpu": ("tinygpt_bench.backends.wgpu_preload",), "webgpu-dawn": ("wgpudawn.backends.dawn",),
-                    "wasm": ("wasmtime",), "wasm-v8": ("wasmtime",), "torch-cpu": ("torch",), "torch-cuda": ("torch",)}
+ENGINE_LIBRARIES = {"webgpu": ("tinygpt_bench.engines.webgpu.wgpu_preload",),
+                    "webgpu-dawn": ("wgpudawn.backends.dawn",), "wasm": ("wasmtime",), "wasm-v8": ("wasmtime",),
+                    "torch-cpu": ("torch",), "torch-cuda": ("torch",)}
 
 
 def _worker_context(names: list[str]):
@@ -203,16 +188,23 @@ def _worker_context(names: list[str]):
     without the interpreter's shutdown. A server already running keeps the import list it
     started with (a second run in the same process: its engines are imported by its workers)."""
     ctx = mp.get_context("forkserver")
-    from tinygpt_bench import backends
-
-    engines = [backends.module_name(n) for n in names]
+    modules = [engine_module(n) for n in names]
     libraries = [lib for n in names for lib in ENGINE_LIBRARIES.get(n, ())]
     # a worker runs the parent's main script again (multiprocessing does, to find what it pickled);
     # `tinygpt-bench` is one import of the CLI, imported here once. ('__main__' itself: Python 3.11's
     # fork server never gets its path, so the CLI's own name is what saves the import.)
     first = ["__main__", "tinygpt_bench.cli", __name__]
-    ctx.set_forkserver_preload(list(dict.fromkeys([*first, *filter(None, engines), *libraries])))
+    ctx.set_forkserver_preload(list(dict.fromkeys([*first, *filter(None, modules), *libraries])))
     return ctx
+
+
+def engine_module(name: str) -> str | None:
+    """The module that holds backend `name`'s class, not imported (None for an unknown name)."""
+    try:
+        eng, b = engines.spec(name)
+    except UserError:
+        return None
+    return importlib.util.resolve_name(b.cls.split(":")[0], eng.package)
 
 
 def _start_worker_server(names: list[str]) -> None:
@@ -272,7 +264,7 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
     t0 = time.perf_counter()  # the measurement's wall clock starts before its worker does
     ctx = _worker_context(s.backends)
     recv, send = ctx.Pipe(duplex=False)
-    options = {"threads": s.threads, "adapter": s.adapter, "relaxed_simd": s.wasm_fma, "spectre_guards": s.spectre_guards}
+    options = engines.select(name, s.options)
     proc = ctx.Process(target=_worker, args=(send, name, work, s.lr, options, work.digest, dict(os.environ)),
                        name=f"tinygpt-bench {preset.name}/{name}", daemon=True)
     proc.start()
@@ -349,8 +341,8 @@ def _row(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, corp, env:
         "harness_s": statistics.median(acc.harness) if acc.harness else None,
         "reference": "reference (numpy float64)" if ref else "",
         "cpu_model": env.get("cpu_model"), "git_commit": env.get("git_commit"),
-        "settings_id": settings_id, "hardware": backends.info(name).hardware,
-        "native_peer": backends.info(name).native_peer,
+        "settings_id": settings_id, "hardware": engines.info(name).hardware,
+        "native_peer": engines.info(name).native_peer,
         "relaxed_simd": d.get("relaxed_simd"),
     }
     for key in ("device", "device_type", "software_adapter", "adapter_vendor", "adapter_driver", "adapter_api",

@@ -14,7 +14,7 @@ verbatim and a plain sentence on what it means and what would fix it:
   parity      one step on a shrunk copy of the preset against the float64 reference
   kernels     per-kernel time breakdown, where the engine can time its kernels
 
-Backends can offer optional hooks (backends/base.py): plan(), limits(), events(),
+Backends declare optional capabilities (engines/base.py): plan(), limits(), events(),
 profile(). A report (Markdown and JSON) is written beside the results.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,33 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from tinygpt_bench import corpus as corpus_mod
-from tinygpt_bench import backends, envinfo, faults, markdown, model, protocol, results
+from tinygpt_bench import engines, envinfo, faults, markdown, model, protocol, results
 from tinygpt_bench.errors import UserError
-from tinygpt_bench.units import fmt_bytes
+from tinygpt_bench.units import fmt_bytes, parse_bytes  # noqa: F401 - parse_bytes: the CLI and faults use it from here
 from tinygpt_bench.presets import Preset
 
 LOSS_TOLERANCE = 1e-4
 GRAD_TOLERANCE = 1e-3
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 2**10, "M": 2**20, "G": 2**30}
-
-
-def parse_bytes(text: str | None) -> int | None:
-    """'4GiB', '256MiB', '1e9', '65536' -> bytes."""
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([A-Za-z]*)\s*", str(text))
-    if not m or m.group(2).upper() not in _UNITS:
-        raise UserError(f"'{text}' is not a size; write bytes like 4GiB, 512MiB or 1073741824")
-    try:
-        value = float(m.group(1)) * _UNITS[m.group(2).upper()]
-    except ValueError:
-        raise UserError(f"'{text}' is not a size; write bytes like 4GiB, 512MiB or 1073741824") from None
-    if not math.isfinite(value) or value < 1 or value >= 2**64:
-        raise UserError(f"'{text}' is not a usable size (1 byte to 16 EiB); write bytes like 4GiB or 512MiB")
-    return int(value)
-
 
 @dataclass
 class Stage:
@@ -98,37 +77,26 @@ class Diagnosis:
     def record(self, environment: dict) -> results.Diagnosis:
         """The report as the result record diagnose-PRESET-BACKEND.json holds."""
         return results.Diagnosis(preset=self.preset, backend=self.backend,
-                                 kernel_timing=backends.info(self.backend).kernel_timing, options=self.options,
+                                 kernel_timing=engines.info(self.backend).kernel_timing, options=self.options,
                                  ok=self.ok, stages=[asdict(s) for s in self.stages], environment=environment)
 
 
-def meaning_of(stage: str, error: str) -> str:
-    """A plain sentence on what an error means and what would fix it."""
+def meaning_of(stage: str, error: str, backend: str | None = None) -> str:
+    """A plain sentence on what an error means and what would fix it: the engine's own
+    explanation of its error texts (engines/<name>/__init__.py, explain) first, then the
+    harness's (non-finite numbers, the time budget)."""
+    if backend is not None:
+        meaning = engines.spec(backend)[0].explain(error)
+    else:
+        meaning = engines.explain(error)
+    if meaning:
+        return meaning
     e = error.lower()
-    if "out of bounds memory access" in e or "out-of-bounds" in e:
-        return ("The WebAssembly code touched memory past the end of its linear memory: a kernel indexed past "
-                "its buffer, or memory grew and a worker kept the old size. Run with --threads 1 and a larger "
-                "--initial-memory to tell the two apart.")
-    if "memory" in e and ("grow" in e or "cannot allocate" in e or "exceeds" in e or "memory max" in e):
-        return ("The engine could not get the memory the preset needs: raise --max-memory (wasm) or pick a "
-                "smaller preset; the preflight figures say how much is needed.")
-    if "unreachable" in e or "wasm trap" in e or "trap" in e:
-        return "The WebAssembly module trapped: a bug or a failed check inside the module at the stage named."
-    if "aliasing" in e or "not valid webgpu" in e or "conflicting usages" in e:
-        return ("A dispatch binds one buffer writable and again in another binding: not valid WebGPU (Dawn and "
-                "Chrome reject it; wgpu-native may not). A bug in the engine's bindings for the kernel named.")
-    if "validation" in e or "shader" in e or "wgsl" in e:
-        return "A WGSL kernel or a GPU command failed WebGPU validation: a bug in the kernel or pipeline named."
-    if "limit" in e or "binding" in e or "max_buffer" in e or "max-buffer" in e:
-        return "A buffer is larger than the adapter allows; the preflight says which buffer and by how much."
     if "not finite" in e or "nan" in e or "inf" in e:
         return ("The numbers went non-finite: compare the parity stage on the shrunk preset; a kernel that "
                 "passes parity but overflows at full size points at an accumulation or a softmax without max.")
     if "time budget" in e or "timeout" in e:
         return "The step took longer than the budget: raise --timeout or measure a smaller preset."
-    if "no adapter" in e or "adapter" in e:
-        return ("No usable WebGPU adapter: install a Vulkan driver that the implementation accepts "
-                "(./setup.sh does it: lavapipe from Mesa 24 or newer; Dawn refuses Mesa 22's).")
     return "The engine raised this error at the stage named; the message above is its own."
 
 
@@ -146,18 +114,13 @@ def preflight(preset: Preset, backend: str, options: dict) -> Stage:
     need = model.step_bytes(preset)
     rows = [{"name": "weights+grads+adam+activations (host copy of the model state)", "bytes": need["total"],
              "limit": _host_available(), "limit_name": "host RAM available"}]
-    cls, kwargs = backends.get_class(backend)
-    plan = getattr(cls, "plan", None)
     figure = (f"needs {fmt_bytes(need['total'])} (weights {fmt_bytes(need['weights'])}, grads {fmt_bytes(need['grads'])}, "
               f"Adam {fmt_bytes(need['adam'])}, activations {fmt_bytes(need['activations'])})")
-    if callable(plan):
-        plan_options = {**kwargs, **{k: v for k, v in options.items() if v is not None},
-                        "fault": faults.for_backend(backend, preset.name)}
-        try:
-            rows += plan(preset, **plan_options)
-        except Exception as e:  # the engine's own refusal (no adapter, unsupported shape) is a preflight failure
-            err = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-            return Stage("preflight", False, figure, err, meaning_of("preflight", err), {"buffers": rows})
+    try:
+        rows += engines.plan(backend, preset, options, faults.for_backend(backend, preset.name))
+    except Exception as e:  # the engine's own refusal (no adapter, unsupported shape) is a preflight failure
+        err = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+        return Stage("preflight", False, figure, err, meaning_of("preflight", err, backend), {"buffers": rows})
     over = sorted((r for r in rows if r.get("limit") is not None and r["bytes"] > r["limit"]),
                   key=lambda r: -r["bytes"] / r["limit"])
     detail = {"buffers": rows, "step_bytes": need}
@@ -171,11 +134,7 @@ def preflight(preset: Preset, backend: str, options: dict) -> Stage:
         parts = sorted((r for r in rows if r.get("limit") is None), key=lambda r: -r["bytes"])[:3]
         if parts:
             err += "; largest parts: " + ", ".join(f"{r['name']} {fmt_bytes(r['bytes'])}" for r in parts)
-        fix = {"wasm": "raise --max-memory (at most 16 GiB) or pick a smaller preset",
-               "wasm-v8": "raise --max-memory (at most 16 GiB) or pick a smaller preset",
-               "webgpu": "pick an adapter with larger limits (--adapter) or a smaller preset",
-               "webgpu-dawn": "pick an adapter with larger limits (--adapter) or a smaller preset"}.get(
-                   backend, "pick a smaller preset")
+        fix = engines.spec(backend)[0].too_big_fix
         injected = " The limit was capped by an injected fault (TINYGPT_BENCH_FAULT)." if "fault" in worst["limit_name"] else ""
         return Stage("preflight", False, figure, err,
                      f"{worst['name']} cannot fit under {worst['limit_name']}; nothing was allocated. "
@@ -196,7 +155,7 @@ def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = N
 
     def fail(name: str, e: BaseException | str, detail: dict | None = None) -> bool:
         err = e if isinstance(e, str) else f"{type(e).__name__}: {e}"
-        return add(Stage(name, False, "", err, meaning_of(name, err), detail or {}))
+        return add(Stage(name, False, "", err, meaning_of(name, err, backend), detail or {}))
 
     if not add(preflight(preset, backend, options)):
         return d
@@ -210,25 +169,24 @@ def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = N
         return d
     try:
         desc = be.describe()
-        limits = be.limits() if hasattr(be, "limits") else {}
+        limits = be.limits()
         add(Stage("create", True, f"{(time.perf_counter() - t0) * 1e3:.0f} ms; {desc.get('device', '')}",
                   detail={"describe": desc, "limits": limits}))
         t0 = time.perf_counter()
         try:
             be.load(preset, work.params.copy())
         except Exception as e:
-            events = be.events() if hasattr(be, "events") else []
-            fail("load", e, {"events": events})
+            fail("load", e, {"events": be.events()})
             return d
-        events = be.events() if hasattr(be, "events") else []
-        mem = be.memory_bytes() if hasattr(be, "memory_bytes") else None
+        events = be.events()
+        mem = be.memory_bytes()
         add(Stage("load", True, f"{(time.perf_counter() - t0) * 1e3:.0f} ms; allocated {fmt_bytes(mem)}; "
                   f"{len(events)} memory growth event(s)", detail={"events": events, "memory_bytes": mem}))
         t0 = time.perf_counter()
         try:
             loss = float(be.step(work.batches[0]))
         except Exception as e:
-            fail("step", e, {"events": be.events() if hasattr(be, "events") else []})
+            fail("step", e, {"events": be.events()})
             return d
         ms = (time.perf_counter() - t0) * 1e3
         if not math.isfinite(loss):
@@ -263,12 +221,10 @@ def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = N
             return d
         add(Stage("timed", True, f"median {med:.2f} ms/step over {len(times)} steps"
                   + (f" (budget {budget:.1f} ms)" if budget else "")))
-        kernels = None
-        if hasattr(be, "profile"):
-            try:
-                kernels = be.profile(work.batches[0])
-            except Exception as e:
-                kernels = {"error": str(e)}
+        try:
+            kernels = be.profile(work.batches[0])  # {} where the engine cannot time its kernels
+        except Exception as e:
+            kernels = {"error": str(e)}
     finally:
         be.close()
     if not add(parity(preset, backend, options, seed)):
@@ -286,7 +242,7 @@ def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = N
 
 
 def parity(preset: Preset, backend: str, options: dict, seed: int = 0) -> Stage:
-    from tinygpt_bench.backends import reference
+    from tinygpt_bench.engines.reference import backend as reference  # the float64 oracle
 
     small = preset.shrunk()
     work = protocol.prepare(small, corpus_mod.synthetic(n_bytes=100_000), steps=1, seed=seed)
@@ -294,8 +250,7 @@ def parity(preset: Preset, backend: str, options: dict, seed: int = 0) -> Stage:
     try:
         be = protocol.create_backend(backend, small, **options)
         try:
-            if hasattr(be, "keep_grads"):
-                be.keep_grads = True
+            be.keep_grads = True
             be.load(small, work.params.copy())
             loss = float(be.step(work.batches[0]))
             grad = be.gradients().astype(np.float64)
@@ -303,7 +258,7 @@ def parity(preset: Preset, backend: str, options: dict, seed: int = 0) -> Stage:
             be.close()
     except Exception as e:
         err = e.error if isinstance(e, protocol.StageError) else f"{type(e).__name__}: {e}"
-        return Stage("parity", False, "", err, meaning_of("parity", err))
+        return Stage("parity", False, "", err, meaning_of("parity", err, backend))
     loss_err = abs(loss - loss64) / abs(loss64)
     grad_err = float(np.linalg.norm(grad - grad64) / np.linalg.norm(grad64))
     fig = (f"shrunk preset (L{small.layers} C{small.d_model} H{small.heads} T{small.ctx} B{small.batch}): "

@@ -77,72 +77,6 @@ def is_software_adapter(info: dict) -> bool:
     return str(info.get("adapter_type", "")).upper() == "CPU" or bool(SOFTWARE_ADAPTERS.search(text))
 
 
-def collect_adapters() -> dict:
-    """Every WebGPU adapter each implementation (wgpu-native, Dawn) can see: {"adapters": [...],
-    each with its implementation and its index there}, and per implementation that cannot run
-    or finds none, the reason and the fix in "adapters_errors" ({implementation: text})."""
-    from tinygpt_bench.backends.wgpu_compat import IMPLEMENTATIONS
-    from tinygpt_bench.backends.wgpu_runtime import NO_ADAPTER_FIX, adapters
-
-    quiet_mesa()
-    out, errors = [], {}
-    for impl in IMPLEMENTATIONS:
-        try:
-            found = adapters(impl)
-        except Exception as e:  # not installed, no Vulkan loader, no driver: say so, the rest of env still works
-            errors[impl] = f"{type(e).__name__}: {e}"
-            continue
-        if not found:
-            errors[impl] = f"{impl} found no adapter; fix: {NO_ADAPTER_FIX[impl]}"
-        for i, a in enumerate(found):
-            info = dict(a.info)
-            out.append({
-                "implementation": impl, "index": i,
-                "name": info.get("device", ""),
-                "vendor": info.get("vendor", ""),
-                "driver": info.get("description", ""),
-                "backend": info.get("backend_type", ""),
-                "adapter_type": info.get("adapter_type", ""),
-                "software": is_software_adapter(info),
-                "max_buffer_size": int(a.limits.get("max-buffer-size", 0)),
-                "max_storage_buffer_binding_size": int(a.limits.get("max-storage-buffer-binding-size", 0)),
-                "features": sorted(str(f) for f in a.features),
-            })
-    result = {"adapters": out}
-    if errors:
-        result["adapters_errors"] = errors
-    return result
-
-
-def collect_wasmtime() -> dict:
-    try:
-        import wasmtime
-    except Exception as e:
-        return {"wasmtime_error": f"{type(e).__name__}: {e}"}
-    features = {}
-    for feat in ("wasm_memory64", "wasm_threads", "shared_memory", "wasm_simd", "wasm_relaxed_simd", "wasm_bulk_memory"):
-        try:
-            cfg = wasmtime.Config()
-            setattr(cfg, feat, True)
-            wasmtime.Engine(cfg)
-            features[feat] = True
-        except Exception:
-            features[feat] = False
-    return {"wasmtime_version": metadata.version("wasmtime"), "wasmtime_features": features}
-
-
-def collect_node() -> dict:
-    """The Node that runs the wasm-v8 backend: its path and the Node and V8 versions, or why not."""
-    try:
-        from tinygpt_bench.backends.wasm_v8 import node_path, node_versions
-
-        path = node_path()
-        v = node_versions(path)
-    except Exception as e:  # a UserError naming the fix, usually
-        return {"node_error": str(e)}
-    return {"node_path": path, "node_version": v["node"], "v8_version": v["v8"]}
-
-
 def collect_git() -> dict:
     root = repo_root()
     if root is None or not (root / ".git").exists():
@@ -176,9 +110,14 @@ def now() -> str:
 
 
 def collect_all(adapters: bool = True) -> dict:
+    """The machine, then each engine's part (its runtime and what it can see: wasmtime's
+    features and Node; with `adapters`, every WebGPU adapter), in the engines' order."""
+    from tinygpt_bench import engines
+
     out = {"timestamp": now()}
-    for part in (collect_cpu(), collect_python(), collect_git(), collect_wasmtime(), collect_node()):
+    for part in (collect_cpu(), collect_python(), collect_git()):
         out.update(part)
-    if adapters:
-        out.update(collect_adapters())
+    for e in engines.in_order():
+        if e.environment:
+            out.update(e.resolve(e.environment)(adapters))
     return out

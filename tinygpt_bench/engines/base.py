@@ -17,16 +17,22 @@ describe() keys the result files stamp on every row (absent ones are left blank)
     runtime           e.g. "wasmtime 50.0.1", "wgpu 0.32.0", "numpy 2.4.6"
     runtime_settings  engine settings that change speed (SIMD, relaxed SIMD, memory max...)
     module_sha256     the .wasm module run;  kernels_sha256: the WGSL sources run
-Optional hooks, used by `diagnose` and `curve` where an engine has them:
-    memory_bytes() -> int        what the engine allocated (wasm memory, GPU buffers)
-    plan(preset, **options)      (class-level, allocates nothing) -> [{name, bytes, limit, limit_name}]:
+Optional capabilities, declared here with their defaults (an engine overrides what it has and
+lists it in `capabilities`; nobody probes for them with hasattr):
+    memory_bytes() -> int | None  what the engine allocated (wasm memory, GPU buffers); None: unknown
+    plan(preset, **options)       (class-level, allocates nothing) -> [{name, bytes, limit, limit_name}]:
                                  every buffer or region load() will need, against the limit it must fit
-                                 (limit None for a row shown for information)
+                                 (limit None for a row shown for information); [] where it cannot say
     limits() -> dict             the limits in force (adapter limits, wasm memory max, threads)
     events() -> list             memory growth events: from, to, worker threads running
-    profile(batch) -> dict       kernel name -> milliseconds of one step (runs a step: diagnosis only)
-    fault=KIND constructor arg   fault injection for tests (faults.py)
-
+    profile(batch) -> dict       kernel name -> milliseconds of one step (runs a step: diagnosis only);
+                                 {} where the engine cannot time its kernels
+    host_peak_rss() -> int|None  peak resident bytes of a process of the engine's own (wasm-v8: Node)
+    last_step_ns                 set by an engine that times its step where it runs (wasm-v8: in V8)
+    keep_grads                   set True before step() where gradients() is wanted (parity checks)
+    injected_delay_s             the harness's 'slow' fault: seconds added to every timed step
+    fault=KIND constructor arg   fault injection for tests (faults.py), for the kinds the backend
+                                 declares (engines/<name>/__init__.py)
 A batch is an int32 array (B, T+1) of byte values: inputs batch[:, :-1], targets batch[:, 1:].
 """
 
@@ -57,6 +63,12 @@ OPTIM = AdamW()
 
 class Backend(ABC):
     name: str = "?"
+    # the optional capabilities below this engine has (the others keep their defaults); a test
+    # checks the declaration against the methods the class overrides
+    capabilities: frozenset[str] = frozenset()
+    last_step_ns: int | None = None
+    keep_grads: bool = False
+    injected_delay_s: float = 0.0
 
     @abstractmethod
     def describe(self) -> dict: ...
@@ -75,6 +87,26 @@ class Backend(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    # ---- optional capabilities, with their defaults --------------------------------------
+    @classmethod
+    def plan(cls, preset: Preset, **options) -> list[dict]:
+        return []
+
+    def memory_bytes(self) -> int | None:
+        return None
+
+    def limits(self) -> dict:
+        return {}
+
+    def events(self) -> list:
+        return []
+
+    def profile(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> dict[str, float]:
+        return {}
+
+    def host_peak_rss(self) -> int | None:
+        return None
 
     def __enter__(self):
         return self

@@ -36,7 +36,7 @@ exceeds max-storage-buffer-binding-size (128 MiB on lavapipe) before the paramet
 wgpu_runtime.Program checks this for every dispatch it records (Dawn, Chrome's implementation,
 checks both rules too; wgpu-native only the first).
 
-Diagnosis hooks (backends/base.py; tinygpt_bench/diagnose.py calls them):
+Diagnosis hooks (engines/base.py; tinygpt_bench/diagnose.py calls them):
     plan(preset, **options)   every buffer load() creates, its size against the adapter's
                               binding and buffer limits; reads the adapter, creates no device.
                               plan() and load() size buffers with the same code (step_plan).
@@ -53,11 +53,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinygpt_bench.backends import wgpu_ops as ops
-from tinygpt_bench.backends.base import DEFAULT_LR, OPTIM, Backend
-from tinygpt_bench.backends.wgpu_compat import implementation_versions, read_mapped
-from tinygpt_bench.backends.wgpu_ops import Ref
-from tinygpt_bench.backends.wgpu_runtime import (DAWN_DEFAULT_TOGGLES, UNIFORM_SLOT, AdapterPlan, Gpu, Program,
+from tinygpt_bench.engines.webgpu import ops
+from tinygpt_bench.engines.base import DEFAULT_LR, OPTIM, Backend
+from tinygpt_bench.engines.webgpu.compat import implementation_versions, read_mapped
+from tinygpt_bench.engines.webgpu.ops import Ref
+from tinygpt_bench.engines.webgpu.runtime import (DAWN_DEFAULT_TOGGLES, UNIFORM_SLOT, AdapterPlan, Gpu, Program,
                                                  WebGPUError, buffer_bytes, capped_limits, describe_adapter,
                                                  pick_adapter)
 from tinygpt_bench.envinfo import is_software_adapter, sha256_of
@@ -277,6 +277,7 @@ def plan_rows(sp: StepPlan, limits: dict, device: str, cap_fault: str | None = N
 
 class WebGPUBackend(Backend):
     name = "webgpu"
+    capabilities = frozenset({"plan", "limits", "profile", "memory_bytes"})
     implementation = "wgpu-native"  # the WebGPU implementation under wgpu-py's API (wgpu_compat)
 
     def __init__(self, adapter: str | int | None = None, fault: str | None = None):
@@ -348,7 +349,7 @@ class WebGPUBackend(Backend):
         versions = implementation_versions(self.implementation)
         d = {"backend": self.name, "api": f"WebGPU ({versions['api_package']} on {self.implementation})",
              **describe_adapter(gpu.adapter), **versions}
-        # the stamps every result row carries (backends/base.py)
+        # the stamps every result row carries (engines/base.py)
         d.update(device=d.get("adapter"), device_type="CPU" if d["adapter_type"] == "CPU" else "GPU",
                  software_adapter=is_software_adapter({"device": d.get("adapter"), "adapter_type": d["adapter_type"]}),
                  adapter_vendor=d.get("vendor"), adapter_driver=d.get("description"), adapter_api=d.get("backend_api"),
@@ -381,7 +382,7 @@ class WebGPUBackend(Backend):
         limits = capped_limits(gpu.limits, self.cap)
         # sizes first (the plan's own code), so a shortfall is reported before anything is allocated
         sp = step_plan(preset, AdapterPlan.of_gpu(gpu, limits), self.fault if self.fault_kind == "nan-grad" else None)
-        self._check_limits(plan_rows(sp, limits, gpu.adapter.info["device"], self.fault if self.cap else None))
+        self.check_limits(plan_rows(sp, limits, gpu.adapter.info["device"], self.fault if self.cap else None))
         try:
             self._allocate(gpu, sp, params)
         except BaseException:
@@ -419,7 +420,7 @@ class WebGPUBackend(Backend):
         raise WebGPUError(f"fault 'shader' was injected but the adapter accepted the broken {family}.wgsl")
 
     @staticmethod
-    def _check_limits(rows: list[dict]) -> None:
+    def check_limits(rows: list[dict]) -> None:
         """UserError naming the buffer furthest over its limit (plan_rows), before any allocation."""
         over = [r for r in rows if r["limit"] is not None and r["bytes"] > r["limit"]]
         if over:

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from tinygpt_bench.backends.base import DEFAULT_LR, OPTIM, Backend
+from tinygpt_bench.engines.base import DEFAULT_LR, OPTIM, Backend
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.model import Layout
 from tinygpt_bench.presets import Preset
@@ -56,6 +56,7 @@ def build_forward(torch, heads: int):
 
 
 class TorchBackend(Backend):
+    capabilities = frozenset({"memory_bytes"})
     def __init__(self, device: str = "cpu", threads: int | None = None):
         self.torch = _torch()
         self.device = device

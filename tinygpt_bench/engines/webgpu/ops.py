@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from tinygpt_bench.backends.wgpu_runtime import Program
+from tinygpt_bench.engines.webgpu.runtime import Program
 
 
 class Ref(NamedTuple):

@@ -1,7 +1,7 @@
 """The WebGPU runtime under the `webgpu` backend: adapter and device, WGSL kernels, and
 `Program`, a fixed list of dispatches recorded once and encoded into one compute pass per run.
 
-Nothing here knows the model; tinygpt_bench/backends/wgpu_ops.py builds the model's dispatches
+Nothing here knows the model; tinygpt_bench/engines/webgpu/ops.py builds the model's dispatches
 on top of it. It runs on two implementations of WebGPU through one API (wgpu-py's): wgpu-native
 and Dawn (wgpudawn); their differences and wgpu-py's workarounds live in wgpu_compat.py.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinygpt_bench.backends.wgpu_compat import (DEFAULT_IMPLEMENTATION, NativeStderr, Waiter, import_wgpu,
+from tinygpt_bench.engines.webgpu.compat import (DEFAULT_IMPLEMENTATION, NativeStderr, Waiter, import_wgpu,
                                                 read_mapped, subgroup_feature, wgsl_for)
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.resources import resource_dir
@@ -420,6 +420,12 @@ class Gpu:
             return self.device.create_shader_module(code=code, label=family)
         except Exception as e:  # GPUValidationError and friends
             raise WebGPUError(f"kernel {family}.wgsl does not compile: {str(e).rstrip()}") from None
+
+    def replace_source(self, family: str, code: str) -> None:
+        """Compile `code` as kernel family `family` for this device from now on, dropping the
+        family's pipelines made so far (kernel variants in dev/ tools)."""
+        self._modules[family] = self.compile(family, code)
+        self._pipelines = {k: v for k, v in self._pipelines.items() if k[0] != family}
 
     def pipeline(self, family: str, entry: str, constants: dict | None = None):
         """The compute pipeline of `entry` in kernels/<family>.wgsl (cached); shader and

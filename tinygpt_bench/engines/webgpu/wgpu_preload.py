@@ -1,5 +1,5 @@
 """Imported by curve's fork server (curve._worker_context) before it forks the workers of a run
-with the `webgpu` backend: wgpu-native's API module, and the C types a training step uses,
+with the `webgpu` backend (curve.ENGINE_LIBRARIES): wgpu-native's API module, and the C types a training step uses,
 parsed once, so that each worker finds them parsed.
 
 wgpu-py talks to wgpu-native through cffi in ABI mode: the first time a process names a C type
@@ -39,7 +39,7 @@ def parse_step_types() -> list[str]:
     """Parse STEP_TYPES into cffi's cache of wgpu-native's API; returns those that did not parse.
     Never raises: the fork server that imports this must start whatever wgpu-py is installed."""
     try:
-        from tinygpt_bench.backends.wgpu_compat import import_wgpu
+        from tinygpt_bench.engines.webgpu.compat import import_wgpu
 
         import_wgpu("wgpu-native")
         from wgpu.backends.wgpu_native import ffi

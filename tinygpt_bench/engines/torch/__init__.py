@@ -1,0 +1,28 @@
+"""The PyTorch peers (backend.py): the same model in eager fp32 PyTorch, the native
+baseline each engine is set beside (torch-cpu for wasm, torch-cuda for WebGPU).
+Description only: importing this imports no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tinygpt_bench.engines.description import BackendSpec, Engine, option
+
+
+@dataclass(frozen=True)
+class TorchCpuOptions:
+    threads: int | None = option(None, "worker threads (wasm backends, torch-cpu; default: all cores)", "--threads",
+                                 fingerprint="always")
+
+
+ENGINE = Engine(
+    name="torch",
+    summary="PyTorch eager fp32, the native peers",
+    backends=(
+        BackendSpec("torch-cpu", ".backend:TorchBackend", "CPU", TorchCpuOptions, fixed={"device": "cpu"},
+                    label="PyTorch CPU"),
+        BackendSpec("torch-cuda", ".backend:TorchBackend", "GPU", fixed={"device": "cuda"}, label="PyTorch CUDA"),
+    ),
+    peak=".peak:measure",
+    order=30,
+)

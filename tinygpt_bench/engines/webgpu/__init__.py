@@ -1,0 +1,53 @@
+"""The WebGPU engine: WGSL kernels (kernels/*.wgsl) through wgpu-py's API, on wgpu-native
+('webgpu') or on Dawn ('webgpu-dawn'). runtime.py (device, buffers, pipelines, programs:
+nothing there knows the model), ops.py (each kernel's dispatch), backend.py (the training
+step). Description only: importing this imports no wgpu."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tinygpt_bench.engines.description import BackendSpec, Engine, option
+
+
+@dataclass(frozen=True)
+class WebGPUOptions:
+    adapter: str | None = option(None, "WebGPU adapter name substring or index", "--adapter", fingerprint="always")
+
+
+def explain(error: str) -> str | None:
+    """What the WebGPU engine's error texts mean, and the fix."""
+    e = error.lower()
+    if "aliasing" in e or "not valid webgpu" in e or "conflicting usages" in e:
+        return ("A dispatch binds one buffer writable and again in another binding: not valid WebGPU (Dawn and "
+                "Chrome reject it; wgpu-native may not). A bug in the engine's bindings for the kernel named.")
+    if "validation" in e or "shader" in e or "wgsl" in e:
+        return "A WGSL kernel or a GPU command failed WebGPU validation: a bug in the kernel or pipeline named."
+    if "limit" in e or "binding" in e or "max_buffer" in e or "max-buffer" in e:
+        return "A buffer is larger than the adapter allows; the preflight says which buffer and by how much."
+    if "no adapter" in e or "adapter" in e:
+        return ("No usable WebGPU adapter: install a Vulkan driver that the implementation accepts "
+                "(./setup.sh does it: lavapipe from Mesa 24 or newer; Dawn refuses Mesa 22's).")
+    return None
+
+
+TIMESTAMPS = "GPU time from timestamp queries, each dispatch in its own compute pass"  # profile()'s timing
+
+ENGINE = Engine(
+    name="webgpu",
+    summary="WGSL kernels through wgpu-py's API on wgpu-native or Dawn",
+    backends=(
+        BackendSpec("webgpu", ".backend:WebGPUBackend", "GPU", WebGPUOptions, faults=("nan-grad", "shader", "limit="),
+                    native_peer="torch-cuda", label="WebGPU on wgpu-native",
+                    kernel_timing=TIMESTAMPS, curve_default=True),
+        BackendSpec("webgpu-dawn", ".backend:DawnWebGPUBackend", "GPU", WebGPUOptions,
+                    faults=("nan-grad", "shader", "limit="), native_peer="torch-cuda", label="WebGPU on Dawn",
+                    kernel_timing=TIMESTAMPS, curve_default=True),
+    ),
+    peak=".peak:measure",
+    environment=".environment:collect",
+    order=20,
+    artifacts={"kernels_sha256": ("kernels", "*.wgsl")},
+    explain=explain,
+    too_big_fix="pick an adapter with larger limits (--adapter) or a smaller preset",
+)
