@@ -70,8 +70,7 @@ def main() -> None:
             code = cut(code, old, new, nth)
         gpu.replace_source("attention", code)
         p = Program(gpu, name)
-        ops.attention_forward(p, "att", ops.Ref(O), ops.Ref(O, btc), Q, K, V, b, t, c, h, tiled=name != "row kernel",
-                              chunk=0)
+        ops.attention_forward(p, "att", ops.Ref(O), ops.Ref(O, btc), Q, K, V, b, t, c, h, tiled=name != "row kernel")
         p.finalize().run()
         ms = min(sum(s for _, s in p.profile()) for _ in range(args.reps)) * 1e3
         base = base or ms

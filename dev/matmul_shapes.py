@@ -8,7 +8,7 @@ float64 on fresh random inputs (8 rows), then timed by timestamp queries (best o
 a warm-up). Prints one JSON object per line, then a table.
 
     python dev/matmul_shapes.py --preset behemoth --backends webgpu,webgpu-dawn \
-        --variants shared_pf,big,big_pf --splits 1,2,3,4
+        --variants shared_pf,big_pf --splits 1,2,3,4
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="behemoth")
     ap.add_argument("--backends", default="webgpu")
-    ap.add_argument("--variants", default="shared_pf,big,big_pf")
+    ap.add_argument("--variants", default="shared_pf,big_pf")
     ap.add_argument("--splits", default="1,2,3,4")
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args(argv)

@@ -190,7 +190,7 @@ def main(argv=None) -> None:
             gpu.attention_split = args.attention_split
         d = describe_adapter(gpu.adapter)
         emit({"kind": "adapter", "backend": backend, "toggles": toggles,
-              **{k: v for k, v in d.items() if k != "features"}, "matmul_variant": gpu.matmul_variant,
+              **{k: v for k, v in d.items() if k != "features"},
               "attention_split": gpu.attention_split})
     base = {k: getattr(devices[0][2], k) for k in tuning_for(devices[0][2].adapter)}
     tunes = args.tunes.split("|") if args.tunes else [""]
@@ -204,7 +204,7 @@ def main(argv=None) -> None:
                 setattr(gpu, k, v)
             tag = {"tune": tune, "round": rnd, "backend": backend, "toggles": toggles}
             if args.matmul:
-                for variant in ("direct", "shared", "shared_pf", "big"):
+                for variant in ("direct", "shared", "shared_pf", "big_pf"):
                     emit({**time_engine_matmul(gpu, args.matmul, variant), **tag})
             bigs = [bool(int(x)) for x in args.matmul_big.split(",") if x] or [gpu.matmul_big]
             pipes = [bool(int(x)) for x in args.pipelined.split(",") if x]

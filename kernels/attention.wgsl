@@ -23,9 +23,6 @@ struct Args {
     q_off: u32, k_off: u32, v_off: u32, o_off: u32, lse_off: u32,
     do_off: u32, dq_off: u32, dk_off: u32, dv_off: u32, dd_off: u32,
     scale: f32,
-    chunk: u32, nch: u32, part_off: u32,   // *_tiled split over the other side: chunks of `chunk` rows (0: none), nch of them
-    part_dv: u32,                          // dkv split: dv's partials, this far after dk's
-    bht: u32,                              // B * H * T (the combine kernels' rows)
 }
 const BR: u32 = 32u;        // rows (queries or keys) per workgroup
 override SPLIT: u32 = 1u;   // invocations per row
@@ -46,7 +43,6 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(8) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(10) var<storage, read_write> dd: array<f32>;
-@group(0) @binding(11) var<storage, read_write> part: array<f32>;   // *_tiled split: partial results, then *_combine
 
 var<workgroup> tile1: array<vec4<f32>, 512>;   // (BT, MAX_HD4): k (forward, dq) or q (dkv)
 var<workgroup> tile2: array<vec4<f32>, 512>;   // (BT, MAX_HD4): v (forward, dq) or dout (dkv)
@@ -303,21 +299,15 @@ fn attention_backward_dkv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
 // Flash-Attention-2 as small matrix products through workgroup memory, in the manner of
 // matmul.wgsl's matmul_shared: each invocation owns a 4 x 4 block of a score tile and a block
 // of its output, held in vec4 variables written out by hand (no per-invocation arrays: those
-// the compiler cannot resolve to registers live in local memory on the H100, see matmul's
-// first kernel), and the operands are staged transposed, so one vec4 read from workgroup
-// memory feeds four rows or four keys. Softmax row maxes and sums are combined across the
-// invocations that share a row through workgroup memory, in a fixed order, and every one of
-// them computes the same bits: results are deterministic.
+// the compiler cannot resolve to registers live in local memory on the H100), and the operands
+// are staged transposed, so one vec4 read from workgroup memory feeds four rows or four keys.
+// Softmax row maxes and sums are combined across the invocations that share a row through
+// workgroup memory, in a fixed order, and every one of them computes the same bits: results are
+// deterministic.
 //   attention_forward_tiled       workgroup (8, 8): 32 query rows; key tiles of 32
-//   attention_backward_dq_tiled   workgroup (8, 4): 16 query rows; key tiles of 32 (writes dd)
 //   attention_backward_dkv_tiled  workgroup (8, 4): 16 key rows; query tiles of 32
-// Forward and dq take their row blocks last first (the longest causal rows start first).
-// Split (u.chunk > 0): workgroup x also picks one chunk of `chunk` rows of the other side
-// (keys for forward and dq, queries for dkv), so a long causal row is shared by several
-// workgroups; each writes its partial result to `part` (forward: the chunk's max m, sum l and
-// unnormalised output; dq, dk, dv: partial sums), and attention_combine_* merges the chunks
-// in chunk order. Without a split a row's workgroups run one after another over all of T,
-// which on the H100 left only a few warps an SM in flight.
+// (dq has the row kernel only, attention_backward_dq above: it writes dd.) The forward takes
+// its row blocks last first (the longest causal rows start first).
 // Workgroup memory: at most 31,232 bytes a kernel (lavapipe offers 32 KiB). The HD4 override
 // must be set (hd / 4). Transposed 32-row tiles keep rows 9 vec4s apart (padding), so that 8
 // invocations reading 8 different head dims hit different banks.
@@ -326,11 +316,11 @@ var<workgroup> fq: array<vec4<f32>, 544>;   // forward: q * scale [row * 17 + d4
 var<workgroup> fk: array<vec4<f32>, 544>;   // forward: k [key * 17 + d4], then p^T [key * 8 + ty][i] (row ty + 8i)
 var<workgroup> fv: array<vec4<f32>, 512>;   // forward: v [key * 16 + d4]
 var<workgroup> fr: array<f32, 512>;         // forward: row max of each invocation [row * 8 + tx] (row = ty + 8i), then row sums [256 + ...]
-var<workgroup> ba: array<vec4<f32>, 576>;   // dq: k^T [d * 9 + key / 4]; dkv: q^T [d * 9 + query / 4]   (tiles of 32)
-var<workgroup> bb: array<vec4<f32>, 576>;   // dq: v^T;                    dkv: dout^T
-var<workgroup> bc: array<vec4<f32>, 256>;   // dq: q^T * scale [d * 4 + row / 4]; dkv: k^T * scale [d * 4 + key / 4]  (16 rows)
-var<workgroup> bd: array<vec4<f32>, 256>;   // dq: dout^T;                 dkv: v^T
-var<workgroup> be: array<vec4<f32>, 144>;   // dq: D partials, then ds [row * 9 + key / 4]; dkv: p^T [key * 9 + query / 4]
+var<workgroup> ba: array<vec4<f32>, 576>;   // dkv: q^T [d * 9 + query / 4]   (tiles of 32)
+var<workgroup> bb: array<vec4<f32>, 576>;   // dkv: dout^T
+var<workgroup> bc: array<vec4<f32>, 256>;   // dkv: k^T * scale [d * 4 + key / 4]  (16 rows)
+var<workgroup> bd: array<vec4<f32>, 256>;   // dkv: v^T
+var<workgroup> be: array<vec4<f32>, 144>;   // dkv: p^T [key * 9 + query / 4]
 var<workgroup> bf: array<vec4<f32>, 144>;   // dkv: ds^T [key * 9 + query / 4]
 
 fn idx4(i: u32) -> vec4<u32> { return vec4<u32>(i) + vec4<u32>(0u, 1u, 2u, 3u); }
@@ -360,36 +350,13 @@ fn dd_or0(bh: u32, i: u32) -> f32 { return select(0.0, dd[u.dd_off + bh * u.t + 
 fn put_o4(b: u32, hh: u32, i: u32, d4: u32, y: vec4<f32>) {   // o[row i, dims 4 d4 .. 4 d4 + 3]
     if (i < u.t) { let at = u.o_off + row_base(b, i, hh) + 4u * d4; o[at] = y.x; o[at + 1u] = y.y; o[at + 2u] = y.z; o[at + 3u] = y.w; }
 }
-// rows lo .. hi (multiples of 32, hi clipped to `end`) of chunk ch; all of 0 .. end without a split
-fn chunk_range(ch: u32, end: u32) -> vec2<u32> {
-    if (u.chunk == 0u) { return vec2(0u, end); }
-    return vec2(min(ch * u.chunk, end), min((ch + 1u) * u.chunk, end));
-}
-// where a split backward kernel keeps row i's partial of chunk ch (dim 0); dv's follow dk's
-fn part_at(b: u32, hh: u32, i: u32, ch: u32) -> u32 {
-    return u.part_off + ((b * u.h + hh) * u.t + i) * u.nch * u.hd + ch * u.hd;
-}
-// one head dim `dim` of rows i .. i+3 (column stores: the backward kernels' accumulators are vec4s
-// over rows), to the output itself (to = 0) or to chunk to - 1's partial
-fn put_dq_col(to: u32, b: u32, hh: u32, i: u32, dim: u32, y: vec4<f32>) {
+// one head dim `dim` of rows i .. i+3 (column stores: the backward kernel's accumulators are vec4s
+// over rows)
+fn put_dkv_col(b: u32, hh: u32, i: u32, dim: u32, yk: vec4<f32>, yv: vec4<f32>) {
     for (var r = 0u; r < 4u; r++) {
         if (i + r < u.t) {
-            if (to == 0u) { dq[u.dq_off + row_base(b, i + r, hh) + dim] = y[r]; }
-            else { part[part_at(b, hh, i + r, to - 1u) + dim] = y[r]; }
-        }
-    }
-}
-fn put_dkv_col(to: u32, b: u32, hh: u32, i: u32, dim: u32, yk: vec4<f32>, yv: vec4<f32>) {
-    for (var r = 0u; r < 4u; r++) {
-        if (i + r < u.t) {
-            if (to == 0u) {
-                dk[u.dk_off + row_base(b, i + r, hh) + dim] = yk[r];
-                dv[u.dv_off + row_base(b, i + r, hh) + dim] = yv[r];
-            } else {
-                let at = part_at(b, hh, i + r, to - 1u) + dim;
-                part[at] = yk[r];
-                part[at + u.part_dv] = yv[r];
-            }
+            dk[u.dk_off + row_base(b, i + r, hh) + dim] = yk[r];
+            dv[u.dv_off + row_base(b, i + r, hh) + dim] = yv[r];
         }
     }
 }
@@ -402,12 +369,8 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     let hd4 = hd4_t();
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
-    let nch = max(u.nch, 1u);
-    let ch = wid.x % nch;
-    let r0 = ((u.t + 31u) / 32u - 1u - wid.x / nch) * 32u;
+    let r0 = ((u.t + 31u) / 32u - 1u - wid.x) * 32u;
     let row = vec4(r0 + ty) + vec4<u32>(0u, 8u, 16u, 24u);
-    let kr = chunk_range(ch, min(u.t, r0 + 32u));   // the keys this workgroup takes
-    if (kr.x >= kr.y) { return; }
     for (var e = f; e < 32u * hd4; e += 64u) {
         let r = e / hd4;
         let d4 = e % hd4;
@@ -419,8 +382,8 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
     var l = vec4<f32>(0.0);
     var oa0 = vec4<f32>(0.0); var oa1 = vec4<f32>(0.0); var oa2 = vec4<f32>(0.0); var oa3 = vec4<f32>(0.0);
     var ob0 = vec4<f32>(0.0); var ob1 = vec4<f32>(0.0); var ob2 = vec4<f32>(0.0); var ob3 = vec4<f32>(0.0);
-    let end = kr.y;
-    for (var j0 = kr.x; j0 < end; j0 += 32u) {
+    let end = min(u.t, r0 + 32u);   // the keys these rows see
+    for (var j0 = 0u; j0 < end; j0 += 32u) {
         workgroupBarrier();
         for (var e = f; e < 32u * hd4; e += 64u) {
             let r = e / hd4;
@@ -493,20 +456,6 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
             }
         }
     }
-    if (u.chunk > 0u) {   // partial: [m, l, o (unnormalised)] of each row, this chunk
-        let rec = hd4 * 4u + 2u;
-        for (var r = 0u; r < 4u; r++) {
-            if (row[r] < u.t) {
-                let at = u.part_off + ((wid.y * u.t + row[r]) * nch + ch) * rec;
-                if (tx == 0u) { part[at] = m[r]; part[at + 1u] = l[r]; }
-                let ya = select(select(select(oa0, oa1, r == 1u), oa2, r == 2u), oa3, r == 3u);
-                let yb = select(select(select(ob0, ob1, r == 1u), ob2, r == 2u), ob3, r == 3u);
-                if (tx < hd4) { for (var c = 0u; c < 4u; c++) { part[at + 2u + 4u * tx + c] = ya[c]; } }
-                if (tx + 8u < hd4) { for (var c = 0u; c < 4u; c++) { part[at + 2u + 4u * tx + 32u + c] = yb[c]; } }
-            }
-        }
-        return;
-    }
     let inv = 1.0 / l;
     if (tx < hd4) {
         put_o4(b, hh, row.x, tx, oa0 * inv.x); put_o4(b, hh, row.y, tx, oa1 * inv.y);
@@ -523,125 +472,6 @@ fn attention_forward_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local
 }
 
 @compute @workgroup_size(8, 4)
-fn attention_backward_dq_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let tx = lid.x;   // scores: keys j0 + 4tx .. +3; dq: head dims tx + 8 m
-    let ty = lid.y;   // rows r0 + 4ty .. +3
-    let f = ty * 8u + tx;
-    let hd4 = hd4_t();
-    let hd = 4u * hd4;
-    let b = wid.y / u.h;
-    let hh = wid.y % u.h;
-    let nch = max(u.nch, 1u);
-    let ch = wid.x % nch;
-    let r0 = ((u.t + 15u) / 16u - 1u - wid.x / nch) * 16u;
-    let row = r0 + 4u * ty;
-    let kr = chunk_range(ch, min(u.t, r0 + 16u));   // the keys this workgroup takes
-    if (kr.x >= kr.y) { return; }
-    for (var e = f; e < 16u * hd4; e += 32u) {
-        let r = e / hd4;
-        let d4 = e % hd4;
-        var x = vec4<f32>(0.0);
-        var g = vec4<f32>(0.0);
-        if (r0 + r < u.t) {
-            let at = row_base(b, r0 + r, hh) + 4u * d4;
-            x = ld_q(u.q_off + at) * u.scale;
-            g = ld_do(u.do_off + at);
-        }
-        for (var c = 0u; c < 4u; c++) {
-            bc[(4u * d4 + c) * 4u + r / 4u][r % 4u] = x[c];
-            bd[(4u * d4 + c) * 4u + r / 4u][r % 4u] = g[c];
-        }
-    }
-    // D = rowsum(dout * o): this invocation's part (head-dim vec4s tx, tx + 8), then the 8 parts in order
-    var dpart = vec4<f32>(0.0);
-    for (var d4 = tx; d4 < hd4; d4 += 8u) {
-        var y = vec4<f32>(0.0);
-        for (var r = 0u; r < 4u; r++) {
-            let at = row_base(b, min(row + r, u.t - 1u), hh) + 4u * d4;
-            y[r] = dot(ld_do(u.do_off + at), ld_o(u.o_off + at));
-        }
-        dpart += y;
-    }
-    be[f] = dpart;
-    workgroupBarrier();
-    var di = vec4<f32>(0.0);
-    for (var t = 0u; t < 8u; t++) { di += be[ty * 8u + t]; }
-    let li = vec4(lse_or0(wid.y, row), lse_or0(wid.y, row + 1u), lse_or0(wid.y, row + 2u), lse_or0(wid.y, row + 3u));
-    if (tx == 0u && ch == 0u) {
-        for (var r = 0u; r < 4u; r++) { if (row + r < u.t) { dd[u.dd_off + wid.y * u.t + row + r] = di[r]; } }
-    }
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);   // dq[rows, tx + 8m]
-    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
-    let end = kr.y;
-    for (var j0 = kr.x; j0 < end; j0 += 32u) {
-        workgroupBarrier();
-        for (var e = f; e < 32u * hd4; e += 32u) {
-            let r = e / hd4;
-            let d4 = e % hd4;
-            var kx = vec4<f32>(0.0);
-            var vx = vec4<f32>(0.0);
-            if (j0 + r < u.t) {
-                let at = row_base(b, j0 + r, hh) + 4u * d4;
-                kx = ld_k(u.k_off + at);
-                vx = ld_v(u.v_off + at);
-            }
-            for (var c = 0u; c < 4u; c++) {
-                ba[(4u * d4 + c) * 9u + r / 4u][r % 4u] = kx[c];
-                bb[(4u * d4 + c) * 9u + r / 4u][r % 4u] = vx[c];
-            }
-        }
-        workgroupBarrier();
-        var s0 = vec4<f32>(0.0); var s1 = vec4<f32>(0.0); var s2 = vec4<f32>(0.0); var s3 = vec4<f32>(0.0);
-        var g0 = vec4<f32>(0.0); var g1 = vec4<f32>(0.0); var g2 = vec4<f32>(0.0); var g3 = vec4<f32>(0.0);
-        for (var d = 0u; d < hd; d++) {
-            let qa = bc[d * 4u + ty];
-            let ga = bd[d * 4u + ty];
-            let kk = ba[d * 9u + tx];
-            let vv = bb[d * 9u + tx];
-            s0 = fma(vec4(qa.x), kk, s0); s1 = fma(vec4(qa.y), kk, s1);
-            s2 = fma(vec4(qa.z), kk, s2); s3 = fma(vec4(qa.w), kk, s3);
-            g0 = fma(vec4(ga.x), vv, g0); g1 = fma(vec4(ga.y), vv, g1);
-            g2 = fma(vec4(ga.z), vv, g2); g3 = fma(vec4(ga.w), vv, g3);
-        }
-        let keys = idx4(j0 + 4u * tx);
-        let p0 = select(exp(s0 - li.x), vec4(0.0), keys > vec4(row));
-        let p1 = select(exp(s1 - li.y), vec4(0.0), keys > vec4(row + 1u));
-        let p2 = select(exp(s2 - li.z), vec4(0.0), keys > vec4(row + 2u));
-        let p3 = select(exp(s3 - li.w), vec4(0.0), keys > vec4(row + 3u));
-        be[(4u * ty) * 9u + tx] = p0 * (g0 - di.x);
-        be[(4u * ty + 1u) * 9u + tx] = p1 * (g1 - di.y);
-        be[(4u * ty + 2u) * 9u + tx] = p2 * (g2 - di.z);
-        be[(4u * ty + 3u) * 9u + tx] = p3 * (g3 - di.w);
-        workgroupBarrier();
-        // dq[rows, dim] += sum over keys ds[row, key] k[key, dim], dim = tx + 8m
-        for (var kg = 0u; kg < 8u; kg++) {
-            let d0 = be[(4u * ty) * 9u + kg];
-            let d1 = be[(4u * ty + 1u) * 9u + kg];
-            let d2 = be[(4u * ty + 2u) * 9u + kg];
-            let d3 = be[(4u * ty + 3u) * 9u + kg];
-            a0 = dots(a0, d0, d1, d2, d3, ba[tx * 9u + kg]);
-            if (hd > 8u) { a1 = dots(a1, d0, d1, d2, d3, ba[(tx + 8u) * 9u + kg]); }
-            if (hd > 16u) { a2 = dots(a2, d0, d1, d2, d3, ba[(tx + 16u) * 9u + kg]); }
-            if (hd > 24u) { a3 = dots(a3, d0, d1, d2, d3, ba[(tx + 24u) * 9u + kg]); }
-            if (hd > 32u) { a4 = dots(a4, d0, d1, d2, d3, ba[(tx + 32u) * 9u + kg]); }
-            if (hd > 40u) { a5 = dots(a5, d0, d1, d2, d3, ba[(tx + 40u) * 9u + kg]); }
-            if (hd > 48u) { a6 = dots(a6, d0, d1, d2, d3, ba[(tx + 48u) * 9u + kg]); }
-            if (hd > 56u) { a7 = dots(a7, d0, d1, d2, d3, ba[(tx + 56u) * 9u + kg]); }
-        }
-    }
-    let to = select(0u, 1u + ch, u.chunk > 0u);   // 0: dq itself; else part, this chunk
-    let sc = select(u.scale, 1.0, u.chunk > 0u);   // (the combine applies the scale)
-    if (tx < hd) { put_dq_col(to, b, hh, row, tx, a0 * sc); }
-    if (tx + 8u < hd) { put_dq_col(to, b, hh, row, tx + 8u, a1 * sc); }
-    if (tx + 16u < hd) { put_dq_col(to, b, hh, row, tx + 16u, a2 * sc); }
-    if (tx + 24u < hd) { put_dq_col(to, b, hh, row, tx + 24u, a3 * sc); }
-    if (tx + 32u < hd) { put_dq_col(to, b, hh, row, tx + 32u, a4 * sc); }
-    if (tx + 40u < hd) { put_dq_col(to, b, hh, row, tx + 40u, a5 * sc); }
-    if (tx + 48u < hd) { put_dq_col(to, b, hh, row, tx + 48u, a6 * sc); }
-    if (tx + 56u < hd) { put_dq_col(to, b, hh, row, tx + 56u, a7 * sc); }
-}
-
-@compute @workgroup_size(8, 4)
 fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let tx = lid.x;   // scores: queries i0 + 4tx .. +3; dk, dv: head dims tx + 8 m
     let ty = lid.y;   // keys k0 + 4ty .. +3
@@ -650,13 +480,8 @@ fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     let hd = 4u * hd4;
     let b = wid.y / u.h;
     let hh = wid.y % u.h;
-    let nch = max(u.nch, 1u);
-    let ch = wid.x % nch;
-    let k0 = (wid.x / nch) * 16u;   // the first key blocks see the most queries: they start first
+    let k0 = wid.x * 16u;   // the first key blocks see the most queries: they start first
     let key = k0 + 4u * ty;
-    var qr = chunk_range(ch, u.t);   // the queries this workgroup takes: from the 32-row tile holding k0
-    qr.x = max(qr.x, (k0 / 32u) * 32u);
-    if (qr.x >= qr.y) { return; }
     for (var e = f; e < 16u * hd4; e += 32u) {
         let r = e / hd4;
         let d4 = e % hd4;
@@ -676,7 +501,7 @@ fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
     var k_4 = vec4<f32>(0.0); var k_5 = vec4<f32>(0.0); var k_6 = vec4<f32>(0.0); var k_7 = vec4<f32>(0.0);
     var v_0 = vec4<f32>(0.0); var v_1 = vec4<f32>(0.0); var v_2 = vec4<f32>(0.0); var v_3 = vec4<f32>(0.0);   // dv[keys, tx + 8m]
     var v_4 = vec4<f32>(0.0); var v_5 = vec4<f32>(0.0); var v_6 = vec4<f32>(0.0); var v_7 = vec4<f32>(0.0);
-    for (var i0 = qr.x; i0 < qr.y; i0 += 32u) {
+    for (var i0 = (k0 / 32u) * 32u; i0 < u.t; i0 += 32u) {   // the queries from the 32-row tile holding k0
         workgroupBarrier();
         for (var e = f; e < 32u * hd4; e += 32u) {
             let r = e / hd4;
@@ -765,79 +590,12 @@ fn attention_backward_dkv_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(
             }
         }
     }
-    let to = select(0u, 1u + ch, u.chunk > 0u);   // 0: dk, dv themselves; else part, this chunk
-    let sc = select(u.scale, 1.0, u.chunk > 0u);   // (the combine applies the scale)
-    if (tx < hd) { put_dkv_col(to, b, hh, key, tx, k_0 * sc, v_0); }
-    if (tx + 8u < hd) { put_dkv_col(to, b, hh, key, tx + 8u, k_1 * sc, v_1); }
-    if (tx + 16u < hd) { put_dkv_col(to, b, hh, key, tx + 16u, k_2 * sc, v_2); }
-    if (tx + 24u < hd) { put_dkv_col(to, b, hh, key, tx + 24u, k_3 * sc, v_3); }
-    if (tx + 32u < hd) { put_dkv_col(to, b, hh, key, tx + 32u, k_4 * sc, v_4); }
-    if (tx + 40u < hd) { put_dkv_col(to, b, hh, key, tx + 40u, k_5 * sc, v_5); }
-    if (tx + 48u < hd) { put_dkv_col(to, b, hh, key, tx + 48u, k_6 * sc, v_6); }
-    if (tx + 56u < hd) { put_dkv_col(to, b, hh, key, tx + 56u, k_7 * sc, v_7); }
-}
-
-// ---- combining the chunks of a split (u.chunk > 0): one invocation per output vec4 (forward) or
-// element (dq, dk and dv), chunks merged in chunk order; grid-stride over B*H*T rows.
-
-@compute @workgroup_size(64)
-fn attention_combine_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let hd4 = hd4_t();
-    let rec = 4u * hd4 + 2u;
-    let total = u.bht * hd4;
-    for (var g = gid.x; g < total; g += nwg.x * 64u) {
-        let d4 = g % hd4;
-        let rid = g / hd4;   // (b * H + hh) * T + i
-        let i = rid % u.t;
-        let bh = rid / u.t;
-        let last = (min(u.t, (i / 32u) * 32u + 32u) - 1u) / u.chunk;   // the row's block saw keys up to here
-        let base = u.part_off + rid * u.nch * rec;
-        var mx = NEG;
-        for (var c = 0u; c <= last; c++) { mx = max(mx, part[base + c * rec]); }
-        var l = 0.0;
-        var y = vec4<f32>(0.0);
-        for (var c = 0u; c <= last; c++) {
-            let at = base + c * rec;
-            let w = exp(part[at] - mx);
-            l += part[at + 1u] * w;
-            y += vec4(part[at + 2u + 4u * d4], part[at + 3u + 4u * d4], part[at + 4u + 4u * d4], part[at + 5u + 4u * d4]) * w;
-        }
-        put_o4(bh / u.h, bh % u.h, i, d4, y / l);
-        if (d4 == 0u) { lse[u.lse_off + rid] = mx + log(l); }
-    }
-}
-
-// dq = scale * the chunks' sums; a row's block took keys up to its last row
-@compute @workgroup_size(64)
-fn attention_combine_dq(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    for (var g = gid.x; g < u.bht * u.hd; g += nwg.x * 64u) {
-        let dim = g % u.hd;
-        let rid = g / u.hd;
-        let i = rid % u.t;
-        let bh = rid / u.t;
-        let last = (min(u.t, (i / 16u) * 16u + 16u) - 1u) / u.chunk;
-        let base = part_at(bh / u.h, bh % u.h, i, 0u) + dim;
-        var y = 0.0;
-        for (var c = 0u; c <= last; c++) { y += part[base + c * u.hd]; }
-        dq[u.dq_off + row_base(bh / u.h, i, bh % u.h) + dim] = y * u.scale;
-    }
-}
-
-// dk = scale * the chunks' sums, dv = their sums; a key's block took queries from the 32-row tile holding it
-@compute @workgroup_size(64)
-fn attention_combine_dkv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    for (var g = gid.x; g < u.bht * u.hd; g += nwg.x * 64u) {
-        let dim = g % u.hd;
-        let rid = g / u.hd;
-        let i = rid % u.t;
-        let bh = rid / u.t;
-        let first = (((i / 16u) * 16u / 32u) * 32u) / u.chunk;
-        let base = part_at(bh / u.h, bh % u.h, i, 0u) + dim;
-        var yk = 0.0;
-        var yv = 0.0;
-        for (var c = first; c < u.nch; c++) { yk += part[base + c * u.hd]; yv += part[base + c * u.hd + u.part_dv]; }
-        let at = row_base(bh / u.h, i, bh % u.h) + dim;
-        dk[u.dk_off + at] = yk * u.scale;
-        dv[u.dv_off + at] = yv;
-    }
+    if (tx < hd) { put_dkv_col(b, hh, key, tx, k_0 * u.scale, v_0); }
+    if (tx + 8u < hd) { put_dkv_col(b, hh, key, tx + 8u, k_1 * u.scale, v_1); }
+    if (tx + 16u < hd) { put_dkv_col(b, hh, key, tx + 16u, k_2 * u.scale, v_2); }
+    if (tx + 24u < hd) { put_dkv_col(b, hh, key, tx + 24u, k_3 * u.scale, v_3); }
+    if (tx + 32u < hd) { put_dkv_col(b, hh, key, tx + 32u, k_4 * u.scale, v_4); }
+    if (tx + 40u < hd) { put_dkv_col(b, hh, key, tx + 40u, k_5 * u.scale, v_5); }
+    if (tx + 48u < hd) { put_dkv_col(b, hh, key, tx + 48u, k_6 * u.scale, v_6); }
+    if (tx + 56u < hd) { put_dkv_col(b, hh, key, tx + 56u, k_7 * u.scale, v_7); }
 }

@@ -17,12 +17,6 @@
 // and the binding-aliasing rules): so a, b, bias and res are read-only, c is the one writable
 // binding, and what a kernel writes besides c (the bias gradient, split-K partial bias sums) is
 // in c's buffer and written through c, at bias_off.
-//
-// Kernel "2D block tiling, 4x4 register blocking": a workgroup of 16x16 invocations computes a
-// BM x BN = 64 x 64 tile of c, marching over K in steps of BK = 16 through workgroup memory;
-// invocation (tx, ty) owns rows ty + 16*i and columns tx + 16*j (i, j < 4), so its reads of the
-// shared tiles and its writes of c are contiguous across the workgroup. Sizes that are not tile
-// multiples are handled by bounds checks on load (zero fill) and store.
 
 struct Args {
     m: u32, n: u32, k: u32,
@@ -30,7 +24,7 @@ struct Args {
     bias_off: u32, res_off: u32,          // element offsets of bias (N) and res (M,N)
     flags: u32,                           // HAS_BIAS | HAS_RES | ACCUM | BIAS_GRAD
     k_split: u32,                         // matmul_splitk, splitk_reduce: number of K slices S
-    // batched products (override BATCHED; matmul_shared_pf, matmul_big, matmul_big_pf): workgroup z
+    // batched products (override BATCHED; matmul_shared_pf, matmul_big_pf): workgroup z
     // takes product z of a batch, whose operands are at a_off + (z / zin) * a_so + (z % zin) * a_si
     // (b and c alike), rows lda, ldb, ldc elements apart: the per-head products of attention, whose
     // head slices of (B,T,C) tensors are rows C apart (zin = H heads inside each of B batches)
@@ -58,14 +52,6 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override BATCHED: bool = false;   // a batch of products, one a workgroup z (Args); no bias, res or split
 var<private> zbase: vec3<u32>;    // batched: element offsets of this workgroup's a, b and c (batch_begin)
-
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
-const WG: u32 = 256u;   // 16 x 16 invocations
-
-var<workgroup> tile_a: array<f32, 1024>;   // (BK, BM): tile_a[kk * BM + mm] = op(a)[row0 + mm, k0 + kk]
-var<workgroup> tile_b: array<f32, 1024>;   // (BK, BN): tile_b[kk * BN + nn] = op(b)[k0 + kk, col0 + nn]
 
 fn load_a(row: u32, kk: u32) -> f32 {   // op(a)[row, kk], zero outside
     if (row >= u.m || kk >= u.k) { return 0.0; }
@@ -110,75 +96,14 @@ fn skip_tile(row0: u32, col0: u32, tile: u32) -> bool {
     return BATCHED && (u.flags & SKIP_UPPER) != 0u && col0 >= row0 + tile;
 }
 
-@compute @workgroup_size(16, 16)
-fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let tx = lid.x;
-    let ty = lid.y;
-    let t = ty * 16u + tx;
-    let row0 = wid.y * BM;
-    let col0 = wid.x * BN;
-    var acc: array<f32, 16>;   // acc[i * 4 + j] = c[row0 + ty + 16 i, col0 + tx + 16 j]
-    for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
-
-    for (var k0 = 0u; k0 < u.k; k0 += BK) {
-        // cooperative loads: 1024 elements of each tile, 4 per invocation, along the stored row
-        for (var r = 0u; r < 4u; r++) {
-            let e = t + WG * r;
-            if (TRANS_A) {
-                let mm = e % BM; let kk = e / BM;
-                tile_a[kk * BM + mm] = load_a(row0 + mm, k0 + kk);
-            } else {
-                let kk = e % BK; let mm = e / BK;
-                tile_a[kk * BM + mm] = load_a(row0 + mm, k0 + kk);
-            }
-            if (TRANS_B) {
-                let kk = e % BK; let nn = e / BK;
-                tile_b[kk * BN + nn] = load_b(k0 + kk, col0 + nn);
-            } else {
-                let nn = e % BN; let kk = e / BN;
-                tile_b[kk * BN + nn] = load_b(k0 + kk, col0 + nn);
-            }
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            var ra: array<f32, 4>;
-            var rb: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) { ra[i] = tile_a[kk * BM + ty + 16u * i]; }
-            for (var j = 0u; j < 4u; j++) { rb[j] = tile_b[kk * BN + tx + 16u * j]; }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i * 4u + j] = fma(ra[i], rb[j], acc[i * 4u + j]);
-                }
-            }
-        }
-        workgroupBarrier();
-    }
-
-    for (var i = 0u; i < 4u; i++) {
-        let row = row0 + ty + 16u * i;
-        if (row >= u.m) { continue; }
-        for (var j = 0u; j < 4u; j++) {
-            let col = col0 + tx + 16u * j;
-            if (col >= u.n) { continue; }
-            var v = acc[i * 4u + j];
-            if ((u.flags & HAS_BIAS) != 0u) { v += bias[u.bias_off + col]; }
-            if ((u.flags & HAS_RES) != 0u) { v += res[u.res_off + row * u.n + col]; }
-            let idx = u.c_off + row * u.n + col;
-            if ((u.flags & ACCUM) != 0u) { v += c[idx]; }
-            c[idx] = v;
-        }
-    }
-}
-
-
 // ---------------------------------------------------------------------------------------------
 // matmul_direct: the same product, the default everywhere. "Register blocking without
 // workgroup memory": each invocation computes an 8 x 8 block of c (rows row..row+8, columns
 // col..col+8) in sixteen vec4 accumulators written out by hand (no arrays: lavapipe keeps
 // dynamically indexed private arrays in memory), reading a and b straight from the buffers
 // (CPU caches do what workgroup tiles do on a GPU; lavapipe's barriers are costly). Seen on
-// lavapipe about 4x the tiled kernel; on the H100 15.5 TFLOP/s at 4096^3 against the tiled
-// kernel's 0.36 (whose accumulator array is likely spilled to local memory there: to fix).
+// lavapipe about 4x a removed kernel with 4x4 blocks through workgroup memory ("tiled"), on the
+// H100 15.5 TFLOP/s at 4096^3 against its 0.36 (docs/webgpu-engine.md, removed in session 6).
 // Workgroup (8, 8) covers a 64 x 64 tile of c. Rows and
 // columns past the edge are clamped on load and skipped on store.
 
@@ -458,13 +383,16 @@ fn matmul_shared_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 }
 
 // ---------------------------------------------------------------------------------------------
-// matmul_big: "128 x 128 workgroup tiles, 8 x 8 per invocation". Workgroup (16, 16); invocation
+// matmul_big_pf: "128 x 128 workgroup tiles, 8 x 8 per invocation". Workgroup (16, 16); invocation
 // (tx, ty) owns rows row0 + 4ty + {0..3, 64..67} and columns col0 + 4tx + {0..3, 64..67}
 // (two vec4 of a and two of b from workgroup memory per k: 64 FMAs per 4 reads, against
 // matmul_shared's 16 per 2), in sixteen vec4 accumulators written out by hand. BK = 8 along K.
 // For large products on GPUs (H100: two workgroups of 256 an SM). Same flags and split-K
 // (k_range slices are whole multiples of 16, so of BK) as matmul_shared; BIAS_GRAD: the
-// invocations with ty = 0 of the first row of workgroups sum the staged op(b) tiles.
+// invocations with ty = 0 of the first row of workgroups sum the staged op(b) tiles. The next K
+// step's global loads are issued before this step's arithmetic (register prefetch, as
+// matmul_shared_pf does for matmul_shared): with one or two workgroups an SM (the 8 x 8 blocks
+// take many registers), their latency is not hidden otherwise.
 
 var<workgroup> ga: array<vec4<f32>, 256>;   // (BK, 32): ga[kk*32 + r4][i] = op(a)[row0 + 4 r4 + i, k0 + kk]
 var<workgroup> gb: array<vec4<f32>, 256>;   // (BK, 32): gb[kk*32 + c4][j] = op(b)[k0 + kk, col0 + 4 c4 + j]
@@ -501,21 +429,10 @@ fn put_gb(t: u32, x: vec4<f32>) {
     for (var i = 0u; i < 4u; i++) { gb[(k4 + i) * 32u + col / 4u][col % 4u] = x[i]; }
 }
 
-// matmul_big_pf below shares matmul_big's staging and its arithmetic, in the same order: equal
-// results bit for bit. Its body is one function with the prefetch as a constant argument.
-@compute @workgroup_size(16, 16)
-fn matmul_big(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    if (skip_tile(wid.y * 128u, wid.x * 128u, 128u)) { return; }
-    big_tile(wid, lid, false);
-}
-
-// matmul_big_pf: matmul_big with the next K step's global loads issued before this step's
-// arithmetic (register prefetch, as matmul_shared_pf does for matmul_shared): with one or two
-// workgroups an SM (the 8 x 8 blocks take many registers), their latency is not hidden otherwise.
 @compute @workgroup_size(16, 16)
 fn matmul_big_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     if (skip_tile(wid.y * 128u, wid.x * 128u, 128u)) { return; }
-    big_tile(wid, lid, true);
+    big_tile(wid, lid);
 }
 
 // The 8 x 8 accumulators of the 128 x 128 kernels and their bias-gradient sums, private for the
@@ -556,7 +473,7 @@ fn big_step(tx: u32, ty: u32, w: bool) {   // the 8 k of one staged step, in ord
     big_k(4u, tx, ty, w); big_k(5u, tx, ty, w); big_k(6u, tx, ty, w); big_k(7u, tx, ty, w);
 }
 
-fn big_tile(wid: vec3<u32>, lid: vec3<u32>, prefetch: bool) {
+fn big_tile(wid: vec3<u32>, lid: vec3<u32>) {
     let row0 = wid.y * 128u;
     let col0 = wid.x * 128u;
     let kr = tile_k_range(wid.z, row0, 128u);
@@ -568,15 +485,13 @@ fn big_tile(wid: vec3<u32>, lid: vec3<u32>, prefetch: bool) {
     r0a = z4; r0b = z4; r1a = z4; r1b = z4; r2a = z4; r2b = z4; r3a = z4; r3b = z4;
     r4a = z4; r4b = z4; r5a = z4; r5b = z4; r6a = z4; r6b = z4; r7a = z4; r7b = z4;
     r_db_lo = z4; r_db_hi = z4;
-    var xa = vec4<f32>(0.0);
-    var xb = vec4<f32>(0.0);
-    if (prefetch) { xa = fetch_ga(t, row0, kr.x); xb = fetch_gb(t, col0, kr.x); }
+    var xa = fetch_ga(t, row0, kr.x);
+    var xb = fetch_gb(t, col0, kr.x);
     for (var k0 = kr.x; k0 < kr.y; k0 += 8u) {
-        if (!prefetch) { xa = fetch_ga(t, row0, k0); xb = fetch_gb(t, col0, k0); }
         put_ga(t, xa);
         put_gb(t, xb);
         workgroupBarrier();
-        if (prefetch && k0 + 8u < kr.y) {   // the next step's loads, in flight during this step's FMAs
+        if (k0 + 8u < kr.y) {   // the next step's loads, in flight during this step's FMAs
             xa = fetch_ga(t, row0, k0 + 8u);
             xb = fetch_gb(t, col0, k0 + 8u);
         }

@@ -40,7 +40,7 @@ def rand(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.mark.parametrize("variant", ["tiled", "direct", "direct4", "shared", "shared_pf", "big", "big_pf"])
+@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big_pf"])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("m,n,k", [(70, 45, 33), (128, 64, 16), (5, 130, 67), (200, 136, 9)])
 def test_matmul(gpu, variant, trans_a, trans_b, m, n, k):
@@ -95,20 +95,18 @@ def test_matmul_bias_grad(gpu):
     ops.matmul(p, "dw+db4", G2.at(3), X, DY, m, n, k, trans_a=True, variant="direct4", bias_grad=G2.at(3 + m * n))
     G3 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
     ops.matmul(p, "dw+db-shared", G3.at(3), X, DY, m, n, k, trans_a=True, variant="shared", bias_grad=G3.at(3 + m * n))
-    G4 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
-    ops.matmul(p, "dw+db-big", G4.at(3), X, DY, m, n, k, trans_a=True, variant="big", bias_grad=G4.at(3 + m * n))
     G5 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
     ops.matmul(p, "dw+db-pf", G5.at(3), X, DY, m, n, k, trans_a=True, variant="shared_pf", bias_grad=G5.at(3 + m * n))
     G6 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
     ops.matmul(p, "dw+db-big-pf", G6.at(3), X, DY, m, n, k, trans_a=True, variant="big_pf", bias_grad=G6.at(3 + m * n))
     p.finalize().run()
-    for buf in (G.buf, G2.buf, G3.buf, G4.buf, G5.buf, G6.buf):
+    for buf in (G.buf, G2.buf, G3.buf, G5.buf, G6.buf):
         out = gpu.read(buf, count=3 + m * n + n)
         assert rel_err(out[3:3 + m * n].reshape(m, n), x.T.astype(np.float64) @ dy) < 1e-5
         assert rel_err(out[3 + m * n:], dy.astype(np.float64).sum(0)) < 1e-5
 
 
-@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big", "big_pf"])
+@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big_pf"])
 @pytest.mark.parametrize("accum", [False, True])
 def test_matmul_split_k(gpu, variant, accum):
     rng = np.random.default_rng(10)
@@ -136,7 +134,7 @@ def test_matmul_split_k(gpu, variant, accum):
 
 def test_plan_matmul():
     class Wide:  # a GPU wanting 264 workgroups
-        matmul_variant, min_workgroups = "direct", 264
+        min_workgroups = 264
 
     assert ops.plan_matmul(Wide, 4096, 4096, 4096) == ("direct", 1)
     assert ops.plan_matmul(Wide, 512, 1280, 5120) == ("direct", 2)  # behemoth fc_out: long K
@@ -152,8 +150,8 @@ def test_plan_matmul():
     class WideBig(WideShared):
         matmul_big = True
 
-    assert ops.plan_matmul(WideBig, 4096, 4096, 4096) == ("big", 1)
-    assert ops.plan_matmul(WideBig, 512, 5120, 1280) == ("big", 1)  # behemoth fc_in: 160 tiles of 128
+    assert ops.plan_matmul(WideBig, 4096, 4096, 4096) == ("big_pf", 1)
+    assert ops.plan_matmul(WideBig, 512, 5120, 1280) == ("big_pf", 1)  # behemoth fc_in: 160 tiles of 128
     assert ops.plan_matmul(WideBig, 1024, 1024, 256) == ("shared", 1)  # xl fc_in: 64 such tiles, too few
 
 
@@ -397,9 +395,6 @@ def run_attention(gpu, q, k, v, dout, h, **kw):
     O, LSE, DD = out(btc, "o"), out(b * h * t, "lse"), out(b * h * t, "dd")
     DQ, DK, DV = (out(btc, f"d{x}") for x in "qkv")
     p = Program(gpu, "test")
-    if kw.get("tiled"):  # room for a split's partials, at an odd offset
-        nch = ops.attention_chunks(gpu, t, kw.get("chunk"))[1]
-        kw["scratch"] = out(ops.attention_scratch(b, t, c, h, nch), "part")
     ops.attention_forward(p, "att", O, LSE, Q, K, V, b, t, c, h, **kw)
     ops.attention_backward(p, "att", DQ, DK, DV, DD, DO, Q, K, V, O, LSE, b, t, c, h, **kw)
     p.finalize().run()
@@ -566,7 +561,7 @@ def test_matmul_kernels_without_split_are_bit_identical(gpu, trans_a, trans_b):
     a = rand(rng, *((k, m) if trans_a else (m, k)))
     b = rand(rng, *((n, k) if trans_b else (k, n)))
     A, B = ops.Ref(gpu.upload(a, "a")), ops.Ref(gpu.upload(b, "b"))
-    variants = ["direct", "shared", "shared_pf", "big", "big_pf"]
+    variants = ["direct", "shared", "shared_pf", "big_pf"]
     C = ops.Ref(gpu.buffer(4 * len(variants) * m * n, "c"))
     p = Program(gpu, "test")
     for i, v in enumerate(variants):
@@ -613,7 +608,7 @@ def test_tune_override_from_the_environment(monkeypatch):
     assert tune_override(defaults, "shared_fill=0, shared_prefetch=1") == {"shared_fill": 0, "shared_prefetch": True}
     assert tune_override(defaults, "") == {}
     for bad in ("shared_fill", "nosuch=1", "shared_fill=x", "shared_prefetch=2", "norm_parts=0",
-                "norm_parts=4096", "attention_tiled=8"):
+                "norm_parts=4096", "attention_tiled=8", "attention_tiled=2"):
         with pytest.raises(UserError, match="TINYGPT_BENCH_TUNE"):
             tune_override({**defaults, "norm_parts": 1024, "attention_tiled": 0}, bad)
 
@@ -663,36 +658,32 @@ def test_attention_through_products_trains_a_step_against_the_reference(gpu, mon
         be.close()
 
 
-TILED_CASES = [(2, 37, 48, 3, 0), (2, 70, 128, 2, 0), (2, 45, 128, 4, 0), (2, 33, 64, 4, 0), (1, 100, 96, 2, 0),
-               (2, 17, 24, 2, 0), (1, 129, 256, 4, 0),
-               (2, 70, 128, 2, 32), (1, 129, 256, 4, 64), (2, 100, 96, 2, 32), (2, 45, 48, 3, 96), (1, 40, 64, 2, 64)]
+TILED_CASES = [(2, 37, 48, 3), (2, 70, 128, 2), (2, 45, 128, 4), (2, 33, 64, 4), (1, 100, 96, 2),
+               (2, 17, 24, 2), (1, 129, 256, 4)]
 
 
-@pytest.mark.parametrize("b,t,c,h,chunk", TILED_CASES)
-def test_attention_tiled(gpu, b, t, c, h, chunk):
-    """attention.wgsl's *_tiled kernels (score tiles as small matrix products in workgroup memory)
-    against the float64 reference: head_dim 12, 16, 32, 48, 64; T not a multiple of any tile;
-    with each row's other side split into chunks (and merged by the combine kernels) or not."""
+@pytest.mark.parametrize("b,t,c,h", TILED_CASES)
+def test_attention_tiled(gpu, b, t, c, h):
+    """attention.wgsl's *_tiled kernels (score tiles as small matrix products in workgroup memory;
+    the forward and dk/dv, dq by its row kernel) against the float64 reference: head_dim 12, 16,
+    32, 48, 64; T not a multiple of any tile."""
     rng = np.random.default_rng(t + c)
     q, k, v, dout = (rand(rng, b, t, c) for _ in range(4))
-    p, o, dqkv = run_attention(gpu, q, k, v, dout, h, tiled=True, chunk=chunk)
+    p, o, dqkv = run_attention(gpu, q, k, v, dout, h, tiled=True)
     entries = [d.name.rsplit(":", 1)[1][:-1] for d in p.dispatches]
-    split = chunk and -(-t // chunk) > 1
-    assert entries == (["attention_forward_tiled", "attention_combine_forward", "attention_backward_dq_tiled",
-                        "attention_combine_dq", "attention_backward_dkv_tiled", "attention_combine_dkv"] if split else
-                       ["attention_forward_tiled", "attention_backward_dq_tiled", "attention_backward_dkv_tiled"])
+    assert entries == ["attention_forward_tiled", "attention_backward_dq", "attention_backward_dkv_tiled"]
     assert_attention_matches_reference(q, k, v, dout, h, o, dqkv)
 
 
-@pytest.mark.parametrize("mask", [1, 2, 4, 5])
+@pytest.mark.parametrize("mask", [1, 4, 5])
 def test_attention_tiled_parts_mix_with_row_kernels(gpu, mask):
     """A mask tiles some parts and runs the rest as row kernels (the H100 default at head_dim 64
     is 5: the forward and dk/dv tiled, dq by rows); dd passes between the two kinds."""
     rng = np.random.default_rng(mask)
     q, k, v, dout = (rand(rng, 2, 45, 128) for _ in range(4))
-    p, o, dqkv = run_attention(gpu, q, k, v, dout, 2, tiled=mask, chunk=0)
+    p, o, dqkv = run_attention(gpu, q, k, v, dout, 2, tiled=mask)
     tiled = [d.name.endswith("_tiled]") for d in p.dispatches]
-    assert tiled == [bool(mask & 1), bool(mask & 2), bool(mask & 4)]
+    assert tiled == [bool(mask & 1), False, bool(mask & 4)]
     assert_attention_matches_reference(q, k, v, dout, 2, o, dqkv)
 
 
@@ -700,9 +691,8 @@ def test_attention_tiled_is_deterministic(gpu):
     """Same inputs, same bits: every sum runs in a fixed order."""
     rng = np.random.default_rng(5)
     q, k, v, dout = (rand(rng, 2, 70, 128) for _ in range(4))
-    for chunk in (0, 32):
-        runs = [run_attention(gpu, q, k, v, dout, 2, tiled=True, chunk=chunk)[1:] for _ in range(2)]
-        assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
+    runs = [run_attention(gpu, q, k, v, dout, 2, tiled=True)[1:] for _ in range(2)]
+    assert np.array_equal(runs[0][0], runs[1][0]) and np.array_equal(runs[0][1], runs[1][1])
 
 
 def test_attention_tiled_rule():
@@ -714,23 +704,17 @@ def test_attention_tiled_rule():
     assert not ops.attention_tiled(P.gpu) and ops.attention_tiled(P.gpu, True)
     P.gpu.attention_tiled = 1   # a mask: the forward only
     assert ops.attention_tiled(P.gpu) and not ops.attention_tiled(P.gpu, None, ops.TILED_DKV)
-    assert ops.attention_tiled(P.gpu, 6, ops.TILED_DQ) and not ops.attention_tiled(P.gpu, 6)
-    P.gpu.attention_tiled = None   # by head_dim: the forward always, dk/dv above 32, dq never
-    assert [ops.attention_tiled(P.gpu, None, part, 64) for part in (1, 2, 4)] == [True, False, True]
-    assert [ops.attention_tiled(P.gpu, None, part, 32) for part in (1, 2, 4)] == [True, False, False]
-    P.gpu.attention_chunk = 64
-    assert ops.attention_chunks(P.gpu, 512) == (64, 8) and ops.attention_chunks(P.gpu, 64) == (0, 1)
-    assert ops.attention_chunks(P.gpu, 65) == (64, 2) and ops.attention_chunks(P.gpu, 512, 0) == (0, 1)
-    with pytest.raises(ValueError, match="multiple of 32"):
-        ops.attention_chunks(P.gpu, 512, 48)
+    assert ops.attention_tiled(P.gpu, 4, ops.TILED_DKV) and not ops.attention_tiled(P.gpu, 4)
+    P.gpu.attention_tiled = None   # by head_dim: the forward always, dk/dv above 32
+    assert [ops.attention_tiled(P.gpu, None, part, 64) for part in (1, 4)] == [True, True]
+    assert [ops.attention_tiled(P.gpu, None, part, 32) for part in (1, 4)] == [True, False]
 
 
-@pytest.mark.parametrize("name,chunk,ln_subgroup", [("tiny", 0, False), ("small", 32, True)])
-def test_one_step_tiled_attention_matches_reference(gpu, name, chunk, ln_subgroup, monkeypatch):
+@pytest.mark.parametrize("name,ln_subgroup", [("tiny", False), ("small", True)])
+def test_one_step_tiled_attention_matches_reference(gpu, name, ln_subgroup, monkeypatch):
     """A whole training step with the tiled attention kernels (and, on small, the GPU LayerNorm
     kernels with subgroup row sums where the adapter has them) against float64."""
     monkeypatch.setattr(gpu, "attention_tiled", True, raising=False)
-    monkeypatch.setattr(gpu, "attention_chunk", chunk, raising=False)
     if ln_subgroup and gpu.subgroups:
         monkeypatch.setattr(gpu, "layernorm_variant", "workgroup")
     monkeypatch.setattr(gpu, "layernorm_subgroup", ln_subgroup and gpu.subgroups)   # (GPUs default to it)
@@ -738,7 +722,6 @@ def test_one_step_tiled_attention_matches_reference(gpu, name, chunk, ln_subgrou
     def kernels_chosen(be):
         names = [d.name for d in be.program.dispatches]
         assert any(n.endswith("attention_backward_dkv_tiled]") for n in names)
-        assert any(n.endswith("attention_combine_dkv]") for n in names) == bool(chunk)
         assert any("layernorm_sg.wgsl" in n for n in names) == (ln_subgroup and gpu.subgroups)
 
     try:

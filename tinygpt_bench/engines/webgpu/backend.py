@@ -25,7 +25,7 @@ Buffers (fp32 unless noted):
                                     gradients flowing backward, reused by every layer
     scratch.{att_s,att_dp}          with attention through products (wgpu_ops.attention_mm): the
                                     scores and their gradient (B,H,T,T), reused by every layer
-    splitk                          partial products of split-K matmuls (and attention chunks)
+    splitk                          partial products of split-K matmuls
     uniforms                        256 bytes of uniform values per dispatch
     loss readback                   16 bytes, mappable
 Every activation tensor has a buffer of its own: WebGPU forbids a buffer bound writable in one
@@ -143,11 +143,8 @@ def step_plan(preset: Preset, gpu, fault: str | None = None) -> StepPlan:
               (C, C, BT), (4 * C, C, BT), (C, 4 * C, BT), (V, C, BT)]
     n_split = max(ops.splitk_scratch(m, n, ops.plan_matmul(gpu, m, n, k, bg)[1])
                   for m, n, k in shapes for bg in (False, True))
-    tiled_parts = (ops.TILED_FORWARD, ops.TILED_DQ, ops.TILED_DKV)
     if ops.attention_mm(gpu, T):  # attention through products: two score buffers, reused by every layer
         scr.update(att_s=ops.attention_mm_scratch(B, T, H), att_dp=ops.attention_mm_scratch(B, T, H))
-    elif any(ops.attention_tiled(gpu, None, part, C // H) for part in tiled_parts):  # a split's partials share it
-        n_split = max(n_split, ops.attention_scratch(B, T, C, H, ops.attention_chunks(gpu, T)[1]))
     storage = {"params": 4 * P, "grads": 4 * P, "adam_m": 4 * P, "adam_v": 4 * P,
                "decay_mask": 4 * ops.cdiv(P, 32), "tokens": 4 * tl.total, "step": 4 * (ops.ST_PART + ops.NPARTS),
                **{f"layer{l}.{n}": 4 * f for l in range(L) for n, f in layer.items()},
@@ -208,7 +205,7 @@ def record(p: Program, plan: StepPlan, b: dict, fault: str | None = None) -> Pro
                                      act(l, "v"), B, T, C, H, sc("att_s"))
         else:
             ops.attention_forward(p, f"{n}.attn", act(l, "att"), act(l, "lse"), act(l, "q"), act(l, "k"),
-                                  act(l, "v"), B, T, C, H, scratch=Ref(b["splitk"], 0))
+                                  act(l, "v"), B, T, C, H)
         mm(f"{n}.proj", act(l, "xm"), act(l, "att"), par("wo", l), BT, C, C, bias=par("bo", l),
                    res=act(l, "x"))
         ops.layernorm_forward(p, f"{n}.ln2", act(l, "h2"), act(l, "s2"), act(l, "xm"), par("ln2_w", l),
@@ -244,8 +241,7 @@ def record(p: Program, plan: StepPlan, b: dict, fault: str | None = None) -> Pro
                                       sc("att_s"), sc("att_dp"))
         else:
             ops.attention_backward(p, f"{n}.attn", sc("dq"), sc("dk"), sc("dv"), sc("dd"), sc("datt"), act(l, "q"),
-                                   act(l, "k"), act(l, "v"), act(l, "att"), act(l, "lse"), B, T, C, H,
-                                   scratch=Ref(b["splitk"], 0))
+                                   act(l, "k"), act(l, "v"), act(l, "att"), act(l, "lse"), B, T, C, H)
         for i, (w, bias, d) in enumerate((("wq", "bq", "dq"), ("wk", "bk", "dk"), ("wv", "bv", "dv"))):
             mm(f"{n}.{w}.dx", sc("dh"), sc(d), par(w, l), BT, C, C, trans_b=True, accum=i > 0)
             wgrad(f"{n}.{w}.dw", grad(w, l), act(l, "h1"), sc(d), C, C, grad(bias, l))

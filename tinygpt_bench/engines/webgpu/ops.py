@@ -27,8 +27,8 @@ def cdiv(a: int, b: int) -> int:
 
 # matmul.wgsl ---------------------------------------------------------------------------------
 HAS_BIAS, HAS_RES, ACCUM, BIAS_GRAD = 1, 2, 4, 8
-ENTRIES = {"tiled": "matmul", "direct": "matmul_direct", "direct4": "matmul_direct4", "shared": "matmul_shared",
-           "shared_pf": "matmul_shared_pf", "big": "matmul_big", "big_pf": "matmul_big_pf"}  # variant -> entry point
+ENTRIES = {"direct": "matmul_direct", "direct4": "matmul_direct4", "shared": "matmul_shared",
+           "shared_pf": "matmul_shared_pf", "big_pf": "matmul_big_pf"}  # variant -> entry point
 # with K split: the direct kinds have split-K entries of their own; the workgroup-memory ones split by z
 SPLITK_ENTRIES = {**ENTRIES, "direct4": "matmul_splitk", "direct": "matmul_splitk8"}
 
@@ -41,10 +41,9 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
 
     variant: "direct" (8x8 blocks, 64x64 tiles), "direct4" (4x4 blocks, 32x32 tiles), "shared"
     (64x64 workgroup-memory tiles; "shared_pf": the same with the next K step's loads issued
-    early), "big" (128x128 workgroup-memory
-    tiles, 8x8 blocks) or
-    "tiled" (workgroup-memory tiles, slow for now). split_k: slices of K (matmul_splitk8 or
-    matmul_splitk into scratch, then splitk_reduce, which applies bias, res and accum).
+    early) or "big_pf" (128x128 workgroup-memory tiles, 8x8 blocks, loads issued early).
+    split_k: slices of K (matmul_splitk8 or matmul_splitk into scratch, then splitk_reduce,
+    which applies bias, res and accum).
     Left as None, both are chosen by plan_matmul for the Gpu (split-K only if scratch is given).
     bias_grad (direct kinds, with trans_a: a weight gradient x^T @ dy): also write the column
     sums of dy there (the bias gradient), overwriting; not with bias; in c's buffer."""
@@ -52,12 +51,12 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     variant = variant or auto_variant
     if split_k is None:
         split_k = auto_split if scratch is not None and variant == auto_variant else 1
-    if bias_grad is not None and (bias is not None or variant == "tiled"):
-        raise ValueError(f"{name}: bias_grad needs a direct variant and no bias")
-    if split_k > 1 and (variant == "tiled" or scratch is None):
-        raise ValueError(f"{name}: split_k needs a direct variant and a scratch buffer")
+    if bias_grad is not None and bias is not None:
+        raise ValueError(f"{name}: bias_grad and bias exclude each other")
+    if split_k > 1 and scratch is None:
+        raise ValueError(f"{name}: split_k needs a scratch buffer")
     consts = {"TRANS_A": trans_a, "TRANS_B": trans_b, **_unroll(p, variant)}
-    tile = {"direct4": 32, "big": 128, "big_pf": 128}.get(variant, 64)
+    tile = {"direct4": 32, "big_pf": 128}.get(variant, 64)
     flags = (HAS_BIAS if bias is not None else 0) | (HAS_RES if res is not None else 0) | (ACCUM if accum else 0)
     flags |= BIAS_GRAD if bias_grad is not None else 0
     if bias_grad is not None and bias_grad.buf is not c.buf:
@@ -85,14 +84,14 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
 
 def _unroll(p: Program, variant: str) -> dict:
     """The UNROLL override of the workgroup-memory kernels (matmul.wgsl): the Gpu's matmul_unroll."""
-    if variant in ("shared", "shared_pf", "big", "big_pf"):
+    if variant in ("shared", "shared_pf", "big_pf"):
         return {"UNROLL": bool(getattr(p.gpu, "matmul_unroll", True))}
     return {}
 
 
 def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split: int = 8) -> tuple[str, int]:
     """(variant, split_k) for a product on this Gpu. With matmul_big (off by default): 128x128
-    tiles when there are at least min_workgroups / 2 of them. Where the Gpu has matmul_shared
+    tiles ("big_pf") when there are at least min_workgroups / 2 of them. Where the Gpu has matmul_shared
     (GPUs): the workgroup-memory kernel (256 invocations a 64x64 tile) if its tiles bring as
     many invocations as min_workgroups of 64, with K split (slices >= 256 of K) while fewer
     than shared_fill tiles are in flight and K >= 1024; or with K split if K is long (>= 1024).
@@ -100,12 +99,10 @@ def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split:
     K (>= 1024) over enough slices of 64x64 tiles, each slice >= 256 of K; else 4x4 blocks
     (32x32 tiles), splitting K if still short. The workgroup-memory kernel is "shared_pf" (loads
     of the next K step issued early) where the Gpu has shared_prefetch."""
-    if gpu.matmul_variant != "direct":
-        return gpu.matmul_variant, 1
     want = gpu.min_workgroups
     tiles64 = cdiv(m, 64) * cdiv(n, 64)
     if getattr(gpu, "matmul_big", False) and 2 * cdiv(m, 128) * cdiv(n, 128) >= want:
-        return "big", 1  # 128 x 128 tiles, at least one workgroup of 256 per SM
+        return "big_pf", 1  # 128 x 128 tiles, at least one workgroup of 256 per SM
     if getattr(gpu, "matmul_shared", False):
         shared = "shared_pf" if getattr(gpu, "shared_prefetch", False) else "shared"  # next K step's loads early
         if 4 * tiles64 >= want:
@@ -126,7 +123,7 @@ def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split:
 
 
 SKIP_UPPER, K_UPTO_ROW, K_FROM_ROW = 16, 32, 64  # matmul.wgsl: causal flags of batched products
-BATCHED_VARIANTS = ("shared_pf", "big", "big_pf")  # the kernels that take a batch (BATCHED)
+BATCHED_VARIANTS = ("shared_pf", "big_pf")  # the kernels that take a batch (BATCHED)
 
 
 class Operand(NamedTuple):
@@ -148,7 +145,7 @@ def matmul_batched(p: Program, name: str, c: Operand, a: Operand, b: Operand, m:
     if variant not in BATCHED_VARIANTS:
         raise ValueError(f"{name}: variant {variant!r} takes no batch; one of {', '.join(BATCHED_VARIANTS)}")
     outer, inner = batch
-    tile = {"big": 128, "big_pf": 128}.get(variant, 64)
+    tile = {"big_pf": 128}.get(variant, 64)
     args = [m, n, k, a.ref.off, b.ref.off, c.ref.off, 0, 0, causal, 1, a.ld, b.ld, c.ld, inner,
             a.outer_stride, a.inner_stride, b.outer_stride, b.inner_stride, c.outer_stride, c.inner_stride]
     p.add(name, "matmul", ENTRIES[variant], args, {1: a.ref.buf, 2: b.ref.buf, 3: c.ref.buf, 4: a.ref.buf, 5: a.ref.buf},
@@ -339,112 +336,64 @@ def _hd4(p: Program, hd: int) -> dict:
     return {"HD4": hd // 4} if getattr(p.gpu, "attention_const_hd", False) else {}
 
 
-TILED_FORWARD, TILED_DQ, TILED_DKV = 1, 2, 4
+TILED_FORWARD, TILED_DKV = 1, 4  # bits of the attention_tiled mask (2 was dq's tiled kernel, removed)
 
 
 def attention_tiled(gpu, tiled: bool | int | None = None, part: int = TILED_FORWARD, hd: int = 0) -> bool:
-    """Whether `part` (TILED_FORWARD, TILED_DQ or TILED_DKV) runs as attention.wgsl's *_tiled
-    kernel (score tiles as small matrix products in workgroup memory) instead of the row kernel.
-    `tiled` (default the Gpu's attention_tiled): True/False for all three, a mask of the parts,
-    or None: by head_dim, as measured on the H100 (interleaved A/B, ms a step): the forward
-    always (behemoth 10.6 -> 5.9, mega 3.7 -> 2.5, xl 0.55 -> 0.38), dk/dv above head_dim 32
-    (behemoth 19.8 -> 17.6; at 32 slower: mega 5.1 -> 6.3), dq never (behemoth 14.1 -> 19.3)."""
+    """Whether `part` (TILED_FORWARD or TILED_DKV) runs as attention.wgsl's *_tiled kernel (score
+    tiles as small matrix products in workgroup memory) instead of the row kernel; dq always runs
+    as the row kernel. `tiled` (default the Gpu's attention_tiled): True/False for both, a mask of
+    the parts, or None: by head_dim, as measured on the H100 (interleaved A/B, ms a step): the
+    forward always (behemoth 10.6 -> 5.9, mega 3.7 -> 2.5, xl 0.55 -> 0.38), dk/dv above head_dim
+    32 (behemoth 19.8 -> 17.6; at 32 slower: mega 5.1 -> 6.3)."""
     v = getattr(gpu, "attention_tiled", 0) if tiled is None else tiled
     if v is None:
         v = TILED_FORWARD | (TILED_DKV if hd > 32 else 0)
     return v if isinstance(v, bool) else bool(int(v) & part)
 
 
-def attention_chunks(gpu, t: int, chunk: int | None = None) -> tuple[int, int]:
-    """(chunk, nch): the tiled kernels split the other side of each row into nch chunks of `chunk`
-    rows (a multiple of 32; default the Gpu's attention_chunk), merged by the combine kernels;
-    (0, 1) for no split (chunk 0, or one chunk covering T)."""
-    ch = getattr(gpu, "attention_chunk", 0) if chunk is None else chunk
-    if ch % 32:
-        raise ValueError(f"attention_chunk {ch}: a multiple of 32 (or 0)")
-    return (ch, cdiv(t, ch)) if ch and cdiv(t, ch) > 1 else (0, 1)
-
-
-def attention_scratch(b: int, t: int, c: int, h: int, nch: int) -> int:
-    """Floats of scratch a split (nch > 1) needs: the forward's [m, l, o] and the backward's
-    dk and dv partials of every row and chunk (dq's fit in the latter)."""
-    return b * h * t * nch * max(c // h + 2, 2 * (c // h)) if nch > 1 else 0
-
-
-def _att_args(b, t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd=None, chunk=0, nch=1,
-              part=None):
+def _att_args(b, t, c, h, q, k, v, o, lse, dout=None, dq=None, dk=None, dv=None, dd=None):
     offs = [r.off if r is not None else 0 for r in (q, k, v, o, lse, dout, dq, dk, dv, dd)]
-    return [t, c, h, c // h, *offs, float(1.0 / math.sqrt(c // h)), chunk, nch, part.off if part else 0,
-            b * h * t * nch * (c // h), b * h * t]
-
-
-def _part_buffer(name: str, scratch: Ref | None):
-    """The buffer of the tiled kernels' `part` binding (writable): the split's scratch, bound even
-    without a split (unwritten then), since no other operand's buffer may take a writable binding."""
-    if scratch is None:
-        raise ValueError(f"{name}: the tiled attention kernels need a scratch buffer (their 'part' binding)")
-    return scratch.buf
-
-
-def _split(p: Program, name: str, t: int, scratch: Ref | None, chunk: int | None) -> tuple[int, int]:
-    chunk, nch = attention_chunks(p.gpu, t, chunk)
-    if nch > 1 and scratch is None:
-        raise ValueError(f"{name}: attention split into {nch} chunks needs a scratch buffer")
-    return chunk, nch
+    return [t, c, h, c // h, *offs, float(1.0 / math.sqrt(c // h))]
 
 
 def attention_forward(p: Program, name: str, o: Ref, lse: Ref, q: Ref, k: Ref, v: Ref,
-                      b: int, t: int, c: int, h: int, split: int | None = None,
-                      tiled: bool | None = None, scratch: Ref | None = None, chunk: int | None = None) -> None:
+                      b: int, t: int, c: int, h: int, split: int | None = None, tiled: bool | None = None) -> None:
     """o (B,T,C) = causal softmax attention; lse (B,H,T) saved. split: invocations per row
-    (attention.wgsl SPLIT; default attention_split()); tiled: the *_tiled kernels instead
-    (default attention_tiled()), splitting keys into chunks (attention_chunks()) whose partial
-    results go to scratch (attention_scratch() floats) and are merged by a combine kernel."""
+    (attention.wgsl SPLIT; default attention_split()); tiled: attention_forward_tiled instead
+    (default attention_tiled())."""
     hd = c // h
     if hd > MAX_HD or hd % 4:
         raise ValueError(f"{name}: head_dim {hd}; the kernel needs a multiple of 4, at most {MAX_HD}")
+    args = _att_args(b, t, c, h, q, k, v, o, lse)
     binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf}
     if attention_tiled(p.gpu, tiled, TILED_FORWARD, hd):
-        chunk, nch = _split(p, name, t, scratch, chunk)
-        args = _att_args(b, t, c, h, q, k, v, o, lse, chunk=chunk, nch=nch, part=scratch)
-        binds[11] = _part_buffer(name, scratch)
-        p.add(name, "attention", "attention_forward_tiled", args, binds, (cdiv(t, 32) * nch, b * h),
+        p.add(name, "attention", "attention_forward_tiled", args, binds, (cdiv(t, 32), b * h),
               constants={"HD4": hd // 4})
-        if nch > 1:
-            p.add(name + ".combine", "attention", "attention_combine_forward", args, {k: binds[k] for k in (4, 5, 11)},
-                  grid(b * h * t * hd // 4), constants={"HD4": hd // 4})
         return
-    args = _att_args(b, t, c, h, q, k, v, o, lse)
     p.add(name, "attention", "attention_forward", args, binds,
           (cdiv(t, 32), b * h), constants={"SPLIT": split or attention_split(p, hd, False), **_hd4(p, hd)})
 
 
 def attention_backward(p: Program, name: str, dq: Ref, dk: Ref, dv: Ref, dd: Ref, dout: Ref, q: Ref, k: Ref,
                        v: Ref, o: Ref, lse: Ref, b: int, t: int, c: int, h: int, split: int | None = None,
-                       tiled: bool | None = None, scratch: Ref | None = None, chunk: int | None = None) -> None:
+                       tiled: bool | None = None) -> None:
     """dq, dk, dv (B,T,C) from dout; dd (B,H,T) is scratch (FA2's D = rowsum(dout * o)).
-    tiled, scratch, chunk: as in attention_forward. dq runs first: it writes dd."""
+    tiled: as in attention_forward, for dk/dv (attention_backward_dkv_tiled). dq runs first: it
+    writes dd."""
     hd = c // h
     args = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd)
-    dq_binds = {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf}
-    dkv_binds = {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf}
-    parts = (("dq", TILED_DQ, dq_binds), ("dkv", TILED_DKV, dkv_binds))  # dq first: it writes dd
-    if any(attention_tiled(p.gpu, tiled, bit, hd) for _, bit, _ in parts):
-        chunk, nch = _split(p, name, t, scratch, chunk)
-        targs = _att_args(b, t, c, h, q, k, v, o, lse, dout, dq, dk, dv, dd, chunk, nch, scratch)
     rows = {"SPLIT": split or attention_split(p, hd, True), **_hd4(p, hd)}
-    for part, bit, binds in parts:
-        if not attention_tiled(p.gpu, tiled, bit, hd):
-            p.add(f"{name}.{part}", "attention", f"attention_backward_{part}", args, binds, (cdiv(t, 32), b * h),
-                  constants=rows)
-            continue
-        binds = {**binds, 11: _part_buffer(name, scratch)}
-        p.add(f"{name}.{part}", "attention", f"attention_backward_{part}_tiled", targs, binds,
-              (cdiv(t, 16) * nch, b * h), constants={"HD4": hd // 4})
-        if nch > 1:
-            outs = (7, 11) if part == "dq" else (8, 9, 11)
-            p.add(f"{name}.{part}.combine", "attention", f"attention_combine_{part}", targs,
-                  {k: binds[k] for k in outs}, grid(b * h * t * hd), constants={"HD4": hd // 4})
+    p.add(f"{name}.dq", "attention", "attention_backward_dq", args,
+          {1: q.buf, 2: k.buf, 3: v.buf, 4: o.buf, 5: lse.buf, 6: dout.buf, 7: dq.buf, 10: dd.buf},
+          (cdiv(t, 32), b * h), constants=rows)
+    dkv_binds = {1: q.buf, 2: k.buf, 3: v.buf, 5: lse.buf, 6: dout.buf, 8: dk.buf, 9: dv.buf, 10: dd.buf}
+    if attention_tiled(p.gpu, tiled, TILED_DKV, hd):
+        p.add(f"{name}.dkv", "attention", "attention_backward_dkv_tiled", args, dkv_binds, (cdiv(t, 16), b * h),
+              constants={"HD4": hd // 4})
+    else:
+        p.add(f"{name}.dkv", "attention", "attention_backward_dkv", args, dkv_binds, (cdiv(t, 32), b * h),
+              constants=rows)
 
 
 # attention_mm.wgsl + batched products ----------------------------------------------------------

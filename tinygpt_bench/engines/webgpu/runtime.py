@@ -121,9 +121,6 @@ def buffer_bytes(nbytes: int) -> int:
 
 def tuning_for(adapter) -> dict:
     """Kernel variants for an adapter, decided from its type alone (so plans need no device).
-    matmul: "direct" (8x8 per invocation, no workgroup memory) everywhere: measured 4x faster
-    than "tiled" on lavapipe and 43x on the H100 (15.5 vs 0.36 TFLOP/s at 4096^3; the tiled
-    kernel's dynamically indexed accumulator array likely lives in local memory there).
     layernorm: "rows" (an invocation per row) on CPU adapters, where barriers are costly;
     "workgroup" (a workgroup per row) on GPUs, whose row sums go over subgroups
     (layernorm_subgroup, kernels/layernorm_subgroup.wgsl) where the adapter has the feature
@@ -144,8 +141,9 @@ def tuning_for(adapter) -> dict:
     (H100, 1056 = 8 an SM x 132 SMs: mega 43.5 -> 37.4 ms, behemoth 210.7 -> 173.0 ms a step;
     later, with the prefetching kernel, 528 measured best: behemoth 159.5 (1056), 158.4 (528),
     159.1 (2112)).
-    matmul_big (128 x 128 tiles, 8 x 8 an invocation): off; 7.2 TFLOP/s at 4096^3 on the H100
-    against matmul_shared's 15.5, and behemoth only 1.5% faster with it. shared_prefetch
+    matmul_big (matmul_big_pf: 128 x 128 tiles, 8 x 8 an invocation): off; its first,
+    non-prefetching kernel: 7.2 TFLOP/s at 4096^3 on the H100 against matmul_shared's 15.5, and
+    behemoth only 1.5% faster with it. shared_prefetch
     (matmul_shared_pf: the next K step's loads in flight during this step's FMAs) on GPUs:
     H100, interleaved A/B in one process, xl 12.6 -> 11.3 ms, mega 37.7 -> 33.5, behemoth
     174.2 -> 162.6; lavapipe: no (its loads are not asynchronous). norm_parts: workgroups of
@@ -154,12 +152,9 @@ def tuning_for(adapter) -> dict:
     constant in the attention kernels, on GPUs (H100 behemoth 160.4 -> 159.3 ms, attention dq
     14.8 -> 14.2 ms; bit-identical). attention_tiled: attention.wgsl's *_tiled kernels (score tiles as
     small matrix products through workgroup memory) instead of the row kernels, a mask: 1 the
-    forward, 2 dq, 4 dk/dv; None on GPUs lets wgpu_ops.attention_tiled choose by head_dim
-    (measured on the H100); CPU adapters: 0 (lavapipe runs the row kernels faster).
-    attention_chunk: with attention_tiled, each row's other side (keys, or queries for dk/dv)
-    split into chunks of this many rows, one workgroup each, merged by combine kernels (0: none;
-    H100 behemoth, 128: forward 5.9 -> 5.2 ms plus 0.24 ms of combine, step time equal; 32 and 64
-    were slower). attention_mm: attention through matrix products (wgpu_ops.attention_forward_mm,
+    forward, 4 dk/dv (dq has the row kernel only); None on GPUs lets wgpu_ops.attention_tiled
+    choose by head_dim (measured on the H100); CPU adapters: 0 (lavapipe runs the row kernels
+    faster). attention_mm: attention through matrix products (wgpu_ops.attention_forward_mm,
     attention_backward_mm: the T x T scores materialised a layer at a time, batched products that
     skip the causal zeros, two row kernels) where T reaches it, 0 for never: 256 on GPUs (H200,
     interleaved A/B: behemoth 142.1 -> 114.7 ms a step on wgpu-native, 115.3 -> 90.9 on Dawn,
@@ -169,20 +164,20 @@ def tuning_for(adapter) -> dict:
     64-bit counter, which keeps the driver from unrolling it (H200 A/B: wgpu-native behemoth
     116.0 -> 101.4 ms, mega 23.7 -> 20.6, xl 8.4 -> 7.8; Dawn equal: 94.2 / 93.7)."""
     cpu = adapter.info["adapter_type"] == "CPU"
-    return {"matmul_variant": "direct", "layernorm_variant": "rows" if cpu else "workgroup",
+    return {"layernorm_variant": "rows" if cpu else "workgroup",
             "layernorm_subgroup": not cpu and subgroup_feature(adapter) is not None,
             "ln_param_channels": 32 if cpu else 4,
             "min_workgroups": 4 if cpu else 256, "matmul_shared": not cpu, "matmul_big": False,
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
             "attention_split": 1 if cpu else None, "attention_tiled": 0 if cpu else None,
-            "attention_chunk": 0, "attention_mm": 0 if cpu else 256, "matmul_unroll": True}
+            "attention_mm": 0 if cpu else 256, "matmul_unroll": True}
 
 
 TUNE_ENV = "TINYGPT_BENCH_TUNE"
 # the allowed values of tuning keys that are not switches or counts from 0 up
 TUNE_RANGES = {"norm_parts": range(1, 2049), "ln_param_channels": (1, 2, 4, 8, 16, 32, 64, 128, 256),
-               "attention_tiled": range(0, 8), "attention_chunk": range(0, 4097, 32),
+               "attention_tiled": (0, 1, 4, 5),
                "min_workgroups": range(1, 1 << 20)}
 
 
