@@ -172,11 +172,14 @@ def _worker(conn, name: str, work: protocol.Work, lr: float, options: dict, dige
         conn.close()
 
 
-# the libraries an engine imports when it runs; a fork server that imported them already starts
-# its workers without that import (a name that is not installed is skipped by the server)
-ENGINE_LIBRARIES = {"webgpu": ("tinygpt_bench.engines.webgpu.wgpu_preload",),
-                    "webgpu-dawn": ("wgpudawn.backends.dawn",), "wasm": ("wasmtime",), "wasm-v8": ("wasmtime",),
-                    "torch-cpu": ("torch",), "torch-cuda": ("torch",)}
+def engine_libraries(name: str) -> list[str]:
+    """The modules backend `name` declares for the fork server to import (BackendSpec.preload):
+    the libraries its engine imports when it runs, so its workers start without that import."""
+    try:
+        eng, b = engines.spec(name)
+    except UserError:
+        return []
+    return [importlib.util.resolve_name(m, eng.package) if m.startswith(".") else m for m in b.preload]
 
 
 PRELOAD_ENV = "TINYGPT_BENCH_PRELOAD"  # tinygpt_bench/preload.py reads it (not imported here: it imports)
@@ -192,7 +195,7 @@ def _worker_context(names: list[str]):
     started with (a second run in the same process: its engines are imported by its workers)."""
     ctx = mp.get_context("forkserver")
     modules = [engine_module(n) for n in names]
-    libraries = [lib for n in names for lib in ENGINE_LIBRARIES.get(n, ())]
+    libraries = [lib for n in names for lib in engine_libraries(n)]
     # a worker runs the parent's main script again (multiprocessing does, to find what it pickled);
     # `tinygpt-bench` is one import of the CLI, imported here once. ('__main__' itself: Python 3.11's
     # fork server never gets its path, so the CLI's own name is what saves the import.) The
