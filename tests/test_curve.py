@@ -415,3 +415,19 @@ def test_a_folder_from_before_harness_s_reads_and_resumes(tmp_path, run_cli):
     assert (out / "measurements.csv").read_text().splitlines()[0] == MEASUREMENT_HEADER
     df = results.read_measurements([out])
     assert list(df.preset) == ["tiny", "small"] and math.isnan(df.harness_s[0]) and df.harness_s[1] > 0
+
+
+def test_resume_refuses_a_file_with_columns_this_version_does_not_know(tmp_path, run_cli):
+    """A measurements.csv whose header has a column unknown here (a later tinygpt-bench wrote
+    it): --resume stops in one line, exit 2, and leaves the file as it was (rows appended under
+    that header would not line up)."""
+    out = tmp_path / "later"
+    common = ["--backends", "reference", "--steps", "2", "--repeats", "1", "--out", str(out), "--plain", "--no-chart"]
+    assert run_cli("curve", "--presets", "tiny", *common)[0] == 0
+    path = out / "measurements.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0] + ",from_the_future", *(r + "," for r in lines[1:])]) + "\n")
+    before = path.read_bytes()
+    rc, _, err = run_cli("curve", "--presets", "small", *common, "--resume")
+    assert rc == 2 and "from_the_future" in err and "Traceback" not in err
+    assert path.read_bytes() == before

@@ -1,15 +1,15 @@
 import pytest
 
-from tinygpt_bench import diagnose, presets
+from tinygpt_bench import diagnose, presets, units
 from tinygpt_bench.errors import UserError
 
 
 def test_parse_bytes():
-    assert diagnose.parse_bytes("4GiB") == 4 * 2**30
-    assert diagnose.parse_bytes("512MiB") == 512 * 2**20
-    assert diagnose.parse_bytes("1e9") == 10**9
+    assert units.parse_bytes("4GiB") == 4 * 2**30
+    assert units.parse_bytes("512MiB") == 512 * 2**20
+    assert units.parse_bytes("1e9") == 10**9
     with pytest.raises(UserError, match="not a size"):
-        diagnose.parse_bytes("lots")
+        units.parse_bytes("lots")
 
 
 def test_time_budget_failure_stops_the_walk(tmp_path):

@@ -89,6 +89,9 @@ def test_a_bad_engines_path_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv(engines.ENV, str(tmp_path / "missing"))
     with pytest.raises(UserError, match="is not a folder"):
         engines.names()
+    rc, out, err = cli("presets", engines_path=tmp_path / "missing")  # the command itself: one line, exit 2
+    assert rc == 2 and "Traceback" not in err and err.strip().count("\n") == 0
+    assert err.startswith(f"error: {engines.ENV}: ") and "is not a folder" in err
 
 
 def test_create_refuses_an_undeclared_option_naming_who_takes_it():

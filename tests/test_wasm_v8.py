@@ -267,3 +267,22 @@ def test_diagnose_names_an_injected_trap_on_wasm_v8(tmp_path, monkeypatch):
     step = d.stages[-1]
     assert not step.ok and "wasm trapped: RuntimeError: unreachable" in step.error
     assert "fault 'trap' was injected" in step.error and "trapped" in step.meaning
+
+
+def test_transfer_files_of_dead_processes_are_removed_at_the_next_start(tmp_path):
+    """A worker killed during a bulk transfer leaves its file (named with its pid); the next
+    runtime's start removes the files of processes no longer alive, and only those."""
+    import os
+    import subprocess
+
+    from tinygpt_bench.engines.wasm import v8
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"{v8.TRANSFER_PREFIX}{gone.pid}-a.bin"
+    live = tmp_path / f"{v8.TRANSFER_PREFIX}{os.getpid()}-b.bin"
+    other = tmp_path / "unrelated.bin"
+    for f in (dead, live, other):
+        f.write_bytes(b"x" * 10)
+    assert v8.remove_orphan_transfers(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and live.exists() and other.exists()

@@ -1,3 +1,3 @@
-from tinygpt_bench.cli import main
+from tinygpt_bench.entry import main
 
 main()

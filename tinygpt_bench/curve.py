@@ -172,11 +172,17 @@ def _worker(conn, name: str, work: protocol.Work, lr: float, options: dict, dige
         conn.close()
 
 
-# the libraries an engine imports when it runs; a fork server that imported them already starts
-# its workers without that import (a name that is not installed is skipped by the server)
-ENGINE_LIBRARIES = {"webgpu": ("tinygpt_bench.engines.webgpu.wgpu_preload",),
-                    "webgpu-dawn": ("wgpudawn.backends.dawn",), "wasm": ("wasmtime",), "wasm-v8": ("wasmtime",),
-                    "torch-cpu": ("torch",), "torch-cuda": ("torch",)}
+def engine_libraries(name: str) -> list[str]:
+    """The modules backend `name` declares for the fork server to import (BackendSpec.preload):
+    the libraries its engine imports when it runs, so its workers start without that import."""
+    try:
+        eng, b = engines.spec(name)
+    except UserError:
+        return []
+    return [importlib.util.resolve_name(m, eng.package) if m.startswith(".") else m for m in b.preload]
+
+
+PRELOAD_ENV = "TINYGPT_BENCH_PRELOAD"  # tinygpt_bench/preload.py reads it (not imported here: it imports)
 
 
 def _worker_context(names: list[str]):
@@ -189,12 +195,14 @@ def _worker_context(names: list[str]):
     started with (a second run in the same process: its engines are imported by its workers)."""
     ctx = mp.get_context("forkserver")
     modules = [engine_module(n) for n in names]
-    libraries = [lib for n in names for lib in ENGINE_LIBRARIES.get(n, ())]
+    libraries = [lib for n in names for lib in engine_libraries(n)]
     # a worker runs the parent's main script again (multiprocessing does, to find what it pickled);
     # `tinygpt-bench` is one import of the CLI, imported here once. ('__main__' itself: Python 3.11's
-    # fork server never gets its path, so the CLI's own name is what saves the import.)
-    first = ["__main__", "tinygpt_bench.cli", __name__]
-    ctx.set_forkserver_preload(list(dict.fromkeys([*first, *filter(None, modules), *libraries])))
+    # fork server never gets its path, so the CLI's own name is what saves the import.) The
+    # engines and their libraries go through tinygpt_bench.preload, which guards each import:
+    # one that fails must fail its own backend's workers, not the server.
+    os.environ[PRELOAD_ENV] = ",".join(dict.fromkeys([*filter(None, modules), *libraries]))
+    ctx.set_forkserver_preload(["__main__", "tinygpt_bench.cli", __name__, "tinygpt_bench.preload"])
     return ctx
 
 
@@ -223,8 +231,11 @@ def _wait_for_worker_server(names: list[str]) -> None:
     """Wait until the fork server has imported everything, so its start is the run's harness time
     (the whole-run figure) rather than the first measurement's."""
     proc = _worker_context(names).Process(target=_nothing, daemon=True)
-    proc.start()
-    proc.join()
+    try:
+        proc.start()
+        proc.join()
+    except (OSError, EOFError):  # a server that cannot fork: each measurement says so in its row
+        pass
 
 
 def _exit_text(code: int | None) -> str:
@@ -267,7 +278,16 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
     options = engines.select(name, s.options)
     proc = ctx.Process(target=_worker, args=(send, name, work, s.lr, options, work.digest, dict(os.environ)),
                        name=f"tinygpt-bench {preset.name}/{name}", daemon=True)
-    proc.start()
+    try:  # the work travels with the start (pickled): a worker that dies reading it fails here
+        proc.start()
+    except (OSError, EOFError) as e:
+        if proc.pid is not None:
+            proc.kill()
+            proc.join(5)
+        send.close()
+        recv.close()
+        acc.status, acc.stage, acc.error = "failed", "create", f"worker did not start: {type(e).__name__}: {e}"
+        return []
     send.close()
     t_start = time.perf_counter()
     steps: list[protocol.StepTime] = []

@@ -31,7 +31,7 @@ import numpy as np
 from tinygpt_bench import corpus as corpus_mod
 from tinygpt_bench import engines, envinfo, faults, markdown, model, protocol, results
 from tinygpt_bench.errors import UserError
-from tinygpt_bench.units import fmt_bytes, parse_bytes  # noqa: F401 - parse_bytes: the CLI and faults use it from here
+from tinygpt_bench.units import fmt_bytes, parse_bytes
 from tinygpt_bench.presets import Preset
 
 LOSS_TOLERANCE = 1e-4

@@ -41,7 +41,7 @@ def parse(text: str | None) -> list[tuple[str, str, str | None]]:
         if not backend:
             raise UserError(f"{ENV}: '{spec}' names no backend; write BACKEND:KIND[@PRESET], e.g. wasm:trap@small")
         if kind.startswith("limit="):
-            from tinygpt_bench.diagnose import parse_bytes  # the project's one size parser
+            from tinygpt_bench.units import parse_bytes  # the project's one size parser
 
             try:
                 parse_bytes(kind.removeprefix("limit="))

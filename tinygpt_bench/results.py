@@ -455,11 +455,16 @@ class ResultWriter:
     def _add_new_columns(self, path: Path, cls: type) -> None:
         """A file resumed from before a column was added within this format version (harness_s):
         rewritten with today's columns, its rows' new fields empty (unknown), so the rows appended
-        now line up with the header. A header with columns this version does not know is kept."""
+        now line up with the header. A header with columns this version does not know (a later
+        tinygpt-bench wrote it) is refused: rows appended under it would not line up."""
         columns = cls.columns()
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             header = reader.fieldnames or []
+            unknown = [c for c in header if c not in columns]
+            if unknown:
+                raise UserError(f"{path}: columns {', '.join(unknown)} are unknown to this tinygpt-bench (a later one "
+                                f"wrote the file); fix: resume it with that version, or write to a new --out folder")
             if header == columns or not set(header) < set(columns):
                 return
             rows = list(reader)

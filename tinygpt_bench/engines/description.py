@@ -92,6 +92,9 @@ class BackendSpec:
     kernel_timing: str | None = None  # how profile() times its kernels (None: it has no profile)
     oracle: bool = False  # the float64 reference every other backend's losses are checked against (one)
     curve_default: bool = False  # measured by `curve` (and walked by `diagnose`) unless --backends says
+    # modules curve's fork server imports before it forks this backend's workers (their imports,
+    # done once a run): library names, or '.module' relative to the engine's package
+    preload: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ ENGINE = Engine(
     summary="PyTorch eager fp32, the native peers",
     backends=(
         BackendSpec("torch-cpu", ".backend:TorchBackend", "CPU", TorchCpuOptions, fixed={"device": "cpu"},
-                    label="PyTorch CPU"),
-        BackendSpec("torch-cuda", ".backend:TorchBackend", "GPU", fixed={"device": "cuda"}, label="PyTorch CUDA"),
+                    label="PyTorch CPU", preload=("torch",)),
+        BackendSpec("torch-cuda", ".backend:TorchBackend", "GPU", fixed={"device": "cuda"}, label="PyTorch CUDA",
+                    preload=("torch",)),
     ),
     peak=".peak:measure",
     order=30,

@@ -65,9 +65,10 @@ ENGINE = Engine(
     backends=(
         BackendSpec("wasm", ".backend:WasmBackend", "CPU", WasmtimeOptions, faults=("trap", "nan-grad"),
                     native_peer="torch-cpu", label="wasm64 in wasmtime", kernel_timing=REGIONS,
-                    curve_default=True),
+                    curve_default=True, preload=("wasmtime",)),
         BackendSpec("wasm-v8", ".v8:WasmV8Backend", "CPU", WasmOptions, faults=("trap", "nan-grad"),
-                    native_peer="torch-cpu", label="wasm64 in V8 (Node)", kernel_timing=REGIONS),
+                    native_peer="torch-cpu", label="wasm64 in V8 (Node)", kernel_timing=REGIONS,
+                    preload=("wasmtime",)),
     ),
     peak=".peak:measure",
     environment=".environment:collect",

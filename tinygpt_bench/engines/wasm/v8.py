@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import glob
 import importlib.metadata as md
 import json
 import os
@@ -87,6 +88,32 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     except Exception:
         pass
 
+
+
+TRANSFER_PREFIX = "tinygpt-v8-"  # bulk transfer files: tinygpt-v8-<pid>-<random>.bin
+
+
+def remove_orphan_transfers(folder: str) -> list[str]:
+    """Remove the transfer files left in `folder` by processes no longer alive (killed during a
+    transfer); returns what was removed. Files of live processes, and names of another form, stay."""
+    removed = []
+    for path in glob.glob(os.path.join(folder, f"{TRANSFER_PREFIX}*-*.bin")):
+        pid = os.path.basename(path)[len(TRANSFER_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or another user's: PermissionError below)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
 
 class _Region:
     """A window on the module's memory that numpy code of the trainer (backend.py) writes with
@@ -219,8 +246,10 @@ class V8Runtime(w.WasmRuntime):
     @contextlib.contextmanager
     def _transfer_file(self):
         """A file for one bulk transfer (in /dev/shm where there is one), removed right after:
-        nothing is left behind even when the process is killed between transfers."""
-        fd, path = tempfile.mkstemp(prefix="tinygpt-v8-", suffix=".bin", dir=self._tmp)
+        nothing is left behind when the process is killed between transfers. Killed during one
+        (curve's time budget, say), the file stays; its name carries this process's pid, and the
+        next runtime that starts removes the files of processes no longer alive."""
+        fd, path = tempfile.mkstemp(prefix=f"{TRANSFER_PREFIX}{os.getpid()}-", suffix=".bin", dir=self._tmp)
         os.close(fd)
         try:
             yield path
@@ -249,6 +278,7 @@ class V8Runtime(w.WasmRuntime):
             raise UserError(f"{NAME}: stage compile: {self.module_path}: no such file; use the shipped "
                             "wasm/tinygpt.wasm (reinstall tinygpt-bench)")
         self._tmp = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        remove_orphan_transfers(self._tmp or tempfile.gettempdir())
         self._stderr = tempfile.TemporaryFile()
         try:
             self._proc = subprocess.Popen([self.node, str(HOST)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -39,10 +39,10 @@ ENGINE = Engine(
     backends=(
         BackendSpec("webgpu", ".backend:WebGPUBackend", "GPU", WebGPUOptions, faults=("nan-grad", "shader", "limit="),
                     native_peer="torch-cuda", label="WebGPU on wgpu-native",
-                    kernel_timing=TIMESTAMPS, curve_default=True),
+                    kernel_timing=TIMESTAMPS, curve_default=True, preload=(".wgpu_preload",)),
         BackendSpec("webgpu-dawn", ".backend:DawnWebGPUBackend", "GPU", WebGPUOptions,
                     faults=("nan-grad", "shader", "limit="), native_peer="torch-cuda", label="WebGPU on Dawn",
-                    kernel_timing=TIMESTAMPS, curve_default=True),
+                    kernel_timing=TIMESTAMPS, curve_default=True, preload=("wgpudawn.backends.dawn",)),
     ),
     peak=".peak:measure",
     environment=".environment:collect",

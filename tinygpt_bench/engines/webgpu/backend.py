@@ -82,7 +82,7 @@ def parse_fault(fault: str | None, backend: str = "webgpu") -> tuple[str | None,
     if kind in ("shader", "nan-grad") and not arg:
         return kind, None
     if kind == "limit" and arg:
-        from tinygpt_bench.diagnose import parse_bytes  # the project's one size parser
+        from tinygpt_bench.units import parse_bytes  # the project's one size parser
 
         try:
             cap = parse_bytes(arg)

@@ -1,5 +1,5 @@
 """Imported by curve's fork server (curve._worker_context) before it forks the workers of a run
-with the `webgpu` backend (curve.ENGINE_LIBRARIES): wgpu-native's API module, and the C types a training step uses,
+with the `webgpu` backend (its BackendSpec.preload): wgpu-native's API module, and the C types a training step uses,
 parsed once, so that each worker finds them parsed.
 
 wgpu-py talks to wgpu-native through cffi in ABI mode: the first time a process names a C type

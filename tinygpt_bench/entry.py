@@ -1,0 +1,19 @@
+"""The `tinygpt-bench` command's entry point: imports the CLI, whose commands are built from the
+engines' declarations while it is imported, so that engines which cannot be listed (a
+TINYGPT_BENCH_ENGINES folder that does not exist, a broken engine description) end as every
+bad input does: one line naming the thing and the fix, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import sys
+
+from tinygpt_bench.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        from tinygpt_bench import cli
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    cli.main(argv)
