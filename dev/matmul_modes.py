@@ -2,7 +2,7 @@
 
     python dev/matmul_modes.py [--size 4096] [--trials 4] [--runs 10]
 
-The engine's own 4096^3 product (wgpu_ops.matmul with its planning) measured 15-17 TFLOP/s in
+The engine's own 4096^3 product (engines/webgpu/ops.py: matmul with its planning) measured 15-17 TFLOP/s in
 some processes and 5.5-9 in others (docs/webgpu-engine.md). Per trial, fresh buffers and a
 fresh program, then the same product timed three ways, each `--runs` times:
 - ts: timestamp queries around the dispatch in its own pass (Program.profile, what `peak` uses);

@@ -1,8 +1,8 @@
 """Time every matrix product of one training step of a preset, alone, under each matmul kernel
 and split-K, on the WebGPU engine: which (variant, split) is fastest for each shape, and what
-the step's products would cost with each choice. For tuning wgpu_ops.plan_matmul.
+the step's products would cost with each choice. For tuning engines/webgpu/ops.py: plan_matmul.
 
-The products are the ones the engine really records for the preset (wgpu_ops.matmul calls made
+The products are the ones the engine really records for the preset (ops.matmul calls made
 while it builds its step), grouped by shape; each candidate is first checked against numpy in
 float64 on fresh random inputs (8 rows), then timed by timestamp queries (best of --reps, after
 a warm-up). Prints one JSON object per line, then a table.

@@ -1,4 +1,4 @@
-// Causal multi-head self-attention through matrix products (wgpu_ops.attention_forward_mm and
+// Causal multi-head self-attention through matrix products (engines/webgpu/ops.py: attention_forward_mm and
 // attention_backward_mm): the T x T scores of every head are materialised, one layer at a time, in
 // two scratch buffers, and the products run as batched matmul.wgsl products (one head a
 // workgroup z, skipping the tiles above the diagonal). This file holds the row-wise parts between

@@ -11,7 +11,7 @@
 // tree reduction (GPUs), or, the *_rows variants, one invocation per row with no barriers
 // (CPU adapters such as lavapipe, where barriers are costly and invocations are SIMD lanes).
 // The workgroup kernels reduce a row with row_sum(v, lid), defined in one of two companion
-// files (WGSL has no includes; wgpu_runtime.COMPOSED joins them): layernorm_tree.wgsl (a
+// files (WGSL has no includes; engines/webgpu/runtime.py COMPOSED joins them): layernorm_tree.wgsl (a
 // workgroup-memory tree, any adapter) or layernorm_subgroup.wgsl (subgroup sums, adapters with
 // the subgroup feature; kernel family "layernorm_sg").
 

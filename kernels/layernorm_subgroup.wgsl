@@ -1,4 +1,4 @@
-enable subgroups;   // the WebGPU feature "subgroups" (wgpu_compat.wgsl_for: Naga takes the builtins
+enable subgroups;   // the WebGPU feature "subgroups" (engines/webgpu/compat.py wgsl_for: Naga takes the builtins
                     // without it and refuses the directive, so it is dropped for wgpu-native)
 
 // row_sum for layernorm.wgsl's workgroup kernels over subgroups (kernel family "layernorm_sg",

@@ -1,4 +1,4 @@
-// The V8 host of the tinygpt wasm64 module (backend `wasm-v8`, tinygpt_bench/backends/wasm_v8.py).
+// The V8 host of the tinygpt wasm64 module (backend `wasm-v8`, tinygpt_bench/engines/wasm/v8.py).
 //
 // One Node process per backend instance. It runs wasm/tinygpt.wasm unchanged, as the
 // wasmtime host does: one shared 64-bit WebAssembly.Memory, the module instantiated on

@@ -23,7 +23,7 @@ Buffers (fp32 unless noted):
     top.{xf,hf,sf,logits,losses}    final residual, ln_f output and stats, logits/dlogits, losses
     scratch.{dx,dh,dq,dk,dv,datt,dg,dd}
                                     gradients flowing backward, reused by every layer
-    scratch.{att_s,att_dp}          with attention through products (wgpu_ops.attention_mm): the
+    scratch.{att_s,att_dp}          with attention through products (ops.attention_mm): the
                                     scores and their gradient (B,H,T,T), reused by every layer
     splitk                          partial products of split-K matmuls
     uniforms                        256 bytes of uniform values per dispatch
@@ -33,7 +33,7 @@ binding of a dispatch and in any other binding of it (a whole-buffer usage rule,
 binding-aliasing rule), and a kernel writes one tensor of a layer while it reads others. So no
 binding's buffer is another's unless both are read-only (the parameters, say), and no binding
 exceeds max-storage-buffer-binding-size (128 MiB on lavapipe) before the parameter buffer does.
-wgpu_runtime.Program checks this for every dispatch it records (Dawn, Chrome's implementation,
+runtime.Program checks this for every dispatch it records (Dawn, Chrome's implementation,
 checks both rules too; wgpu-native only the first).
 
 Diagnosis hooks (engines/base.py; tinygpt_bench/diagnose.py calls them):
@@ -274,7 +274,7 @@ def plan_rows(sp: StepPlan, limits: dict, device: str, cap_fault: str | None = N
 class WebGPUBackend(Backend):
     name = "webgpu"
     capabilities = frozenset({"plan", "limits", "profile", "memory_bytes"})
-    implementation = "wgpu-native"  # the WebGPU implementation under wgpu-py's API (wgpu_compat)
+    implementation = "wgpu-native"  # the WebGPU implementation under wgpu-py's API (compat.py)
 
     def __init__(self, adapter: str | int | None = None, fault: str | None = None):
         """adapter: None for the high-performance adapter, or a name substring or an index.
@@ -533,7 +533,7 @@ def kernel_of(dispatch: str) -> str:
     family, _, entry = kernel.rstrip("]").partition(".wgsl:")
     if family != "matmul":
         return entry or dispatch
-    if ".attn." in role:  # attention through products (wgpu_ops.attention_*_mm): "attention s", ...
+    if ".attn." in role:  # attention through products (ops.attention_*_mm): "attention s", ...
         return f"attention {role.rsplit('.', 1)[1]}"
     role = role.removesuffix(".reduce")
     kind = "dw" if role.endswith(".dw") else "dx" if role.endswith(".dx") else "fwd"

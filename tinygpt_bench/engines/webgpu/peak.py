@@ -94,7 +94,7 @@ def webgpu_peak(gpu, seconds: float, repeats: int) -> dict:
 
 
 def time_engine_matmul(gpu, size: int, variant: str | None = None, reps: int = 3) -> dict:
-    """The WebGPU engine's matmul (wgpu_ops.matmul, its own kernel planning unless `variant` names
+    """The WebGPU engine's matmul (ops.matmul, its own kernel planning unless `variant` names
     one) at size^3: run once, 8 random rows spot-checked against numpy in float64 (rel_err), then
     the best of `reps` timings of every dispatch of the product by timestamp queries, after
     Program.warm_up. Shared by `peak` (webgpu_matmul) and dev/wgpu_bench.py --matmul."""
@@ -123,7 +123,7 @@ def time_engine_matmul(gpu, size: int, variant: str | None = None, reps: int = 3
 
 
 def webgpu_matmul(gpu, size: int, repeats: int) -> dict:
-    """The engine's matmul at size^3 with its own kernel planning (wgpu_ops.plan_matmul), timed by
+    """The engine's matmul at size^3 with its own kernel planning (ops.plan_matmul), timed by
     time_engine_matmul (which spot-checks 8 rows against numpy; checked here)."""
     if not gpu.timestamps:
         raise UserError("the adapter has no timestamp-query feature, which the engine's matmul is timed with")

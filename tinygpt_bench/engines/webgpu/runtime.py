@@ -3,7 +3,7 @@
 
 Nothing here knows the model; tinygpt_bench/engines/webgpu/ops.py builds the model's dispatches
 on top of it. It runs on two implementations of WebGPU through one API (wgpu-py's): wgpu-native
-and Dawn (wgpudawn); their differences and wgpu-py's workarounds live in wgpu_compat.py.
+and Dawn (wgpudawn); their differences and wgpu-py's workarounds live in compat.py.
 
 Every dispatch is checked, as it is recorded, against the WebGPU specification's rules for the
 storage buffers of one dispatch: a buffer bound to a writable (read_write) storage binding may
@@ -136,7 +136,7 @@ def tuning_for(adapter) -> dict:
     (workgroup-memory tiles) where it pays: on the H100 16.5 TFLOP/s at 4096^3 and 11.9 at
     1024^3 against matmul_direct's 15.2 and 7.2; lavapipe: no. attention_split: invocations
     per attention row (attention.wgsl SPLIT): 1 on CPU adapters; None on GPUs lets
-    wgpu_ops.attention_split choose by head_dim (measured on the H100). shared_fill: workgroups
+    ops.attention_split choose by head_dim (measured on the H100). shared_fill: workgroups
     of 256 that fill the device; a long-K product with fewer 64 x 64 tiles splits K up to that
     (H100, 1056 = 8 an SM x 132 SMs: mega 43.5 -> 37.4 ms, behemoth 210.7 -> 173.0 ms a step;
     later, with the prefetching kernel, 528 measured best: behemoth 159.5 (1056), 158.4 (528),
@@ -152,9 +152,9 @@ def tuning_for(adapter) -> dict:
     constant in the attention kernels, on GPUs (H100 behemoth 160.4 -> 159.3 ms, attention dq
     14.8 -> 14.2 ms; bit-identical). attention_tiled: attention.wgsl's *_tiled kernels (score tiles as
     small matrix products through workgroup memory) instead of the row kernels, a mask: 1 the
-    forward, 4 dk/dv (dq has the row kernel only); None on GPUs lets wgpu_ops.attention_tiled
+    forward, 4 dk/dv (dq has the row kernel only); None on GPUs lets ops.attention_tiled
     choose by head_dim (measured on the H100); CPU adapters: 0 (lavapipe runs the row kernels
-    faster). attention_mm: attention through matrix products (wgpu_ops.attention_forward_mm,
+    faster). attention_mm: attention through matrix products (ops.attention_forward_mm,
     attention_backward_mm: the T x T scores materialised a layer at a time, batched products that
     skip the causal zeros, two row kernels) where T reaches it, 0 for never: 256 on GPUs (H200,
     interleaved A/B: behemoth 142.1 -> 114.7 ms a step on wgpu-native, 115.3 -> 90.9 on Dawn,
