@@ -431,3 +431,25 @@ def test_resume_refuses_a_file_with_columns_this_version_does_not_know(tmp_path,
     rc, _, err = run_cli("curve", "--presets", "small", *common, "--resume")
     assert rc == 2 and "from_the_future" in err and "Traceback" not in err
     assert path.read_bytes() == before
+
+
+def test_resume_takes_a_folder_whose_unmeasured_engines_artifacts_changed(tmp_path, run_cli):
+    """A folder's runs recorded every engine's artifact digests; a kernel edited since then
+    (here: the recorded kernels_sha256 made different) does not stop a resumed call that
+    measures no WebGPU backend: the folder keeps the digest its earlier rows were measured with.
+    A call that measures a WebGPU backend, which runs the kernels, is still refused."""
+    out = tmp_path / "parts"
+    common = ["--steps", "2", "--repeats", "1", "--out", str(out), "--plain", "--no-chart"]
+    assert run_cli("curve", "--presets", "tiny", "--backends", "reference", *common)[0] == 0
+    env_path = out / "environment.json"
+    env = json.loads(env_path.read_text())
+    env["settings"]["kernels_sha256"] = "0" * 64  # as measured with other kernels than today's
+    env["settings_id"] = results.settings_id(env["settings"])
+    env_path.write_text(json.dumps(env))
+    rc, _, err = run_cli("curve", "--presets", "small", "--backends", "reference", *common, "--resume")
+    assert rc == 0, err
+    env2 = json.loads(env_path.read_text())
+    assert env2["settings"]["kernels_sha256"] == "0" * 64 and env2["settings_id"] == env["settings_id"]
+    assert [r["settings_id"] for r in _rows(out / "measurements.csv") if r["preset"] == "small"] == [env["settings_id"]]
+    rc, _, err = run_cli("curve", "--presets", "tiny", "--backends", "webgpu", *common, "--resume")
+    assert rc == 2 and "kernels_sha256" in err

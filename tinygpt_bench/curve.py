@@ -422,7 +422,9 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
     }
     done = results.done_keys(s.out) if s.resume else set()
     _start_worker_server(s.backends)  # it imports while this process makes the first preset's work
-    writer = results.ResultWriter(s.out, environment, s.resume)
+    # resuming, the artifacts of engines this call does not run (a kernel edited since the folder's
+    # WebGPU rows, while this call adds CPU engines) may differ: those rows carry their digests
+    writer = results.ResultWriter(s.out, environment, s.resume, frozenset(engines.artifacts_not_run_by(s.backends)))
     written = []
     t_run = time.perf_counter()
     try:

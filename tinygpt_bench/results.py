@@ -396,7 +396,11 @@ class ResultWriter:
     then its row; readers take a step only with the row of its run (read_steps), so a run
     killed between the two leaves no steps that count, and --resume removes them."""
 
-    def __init__(self, out_dir: Path, environment: dict, resume: bool):
+    def __init__(self, out_dir: Path, environment: dict, resume: bool, may_differ: frozenset = frozenset()):
+        """may_differ: settings keys a resumed run may find changed since the folder's runs (the
+        artifact digests of engines this call does not measure): the folder keeps their old
+        values, which its earlier rows were measured with."""
+        self.may_differ = frozenset(may_differ)
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
             raise UserError(f"--out {self.dir} is a file, not a folder; give a folder path for the results")
@@ -424,8 +428,13 @@ class ResultWriter:
                             "settings and machine are unknown; use a new --out folder")
         if resume and self.env_path.exists():
             old = load_environment(self.env_path)
+            old_settings = old.get("settings", {})
+            kept = {k: old_settings[k] for k in self.may_differ if k in old_settings}
+            if kept and {**environment["settings"], **kept} == old_settings:  # only what this call does not run changed
+                environment["settings"] = old_settings
+                environment["settings_id"] = settings_id(old_settings)
             if old.get("settings_id") != environment["settings_id"]:
-                diff = _diff(old.get("settings", {}), environment["settings"])
+                diff = _diff(old_settings, environment["settings"])
                 raise UserError(
                     f"--resume refused: {self.dir} was measured with other settings or on another machine "
                     f"({diff}); use a new --out folder"

@@ -221,6 +221,14 @@ def digests() -> dict:
     return out
 
 
+def artifacts_not_run_by(backends: list[str]) -> set[str]:
+    """The artifact digest keys (kernels_sha256, ...) of engines none of `backends` belongs to:
+    what a resumed run that measures only `backends` does not run (curve: those may have changed
+    since the folder's earlier runs, whose rows carry their own digests)."""
+    used = {spec(b)[0].name for b in backends}
+    return {k for e in all_engines() if e.name not in used for k in e.artifacts}
+
+
 def explain(error: str) -> str | None:
     """The first engine's plain sentence on an error text, or None where none knows it."""
     for e in all_engines():
