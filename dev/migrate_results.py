@@ -59,33 +59,31 @@ def relaxed_simd_of(runtime_settings: str) -> str:
     return "" if m is None else "true" if m.group(1) == "on" else "false"
 
 
+def _measurement_columns(r: dict) -> None:
+    r["hardware"] = engines.info(r["backend"]).hardware
+    r["native_peer"] = engines.info(r["backend"]).native_peer or ""
+    r["relaxed_simd"] = relaxed_simd_of(r.get("runtime_settings", ""))
+
+
+def _peak_columns(r: dict) -> None:
+    known = PEAK_RELAXED.get(r["what"]) if r["engine"] in ("wasm", "wasm-v8") else None
+    r["relaxed_simd"] = "" if known is None else "true" if known else "false"
+
+
 def migrate(folder: Path) -> list[str]:
     done = []
-    m_path = folder / results.MEASUREMENTS
-    if m_path.is_file():
-        rows = _rows(m_path)
-        if _check_old(m_path, rows):
-            for r in rows:
-                r["hardware"] = engines.info(r["backend"]).hardware
-                r["native_peer"] = engines.info(r["backend"]).native_peer or ""
-                r["relaxed_simd"] = relaxed_simd_of(r.get("runtime_settings", ""))
-            _rewrite(m_path, results.Measurement, rows)
-            done.append(m_path.name)
-    s_path = folder / results.STEPS
-    if s_path.is_file():
-        rows = _rows(s_path)
-        if _check_old(s_path, rows):
-            _rewrite(s_path, results.Step, rows)
-            done.append(s_path.name)
-    p_path = folder / results.PEAKS
-    if p_path.is_file():
-        rows = _rows(p_path)
-        if _check_old(p_path, rows):
-            for r in rows:
-                known = PEAK_RELAXED.get(r["what"]) if r["engine"] in ("wasm", "wasm-v8") else None
-                r["relaxed_simd"] = "" if known is None else "true" if known else "false"
-            _rewrite(p_path, results.Peak, rows)
-            done.append(p_path.name)
+    # each CSV: its record type and what fills its new columns in a row (None: nothing new)
+    for name, cls, fill in ((results.MEASUREMENTS, results.Measurement, _measurement_columns),
+                            (results.STEPS, results.Step, None), (results.PEAKS, results.Peak, _peak_columns)):
+        path = folder / name
+        if not path.is_file():
+            continue
+        rows = _rows(path)
+        if _check_old(path, rows):
+            for r in rows if fill else ():
+                fill(r)
+            _rewrite(path, cls, rows)
+            done.append(path.name)
     e_path = folder / results.ENVIRONMENT
     if e_path.is_file():
         env = json.loads(e_path.read_text(encoding="utf-8"))

@@ -31,23 +31,14 @@ const NEG: f32 = -3.0e38;
 
 var<workgroup> red: array<f32, 64>;
 
-fn wg_max(lid: u32, x: f32) -> f32 {
+fn wg_reduce(lid: u32, x: f32, take_max: bool) -> f32 {   // the workgroup's max or sum of x, to all
     red[lid] = x;
     workgroupBarrier();
     for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (lid < half) { red[lid] = max(red[lid], red[lid + half]); }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn wg_sum(lid: u32, x: f32) -> f32 {
-    red[lid] = x;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (lid < half) { red[lid] = red[lid] + red[lid + half]; }
+        if (lid < half) {
+            let y = red[lid + half];
+            red[lid] = select(red[lid] + y, max(red[lid], y), take_max);
+        }
         workgroupBarrier();
     }
     let r = red[0];
@@ -66,10 +57,10 @@ fn softmax_causal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let base = u.s_off + r * u.t;
     var m = NEG;
     for (var j = lid; j <= i; j += WG) { m = max(m, s[base + j] * u.scale); }
-    m = wg_max(lid, m);
+    m = wg_reduce(lid, m, true);
     var l = 0.0;
     for (var j = lid; j <= i; j += WG) { l += exp(s[base + j] * u.scale - m); }
-    l = wg_sum(lid, l);
+    l = wg_reduce(lid, l, false);
     let inv = 1.0 / l;
     for (var j = lid; j < u.t; j += WG) {
         var p = 0.0;
@@ -89,7 +80,7 @@ fn softmax_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let xb = ((z / u.h) * u.t + i) * u.c + (z % u.h) * u.hd;      // row i of head h in (B,T,C)
     var d = 0.0;
     for (var e = lid; e < u.hd; e += WG) { d += dout[u.do_off + xb + e] * o[u.o_off + xb + e]; }
-    d = wg_sum(lid, d);
+    d = wg_reduce(lid, d, false);
     let li = lse[u.lse_off + r];
     let base = r * u.t;
     for (var j = lid; j < u.t; j += WG) {

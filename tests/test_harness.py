@@ -21,8 +21,7 @@ def test_the_fork_server_imports_leave_one_thread():
     """Everything the server may import for any backend (engines, their libraries, the type
     parsing of wgpu_preload) starts no thread: a worker forked from it is a whole process."""
     modules = ["tinygpt_bench.cli", "tinygpt_bench.curve"]
-    modules += [curve.engine_module(n) for n in engines.names()]
-    modules += [m for n in engines.names() for m in curve.engine_libraries(n) if m != "torch"]
+    modules += [m for n in engines.names() for m in curve.worker_imports(n) if m != "torch"]
     code = ("import importlib, os\n"
             f"for m in {modules!r}:\n"
             "    try: importlib.import_module(m)\n"

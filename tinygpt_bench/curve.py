@@ -172,17 +172,7 @@ def _worker(conn, name: str, work: protocol.Work, lr: float, options: dict, dige
         conn.close()
 
 
-def engine_libraries(name: str) -> list[str]:
-    """The modules backend `name` declares for the fork server to import (BackendSpec.preload):
-    the libraries its engine imports when it runs, so its workers start without that import."""
-    try:
-        eng, b = engines.spec(name)
-    except UserError:
-        return []
-    return [importlib.util.resolve_name(m, eng.package) if m.startswith(".") else m for m in b.preload]
-
-
-PRELOAD_ENV = "TINYGPT_BENCH_PRELOAD"  # tinygpt_bench/preload.py reads it (not imported here: it imports)
+PRELOAD_ENV = "TINYGPT_BENCH_PRELOAD"  # what tinygpt_bench/preload.py imports (not imported here: it imports)
 
 
 def _worker_context(names: list[str]):
@@ -194,25 +184,27 @@ def _worker_context(names: list[str]):
     without the interpreter's shutdown. A server already running keeps the import list it
     started with (a second run in the same process: its engines are imported by its workers)."""
     ctx = mp.get_context("forkserver")
-    modules = [engine_module(n) for n in names]
-    libraries = [lib for n in names for lib in engine_libraries(n)]
+    imports = [m for n in names for m in worker_imports(n)]
     # a worker runs the parent's main script again (multiprocessing does, to find what it pickled);
     # `tinygpt-bench` is one import of the CLI, imported here once. ('__main__' itself: Python 3.11's
     # fork server never gets its path, so the CLI's own name is what saves the import.) The
     # engines and their libraries go through tinygpt_bench.preload, which guards each import:
     # one that fails must fail its own backend's workers, not the server.
-    os.environ[PRELOAD_ENV] = ",".join(dict.fromkeys([*filter(None, modules), *libraries]))
+    os.environ[PRELOAD_ENV] = ",".join(dict.fromkeys(imports))
     ctx.set_forkserver_preload(["__main__", "tinygpt_bench.cli", __name__, "tinygpt_bench.preload"])
     return ctx
 
 
-def engine_module(name: str) -> str | None:
-    """The module that holds backend `name`'s class, not imported (None for an unknown name)."""
+def worker_imports(name: str) -> list[str]:
+    """What backend `name`'s workers import, for the fork server to import first: the module of
+    its class, then the modules it declares (BackendSpec.preload: its engine's libraries, or
+    '.module' relative to the engine's package). Nothing for an unknown name."""
     try:
         eng, b = engines.spec(name)
     except UserError:
-        return None
-    return importlib.util.resolve_name(b.cls.split(":")[0], eng.package)
+        return []
+    return [importlib.util.resolve_name(m, eng.package) if m.startswith(".") else m
+            for m in (b.cls.split(":")[0], *b.preload)]
 
 
 def _start_worker_server(names: list[str]) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 import os
 
-ENV = "TINYGPT_BENCH_PRELOAD"  # curve.PRELOAD_ENV
+from tinygpt_bench.curve import PRELOAD_ENV  # the server imported curve already (its preload list)
+
 FAILED: dict[str, str] = {}  # module -> the error its import raised here
 
-for _name in filter(None, os.environ.get(ENV, "").split(",")):
+for _name in filter(None, os.environ.get(PRELOAD_ENV, "").split(",")):
     try:
         importlib.import_module(_name)
     except Exception as e:  # noqa: BLE001 - any failure stays the worker's to report

@@ -92,13 +92,12 @@ def create_backend(name: str, preset: Preset, **options) -> Backend:
     one it does not declare is a UserError, never dropped. The fault TINYGPT_BENCH_FAULT asks
     of it is injected: 'slow' by the harness, the others by the engine."""
     try:
-        engines.spec(name)  # an unknown name raises the UserError naming the choices
+        _, spec = engines.spec(name)  # an unknown name raises the UserError naming the choices
         fault = faults.for_backend(name, preset.name)
         engine_fault = fault if fault and fault not in faults.HARNESS_KINDS else None
-        try:
-            be = engines.create(name, **options, fault=engine_fault)
-        except UserError as e:
-            raise UserError(f"{faults.ENV}: {e}" if engine_fault and "takes no injected faults" in str(e) else str(e)) from None
+        if engine_fault and not spec.faults:
+            raise UserError(f"{faults.ENV}: backend '{name}' takes no injected faults; it has '{engine_fault}' asked of it")
+        be = engines.create(name, **options, fault=engine_fault)
         if fault == "slow":
             be.injected_delay_s = faults.SLOW_S
         return be
