@@ -59,9 +59,12 @@ def main() -> None:
         curve._reference_losses(work, s)
         t_ref = time.perf_counter() - t
         accs = {b: curve._Acc() for b in names}
-        for r in range(1, a.repeats + 1):
-            for b in names:
-                curve._measure_once(b, work, s, accs[b], curve.Reporter(), r)
+        t = time.perf_counter()
+        with protocol.handed_over(work) as handed:
+            t_hand = time.perf_counter() - t
+            for r in range(1, a.repeats + 1):
+                for b in names:
+                    curve._measure_once(b, handed, s, accs[b], curve.Reporter(), r)
         for b in names:
             acc = accs[b]
             if acc.status != "ok":
@@ -72,7 +75,7 @@ def main() -> None:
             print(f"| {pname} | {b} | {wall:.2f} | {statistics.median(acc.harness):.2f} | "
                   + " | ".join(f"{med[k]:.2f}" for k in STAGES) + " |", flush=True)
         print(f"| {pname} | (parent, once per preset) | work {t_work:.2f} s, preflight of {len(names)} backends "
-              f"{t_pre:.2f} s, float64 reference {t_ref:.2f} s |", flush=True)
+              f"{t_pre:.2f} s, float64 reference {t_ref:.2f} s, weights handed over {t_hand:.2f} s |", flush=True)
 
 
 if __name__ == "__main__":

@@ -397,6 +397,68 @@ def test_the_worker_trains_the_work_it_was_handed_bit_for_bit(tmp_path):
     assert bad.status == "failed" and "work sha256 differs" in bad.error
 
 
+def test_the_weights_are_handed_over_in_a_file_that_the_worker_maps_read_only(tmp_path):
+    """handed_over writes the weights once; the worker maps them read-only and trains the same
+    bits as from the work itself; the file is gone after the block. A file changed after the parent
+    hashed it, or other batches, is refused in the worker; where no file can be written the work
+    goes whole (pickled)."""
+    import numpy as np
+
+    from tinygpt_bench import corpus, curve, presets, protocol, scratch
+
+    p = presets.load("tiny")
+    work = protocol.prepare(p, corpus.load("synthetic"), 3, 0)
+    assert not work.params.flags.writeable and not work.batches[0].flags.writeable
+    s = curve.CurveSettings(presets=[p], backends=["reference-fp32"], steps=3, repeats=1, out=tmp_path)
+    direct = curve._Acc()
+    curve._measure_once("reference-fp32", work, s, direct, curve.Reporter(), 1)
+    with protocol.handed_over(work) as handed:
+        assert isinstance(handed, protocol.HandedWork) and os.path.basename(handed.path).startswith(
+            f"{protocol.WORK_PREFIX}{os.getpid()}-")
+        opened = protocol.receive(handed, work.digest)
+        assert np.array_equal(opened.params, work.params) and not opened.params.flags.writeable
+        assert protocol.work_digest(opened) == work.digest
+        acc = curve._Acc()
+        curve._measure_once("reference-fp32", handed, s, acc, curve.Reporter(), 1)
+        assert acc.status == "ok" and acc.losses == direct.losses
+        other = protocol.HandedWork(**{**handed.__dict__, "batches": [b + 1 for b in handed.batches]})
+        with pytest.raises(RuntimeError, match="other batches"):
+            protocol.receive(other, work.digest)
+        with open(handed.path, "r+b") as f:  # the weights changed after they were hashed
+            f.write(b"\0\0\0\0")
+        os.utime(handed.path, ns=(1, 1))
+        bad = curve._Acc()
+        assert curve._measure_once("reference-fp32", handed, s, bad, curve.Reporter(), 1) == []
+        assert bad.status == "failed" and "changed after the parent wrote and hashed it" in bad.error
+        path = handed.path
+    assert not os.path.exists(path)
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(scratch, "create", full):
+        with protocol.handed_over(work) as handed:
+            assert handed is work
+
+
+def test_weights_files_of_dead_runs_are_removed_by_the_next_handover(tmp_path, monkeypatch):
+    import subprocess
+
+    from tinygpt_bench import corpus, presets, protocol, scratch
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"{protocol.WORK_PREFIX}{gone.pid}-x.f32"
+    dead.write_bytes(b"1234")
+    monkeypatch.setattr(scratch, "folder", lambda: str(tmp_path))
+    work = protocol.prepare(presets.load("tiny"), corpus.load("synthetic"), 1, 0)
+    with protocol.handed_over(work) as handed:
+        assert os.path.dirname(handed.path) == str(tmp_path)
+    assert not dead.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_a_folder_from_before_harness_s_reads_and_resumes(tmp_path, run_cli):
     """measurements.csv written before harness_s existed: read with the column unknown, and
     --resume rewrites its header so the rows it adds line up."""

@@ -126,7 +126,8 @@ def _preflight_refusal(preset: Preset, backend: str, s: CurveSettings) -> str:
     return f"{st.error}. {st.meaning}"
 
 
-def _worker(conn, name: str, work: protocol.Work, lr: float, options: dict, digest: str, environ: dict) -> None:
+def _worker(conn, name: str, got: protocol.Work | protocol.HandedWork, lr: float, options: dict, digest: str,
+            environ: dict) -> None:
     """One measurement in a worker process: check the work handed over, create, load, time every step.
 
     Messages to the parent: ("describe", dict), ("step", StepTime), ("done", memory_bytes, peak_rss,
@@ -140,8 +141,7 @@ def _worker(conn, name: str, work: protocol.Work, lr: float, options: dict, dige
     os.environ.update(environ)
     stage, be = "create", None
     try:
-        if protocol.work_digest(work) != digest:
-            raise RuntimeError("the worker got other weights or batches than the parent's (work sha256 differs)")
+        work = protocol.receive(got, digest)
         marks["work"] = time.perf_counter()
         engines.get_class(name)  # the engine's import, timed apart from its creation
         marks["imported"] = time.perf_counter()
@@ -258,7 +258,8 @@ def harness_timeline(t0: float, marks: dict[str, float], wall: float, steps: lis
     return out
 
 
-def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, reporter: Reporter, repeat: int) -> list[dict]:
+def _measure_once(name: str, work: protocol.Work | protocol.HandedWork, s: CurveSettings, acc: _Acc, reporter: Reporter,
+                  repeat: int) -> list[dict]:
     """One repeat of one backend, in its own process: a time budget that stops it for real
     (the process is killed), a crash that cannot take the run down, and resources (worker
     threads, GPU device, wasm memory) released when the process ends."""
@@ -270,7 +271,8 @@ def _measure_once(name: str, work: protocol.Work, s: CurveSettings, acc: _Acc, r
     options = engines.select(name, s.options)
     proc = ctx.Process(target=_worker, args=(send, name, work, s.lr, options, work.digest, dict(os.environ)),
                        name=f"tinygpt-bench {preset.name}/{name}", daemon=True)
-    try:  # the work travels with the start (pickled): a worker that dies reading it fails here
+    try:  # the work travels with the start (pickled, its weights in a file where handed_over could
+        # write one): a worker that dies reading it fails here
         proc.start()
     except (OSError, EOFError) as e:
         if proc.pid is not None:
@@ -443,12 +445,13 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
             if not server_ready and any(a.status == "ok" for a in accs.values()):
                 _wait_for_worker_server(s.backends)
                 server_ready = True
-            for r in range(1, s.repeats + 1):
-                for b in todo:
-                    if accs[b].status != "ok":
-                        continue
-                    rows = _measure_once(b, work, s, accs[b], reporter, r)
-                    measured_steps[b].extend(results.Step(**{**row, "run_id": run_id}) for row in rows)
+            with protocol.handed_over(work) as handed:  # the weights written once for every worker
+                for r in range(1, s.repeats + 1):
+                    for b in todo:
+                        if accs[b].status != "ok":
+                            continue
+                        rows = _measure_once(b, handed, s, accs[b], reporter, r)
+                        measured_steps[b].extend(results.Step(**{**row, "run_id": run_id}) for row in rows)
             finals = {b: a.losses[0][-1] for b, a in accs.items() if a.status == "ok" and a.losses}
             if prior is not None:
                 for _, pr in prior[(prior.preset == preset.name) & (prior.status == "ok")].iterrows():

@@ -10,15 +10,17 @@ named, so a failure says where it happened: create, load, step N.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from tinygpt_bench import engines, faults
+from tinygpt_bench import engines, faults, scratch
 from tinygpt_bench.engines.base import DEFAULT_LR, Backend
 from tinygpt_bench.corpus import Corpus, sample_batches
 from tinygpt_bench.errors import UserError
@@ -40,7 +42,9 @@ class StageError(Exception):
 
 @dataclass(frozen=True)
 class Work:
-    """What every backend gets, identical: the preset, initial weights and batches."""
+    """What every backend gets, identical: the preset, initial weights and batches. `prepare`
+    makes the arrays read-only: a backend copies what it changes (train hands it the weights
+    themselves, not a copy)."""
 
     preset: Preset
     params: np.ndarray  # (n_params,) fp32
@@ -56,10 +60,94 @@ def work_digest(work: Work) -> str:
     """sha256 of the initial weights and every batch: proof that two processes got the same work."""
     import hashlib
 
-    h = hashlib.sha256(work.params.tobytes())
+    h = hashlib.sha256(memoryview(np.ascontiguousarray(work.params)).cast("B"))
     for b in work.batches:
-        h.update(b.tobytes())
+        h.update(np.ascontiguousarray(b).tobytes())
     return h.hexdigest()
+
+
+def batches_digest(batches: list[np.ndarray]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for b in batches:
+        h.update(np.ascontiguousarray(b).tobytes())
+    return h.hexdigest()
+
+
+WORK_PREFIX = "tinygpt-bench-work-"  # scratch files of handed_over: tinygpt-bench-work-<pid>-<random>.f32
+
+
+@dataclass(frozen=True)
+class HandedWork:
+    """A Work as it travels to a worker process (curve): the preset, batches and seed pickled with
+    it, the weights left in a scratch file that the parent wrote once for the preset and that each
+    worker maps read-only, so that no measurement pickles, copies or hashes them again (behemoth's
+    1.9 GB: 2.8 s through a pipe and 2.4 s of sha256 per measurement on the H200 machine's Xeon,
+    docs/harness.md). The file's identity as the parent hashed it (inode, size, modification time)
+    stands in the worker for the weights' sha256; the batches are hashed again."""
+
+    preset: Preset
+    batches: list[np.ndarray]
+    seed: int
+    path: str
+    count: int  # fp32 values in the file
+    stamp: tuple[int, int, int]  # (inode, size, mtime ns) when written
+    digest: str  # work_digest of the whole work, the parent's
+    batches_digest: str
+
+    def open(self) -> Work:
+        """The work, its weights mapped read-only from the parent's file; RuntimeError where the
+        file is not the one the parent wrote or a batch differs."""
+        try:
+            st = os.stat(self.path)
+        except OSError as e:
+            raise RuntimeError(f"the work's weights file is gone: {e}") from None
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != self.stamp:
+            raise RuntimeError(f"the work's weights file {self.path} changed after the parent wrote and hashed it")
+        if batches_digest(self.batches) != self.batches_digest:
+            raise RuntimeError("the worker got other batches than the parent's (sha256 differs)")
+        params = np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.count,))
+        work = Work(self.preset, params, self.batches, self.seed)
+        work.__dict__["digest"] = self.digest  # cached_property's slot: the identity checked above stands for it
+        return work
+
+
+@contextlib.contextmanager
+def handed_over(work: Work):
+    """The work to pass to worker processes: a HandedWork whose weights file lives as long as this
+    block, or, where no scratch file can be written (a full or missing /dev/shm), the work itself
+    (pickled whole to each worker). Files left by runs that were killed are removed first."""
+    where = scratch.folder()
+    scratch.remove_orphans(WORK_PREFIX, where)
+    handed, path = None, None
+    try:
+        path = scratch.create(WORK_PREFIX, ".f32", where)
+        with open(path, "wb") as f:
+            f.write(memoryview(np.ascontiguousarray(work.params, dtype=np.float32)).cast("B"))
+        st = os.stat(path)
+        handed = HandedWork(work.preset, work.batches, work.seed, path, int(work.params.size),
+                            (st.st_ino, st.st_size, st.st_mtime_ns), work.digest, batches_digest(work.batches))
+    except OSError:
+        if path:
+            scratch.remove(path)
+        path = None
+    try:
+        yield handed or work
+    finally:
+        if path:
+            scratch.remove(path)
+
+
+def receive(got: Work | HandedWork, digest: str) -> Work:
+    """In a worker: the work the parent handed over, checked against the parent's digest."""
+    if isinstance(got, HandedWork):
+        if got.digest != digest:
+            raise RuntimeError("the worker got another work than the parent's (work sha256 differs)")
+        return got.open()
+    if work_digest(got) != digest:
+        raise RuntimeError("the worker got other weights or batches than the parent's (work sha256 differs)")
+    return got
 
 
 @dataclass(frozen=True)
@@ -84,7 +172,10 @@ def random_batches(preset: Preset, steps: int, rng) -> list:
 def prepare(preset: Preset, corpus: Corpus, steps: int = DEFAULT_STEPS, seed: int = DEFAULT_SEED) -> Work:
     check_steps(steps)
     batches = sample_batches(corpus, preset.batch, preset.ctx, steps, seed)
-    return Work(preset, Layout(preset).init(seed), batches, seed)
+    params = Layout(preset).init(seed)
+    for a in (params, *batches):
+        a.flags.writeable = False
+    return Work(preset, params, batches, seed)
 
 
 def create_backend(name: str, preset: Preset, **options) -> Backend:
@@ -113,10 +204,12 @@ def train(
     lr: float = DEFAULT_LR,
     on_step: Callable[[StepTime], None] | None = None,
 ) -> list[StepTime]:
-    """Load the work's weights into `backend` and run every batch, timing each step."""
+    """Load the work's weights into `backend` and run every batch, timing each step. The weights
+    go as they are where they are read-only (prepare's, a worker's mapped file), else as a copy."""
     name, preset = backend.name, work.preset.name
+    params = work.params if not work.params.flags.writeable else work.params.copy()
     try:
-        backend.load(work.preset, work.params.copy())
+        backend.load(work.preset, params)
     except Exception as e:
         raise StageError(preset, name, "load", e) from e
     out = []

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from tinygpt_bench.engines.description import BackendSpec, Engine, option
 
 
+# torch, and torch._dynamo, which the first optimizer a worker makes imports (torch._disable_dynamo
+# on Optimizer's methods): 858 modules (sympy, torch.fx, ...), 3.5-4 s of each torch-cuda worker's
+# load on the H200 machine (docs/harness.md)
+TORCH_PRELOAD = ("torch", "torch._dynamo")
+
+
 @dataclass(frozen=True)
 class TorchCpuOptions:
     threads: int | None = option(None, "worker threads (wasm backends, torch-cpu; default: all cores)", "--threads",
@@ -20,9 +26,9 @@ ENGINE = Engine(
     summary="PyTorch eager fp32, the native peers",
     backends=(
         BackendSpec("torch-cpu", ".backend:TorchBackend", "CPU", TorchCpuOptions, fixed={"device": "cpu"},
-                    label="PyTorch CPU", preload=("torch",)),
+                    label="PyTorch CPU", preload=TORCH_PRELOAD),
         BackendSpec("torch-cuda", ".backend:TorchBackend", "GPU", fixed={"device": "cuda"}, label="PyTorch CUDA",
-                    preload=("torch",)),
+                    preload=TORCH_PRELOAD),
     ),
     peak=".peak:measure",
     order=30,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
-import glob
 import importlib.metadata as md
 import json
 import os
@@ -37,6 +36,7 @@ import numpy as np
 
 from tinygpt_bench.engines.wasm import backend as w
 from tinygpt_bench.engines.base import DEFAULT_LR
+from tinygpt_bench import scratch
 from tinygpt_bench.errors import UserError
 
 NODE_ENV = "TINYGPT_BENCH_NODE"  # path of a node binary to use instead of the pinned wheel's
@@ -96,24 +96,8 @@ TRANSFER_PREFIX = "tinygpt-v8-"  # bulk transfer files: tinygpt-v8-<pid>-<random
 def remove_orphan_transfers(folder: str) -> list[str]:
     """Remove the transfer files left in `folder` by processes no longer alive (killed during a
     transfer); returns what was removed. Files of live processes, and names of another form, stay."""
-    removed = []
-    for path in glob.glob(os.path.join(folder, f"{TRANSFER_PREFIX}*-*.bin")):
-        pid = os.path.basename(path)[len(TRANSFER_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # alive (or another user's: PermissionError below)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        try:
-            os.unlink(path)
-            removed.append(path)
-        except OSError:
-            pass
-    return removed
+    return scratch.remove_orphans(TRANSFER_PREFIX, folder)
+
 
 class _Region:
     """A window on the module's memory that numpy code of the trainer (backend.py) writes with
@@ -249,15 +233,11 @@ class V8Runtime(w.WasmRuntime):
         nothing is left behind when the process is killed between transfers. Killed during one
         (curve's time budget, say), the file stays; its name carries this process's pid, and the
         next runtime that starts removes the files of processes no longer alive."""
-        fd, path = tempfile.mkstemp(prefix=f"{TRANSFER_PREFIX}{os.getpid()}-", suffix=".bin", dir=self._tmp)
-        os.close(fd)
+        path = scratch.create(TRANSFER_PREFIX, ".bin", self._tmp)
         try:
             yield path
         finally:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            scratch.remove(path)
 
     def view(self, addr: int, count: int, ctype) -> np.ndarray:
         """A copy (not a view: the memory lives in another process) of count values at addr."""
@@ -277,8 +257,8 @@ class V8Runtime(w.WasmRuntime):
         if not os.path.isfile(self.module_path):
             raise UserError(f"{NAME}: stage compile: {self.module_path}: no such file; use the shipped "
                             "wasm/tinygpt.wasm (reinstall tinygpt-bench)")
-        self._tmp = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        remove_orphan_transfers(self._tmp or tempfile.gettempdir())
+        self._tmp = scratch.folder()
+        remove_orphan_transfers(self._tmp)
         self._stderr = tempfile.TemporaryFile()
         try:
             self._proc = subprocess.Popen([self.node, str(HOST)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -390,8 +390,8 @@ class WebGPUBackend(Backend):
         b = self.bufs
         for name, nbytes in sp.storage.items():  # created zeroed
             b[name] = gpu.buffer(nbytes, name)
-        gpu.write(b["params"], params.astype(np.float32))
-        gpu.write(b["decay_mask"], ops.decay_bits(sp.layout.decay_mask()))
+        gpu.write(b["params"], np.ascontiguousarray(params, dtype=np.float32))  # no copy of fp32 weights
+        gpu.write(b["decay_mask"], ops.decay_bits(sp.layout.decay_mask(bool)))
         u = gpu.wgpu.BufferUsage
         self.readback = gpu.device.create_buffer(size=sp.readback_bytes, usage=u.MAP_READ | u.COPY_DST,
                                                  label="loss readback")

@@ -309,10 +309,9 @@ def decay_bits(decay_mask) -> "object":
     """Pack a 0/1 mask (P) into u32 words, bit i%32 of word i//32."""
     import numpy as np
 
-    bits = np.asarray(decay_mask).astype(bool)
-    pad = (-len(bits)) % 32
-    bits = np.concatenate([bits, np.zeros(pad, bool)]).reshape(-1, 32)
-    return (bits.astype(np.uint64) << np.arange(32, dtype=np.uint64)).sum(1).astype(np.uint32)
+    packed = np.packbits(np.asarray(decay_mask, dtype=bool), bitorder="little")  # bit i%8 of byte i//8
+    packed = np.concatenate([packed, np.zeros((-len(packed)) % 4, np.uint8)])
+    return packed.view("<u4").astype(np.uint32, copy=False)  # little-endian words: bit i%32 of word i//32
 
 
 # attention.wgsl ------------------------------------------------------------------------------
