@@ -40,10 +40,14 @@ def test_quick_peak_writes_every_row(quick_run):
     mm = ok[(ok.engine == "wasm") & (ok.kind == "matmul")]
     assert sorted(set(mm["size"])) == sorted(f"{m}x{n}x{k}" for _, m, n, k, _ in wasm_peak.XL_SHAPES)
     assert set(mm.what) == {"matmul simd128", "matmul relaxed-fma"} and set(mm.threads) == {2}
-    gpu = ok[ok.engine == "webgpu"]
-    assert "fp32_fma" in set(gpu.what)
-    assert sorted(gpu[gpu.what == "matmul"]["size"]) == ["128x128x128", "256x256x256"]
-    assert (gpu[gpu.what == "matmul check"]["size"] == "64x64x64").all()
+    for name in ("webgpu", "webgpu-dawn"):  # each implementation's rows, under its backend's name
+        gpu = ok[ok.engine == name]
+        assert "fp32_fma" in set(gpu.what)
+        assert sorted(gpu[gpu.what == "matmul"]["size"]) == ["128x128x128", "256x256x256"]
+        assert (gpu[gpu.what == "matmul check"]["size"] == "64x64x64").all()
+        best = gpu[gpu.what == "matmul best kernel"]
+        assert list(best["size"]) == ["256x256x256"] and "matmul.wgsl:matmul_" in best.note.iloc[0]
+        assert all(v in best.note.iloc[0] for v in ("shared", "big_pf"))  # every kernel was timed
     for _, r in df.iterrows():
         assert r.status in ("ok", "skipped"), (r.engine, r.what, r.note)
         if r.status == "ok":
@@ -109,6 +113,7 @@ def test_no_adapter_skips_the_webgpu_rows_and_measures_the_rest(tmp_path, monkey
     monkeypatch.setattr(wasm_peak, "wasm_matmul", lambda *a, **k: [])
     monkeypatch.setattr(torch_peak, "torch_matmul", lambda *a, **k: {"status": "skipped", "note": "not here"})
     rows = peak.measure(tmp_path, threads=1, quick=True)
-    gpu = [r for r in rows if r["engine"] == "webgpu"]
-    assert len(gpu) == 1 and gpu[0]["status"] == "skipped" and "mesa-vulkan-drivers" in gpu[0]["note"]
+    for name in ("webgpu", "webgpu-dawn"):
+        gpu = [r for r in rows if r["engine"] == name]
+        assert len(gpu) == 1 and gpu[0]["status"] == "skipped" and "mesa-vulkan-drivers" in gpu[0]["note"]
     assert all(r["status"] == "ok" for r in rows if r["engine"] == "wasm" and r["kind"] == "peak")

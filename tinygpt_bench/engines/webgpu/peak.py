@@ -1,9 +1,10 @@
-"""The WebGPU engine's ceilings for `tinygpt-bench peak` (tinygpt_bench/peak.py runs them): the
-adapter's fp32 FMA throughput peak (kernels/peak.wgsl: 8 independent vec4 fma chains an
-invocation, enough workgroups to fill the device); the engine's own matmul (its kernel
-planning, time_engine_matmul) at 1024^3 and 4096^3 (2048^3 at most on a CPU adapter such as
-lavapipe, where 4096^3 takes minutes). Each checked against numpy (or the closed form of its
-recurrence) before it is timed; GPU time by timestamp queries where the adapter has them."""
+"""The WebGPU engine's ceilings for `tinygpt-bench peak` (tinygpt_bench/peak.py runs them), on
+each implementation (rows named webgpu and webgpu-dawn): the adapter's fp32 FMA throughput peak
+(kernels/peak.wgsl: 8 independent vec4 fma chains an invocation, enough workgroups to fill the
+device); the engine's own matmul (its kernel planning, time_engine_matmul) at 1024^3 and 4096^3
+(2048^3 at most on a CPU adapter such as lavapipe, where 4096^3 takes minutes), and at the
+largest size the fastest of its matmul kernels. Each checked against numpy (or the closed form
+of its recurrence) before it is timed; GPU time by timestamp queries where the adapter has them."""
 
 from __future__ import annotations
 
@@ -143,26 +144,55 @@ def adapter_columns(gpu) -> dict:
                 software_adapter=envinfo.is_software_adapter(info))
 
 
-def measure(ctx):
-    """The rows of this engine (tinygpt_bench/peak.py: PeakContext). Yields the adapter's machine
-    columns first (every row of the run carries them), then measures."""
-    seconds, sizes, check = (0.005, (128, 256), 64) if ctx.quick else (0.05, (1024, 4096), 256)
-    gpu, gpu_error = None, None
-    try:
-        from tinygpt_bench.engines.webgpu.runtime import Gpu
+def webgpu_matmul_best(gpu, size: int, repeats: int) -> dict:
+    """The engine's fastest square product at size^3 over every kernel it has for one (ops.ENTRIES
+    but the 32 x 32 direct4 of small products), each checked as time_engine_matmul checks: the
+    ceiling of the WGSL matmul on this adapter, which the step's plan may not reach for its
+    shapes (the plan picks per shape and adapter type, runtime.tuning_for)."""
+    from tinygpt_bench.engines.webgpu import ops
 
-        envinfo.quiet_mesa()
-        gpu = Gpu(ctx.adapter)
-    except Exception as e:  # no adapter: the rows say so, the other engines are measured
-        gpu_error = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-    yield adapter_columns(gpu) if gpu is not None else {}
-    if gpu is None:
-        ctx.emit("webgpu", "peak", "fp32_fma", lambda: {"status": "skipped", "note": gpu_error})
-        return
-    gpu_name = ctx.machine.get("adapter")
-    ctx.emit("webgpu", "peak", "fp32_fma", lambda: webgpu_peak(gpu, seconds, ctx.repeats), None, gpu_name, ctx.repeats)
-    ctx.emit("webgpu", "matmul", "matmul check", lambda: webgpu_matmul(gpu, check, 1), None, gpu_name, 1)
-    cpu_adapter = ctx.machine.get("adapter_type") == "CPU"  # 4096^3 takes minutes on lavapipe
-    for s in [min(x, 2048) for x in sizes] if cpu_adapter else sizes:
-        ctx.emit("webgpu", "matmul", "matmul", lambda s=s: webgpu_matmul(gpu, s, ctx.repeats), None, gpu_name,
+    if not gpu.timestamps:
+        raise UserError("the adapter has no timestamp-query feature, which the engine's matmul is timed with")
+    runs = {v: time_engine_matmul(gpu, size, v, reps=repeats) for v in ops.ENTRIES if v != "direct4"}
+    for v, r in runs.items():
+        checked(f"webgpu matmul {v} {size}^3", r["rel_err"])
+    best = min(runs.values(), key=lambda r: r["gpu_ms"])
+    others = ", ".join(f"{v} {r['tflops'] * 1e3:,.0f}" for v, r in runs.items() if r is not best)
+    return {"gflop_per_s": best["tflops"] * 1e3, "seconds": best["gpu_ms"] / 1e3, "flops": 2 * size ** 3,
+            "max_rel_err": best["rel_err"], "size": f"{size}x{size}x{size}",
+            "note": f"kernels {' + '.join(best['kernels'])} (others, GFLOP/s: {others}); timestamp queries"}
+
+
+def measure(ctx):
+    """The rows of this engine (tinygpt_bench/peak.py: PeakContext), for each implementation its
+    backend stands for (webgpu: wgpu-native, webgpu-dawn: Dawn; the same WGSL, compiled by Naga or
+    by Tint): the FMA peak, the planned matmul at each size, and at the largest the fastest of the
+    engine's kernels (webgpu_matmul_best). Yields the adapter's machine columns first (every row
+    of the run carries them: the first implementation's adapter), then measures."""
+    from tinygpt_bench.engines.webgpu.backend import DawnWebGPUBackend, WebGPUBackend
+
+    seconds, sizes, check = (0.005, (128, 256), 64) if ctx.quick else (0.05, (1024, 4096), 256)
+    gpus, errors = {}, {}
+    for cls in (WebGPUBackend, DawnWebGPUBackend):
+        try:
+            from tinygpt_bench.engines.webgpu.runtime import Gpu
+
+            envinfo.quiet_mesa()
+            gpus[cls.name] = Gpu(ctx.adapter, implementation=cls.implementation)
+        except Exception as e:  # no adapter: the rows say so, the other engines are measured
+            errors[cls.name] = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+    yield adapter_columns(next(iter(gpus.values()))) if gpus else {}
+    for name, error in errors.items():
+        ctx.emit(name, "peak", "fp32_fma", lambda error=error: {"status": "skipped", "note": error})
+    for name, gpu in gpus.items():
+        gpu_name = gpu.adapter.info.get("device")
+        ctx.emit(name, "peak", "fp32_fma", lambda gpu=gpu: webgpu_peak(gpu, seconds, ctx.repeats), None, gpu_name,
                  ctx.repeats)
+        ctx.emit(name, "matmul", "matmul check", lambda gpu=gpu: webgpu_matmul(gpu, check, 1), None, gpu_name, 1)
+        cpu_adapter = gpu.adapter.info["adapter_type"] == "CPU"  # 4096^3 takes minutes on lavapipe
+        todo = [min(x, 2048) for x in sizes] if cpu_adapter else list(sizes)
+        for s in todo:
+            ctx.emit(name, "matmul", "matmul", lambda gpu=gpu, s=s: webgpu_matmul(gpu, s, ctx.repeats), None,
+                     gpu_name, ctx.repeats)
+        ctx.emit(name, "matmul", "matmul best kernel", lambda gpu=gpu, s=todo[-1]: webgpu_matmul_best(gpu, s, ctx.repeats),
+                 None, gpu_name, ctx.repeats)
