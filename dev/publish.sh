@@ -18,7 +18,10 @@
 #   BUDGET              seconds for the whole part (default 540); the curve is stopped at the
 #                       budget less DIAG_BUDGET, and measurements finished by then are kept
 #   NAME                the tarball's name in $OUT (default publish)
-# What finished is in the CSVs whatever happens; the folder is left as $OUT/$NAME.tgz. The step
+# What finished is in the CSVs whatever happens, and the finished repeats of a measurement the
+# budget stopped are in the folder's repeats-in-progress/ for the next part's --resume (a
+# measurement whose repeats together pass one call's limit: behemoth on a CPU engine); the
+# folder is left as $OUT/$NAME.tgz. The step
 # count stays the protocol's 15: a slow preset gets a time budget (--timeout), never fewer steps.
 set -uo pipefail
 DIAGNOSE=${DIAGNOSE:-}

@@ -459,6 +459,62 @@ def test_weights_files_of_dead_runs_are_removed_by_the_next_handover(tmp_path, m
     assert not dead.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_a_run_killed_between_repeats_keeps_them_for_resume(tmp_path):
+    """A measurement's finished repeats are kept in the folder until its row is written: a run
+    stopped in its third repeat, resumed, measures only that repeat, and the row and steps are
+    those of all three (the kept steps stamped with the run that commits them); a new run in
+    another folder starts clean, and kept repeats of other settings are not taken up."""
+    from tinygpt_bench import curve, presets, results
+
+    class Stop(Exception):
+        pass
+
+    class Recorder(curve.Reporter):
+        def __init__(self, stop: bool):
+            self.stop, self.started = stop, []
+
+        def measurement_start(self, preset, backend, repeat, repeats, steps):
+            self.started.append((backend, repeat))
+            if self.stop and repeat == 3 and backend == "reference-fp32":
+                raise Stop()  # as a kill in the third repeat would
+
+    out = tmp_path / "run"
+    s = curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference", "reference-fp32"], steps=2,
+                            repeats=3, out=out)
+    with pytest.raises(Stop):
+        curve.run(s, Recorder(stop=True))
+    kept = sorted(p.name for p in (out / results.IN_PROGRESS).iterdir())
+    assert kept == ["tiny__reference-fp32.json", "tiny__reference.json"]
+    assert not results.measurements([out], require_rows=False)  # no row yet
+
+    again = Recorder(stop=False)
+    s2 = curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference", "reference-fp32"], steps=2,
+                             repeats=3, out=out, resume=True)
+    rows = curve.run(s2, again)
+    assert again.started == [("reference-fp32", 3)]  # reference had all 3 kept, fp32 its first 2
+    assert [r.status for r in rows] == ["ok", "ok"] and not (out / results.IN_PROGRESS).exists()
+    steps = results.read_steps([out])
+    for b in ("reference", "reference-fp32"):
+        mine = steps[steps.backend == b]
+        assert sorted(zip(mine.repeat, mine.step)) == [(r, i) for r in (1, 2, 3) for i in (1, 2)]
+        assert set(mine.run_id) == {rows[0].run_id}
+    m = {r.backend: r for r in rows}
+    assert m["reference"].n_samples == 3 and m["reference-fp32"].n_samples == 3  # steps 2..N of 3 repeats
+
+    # kept repeats of other settings or another work are dropped, not mixed in
+    other = tmp_path / "other"
+    with pytest.raises(Stop):
+        curve.run(curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2, repeats=3,
+                                      out=other), Recorder(stop=True))
+    env = json.loads((other / "environment.json").read_text())
+    w = results.ResultWriter(other, env, resume=True)
+    try:
+        state = w.load_repeats("tiny", "reference-fp32", env["settings_id"], "another work")
+        assert state is None and not (other / results.IN_PROGRESS).exists()
+    finally:
+        w.close()
+
+
 def test_a_folder_from_before_harness_s_reads_and_resumes(tmp_path, run_cli):
     """measurements.csv written before harness_s existed: read with the column unknown, and
     --resume rewrites its header so the rows it adds line up."""

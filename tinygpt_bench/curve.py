@@ -441,17 +441,32 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
             ref, ref_error = _reference_losses(work, s)
             if ref_error:
                 reporter.note(f"{preset.name}: {ref_error}; parity against float64 is unknown")
-            measured_steps: dict[str, list[results.Step]] = {b: [] for b in todo}
+            measured: dict[str, list[dict]] = {b: [] for b in todo}  # each repeat's step rows
+            done_repeats = {b: 0 for b in todo}
+            for b in todo:  # repeats that a killed run finished (--resume): not measured again
+                if s.resume and accs[b].status == "ok":
+                    kept = writer.load_repeats(preset.name, b, environment["settings_id"], work.digest)
+                    if kept:
+                        accs[b] = _Acc(**kept["acc"])
+                        measured[b] = kept["steps"]
+                        done_repeats[b] = kept["repeats"]
+                        reporter.note(f"{preset.name}/{b}: {kept['repeats']} of {s.repeats} repeats kept from an "
+                                      "interrupted run, measuring the rest")
             if not server_ready and any(a.status == "ok" for a in accs.values()):
                 _wait_for_worker_server(s.backends)
                 server_ready = True
             with protocol.handed_over(work) as handed:  # the weights written once for every worker
                 for r in range(1, s.repeats + 1):
                     for b in todo:
-                        if accs[b].status != "ok":
+                        if accs[b].status != "ok" or r <= done_repeats[b]:
                             continue
-                        rows = _measure_once(b, handed, s, accs[b], reporter, r)
-                        measured_steps[b].extend(results.Step(**{**row, "run_id": run_id}) for row in rows)
+                        measured[b].extend(_measure_once(b, handed, s, accs[b], reporter, r))
+                        if accs[b].status == "ok":
+                            writer.save_repeats(preset.name, b, {
+                                "settings_id": environment["settings_id"], "work_digest": work.digest,
+                                "repeats": r, "acc": dataclasses.asdict(accs[b]), "steps": measured[b]})
+            measured_steps = {b: [results.Step(**{**row, "run_id": run_id}) for row in rows]
+                              for b, rows in measured.items()}
             finals = {b: a.losses[0][-1] for b, a in accs.items() if a.status == "ok" and a.losses}
             if prior is not None:
                 for _, pr in prior[(prior.preset == preset.name) & (prior.status == "ok")].iterrows():
@@ -463,6 +478,7 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
                     row = dataclasses.replace(row, reference=f"failed: {ref_error}")
                 environment["backend_descriptions"].setdefault(b, accs[b].describe)
                 writer.commit(row, measured_steps[b])  # its steps and its row, together
+                writer.drop_repeats(preset.name, b)
                 written.append(row)
                 reporter.measured(row)
                 harness.extend(accs[b].harness)

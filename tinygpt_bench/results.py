@@ -9,6 +9,8 @@ In an output folder:
 - environment.json  the machine, the run's settings and each backend's description
 - peaks.csv         one Peak a ceiling measured by `peak`
 - diagnose-PRESET-BACKEND.json  one Diagnosis (and its Markdown beside it)
+- repeats-in-progress/PRESET__BACKEND.json  while a measurement runs: its finished repeats,
+                    taken up by --resume after a kill, removed when its row is committed
 
 Format history (FORMAT_VERSION, written into every row and JSON file):
   1  2026-11  first version (peaks.csv had its own version 1; diagnose reports none)
@@ -22,7 +24,7 @@ Format history (FORMAT_VERSION, written into every row and JSON file):
               a file without it reads it as unknown, and --resume adds the column to it
 Each measurement is committed as it finishes (its steps, then its row; every file replaced
 atomically), so an interrupted run keeps everything it measured and `--resume` can carry
-on. A step counts only with its measurement's row (same run_id, preset and backend). The
+on, with the finished repeats of the measurement it was in. A step counts only with its measurement's row (same run_id, preset and backend). The
 folder is locked while a run writes into it (LOCK, holding the writer's pid).
 """
 
@@ -36,6 +38,7 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 import typing
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ READABLE_VERSIONS = {FORMAT_VERSION}  # format versions this tinygpt-bench reads
 MEASUREMENTS = "measurements.csv"
 STEPS = "steps.csv"
 ENVIRONMENT = "environment.json"
+IN_PROGRESS = "repeats-in-progress"  # finished repeats of measurements not yet committed (ResultWriter)
 PEAKS = "peaks.csv"
 DIAGNOSE_GLOB = "diagnose-*.json"
 STATUSES = ("ok", "failed", "timeout", "skipped")
@@ -453,6 +457,8 @@ class ResultWriter:
                 self._add_new_columns(path, cls)
         if resume:
             self._drop_orphan_steps()
+        else:  # a new run: repeats kept by an earlier run in this folder cannot be mixed into it
+            shutil.rmtree(self.dir / IN_PROGRESS, ignore_errors=True)
 
     def _replace(self, path: Path, data: bytes) -> None:
         try:
@@ -521,6 +527,48 @@ class ResultWriter:
         """One measurement: its steps, then its row (the row is what makes the steps count)."""
         self.steps(steps)
         self.measurement(m)
+
+    # repeats in progress ------------------------------------------------------------------------
+    # A measurement's row is written when all its repeats are done; a long one (behemoth on a CPU
+    # engine: minutes a repeat) killed at a time budget would lose the repeats it finished. Each
+    # finished repeat is kept in IN_PROGRESS/<preset>__<backend>.json (replaced atomically) until
+    # its row is committed; --resume takes them up when the settings and the work are the same.
+
+    def _in_progress(self, preset: str, backend: str) -> Path:
+        return self.dir / IN_PROGRESS / f"{preset}__{backend}.json"
+
+    def save_repeats(self, preset: str, backend: str, state: dict) -> None:
+        path = self._in_progress(preset, backend)
+        try:
+            path.parent.mkdir(exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot write {path.parent} ({e.strerror}); what was measured before is kept in "
+                            f"{self.dir}: free space or fix permissions, then rerun with --resume") from None
+        self._replace(path, (json.dumps({"format_version": FORMAT_VERSION, **state}, default=str) + "\n").encode())
+
+    def load_repeats(self, preset: str, backend: str, settings_id_: str, work_digest: str) -> dict | None:
+        """The finished repeats kept for (preset, backend), or None: none kept, or kept under other
+        settings or another work (then they are dropped: they cannot be mixed with this run's)."""
+        path = self._in_progress(preset, backend)
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            state = None
+        if (not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION
+                or state.get("settings_id") != settings_id_ or state.get("work_digest") != work_digest):
+            self.drop_repeats(preset, backend)
+            return None
+        return state
+
+    def drop_repeats(self, preset: str, backend: str) -> None:
+        path = self._in_progress(preset, backend)
+        try:
+            path.unlink()
+            path.parent.rmdir()  # the folder goes with its last file
+        except OSError:
+            pass
 
     def close(self) -> None:
         self._lock.release()
