@@ -471,7 +471,10 @@ def test_a_run_killed_between_repeats_keeps_them_for_resume(tmp_path):
 
     class Recorder(curve.Reporter):
         def __init__(self, stop: bool):
-            self.stop, self.started = stop, []
+            self.stop, self.started, self.notes = stop, [], []
+
+        def note(self, text):
+            self.notes.append(text)
 
         def measurement_start(self, preset, backend, repeat, repeats, steps):
             self.started.append((backend, repeat))
@@ -492,6 +495,9 @@ def test_a_run_killed_between_repeats_keeps_them_for_resume(tmp_path):
                              repeats=3, out=out, resume=True)
     rows = curve.run(s2, again)
     assert again.started == [("reference-fp32", 3)]  # reference had all 3 kept, fp32 its first 2
+    assert "tiny/reference-fp32: 2 of 3 repeats kept from an interrupted run, measuring the rest" in again.notes
+    run_note = next(n for n in again.notes if n.startswith("harness time:"))
+    assert "(median of 1," in run_note  # the run's own figure counts this call's one repeat
     assert [r.status for r in rows] == ["ok", "ok"] and not (out / results.IN_PROGRESS).exists()
     steps = results.read_steps([out])
     for b in ("reference", "reference-fp32"):

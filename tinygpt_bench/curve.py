@@ -481,8 +481,9 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
                 writer.drop_repeats(preset.name, b)
                 written.append(row)
                 reporter.measured(row)
-                harness.extend(accs[b].harness)
-                steps_s += sum(st.ms for st in measured_steps[b]) / 1e3
+                # the run's figure: this call's repeats only, not those kept from an interrupted one
+                harness.extend(accs[b].harness[done_repeats[b]:])
+                steps_s += sum(st.ms for st in measured_steps[b] if st.repeat > done_repeats[b]) / 1e3
             writer.environment(environment)
     finally:
         writer.close()
