@@ -15,8 +15,10 @@
 #                       tarball into a folder that travels with the tree and point PUB_DIR at it
 #   DIAGNOSE            after the curve: PRESET:BACKEND,... to diagnose (reports in the folder)
 #   PEAK                1: also `tinygpt-bench peak` into the folder
-#   BUDGET              seconds for the whole part (default 540); the curve is stopped at the
-#                       budget less DIAG_BUDGET, and measurements finished by then are kept
+#   BUDGET              seconds for the whole part (default 540); the curve starts no repeat that
+#                       its backend's last repeat says would end past the budget less DIAG_BUDGET
+#                       (curve --stop-after: exit 3, the finished repeats kept for the next part),
+#                       and is killed at it
 #   NAME                the tarball's name in $OUT (default publish)
 # What finished is in the CSVs whatever happens, and the finished repeats of a measurement the
 # budget stopped are in the folder's repeats-in-progress/ for the next part's --resume (a
@@ -36,9 +38,11 @@ note() { [ "$1" -eq 0 ] || [ $rc -ne 0 ] || rc=$1; }
 [ -f "$dir/machine.txt" ] || { lscpu; nvidia-smi 2>/dev/null; uptime; } > "$dir/machine.txt" 2>&1
 if [ -n "${PRESETS:-}" ]; then
   resume=(); [ -f "$dir/measurements.csv" ] && resume=(--resume)
+  # --stop-after: no repeat is started that would end past the part's budget (exit 3, its repeats
+  # kept); timeout: the hard stop behind it
   timeout "$(left "${DIAG_BUDGET:-0}")" python3 -m tinygpt_bench curve --presets "$PRESETS" \
     --backends "${BACKENDS:-webgpu,webgpu-dawn,wasm}" --repeats "${REPEATS:-3}" --timeout 420 --out "$dir" \
-    --plain --no-chart "${resume[@]}"
+    --stop-after "$(left $((${DIAG_BUDGET:-0} + 10)))" --plain --no-chart "${resume[@]}"
   note $?
 fi
 [ "${PEAK:-0}" = 1 ] && { timeout "$(left)" python3 -m tinygpt_bench peak --out "$dir"; note $?; }

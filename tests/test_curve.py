@@ -521,6 +521,35 @@ def test_a_run_killed_between_repeats_keeps_them_for_resume(tmp_path):
         w.close()
 
 
+def test_stop_after_starts_no_repeat_that_would_end_past_it(tmp_path, monkeypatch, run_cli):
+    """--stop-after: a repeat whose backend's last repeat took longer than the budget has left is
+    not started; the finished repeats are kept, nothing is committed half, exit 3 says so, and
+    --resume measures the rest. A budget already spent starts nothing."""
+    from tinygpt_bench import curve, presets, results
+
+    real = curve.harness_timeline
+    monkeypatch.setattr(curve, "harness_timeline", lambda *a: {**real(*a), "end": 1000.0})  # a 1000 s repeat
+    out = tmp_path / "run"
+    s = curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2, repeats=3, out=out,
+                            stop_after_s=600.0)
+    with pytest.raises(curve.Stopped, match="tiny/reference-fp32 repeat 2 not started: its last repeat took 100") as e:
+        curve.run(s, curve.Reporter())
+    assert e.value.rows == [] and not results.done_keys(out)
+    kept = json.loads((out / results.IN_PROGRESS / "tiny__reference-fp32.json").read_text())
+    assert kept["repeats"] == 1
+    monkeypatch.setattr(curve, "harness_timeline", real)
+    rows = curve.run(curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2,
+                                         repeats=3, out=out, resume=True), curve.Reporter())
+    assert [r.status for r in rows] == ["ok"] and rows[0].n_samples == 3
+
+    common = ["--presets", "tiny", "--backends", "reference-fp32", "--steps", "2", "--repeats", "2", "--plain",
+              "--no-chart"]
+    code, out_text, _ = run_cli("curve", *common, "--out", str(tmp_path / "cli"), "--stop-after", "1e-9")
+    assert code == 3 and "repeat 1 not started" in out_text and "carry on with --resume" in out_text
+    code, _, err = run_cli("curve", *common, "--out", str(tmp_path / "bad"), "--stop-after", "-5")
+    assert code == 2 and "--stop-after -5" in err and "Traceback" not in err
+
+
 def test_a_folder_from_before_harness_s_reads_and_resumes(tmp_path, run_cli):
     """measurements.csv written before harness_s existed: read with the column unknown, and
     --resume rewrites its header so the rows it adds line up."""

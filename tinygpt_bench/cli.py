@@ -228,6 +228,9 @@ def curve_cmd(
     steps: int = typer.Option(protocol.DEFAULT_STEPS, "--steps", help="timed steps per measurement, the same for every preset"),
     repeats: int = typer.Option(3, "--repeats", help="repeats from a fresh load, interleaving the backends"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds per measurement; past it: 'timeout'"),
+    stop_after: Optional[float] = typer.Option(
+        None, "--stop-after", help="time budget in seconds for the whole run: no repeat is started that its backend's "
+                                   "last repeat says would end past it; what finished is kept for --resume (exit 3)"),
     corpus_spec: str = CorpusOpt,
     seed: int = typer.Option(protocol.DEFAULT_SEED, "--seed"),
     out: Path = typer.Option(Path("results"), "--out", help="folder for measurements.csv, steps.csv, environment.json, charts"),
@@ -245,6 +248,8 @@ def curve_cmd(
     _check_seed(seed)
     _check_threads(options.get("threads"))
     _check_timeout(timeout)
+    if stop_after is not None and not (math.isfinite(stop_after) and stop_after > 0):
+        raise UserError(f"--stop-after {stop_after} is not a positive number of seconds; e.g. --stop-after 540")
     _check_faults()
     chosen = presets.load_list(presets_spec)
     names = list(dict.fromkeys(b.strip() for b in backends_spec.split(",") if b.strip()))  # each backend once
@@ -258,7 +263,7 @@ def curve_cmd(
         raise UserError(f"--out {out} is a file, not a folder; give a folder path for the results")
     settings = curve.CurveSettings(
         presets=chosen, backends=names, steps=steps, repeats=repeats, timeout_s=timeout, corpus=corpus_spec,
-        seed=seed, out=out, resume=resume, options=options,
+        seed=seed, out=out, resume=resume, options=options, stop_after_s=stop_after,
     )
     console.print(f"curve: {', '.join(p.name for p in chosen)} on {', '.join(names)}; {steps} steps x {repeats} repeats -> {out}/",
                   highlight=False)
@@ -271,6 +276,13 @@ def curve_cmd(
     except KeyboardInterrupt:
         console.print(f"interrupted: every finished measurement is in {out}/; rerun with --resume to complete it")
         raise typer.Exit(130)
+    except curve.Stopped as e:
+        console.print(str(e), highlight=False)
+        from tinygpt_bench import results
+
+        if results.done_keys(out):  # rows of this call or of earlier ones
+            _print_summary([out], markdown)
+        raise typer.Exit(3)
     _print_summary([out], markdown)
     if chart:
         from tinygpt_bench import chart as chart_mod

@@ -55,9 +55,21 @@ class CurveSettings:
     out: Path = Path("results")
     resume: bool = False
     reference_max_gflop: float = REFERENCE_MAX_GFLOP
+    # the run's own time budget (s): no repeat is started that its backend's last repeat says would
+    # end past it; what finished, repeats included, is kept for --resume (Stopped)
+    stop_after_s: float | None = None
     # the engines' options (threads, adapter, relaxed_simd...: engines/<name>/__init__.py), None: not
     # given; each backend gets those it declares
     options: dict = field(default_factory=dict)
+
+
+class Stopped(Exception):
+    """curve stopped at its budget (CurveSettings.stop_after_s) with repeats left to measure; the
+    rows it wrote are in `rows`, the finished repeats of unfinished measurements in the folder."""
+
+    def __init__(self, message: str, rows: list):
+        super().__init__(message)
+        self.rows = rows
 
 
 class Reporter:
@@ -421,6 +433,8 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
     writer = results.ResultWriter(s.out, environment, s.resume, frozenset(engines.artifacts_not_run_by(s.backends)))
     written = []
     t_run = time.perf_counter()
+    deadline = None if s.stop_after_s is None else t_run + s.stop_after_s
+    stopped = ""  # the repeat the budget left unstarted
     try:
         prior = results.read_measurements([s.out]) if done else None
         harness: list[float] = []  # every repeat's harness seconds
@@ -460,11 +474,20 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
                     for b in todo:
                         if accs[b].status != "ok" or r <= done_repeats[b]:
                             continue
+                        if deadline is not None:  # its last repeat's wall time says whether this one fits
+                            last = sum(accs[b].timelines[-1].values()) if accs[b].timelines else 0.0
+                            left = deadline - time.perf_counter()
+                            if last > left:
+                                stopped = (f"{preset.name}/{b} repeat {r} not started: its last repeat took "
+                                           f"{last:.0f} s, {max(left, 0):.0f} s of --stop-after were left")
+                                break
                         measured[b].extend(_measure_once(b, handed, s, accs[b], reporter, r))
                         if accs[b].status == "ok":
                             writer.save_repeats(preset.name, b, {
                                 "settings_id": environment["settings_id"], "work_digest": work.digest,
                                 "repeats": r, "acc": dataclasses.asdict(accs[b]), "steps": measured[b]})
+                    if stopped:
+                        break
             measured_steps = {b: [results.Step(**{**row, "run_id": run_id}) for row in rows]
                               for b, rows in measured.items()}
             finals = {b: a.losses[0][-1] for b, a in accs.items() if a.status == "ok" and a.losses}
@@ -473,6 +496,8 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
                     if pr.backend not in finals and not math.isnan(pr.final_loss):
                         finals[pr.backend] = float(pr.final_loss)
             for b in todo:
+                if accs[b].status == "ok" and len(accs[b].timelines) < s.repeats:
+                    continue  # stopped at the budget: its finished repeats stay kept for --resume
                 row = _row(b, work, s, accs[b], corp, env, run_id, finals, ref, environment["settings_id"])
                 if ref_error:
                     row = dataclasses.replace(row, reference=f"failed: {ref_error}")
@@ -485,10 +510,15 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
                 harness.extend(accs[b].harness[done_repeats[b]:])
                 steps_s += sum(st.ms for st in measured_steps[b] if st.repeat > done_repeats[b]) / 1e3
             writer.environment(environment)
+            if stopped:
+                break
     finally:
         writer.close()
     if harness:
         reporter.note(harness_note(harness, time.perf_counter() - t_run, steps_s))
+    if stopped:
+        raise Stopped(f"stopped at the budget: {stopped}; every finished measurement and repeat is in {s.out}/: "
+                      "carry on with --resume", written)
     return written
 
 
