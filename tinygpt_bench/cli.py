@@ -247,9 +247,8 @@ def curve_cmd(
     protocol.check_steps(steps)
     _check_seed(seed)
     _check_threads(options.get("threads"))
-    _check_timeout(timeout)
-    if stop_after is not None and not (math.isfinite(stop_after) and stop_after > 0):
-        raise UserError(f"--stop-after {stop_after} is not a positive number of seconds; e.g. --stop-after 540")
+    _check_seconds("--timeout", timeout, 600)
+    _check_seconds("--stop-after", stop_after, 540)
     _check_faults()
     chosen = presets.load_list(presets_spec)
     names = list(dict.fromkeys(b.strip() for b in backends_spec.split(",") if b.strip()))  # each backend once
@@ -402,7 +401,7 @@ def diagnose_cmd(
     _check_faults()
     diag.check_out(out)
     _check_threads(options.get("threads"))
-    _check_timeout(timeout)
+    _check_seconds("--timeout", timeout, 600)
     p = presets.load(preset)
     names = [backend] if backend else list(curve_mod.DEFAULT_BACKENDS)
     for b in names:
@@ -496,9 +495,9 @@ def _check_threads(threads: int | None) -> None:
         raise UserError(f"--threads {threads} is not a positive number of threads; leave it out for all cores")
 
 
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise UserError(f"--timeout {timeout} is not a positive number of seconds; e.g. --timeout 600")
+def _check_seconds(flag: str, value: float | None, example: int) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UserError(f"{flag} {value} is not a positive number of seconds; e.g. {flag} {example}")
 
 
 def _check_faults() -> None:

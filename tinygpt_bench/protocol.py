@@ -61,15 +61,16 @@ def work_digest(work: Work) -> str:
     import hashlib
 
     h = hashlib.sha256(memoryview(np.ascontiguousarray(work.params)).cast("B"))
-    for b in work.batches:
-        h.update(np.ascontiguousarray(b).tobytes())
-    return h.hexdigest()
+    return _hash_batches(h, work.batches)
 
 
 def batches_digest(batches: list[np.ndarray]) -> str:
     import hashlib
 
-    h = hashlib.sha256()
+    return _hash_batches(hashlib.sha256(), batches)
+
+
+def _hash_batches(h, batches: list[np.ndarray]) -> str:
     for b in batches:
         h.update(np.ascontiguousarray(b).tobytes())
     return h.hexdigest()
@@ -93,7 +94,7 @@ class HandedWork:
     path: str
     count: int  # fp32 values in the file
     stamp: tuple[int, int, int]  # (inode, size, mtime ns) when written
-    digest: str  # work_digest of the whole work, the parent's
+    digest: str  # work_digest of the whole work, the parent's (curve passes it to the worker)
     batches_digest: str
 
     def open(self) -> Work:
@@ -123,8 +124,7 @@ def handed_over(work: Work):
     handed, path = None, None
     try:
         path = scratch.create(WORK_PREFIX, ".f32", where)
-        with open(path, "wb") as f:
-            f.write(memoryview(np.ascontiguousarray(work.params, dtype=np.float32)).cast("B"))
+        np.ascontiguousarray(work.params, dtype=np.float32).tofile(path)
         st = os.stat(path)
         handed = HandedWork(work.preset, work.batches, work.seed, path, int(work.params.size),
                             (st.st_ino, st.st_size, st.st_mtime_ns), work.digest, batches_digest(work.batches))
@@ -140,10 +140,9 @@ def handed_over(work: Work):
 
 
 def receive(got: Work | HandedWork, digest: str) -> Work:
-    """In a worker: the work the parent handed over, checked against the parent's digest."""
+    """In a worker: the work the parent handed over, checked against the parent's digest (a
+    HandedWork: its file's identity and its batches, HandedWork.open)."""
     if isinstance(got, HandedWork):
-        if got.digest != digest:
-            raise RuntimeError("the worker got another work than the parent's (work sha256 differs)")
         return got.open()
     if work_digest(got) != digest:
         raise RuntimeError("the worker got other weights or batches than the parent's (work sha256 differs)")

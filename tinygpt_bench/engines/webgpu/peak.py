@@ -170,13 +170,12 @@ def measure(ctx):
     engine's kernels (webgpu_matmul_best). Yields the adapter's machine columns first (every row
     of the run carries them: the first implementation's adapter), then measures."""
     from tinygpt_bench.engines.webgpu.backend import DawnWebGPUBackend, WebGPUBackend
+    from tinygpt_bench.engines.webgpu.runtime import Gpu
 
     seconds, sizes, check = (0.005, (128, 256), 64) if ctx.quick else (0.05, (1024, 4096), 256)
     gpus, errors = {}, {}
     for cls in (WebGPUBackend, DawnWebGPUBackend):
         try:
-            from tinygpt_bench.engines.webgpu.runtime import Gpu
-
             envinfo.quiet_mesa()
             gpus[cls.name] = Gpu(ctx.adapter, implementation=cls.implementation)
         except Exception as e:  # no adapter: the rows say so, the other engines are measured
