@@ -16,7 +16,7 @@
 #   DIAGNOSE            after the curve: PRESET:BACKEND,... to diagnose (reports in the folder)
 #   PEAK                1: also `tinygpt-bench peak` into the folder
 #   BUDGET              seconds for the whole part (default 540); the curve starts no repeat that
-#                       its backend's last repeat says would end past the budget less DIAG_BUDGET
+#                       its backend's longest repeat (+25%) says would end past the budget less DIAG_BUDGET
 #                       (curve --stop-after: exit 3, the finished repeats kept for the next part),
 #                       and is killed at it
 #   NAME                the tarball's name in $OUT (default publish)

@@ -2,6 +2,7 @@
 reference backends (fast and always available; the engines plug into the same path)."""
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -532,12 +533,15 @@ def test_stop_after_starts_no_repeat_that_would_end_past_it(tmp_path, monkeypatc
     out = tmp_path / "run"
     s = curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2, repeats=3, out=out,
                             stop_after_s=600.0)
-    with pytest.raises(curve.Stopped, match="tiny/reference-fp32 repeat 2 not started: its last repeat took 100") as e:
+    with pytest.raises(curve.Stopped, match="tiny/reference-fp32 repeat 2 not started: its longest repeat took 100") as e:
         curve.run(s, curve.Reporter())
     assert e.value.rows == [] and not results.done_keys(out)
     kept = json.loads((out / results.IN_PROGRESS / "tiny__reference-fp32.json").read_text())
     assert kept["repeats"] == 1
     monkeypatch.setattr(curve, "harness_timeline", real)
+    # resumed: the kept repeat's 1000 s count, with the margin: 1250 s do not fit in 1100
+    with pytest.raises(curve.Stopped, match="repeat 2 not started: its longest repeat took 100[0-9] s, 125[0-9] s"):
+        curve.run(dataclasses.replace(s, resume=True, stop_after_s=1100.0), curve.Reporter())
     rows = curve.run(curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2,
                                          repeats=3, out=out, resume=True), curve.Reporter())
     assert [r.status for r in rows] == ["ok"] and rows[0].n_samples == 3
@@ -548,6 +552,22 @@ def test_stop_after_starts_no_repeat_that_would_end_past_it(tmp_path, monkeypatc
     assert code == 3 and "repeat 1 not started" in out_text and "carry on with --resume" in out_text
     code, _, err = run_cli("curve", *common, "--out", str(tmp_path / "bad"), "--stop-after", "-5")
     assert code == 2 and "--stop-after -5" in err and "Traceback" not in err
+
+
+def test_stop_after_leaves_a_margin_over_the_longest_repeat(tmp_path, monkeypatch):
+    """A repeat is started only where its backend's longest repeat, 25% longer, fits: the next
+    repeat of a measurement on shared cores can take that much longer than the last one."""
+    from tinygpt_bench import curve, presets
+
+    real = curve.harness_timeline
+    monkeypatch.setattr(curve, "harness_timeline", lambda *a: {**real(*a), "end": 500.0})  # a 500 s repeat
+    s = curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2, repeats=2,
+                            out=tmp_path / "a", stop_after_s=600.0)  # 500 s fit in 600, 625 do not
+    with pytest.raises(curve.Stopped, match="repeat 2 not started"):
+        curve.run(s, curve.Reporter())
+    rows = curve.run(dataclasses.replace(s, out=tmp_path / "b", stop_after_s=700.0), curve.Reporter())
+    assert [r.status for r in rows] == ["ok"] and rows[0].n_samples == 2
+    assert curve.repeat_estimate(curve._Acc()) == 0.0
 
 
 def test_a_folder_from_before_harness_s_reads_and_resumes(tmp_path, run_cli):

@@ -229,8 +229,9 @@ def curve_cmd(
     repeats: int = typer.Option(3, "--repeats", help="repeats from a fresh load, interleaving the backends"),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds per measurement; past it: 'timeout'"),
     stop_after: Optional[float] = typer.Option(
-        None, "--stop-after", help="time budget in seconds for the whole run: no repeat is started that its backend's "
-                                   "last repeat says would end past it; what finished is kept for --resume (exit 3)"),
+        None, "--stop-after", help="time budget in seconds for the whole run: no repeat is started that would end past "
+                                   "it (its backend's longest repeat so far, plus 25%); what finished is kept for "
+                                   "--resume (exit 3)"),
     corpus_spec: str = CorpusOpt,
     seed: int = typer.Option(protocol.DEFAULT_SEED, "--seed"),
     out: Path = typer.Option(Path("results"), "--out", help="folder for measurements.csv, steps.csv, environment.json, charts"),
