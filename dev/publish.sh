@@ -20,6 +20,9 @@
 #                       (curve --stop-after: exit 3, the finished repeats kept for the next part),
 #                       and is killed at it
 #   NAME                the tarball's name in $OUT (default publish)
+#   RESUME              1: this part continues a run, so PUB_DIR must hold one (measurements.csv);
+#                       without it the part stops at once (exit 2) instead of starting a new run
+#                       in place of the one it was meant to continue (session 8 lost a call so)
 # What finished is in the CSVs whatever happens, and the finished repeats of a measurement the
 # budget stopped are in the folder's repeats-in-progress/ for the next part's --resume (a
 # measurement whose repeats together pass one call's limit: behemoth on a CPU engine); the
@@ -29,6 +32,10 @@ set -uo pipefail
 DIAGNOSE=${DIAGNOSE:-}
 dir=${PUB_DIR:-/tmp/tinygpt-bench-publish}
 out=${OUT:-$dir.out}
+if [ "${RESUME:-0}" = 1 ] && [ ! -f "$dir/measurements.csv" ]; then
+  echo "publish: RESUME=1 but $dir holds no run (no measurements.csv); untar the last part's tarball there" >&2
+  exit 2
+fi
 mkdir -p "$dir" "$out"
 deadline=$((SECONDS + ${BUDGET:-540}))
 left() { local s=$((deadline - SECONDS - ${1:-0})); echo $((s > 1 ? s : 1)); }

@@ -44,3 +44,29 @@ def test_performance_page_is_its_results():
     assert run in [r.resolve() for r in PEAK_RUNS], f"the page renders {source}, not a results folder with peaks.csv"
     assert block == perfpage.generated_block(run, PAGE), (
         f"docs/performance.md is stale: `tinygpt-bench report {run.relative_to(ROOT)} --update docs/performance.md`")
+
+
+KEPT = sorted(p for p in (ROOT / "results").glob(f"*/{results.IN_PROGRESS}/*.json"))
+
+
+@pytest.mark.parametrize("kept", KEPT, ids=[f"{k.parents[1].name}/{k.stem}" for k in KEPT])
+def test_committed_repeats_in_progress_can_be_resumed(kept):
+    """A committed folder's unfinished measurement (its finished repeats, waiting for a later
+    device call's `curve --resume`): kept under the folder's settings, and its engine's artifacts
+    (the wasm module, the kernels) are this checkout's, so a resume takes the repeats up rather
+    than dropping them. Editing an artifact first would throw those device minutes away."""
+    import json
+
+    from tinygpt_bench import engines
+
+    state = json.loads(kept.read_text())
+    env = results.load_environment(kept.parents[1] / results.ENVIRONMENT)
+    assert state["format_version"] == results.FORMAT_VERSION
+    assert state["settings_id"] == env["settings_id"] == results.settings_id(env["settings"])
+    preset, backend = kept.stem.split("__")
+    assert backend in env["backends"] and preset in env["presets"]
+    now = engines.digests()
+    for key in engines.spec(backend)[0].artifacts:
+        assert env["settings"][key] == now[key], (
+            f"{key} changed since {kept.parents[1].name}'s kept {backend} repeats: finish that run first")
+    assert state["repeats"] == len(state["acc"]["timelines"]) >= 1
