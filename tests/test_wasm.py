@@ -184,6 +184,36 @@ def test_shipped_module_rebuilds_identically():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_a_variant_build_is_built_elsewhere_and_trains_the_same(tmp_path):
+    """wasm/build.py --define NAME=VALUE --out DIR: a variant of a guarded tunable (the pool's
+    spin count) for an A/B, never over the shipped module; it differs from the shipped bytes
+    and trains the same bits (the spin decides when a worker sleeps, not what it computes)."""
+    pytest.importorskip("ziglang")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tinygpt_bench import protocol
+    from tinygpt_bench.engines.wasm import backend as wasm_backend
+
+    root = Path(__file__).resolve().parent.parent
+    build = [sys.executable, str(root / "wasm" / "build.py")]
+    r = subprocess.run([*build, "--define", "SPIN_ITERS=0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--out" in r.stderr  # no variant over wasm/
+    r = subprocess.run([*build, "--define", "SPIN_ITERS=0", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    variant, shipped = tmp_path / "tinygpt.wasm", root / "wasm" / "tinygpt.wasm"
+    assert variant.read_bytes() != shipped.read_bytes()
+    p = presets.load("tiny")
+    work = protocol.Work(p, model.Layout(p).init(0), protocol.random_batches(p, 3, np.random.default_rng(0)), seed=0)
+    losses = []
+    for path in (shipped, variant):
+        with wasm_backend.WasmBackend(threads=2, module_path=str(path)) as be:
+            losses.append([st.loss for st in protocol.train(be, work)])
+    assert losses[0] == losses[1] and len(losses[0]) == 3
+
+
 @pytest.mark.slow
 def test_behemoth_one_step_past_4_gib():
     """The Memory64 ceiling break: about 8 GiB of wasm memory, one step, finite loss at

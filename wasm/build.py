@@ -2,6 +2,8 @@
 
     python wasm/build.py            # writes wasm/tinygpt.wasm
     python wasm/build.py --check    # rebuild into a temp dir, fail if it differs from the shipped file
+    python wasm/build.py --define SPIN_ITERS=2000000 --out .variant/spin2m
+                                    # a variant for an A/B (dev/ab_module.py), never into wasm/
 
 One module: every source is compiled with SIMD128; matmul.c is compiled five more
 times (AGAIN below): with relaxed SIMD (-mrelaxed-simd -DTG_RELAXED) so the engine can
@@ -57,14 +59,16 @@ def zig(*args: str) -> None:
         print(r.stderr.strip(), file=sys.stderr)
 
 
-def build(out_dir: Path) -> dict[str, Path]:
+def build(out_dir: Path, defines: list[str] = ()) -> dict[str, Path]:
+    """The module built into out_dir; `defines` (NAME=VALUE) are passed to every compile as -D:
+    a variant of a tunable the sources guard with #ifndef (SPIN_ITERS in pool.c)."""
     units = [(src, src.stem, []) for src in sorted(SRC.glob("*.c"))]
     units += [(SRC / name, Path(name).stem + suffix, extra) for name, suffix, extra in AGAIN]
     with tempfile.TemporaryDirectory() as tmp:
         objs = []
         for src, stem, extra in units:
             obj = Path(tmp) / f"{stem}.o"
-            zig("cc", *CFLAGS, *extra, "-c", str(src), "-o", str(obj))
+            zig("cc", *CFLAGS, *extra, *(f"-D{d}" for d in defines), "-c", str(src), "-o", str(obj))
             objs.append(str(obj))
         dest = out_dir / MODULE
         zig("wasm-ld", *LDFLAGS, *objs, "-o", str(dest))
@@ -74,7 +78,15 @@ def build(out_dir: Path) -> dict[str, Path]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true", help="fail if a rebuild differs from the shipped module")
+    ap.add_argument("--define", action="append", default=[], metavar="NAME=VALUE",
+                    help="a variant: -DNAME=VALUE for every compile (needs --out)")
+    ap.add_argument("--out", type=Path, help="write the module into this folder instead of wasm/ (for variants)")
     args = ap.parse_args()
+    if args.define and (args.check or args.out is None or args.out.resolve() == HERE):
+        ap.error("--define builds a variant: give --out with a folder other than wasm/, and no --check")
+    bad = [d for d in args.define if "=" not in d or not d.split("=", 1)[0].isidentifier()]
+    if bad:
+        ap.error(f"--define {bad[0]}: give NAME=VALUE")
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
             built = build(Path(tmp))
@@ -82,8 +94,11 @@ def main() -> int:
             for n, p in built.items():
                 print(f"{n}: {hashlib.sha256(p.read_bytes()).hexdigest()[:16]} {'DIFFERS' if n in bad else 'same'}")
             return 1 if bad else 0
-    for n, p in build(HERE).items():
-        print(f"{p.relative_to(HERE.parent)}: {p.stat().st_size} bytes, sha256 {hashlib.sha256(p.read_bytes()).hexdigest()[:16]}")
+    out = args.out or HERE
+    out.mkdir(parents=True, exist_ok=True)
+    for n, p in build(out, args.define).items():
+        print(f"{p}: {p.stat().st_size} bytes, sha256 {hashlib.sha256(p.read_bytes()).hexdigest()[:16]}"
+              + (f" ({' '.join(args.define)})" if args.define else ""))
     return 0
 
 

@@ -10,7 +10,9 @@
  */
 #include "base.h"
 
+#ifndef SPIN_ITERS /* a variant build may set it: wasm/build.py --define SPIN_ITERS=N --out DIR */
 #define SPIN_ITERS 20000 /* atomic loads before sleeping (tens of microseconds) */
+#endif
 #define LD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 #define ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
