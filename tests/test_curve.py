@@ -523,8 +523,8 @@ def test_a_run_killed_between_repeats_keeps_them_for_resume(tmp_path):
 
 
 def test_stop_after_starts_no_repeat_that_would_end_past_it(tmp_path, monkeypatch, run_cli):
-    """--stop-after: a repeat whose backend's last repeat took longer than the budget has left is
-    not started; the finished repeats are kept, nothing is committed half, exit 3 says so, and
+    """--stop-after: a repeat whose backend's longest repeat, plus 25%, would take longer than the
+    budget has left is not started; the finished repeats are kept, nothing is committed half, exit 3 says so, and
     --resume measures the rest. A budget already spent starts nothing."""
     from tinygpt_bench import curve, presets, results
 

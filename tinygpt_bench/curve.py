@@ -525,8 +525,8 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
 
 
 # A repeat of one measurement may take longer than the one before: on the lent GPU machine's 16
-# shared cores, behemoth's wasm repeats took 173, 196 and 214 s, torch-cpu's 134 s and then more
-# than 145 s (results/h200/NOTES.md, session 8). --stop-after starts a repeat only where the longest of
+# shared cores, behemoth's wasm repeats took 173 and 196 s (and 214 s in a later run on the same
+# lease), torch-cpu's 135 s and then more than 145 s (results/h200/NOTES.md, session 8). --stop-after starts a repeat only where the longest of
 # its backend's repeats, this much longer, still ends within the budget.
 REPEAT_MARGIN = 1.25
 

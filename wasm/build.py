@@ -84,7 +84,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.define and (args.check or args.out is None or args.out.resolve() == HERE):
         ap.error("--define builds a variant: give --out with a folder other than wasm/, and no --check")
-    bad = [d for d in args.define if "=" not in d or not d.split("=", 1)[0].isidentifier()]
+    bad = [d for d in args.define if "=" not in d or not d.split("=", 1)[0].isidentifier() or not d.split("=", 1)[1]]
     if bad:
         ap.error(f"--define {bad[0]}: give NAME=VALUE")
     if args.check:
