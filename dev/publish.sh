@@ -11,8 +11,9 @@
 #   PRESETS, BACKENDS   what this part measures (curve --presets, --backends)
 #   REPEATS             repeats per measurement (default 3, the protocol's)
 #   PUB_DIR             the results folder (default /tmp/tinygpt-bench-publish). Between leases
-#                       (a machine is given back after a short idle), untar the last part's
-#                       tarball into a folder that travels with the tree and point PUB_DIR at it
+#                       (a machine is given back after a short idle), take the last part's
+#                       tarball into a folder that travels with the tree (dev/publish-take.sh
+#                       TARBALL pubstate/NAME) and point PUB_DIR at it, with RESUME=1
 #   DIAGNOSE            after the curve: PRESET:BACKEND,... to diagnose (reports in the folder)
 #   PEAK                1: also `tinygpt-bench peak` into the folder
 #   BUDGET              seconds for the whole part (default 540); the curve starts no repeat that

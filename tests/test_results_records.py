@@ -215,3 +215,45 @@ def test_migration_from_format_1_gives_the_committed_files(run, tmp_path):
     for f in sorted((ROOT / "results" / run).iterdir()):
         assert (old / f.name).read_bytes() == f.read_bytes(), f.name
     assert mig.migrate(old) == []  # a current folder is left as it is
+
+
+# ---- dev/publish-take.sh: a publish part's tarball as the folder the next part resumes --------
+
+def test_publish_take_replaces_the_folder_only_with_a_whole_run(tmp_path):
+    """The tarball of a part unpacks into the folder (what was there replaced) and the kept
+    repeats are listed; a tarball that does not unpack, or holds no run, leaves it as it was."""
+    import subprocess
+    import tarfile
+
+    script = Path(__file__).resolve().parents[1] / "dev" / "publish-take.sh"
+    part = tmp_path / "part"
+    (part / results.IN_PROGRESS).mkdir(parents=True)
+    (part / "measurements.csv").write_text("header\nrow1\nrow2\n")
+    (part / "environment.json").write_text("{}")
+    (part / results.IN_PROGRESS / "behemoth__wasm.json").write_text('{"repeats": 2}')
+    tgz = tmp_path / "part.tgz"
+    with tarfile.open(tgz, "w:gz") as t:
+        for p in sorted(part.rglob("*")):
+            t.add(p, arcname=str(p.relative_to(part)), recursive=False)
+    folder = tmp_path / "pubstate" / "h200"
+    folder.mkdir(parents=True)
+    (folder / "stale.txt").write_text("from an earlier part")
+
+    def take(tarball):
+        return subprocess.run(["bash", str(script), str(tarball), str(folder)], capture_output=True, text=True)
+
+    r = take(tgz)
+    assert r.returncode == 0, r.stderr
+    assert "2 measurement rows" in r.stdout and "behemoth__wasm: 2 repeat(s)" in r.stdout
+    assert not (folder / "stale.txt").exists() and (folder / "measurements.csv").read_text().endswith("row2\n")
+    bad = tmp_path / "bad.tgz"
+    bad.write_text("not a tarball")
+    empty = tmp_path / "empty.tgz"
+    with tarfile.open(empty, "w:gz") as t:
+        t.add(part / "environment.json", arcname="environment.json")
+    for tarball, said in ((bad, "does not unpack"), (empty, "holds no measurements.csv"),
+                          (tmp_path / "missing.tgz", "no tarball")):
+        r = take(tarball)
+        assert r.returncode == 2 and said in r.stderr
+        assert (folder / "measurements.csv").is_file()  # left as it was
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["h200"]  # no unpacking left behind
