@@ -626,3 +626,43 @@ def test_resume_takes_a_folder_whose_unmeasured_engines_artifacts_changed(tmp_pa
     assert [r["settings_id"] for r in _rows(out / "measurements.csv") if r["preset"] == "small"] == [env["settings_id"]]
     rc, _, err = run_cli("curve", "--presets", "tiny", "--backends", "webgpu", *common, "--resume")
     assert rc == 2 and "kernels_sha256" in err
+
+
+def test_resume_refuses_a_folder_measured_on_another_gpu_machine(tmp_path, run_cli):
+    """Two lent machines whose CPUs report the same model name, core count and host name (the
+    H200 and H100 machines) are told apart by the GPUs they saw: --resume of a folder measured
+    beside other GPUs stops in one line naming them, exit 2, the folder's files unchanged (session 9
+    took up an H200 machine's kept repeats on an H100 machine). A folder written before the GPUs
+    joined the settings resumes where its recorded adapters are this machine's, and keeps its
+    settings as written, so its kept repeats are still taken up."""
+    out = tmp_path / "parts"
+    common = ["--backends", "reference", "--steps", "2", "--repeats", "1", "--out", str(out), "--plain", "--no-chart"]
+    assert run_cli("curve", "--presets", "tiny", *common)[0] == 0
+    env_path = out / "environment.json"
+    env = json.loads(env_path.read_text())
+    here = env["settings"]["gpus"]
+    assert isinstance(here, list)
+
+    def written(settings: dict, adapters: list) -> None:
+        e = {**env, "settings": settings, "settings_id": results.settings_id(settings),
+             "environment": {**env["environment"], "adapters": adapters}}
+        env_path.write_text(json.dumps(e))
+
+    h200 = [{"implementation": "wgpu-native", "name": "NVIDIA H200", "software": False}]
+    written({**env["settings"], "gpus": ["NVIDIA H200"]}, h200)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    rc, _, err = run_cli("curve", "--presets", "small", *common, "--resume")
+    assert rc == 2 and "--resume refused" in err and "NVIDIA H200" in err and "gpus" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+    old = {k: v for k, v in env["settings"].items() if k != "gpus"}  # from before the key
+    written(old, h200)
+    rc, _, err = run_cli("curve", "--presets", "small", *common, "--resume")
+    assert rc == 2 and "NVIDIA H200" in err
+
+    written(old, env["environment"].get("adapters", []))  # this machine's adapters then
+    rc, _, err = run_cli("curve", "--presets", "small", *common, "--resume")
+    assert rc == 0, err
+    env2 = json.loads(env_path.read_text())
+    assert env2["settings"] == old and env2["settings_id"] == results.settings_id(old)
+    assert [r["settings_id"] for r in _rows(out / "measurements.csv") if r["preset"] == "small"] == [env2["settings_id"]]

@@ -109,6 +109,14 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def gpu_names(env: dict) -> list[str]:
+    """The hardware adapters an environment saw (every implementation's, software renderers
+    left out), sorted: what tells two lent machines apart whose CPUs report the same model name,
+    core count and host name (the H200 and H100 machines: "Intel(R) Xeon(R) Processor", 16, "vm")."""
+    return sorted({a["name"] for a in env.get("adapters", []) if isinstance(a, dict) and a.get("name")
+                   and not a.get("software")})
+
+
 def collect_all(adapters: bool = True) -> dict:
     """The machine, then each engine's part (its runtime and what it can see: wasmtime's
     features and Node; with `adapters`, every WebGPU adapter), in the engines' order."""

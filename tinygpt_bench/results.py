@@ -46,6 +46,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tinygpt_bench.envinfo import gpu_names
 from tinygpt_bench.errors import UserError
 
 FORMAT_VERSION = 2
@@ -317,6 +318,12 @@ def settings_id(settings: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+# settings keys added after folders were written without them, each with how to read its value
+# from such a folder's recorded environment, so that --resume of that folder on the same machine
+# goes on and on another machine is refused (session 9: a resume on a lent H100 machine took up
+# repeats kept on the H200 machine, whose CPU reports the same name, cores and host name)
+DERIVED_SETTINGS = {"gpus": gpu_names}
+
 LOCK = ".tinygpt-bench.lock"
 
 
@@ -434,11 +441,18 @@ class ResultWriter:
             old = load_environment(self.env_path)
             old_settings = old.get("settings", {})
             kept = {k: old_settings[k] for k in self.may_differ if k in old_settings}
-            if kept and {**environment["settings"], **kept} == old_settings:  # only what this call does not run changed
+            # a folder written before a key joined the settings: the key's value then, where its
+            # environment recorded it (the GPUs it saw); the folder's own settings stay as written
+            then = {**old_settings, **{k: f(old.get("environment", {})) for k, f in DERIVED_SETTINGS.items()
+                                       if k not in old_settings and k in environment["settings"]}}
+            if then != old_settings and {**environment["settings"], **kept} == then:
+                environment["settings"] = old_settings
+                environment["settings_id"] = settings_id(old_settings)
+            elif kept and {**environment["settings"], **kept} == old_settings:  # only what this call does not run changed
                 environment["settings"] = old_settings
                 environment["settings_id"] = settings_id(old_settings)
             if old.get("settings_id") != environment["settings_id"]:
-                diff = _diff(old_settings, environment["settings"])
+                diff = _diff(then, environment["settings"])
                 raise UserError(
                     f"--resume refused: {self.dir} was measured with other settings or on another machine "
                     f"({diff}); use a new --out folder"
