@@ -171,3 +171,47 @@ def test_gpu_ceiling_is_the_fastest_rate_measured_on_that_gpu():
     ])
     assert perfpage._gpu_ceiling(pk, "H100").gflop_per_s == 51000.0
     assert perfpage._gpu_ceiling(pk, "nothing") is None
+
+
+def test_peaks_and_diagnoses_of_another_gpu_machine_are_named(synthetic, tmp_path):
+    """A peak run or a diagnosis on a machine whose CPU reports the curve run's model and host
+    name but beside another GPU (the lent H100 and H200 machines) is called another machine on
+    the page, naming its GPU; the same GPU is the curve run's machine."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from tinygpt_bench import envinfo
+
+    h200 = [{"name": "NVIDIA H200", "software": False}, {"name": "NVIDIA H200/PCIe/SSE2", "software": False},
+            {"name": "llvmpipe (LLVM 15.0.6, 256 bits)", "software": True}]
+    cpu = {"cpu_model": "Xeon", "hostname": "gpu-host"}
+    assert envinfo.gpu_names({"adapters": h200}) == ["NVIDIA H200", "NVIDIA H200/PCIe/SSE2"]
+    assert envinfo.machine_difference({**cpu, "adapters": h200[:1]}, {**cpu, "adapters": h200}) == ""
+    assert envinfo.machine_difference({**cpu}, {**cpu, "adapters": h200}) == ""  # no adapters looked for
+    h100 = [{"name": "NVIDIA H100 80GB HBM3", "software": False}]
+    assert envinfo.machine_difference({**cpu, "adapters": h100}, {**cpu, "adapters": h200}) == (
+        "CPU Xeon, host gpu-host, GPUs NVIDIA H100 80GB HBM3")
+    assert "CPU EPYC" in envinfo.machine_difference({**cpu, "cpu_model": "EPYC"}, cpu)
+
+    folder = tmp_path / "h200"
+    shutil.copytree(synthetic, folder)
+    env_path = folder / results.ENVIRONMENT
+    env = json.loads(env_path.read_text())
+    env["environment"]["adapters"] = h200
+    env_path.write_text(json.dumps(env))
+    pk = pd.read_csv(folder / results.PEAKS)
+    for adapter, other in (("NVIDIA H100 80GB HBM3", True), ("NVIDIA H200", False)):
+        pk["adapter"], pk["software_adapter"] = adapter, False
+        pk.to_csv(folder / results.PEAKS, index=False)
+        line = _row(perfpage.generated_block(folder), "- peak run ")
+        assert ("**another machine than the curve run** (CPU Xeon, host gpu-host, GPUs NVIDIA H100 80GB HBM3)"
+                in line) == other and ("the curve run's machine" in line) == (not other)
+
+    report = folder / "diagnose-xl-webgpu.json"
+    d = json.loads(report.read_text())
+    d["environment"] = {**cpu, "adapters": h100}
+    report.write_text(json.dumps(d))
+    assert "**Measured on another machine** (CPU Xeon, host gpu-host, GPUs NVIDIA H100 80GB HBM3)." in (
+        perfpage.generated_block(folder))

@@ -117,6 +117,21 @@ def gpu_names(env: dict) -> list[str]:
                    and not a.get("software")})
 
 
+def machine_difference(a: dict, b: dict) -> str:
+    """'' where two recorded environments can be one machine (kind); else what differs, as
+    'CPU X, host h, GPUs [..]' of `a`. The GPUs are compared only where both recorded adapters
+    (a CPU engine's diagnosis does not look for any), and one's among the other's is the same
+    machine (a peak run names the one adapter it used, a curve every adapter it saw)."""
+    differs = [k for k in ("cpu_model", "hostname") if a.get(k) != b.get(k)]
+    ga, gb = set(gpu_names(a)), set(gpu_names(b))
+    if a.get("adapters") and b.get("adapters") and not (ga <= gb or gb <= ga):
+        differs.append("gpus")
+    if not differs:
+        return ""
+    return f"CPU {a.get('cpu_model')}, host {a.get('hostname')}" + (
+        f", GPUs {', '.join(gpu_names(a)) or 'none'}" if a.get("adapters") else "")
+
+
 def collect_all(adapters: bool = True) -> dict:
     """The machine, then each engine's part (its runtime and what it can see: wasmtime's
     features and Node; with `adapters`, every WebGPU adapter), in the engines' order."""

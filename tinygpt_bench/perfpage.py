@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tinygpt_bench import chart, markdown, report, results, stats
+from tinygpt_bench import chart, envinfo, markdown, report, results, stats
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.units import fmt_bytes
 
@@ -139,10 +139,14 @@ def section_machine(run: Run, src: str) -> str:
                  f"corpus sha256 {str(s.get('corpus_sha256', '?'))[:12]}")
     if run.peaks is not None and len(run.peaks):
         p = run.peaks.iloc[0]
-        same = p.get("cpu_model") == e.get("cpu_model") and p.get("hostname") == e.get("hostname")
+        adapters = [{"name": a, "software": str(sw).lower() == "true"}  # the adapters its rows ran on
+                    for a, sw in run.peaks[["adapter", "software_adapter"]].drop_duplicates().itertuples(index=False)
+                    if isinstance(a, str) and a]
+        other = envinfo.machine_difference(
+            {"cpu_model": p.get("cpu_model"), "hostname": p.get("hostname"), "adapters": adapters}, e)
         lines.append(f"- peak run {p.run_id}: git commit {str(p.get('git_commit'))[:12]}; "
-                     + ("same CPU and host name as the curve run" if same else
-                        f"**another machine than the curve run** (CPU {p.get('cpu_model')}, host {p.get('hostname')})"))
+                     + ("the curve run's machine (CPU model, host name, GPUs)" if not other else
+                        f"**another machine than the curve run** ({other})"))
     lines.append(f"- files: `{src}/` ({', '.join(sorted(f.name for f in run.dir.iterdir() if f.suffix in ('.csv', '.json')))})")
     return "\n".join(lines)
 
@@ -394,8 +398,9 @@ def section_kernels(run: Run, src: str) -> str:
         if r is not None and r.status == "ok":
             head += f" In the curve: {f_ms(r.median_ms)} ms/step."
         de, ce = d.environment, run.env.get("environment", {})
-        if de and (de.get("cpu_model"), de.get("hostname")) != (ce.get("cpu_model"), ce.get("hostname")):
-            head += f" **Measured on another machine** ({de.get('cpu_model')}, host {de.get('hostname')})."
+        other = envinfo.machine_difference(de, ce) if de else ""
+        if other:
+            head += f" **Measured on another machine** ({other})."
         failed = [s for s in d.stages if not s.get("ok")]
         if failed:
             s = failed[0]
