@@ -182,18 +182,16 @@ def test_peaks_and_diagnoses_of_another_gpu_machine_are_named(synthetic, tmp_pat
 
     import pandas as pd
 
-    from tinygpt_bench import envinfo
-
     h200 = [{"name": "NVIDIA H200", "software": False}, {"name": "NVIDIA H200/PCIe/SSE2", "software": False},
             {"name": "llvmpipe (LLVM 15.0.6, 256 bits)", "software": True}]
     cpu = {"cpu_model": "Xeon", "hostname": "gpu-host"}
-    assert envinfo.gpu_names({"adapters": h200}) == ["NVIDIA H200", "NVIDIA H200/PCIe/SSE2"]
-    assert envinfo.machine_difference({**cpu, "adapters": h200[:1]}, {**cpu, "adapters": h200}) == ""
-    assert envinfo.machine_difference({**cpu}, {**cpu, "adapters": h200}) == ""  # no adapters looked for
+    assert results.gpu_names({"adapters": h200}) == ["NVIDIA H200", "NVIDIA H200/PCIe/SSE2"]
+    assert results.machine_difference({**cpu, "adapters": h200[:1]}, {**cpu, "adapters": h200}) == ""
+    assert results.machine_difference({**cpu}, {**cpu, "adapters": h200}) == ""  # no adapters looked for
     h100 = [{"name": "NVIDIA H100 80GB HBM3", "software": False}]
-    assert envinfo.machine_difference({**cpu, "adapters": h100}, {**cpu, "adapters": h200}) == (
+    assert results.machine_difference({**cpu, "adapters": h100}, {**cpu, "adapters": h200}) == (
         "CPU Xeon, host gpu-host, GPUs NVIDIA H100 80GB HBM3")
-    assert "CPU EPYC" in envinfo.machine_difference({**cpu, "cpu_model": "EPYC"}, cpu)
+    assert "CPU EPYC" in results.machine_difference({**cpu, "cpu_model": "EPYC"}, cpu)
 
     folder = tmp_path / "h200"
     shutil.copytree(synthetic, folder)

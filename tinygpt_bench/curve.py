@@ -105,7 +105,7 @@ def run_settings(s: CurveSettings, corp: corpus_mod.Corpus, env: dict) -> dict:
         "steps": s.steps, "repeats": s.repeats, "seed": s.seed, "lr": s.lr,
         "corpus_sha256": corp.sha256, **engines.fingerprint(s.options),
         "cpu_model": env.get("cpu_model"), "cpu_usable_cores": env.get("cpu_usable_cores"),
-        "hostname": env.get("hostname"), "gpus": envinfo.gpu_names(env), **engines.digests(),
+        "hostname": env.get("hostname"), "gpus": results.gpu_names(env), **engines.digests(),
     }
 
 

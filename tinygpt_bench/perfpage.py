@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tinygpt_bench import chart, envinfo, markdown, report, results, stats
+from tinygpt_bench import chart, markdown, report, results, stats
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.units import fmt_bytes
 
@@ -142,7 +142,7 @@ def section_machine(run: Run, src: str) -> str:
         adapters = [{"name": a, "software": str(sw).lower() == "true"}  # the adapters its rows ran on
                     for a, sw in run.peaks[["adapter", "software_adapter"]].drop_duplicates().itertuples(index=False)
                     if isinstance(a, str) and a]
-        other = envinfo.machine_difference(
+        other = results.machine_difference(
             {"cpu_model": p.get("cpu_model"), "hostname": p.get("hostname"), "adapters": adapters}, e)
         lines.append(f"- peak run {p.run_id}: git commit {str(p.get('git_commit'))[:12]}; "
                      + ("the curve run's machine (CPU model, host name, GPUs)" if not other else
@@ -398,7 +398,7 @@ def section_kernels(run: Run, src: str) -> str:
         if r is not None and r.status == "ok":
             head += f" In the curve: {f_ms(r.median_ms)} ms/step."
         de, ce = d.environment, run.env.get("environment", {})
-        other = envinfo.machine_difference(de, ce) if de else ""
+        other = results.machine_difference(de, ce) if de else ""
         if other:
             head += f" **Measured on another machine** ({other})."
         failed = [s for s in d.stages if not s.get("ok")]

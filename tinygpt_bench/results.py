@@ -46,7 +46,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from tinygpt_bench.envinfo import gpu_names
 from tinygpt_bench.errors import UserError
 
 FORMAT_VERSION = 2
@@ -316,6 +315,31 @@ def settings_id(settings: dict) -> str:
     """A short digest of what must match for results to be comparable (and resumable)."""
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---- which machine a recorded environment describes --------------------------------------
+
+def gpu_names(env: dict) -> list[str]:
+    """The hardware adapters an environment saw (every implementation's, software renderers
+    left out), sorted: what tells two lent machines apart whose CPUs report the same model name,
+    core count and host name (the H200 and H100 machines: "Intel(R) Xeon(R) Processor", 16, "vm")."""
+    return sorted({a["name"] for a in env.get("adapters") or [] if isinstance(a, dict) and a.get("name")
+                   and not a.get("software")})
+
+
+def machine_difference(a: dict, b: dict) -> str:
+    """'' where two recorded environments can be one machine (kind); else what differs, as
+    'CPU X, host h, GPUs [..]' of `a`. The GPUs are compared only where both recorded adapters
+    (a CPU engine's diagnosis does not look for any), and one's among the other's is the same
+    machine (a peak run names the one adapter it used, a curve every adapter it saw)."""
+    differs = [k for k in ("cpu_model", "hostname") if a.get(k) != b.get(k)]
+    ga, gb = set(gpu_names(a)), set(gpu_names(b))
+    if a.get("adapters") and b.get("adapters") and not (ga <= gb or gb <= ga):
+        differs.append("gpus")
+    if not differs:
+        return ""
+    return f"CPU {a.get('cpu_model')}, host {a.get('hostname')}" + (
+        f", GPUs {', '.join(gpu_names(a)) or 'none'}" if a.get("adapters") else "")
 
 
 # settings keys added after folders were written without them, each with how to read its value
