@@ -192,6 +192,11 @@ def test_peaks_and_diagnoses_of_another_gpu_machine_are_named(synthetic, tmp_pat
     assert results.machine_difference({**cpu, "adapters": h100}, {**cpu, "adapters": h200}) == (
         "CPU Xeon, host gpu-host, GPUs NVIDIA H100 80GB HBM3")
     assert "CPU EPYC" in results.machine_difference({**cpu, "cpu_model": "EPYC"}, cpu)
+    lavapipe = h200[2:]  # a software renderer only: no GPU, which a GPU machine is not
+    assert results.machine_difference({**cpu, "adapters": h100}, {**cpu, "adapters": lavapipe}) != ""
+    assert results.machine_difference({**cpu, "adapters": lavapipe}, {**cpu, "adapters": h100}) == (
+        "CPU Xeon, host gpu-host, GPUs none")
+    assert results.machine_difference({**cpu, "adapters": lavapipe}, {**cpu, "adapters": lavapipe}) == ""
 
     folder = tmp_path / "h200"
     shutil.copytree(synthetic, folder)

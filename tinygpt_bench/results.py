@@ -330,11 +330,12 @@ def gpu_names(env: dict) -> list[str]:
 def machine_difference(a: dict, b: dict) -> str:
     """'' where two recorded environments can be one machine (kind); else what differs, as
     'CPU X, host h, GPUs [..]' of `a`. The GPUs are compared only where both recorded adapters
-    (a CPU engine's diagnosis does not look for any), and one's among the other's is the same
-    machine (a peak run names the one adapter it used, a curve every adapter it saw)."""
+    (a CPU engine's diagnosis does not look for any), and one's GPUs among the other's are the
+    same machine (a peak run names the one adapter it used, a curve every adapter it saw); a GPU
+    on one side and none on the other is not."""
     differs = [k for k in ("cpu_model", "hostname") if a.get(k) != b.get(k)]
     ga, gb = set(gpu_names(a)), set(gpu_names(b))
-    if a.get("adapters") and b.get("adapters") and not (ga <= gb or gb <= ga):
+    if a.get("adapters") and b.get("adapters") and ga != gb and not (ga and gb and (ga <= gb or gb <= ga)):
         differs.append("gpus")
     if not differs:
         return ""
