@@ -335,12 +335,13 @@ def machine_difference(a: dict, b: dict) -> str:
     on one side and none on the other is not."""
     differs = [k for k in ("cpu_model", "hostname") if a.get(k) != b.get(k)]
     ga, gb = set(gpu_names(a)), set(gpu_names(b))
-    if a.get("adapters") and b.get("adapters") and ga != gb and not (ga and gb and (ga <= gb or gb <= ga)):
+    same_gpus = (ga <= gb or gb <= ga) if ga and gb else ga == gb
+    if a.get("adapters") and b.get("adapters") and not same_gpus:
         differs.append("gpus")
     if not differs:
         return ""
     return f"CPU {a.get('cpu_model')}, host {a.get('hostname')}" + (
-        f", GPUs {', '.join(gpu_names(a)) or 'none'}" if a.get("adapters") else "")
+        f", GPUs {', '.join(sorted(ga)) or 'none'}" if a.get("adapters") else "")
 
 
 # settings keys added after folders were written without them, each with how to read its value
@@ -470,10 +471,9 @@ class ResultWriter:
             # environment recorded it (the GPUs it saw); the folder's own settings stay as written
             then = {**old_settings, **{k: f(old.get("environment", {})) for k, f in DERIVED_SETTINGS.items()
                                        if k not in old_settings and k in environment["settings"]}}
-            if then != old_settings and {**environment["settings"], **kept} == then:
-                environment["settings"] = old_settings
-                environment["settings_id"] = settings_id(old_settings)
-            elif kept and {**environment["settings"], **kept} == old_settings:  # only what this call does not run changed
+            # equal but for what this call does not run (kept) and what the folder derives (then):
+            # the folder's settings go on as written
+            if {**environment["settings"], **kept} == then:
                 environment["settings"] = old_settings
                 environment["settings_id"] = settings_id(old_settings)
             if old.get("settings_id") != environment["settings_id"]:
