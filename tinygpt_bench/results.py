@@ -471,9 +471,9 @@ class ResultWriter:
             # environment recorded it (the GPUs it saw); the folder's own settings stay as written
             then = {**old_settings, **{k: f(old.get("environment", {})) for k, f in DERIVED_SETTINGS.items()
                                        if k not in old_settings and k in environment["settings"]}}
-            # equal but for what this call does not run (kept) and what the folder derives (then):
+            # equal but for what this call does not run (kept) or what the folder derives (then):
             # the folder's settings go on as written
-            if {**environment["settings"], **kept} == then:
+            if (kept or then != old_settings) and {**environment["settings"], **kept} == then:
                 environment["settings"] = old_settings
                 environment["settings_id"] = settings_id(old_settings)
             if old.get("settings_id") != environment["settings_id"]:
