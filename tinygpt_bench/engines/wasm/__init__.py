@@ -1,6 +1,7 @@
 """The WebAssembly Memory64 engine: the C kernels of wasm/src compiled to one wasm64 module
-(wasm/tinygpt.wasm), run by wasmtime ('wasm', runtime.py + backend.py) or by V8 in Node
-('wasm-v8', v8.py + v8_host.mjs). Description only: importing this imports no runtime."""
+(wasm/tinygpt.wasm), run by wasmtime ('wasm', runtime.py + backend.py), by V8 in Node
+('wasm-v8', v8.py + v8_host.mjs) or by Chromium in a web page ('wasm-chrome', chrome.py +
+chrome_page.* + chrome_host.mjs); the two V8 hosts share host_core.mjs. Description only: importing this imports no runtime."""
 
 from __future__ import annotations
 
@@ -34,6 +35,14 @@ class WasmOptions:
 
 
 @dataclass(frozen=True)
+class ChromeOptions(WasmOptions):
+    """Chromium's: the module's options and which browser runs it."""
+
+    browser: str | None = option(None, "the Chromium to run (browser backends; default: the system's, or "
+                                       "$TINYGPT_BENCH_BROWSER)", "--browser", metavar="PATH")
+
+
+@dataclass(frozen=True)
 class WasmtimeOptions(WasmOptions):
     """wasmtime's: the module's options and cranelift's Spectre guard."""
 
@@ -61,13 +70,16 @@ REGIONS = "wall time of each kind of parallel region"  # how profile() times the
 
 ENGINE = Engine(
     name="wasm",
-    summary="the wasm64 module (wasm/tinygpt.wasm) on shared memory and worker threads, in wasmtime or V8",
+    summary="the wasm64 module (wasm/tinygpt.wasm) on shared memory and worker threads, in wasmtime, Node or Chromium",
     backends=(
         BackendSpec("wasm", ".backend:WasmBackend", "CPU", WasmtimeOptions, faults=("trap", "nan-grad"),
                     native_peer="torch-cpu", label="wasm64 in wasmtime", kernel_timing=REGIONS,
                     curve_default=True, preload=("wasmtime",)),
         BackendSpec("wasm-v8", ".v8:WasmV8Backend", "CPU", WasmOptions, faults=("trap", "nan-grad"),
                     native_peer="torch-cpu", label="wasm64 in V8 (Node)", kernel_timing=REGIONS,
+                    preload=("wasmtime",)),
+        BackendSpec("wasm-chrome", ".chrome:WasmChromeBackend", "CPU", ChromeOptions, faults=("trap", "nan-grad"),
+                    native_peer="torch-cpu", label="wasm64 in Chromium (a web page)", kernel_timing=REGIONS,
                     preload=("wasmtime",)),
     ),
     peak=".peak:measure",

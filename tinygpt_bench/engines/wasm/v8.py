@@ -138,6 +138,8 @@ class V8Runtime(w.WasmRuntime):
     """The wasm engine's runtime (runtime.py) in V8: the module, its shared memory and the
     workers live in one Node process running v8_host.mjs; every call is one round trip."""
 
+    name = NAME  # how errors name the backend
+
     def __init__(self, module_path: str, threads: int, initial_memory: int | None = None,
                  max_memory: int = w.MAX_MEMORY):
         super().__init__(module_path, threads, initial_memory, max_memory, spectre_guards=False)
@@ -157,7 +159,7 @@ class V8Runtime(w.WasmRuntime):
         """One request to the host, one JSON line each way; the host's death is a WasmError."""
         p = self._proc
         if p is None:
-            raise w.WasmError(f"{NAME}: the V8 host is not running (closed); load the backend again")
+            raise w.WasmError(f"{self.name}: the V8 host is not running (closed); load the backend again")
         try:
             p.stdin.write(json.dumps(cmd).encode() + b"\n")
             p.stdin.flush()
@@ -168,7 +170,7 @@ class V8Runtime(w.WasmRuntime):
             code = p.wait(timeout=10)
             err = self._stderr_tail()
             self._kill()
-            raise w.WasmError(f"{NAME}: the V8 host (node) exited with code {code} during '{cmd.get('op')}'"
+            raise w.WasmError(f"{self.name}: the V8 host (node) exited with code {code} during '{cmd.get('op')}'"
                               + (f": {err}" if err else ""))
         return json.loads(line)
 
@@ -209,23 +211,32 @@ class V8Runtime(w.WasmRuntime):
         if data.nbytes <= 1 << 16:
             r = self.send({"op": "write64", "addr": int(addr), "data": base64.b64encode(data.tobytes()).decode()})
         else:
-            with self._transfer_file() as path:
-                data.tofile(path)
-                r = self.send({"op": "write", "addr": int(addr), "file": path})
+            r = self._write_bulk(int(addr), data)
         if not r["ok"]:
-            raise w.WasmError(f"{NAME}: writing {data.nbytes} bytes at {addr}: {r['error']}")
+            raise w.WasmError(f"{self.name}: writing {data.nbytes} bytes at {addr}: {r['error']}")
 
     def _read(self, addr: int, nbytes: int) -> np.ndarray:
         if nbytes <= 1 << 16:
             r = self.send({"op": "read64", "addr": int(addr), "bytes": int(nbytes)})
             if not r["ok"]:
-                raise w.WasmError(f"{NAME}: reading {nbytes} bytes at {addr}: {r['error']}")
+                raise w.WasmError(f"{self.name}: reading {nbytes} bytes at {addr}: {r['error']}")
             return np.frombuffer(base64.b64decode(r["data"]), np.uint8)
+        r, data = self._read_bulk(int(addr), int(nbytes))
+        if not r["ok"]:
+            raise w.WasmError(f"{self.name}: reading {nbytes} bytes at {addr}: {r['error']}")
+        return data
+
+    def _write_bulk(self, addr: int, data: np.ndarray) -> dict:
+        """A large write: through a transfer file Node reads."""
         with self._transfer_file() as path:
-            r = self.send({"op": "read", "addr": int(addr), "bytes": int(nbytes), "file": path})
-            if not r["ok"]:
-                raise w.WasmError(f"{NAME}: reading {nbytes} bytes at {addr}: {r['error']}")
-            return np.fromfile(path, np.uint8)
+            data.tofile(path)
+            return self.send({"op": "write", "addr": addr, "file": path})
+
+    def _read_bulk(self, addr: int, nbytes: int) -> tuple[dict, np.ndarray | None]:
+        """A large read: through a transfer file Node writes. (reply, bytes)"""
+        with self._transfer_file() as path:
+            r = self.send({"op": "read", "addr": addr, "bytes": nbytes, "file": path})
+            return r, (np.fromfile(path, np.uint8) if r["ok"] else None)
 
     @contextlib.contextmanager
     def _transfer_file(self):
@@ -250,13 +261,8 @@ class V8Runtime(w.WasmRuntime):
     def i32(self, addr: int, count: int) -> _Region:
         return _Region(self, addr, count, np.int32)
 
-    def start(self) -> None:
-        if self._started:
-            return
-        self.phase = "start"
-        if not os.path.isfile(self.module_path):
-            raise UserError(f"{NAME}: stage compile: {self.module_path}: no such file; use the shipped "
-                            "wasm/tinygpt.wasm (reinstall tinygpt-bench)")
+    def _open_host(self) -> None:
+        """Start the host process (Node running v8_host.mjs)."""
         self._tmp = scratch.folder()
         remove_orphan_transfers(self._tmp)
         self._stderr = tempfile.TemporaryFile()
@@ -266,11 +272,30 @@ class V8Runtime(w.WasmRuntime):
         except OSError as e:
             self._kill()
             raise UserError(f"{NAME}: cannot start {self.node} ({e}); pip install {NODE_PIN} or set {NODE_ENV}") from None
+
+    def _module_ref(self) -> str:
+        """How the host names the module to load (a path for Node)."""
+        return str(self.module_path)
+
+    def _rejected(self, stage: str, error: str) -> UserError:
+        """The error for a module the host's V8 rejects (compile, memory, instantiate)."""
+        return UserError(f"{self.name}: stage {stage}: V8 {self.versions['v8']} rejected {self.module_path}: "
+                         f"{error}; use the shipped wasm/tinygpt.wasm with Node >= {MIN_NODE} "
+                         f"({NODE_PIN}), or run it with the wasm backend")
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self.phase = "start"
+        if not os.path.isfile(self.module_path):
+            raise UserError(f"{self.name}: stage compile: {self.module_path}: no such file; use the shipped "
+                            "wasm/tinygpt.wasm (reinstall tinygpt-bench)")
+        self._open_host()
         try:
             facts, facts_error = w.module_facts(self.module_path), None
         except w.WasmError as e:  # V8 says first why it rejects the module, if it does
             facts, facts_error = {"memory_min_bytes": w.PAGE, "memory_max_bytes": w.MAX_MEMORY}, e
-        r = self.send({"op": "start", "module": str(self.module_path), "threads": self.threads,
+        r = self.send({"op": "start", "module": self._module_ref(), "threads": self.threads,
                         "min_pages": facts["memory_min_bytes"] // w.PAGE,
                         "max_pages": (facts["memory_max_bytes"] or w.MAX_MEMORY) // w.PAGE,
                         "initial_bytes": self.initial_memory or 0, "stack_bytes": w.WORKER_STACK,
@@ -281,16 +306,14 @@ class V8Runtime(w.WasmRuntime):
                 self._memory = _Memory(self)
                 err = self.no_memory(stage, r["no_memory"], r.get("asked") or w.THREAD_SCRATCH_BYTES)
                 self.close()
-                raise w.WasmError(str(err).replace("wasm backend:", f"{NAME}:", 1))
+                raise w.WasmError(str(err).replace("wasm backend:", f"{self.name}:", 1))
             self.close()
             if stage in ("compile", "memory", "instantiate"):  # V8 rejected the module: nothing to retry
-                raise UserError(f"{NAME}: stage {stage}: V8 {self.versions['v8']} rejected {self.module_path}: "
-                                f"{r['error']}; use the shipped wasm/tinygpt.wasm with Node >= {MIN_NODE} "
-                                f"({NODE_PIN}), or run it with the wasm backend")
-            raise w.WasmError(f"{NAME}: stage {stage}: {r['error']}")
+                raise self._rejected(stage, r["error"])
+            raise w.WasmError(f"{self.name}: stage {stage}: {r['error']}")
         if facts_error is not None:
             self.close()
-            raise w.WasmError(str(facts_error).replace("wasm backend:", f"{NAME}:", 1))
+            raise w.WasmError(str(facts_error).replace("wasm backend:", f"{self.name}:", 1))
         self._memory = _Memory(self)
         self.initial_bytes = r["initial_bytes"]
         self._events = []
@@ -298,8 +321,11 @@ class V8Runtime(w.WasmRuntime):
         self.heap_mark = r["heap_mark"]
         self.read_events()
 
+    def _host_alive(self) -> bool:
+        return self._proc is not None
+
     def memory_bytes(self) -> int:
-        return self._memory.data_len() if self._started and self._proc is not None else 0
+        return self._memory.data_len() if self._started and self._host_alive() else 0
 
     def peak_rss(self) -> int | None:
         """Peak resident memory of the Node process (bytes)."""
@@ -309,7 +335,7 @@ class V8Runtime(w.WasmRuntime):
         return int(r["peak_rss"]) if r.get("ok") else None
 
     def close(self) -> None:
-        if self._started and self._proc is not None and self._memory is not None:
+        if self._started and self._host_alive() and self._memory is not None:
             try:
                 self.read_events()  # events() still answers after close
             except Exception:
@@ -330,6 +356,7 @@ class V8Runtime(w.WasmRuntime):
 
 class WasmV8Backend(w.WasmBackend):
     name = "wasm-v8"
+    label = NAME  # how errors name the backend
     capabilities = w.WasmBackend.capabilities | {"host_peak_rss"}
 
     def __init__(self, threads: int | None = None, relaxed_simd: bool | None = None, initial_memory: int | None = None,
@@ -344,7 +371,7 @@ class WasmV8Backend(w.WasmBackend):
                              max_memory=max_memory, module_path=module_path, fault=fault,
                              matmul_kernel=matmul_kernel)
         except UserError as e:
-            raise UserError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
+            raise UserError(str(e).replace("wasm backend:", f"{self.label}:", 1)) from None
         self.node, self.versions = self.runtime.node, self.runtime.versions
         self.last_step_ns: int | None = None
 
@@ -392,9 +419,9 @@ class WasmV8Backend(w.WasmBackend):
         try:
             super().load(preset, params)
         except UserError as e:
-            raise UserError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
+            raise UserError(str(e).replace("wasm backend:", f"{self.label}:", 1)) from None
         except w.WasmError as e:
-            raise w.WasmError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
+            raise w.WasmError(str(e).replace("wasm backend:", f"{self.label}:", 1)) from None
         self._tokens_addr = self.runtime.call("model_tokens")
 
     def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
@@ -406,7 +433,7 @@ class WasmV8Backend(w.WasmBackend):
             injected = "; fault 'trap' was injected (TINYGPT_BENCH_FAULT)" if self.fault == "trap" else ""
             why = f"; {self.runtime.worker_errors[0]}" if self.runtime.worker_errors else ""
             self.close()
-            raise w.WasmError(f"{NAME}: preset {p.name}: stage step: wasm trapped: {r['error']}{why}{injected}; "
+            raise w.WasmError(f"{self.label}: preset {p.name}: stage step: wasm trapped: {r['error']}{why}{injected}; "
                               "the backend was closed, load it again")
         self.last_step_ns = int(r["ns"])
         return float(r["loss"])
@@ -415,7 +442,7 @@ class WasmV8Backend(w.WasmBackend):
         try:
             return super().guarded_call(stage, name, *args)
         except w.WasmError as e:
-            raise w.WasmError(str(e).replace("wasm backend:", f"{NAME}:", 1)) from None
+            raise w.WasmError(str(e).replace("wasm backend:", f"{self.label}:", 1)) from None
 
     def close(self) -> None:
         self.runtime.close()
