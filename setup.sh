@@ -3,7 +3,8 @@
 # environment in .venv, and the package. Usage:
 #   ./setup.sh            install for use (the wheel, as a user gets it)
 #   ./setup.sh --test     install editable with the test and build extras (pytest, ziglang)
-# System packages: python3-venv where venv is missing, and a Vulkan driver that both WebGPU
+# System packages: python3-venv where venv is missing, Chromium (Debian's `chromium`) for the
+# browser backend wasm-chrome where no browser is found, and a Vulkan driver that both WebGPU
 # implementations accept where there is none: Mesa's lavapipe (a CPU adapter) from
 # mesa-vulkan-drivers 24 or newer. Dawn (the webgpu-dawn backend) refuses Mesa 22's lavapipe
 # ("Vulkan shaderUniform*ArrayDynamicIndexing required"), which is Debian 12's own; there setup
@@ -88,6 +89,24 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# Chromium for the browser backends (wasm-chrome): the system's own, never downloaded by the
+# harness. Debian's `chromium` package (Chromium 133+ has Memory64 on by default); elsewhere
+# the fix is printed (Ubuntu's chromium package is a snap, which containers cannot run).
+have_browser() {
+  [ -n "${TINYGPT_BENCH_BROWSER:-}" ] && return 0
+  [ -x /usr/lib/chromium/chromium ] && return 0
+  for b in chromium chromium-browser google-chrome-stable google-chrome; do command -v "$b" >/dev/null && return 0; done
+  return 1
+}
+if ! have_browser; then
+  if [ "$(os_field ID)" = debian ]; then
+    apt_install chromium || echo "setup: the wasm-chrome backend needs Chromium: sudo apt-get install chromium" >&2
+  else
+    echo "setup: no Chromium found; the wasm-chrome backend needs Chromium 133+ (a distribution package, not a" \
+         "snap) or TINYGPT_BENCH_BROWSER=/path/to/chrome; the other backends work without it" >&2
+  fi
+fi
+
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "$mode" = "--test" ]; then
@@ -110,4 +129,10 @@ for impl, backend in (("wgpu-native", "webgpu"), ("dawn", "webgpu-dawn")):
     else:
         why = "no adapter"
     print(f"setup: backend {backend} ({impl}): " + ("; ".join(found) if found else f"{why}; fix: {NO_ADAPTER_FIX[impl]}"))
+from tinygpt_bench import browser
+try:
+    path = browser.browser_path()
+    print(f"setup: backend wasm-chrome: {browser.browser_version(path)['browser']} ({path})")
+except Exception as e:
+    print(f"setup: backend wasm-chrome: {e}")
 PY

@@ -130,11 +130,11 @@ def test_memory_grows_from_small_start_with_threads_running():
         assert b.grew_from == start and b.grew_to > start + (8 << 20)
         loss = b.step(batch)
         assert abs(loss - math.log(256)) < 0.1
-        # growth from inside a parallel region: thread 0 grows, the others write past the old end
-        pages = b.memory_bytes() // 65536
-        assert b.runtime.call("grow_in_region", 16) == pages + 16
-        tail = b.runtime.i32(b.memory_bytes() - 8, 2)
-        assert list(tail) == [2, 1]  # thread 1 wrote the word at -8, thread 0 the one at -4
+        # growth from inside a parallel region, then every thread touches the new memory: the
+        # same assertions on every host (tests/test_wasm_chrome.py)
+        g = b.growth_probe()
+        assert g["ok"] and g["to_bytes"] == g["from_bytes"] + 16 * 65536 == b.memory_bytes()
+        assert g["views"][0] == "new" and set(g["views"].values()) <= {"new", "old"}
         assert b.step(batch) < loss + 0.1  # the model still trains after the growth
 
 

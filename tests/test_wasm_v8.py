@@ -263,7 +263,7 @@ def test_diagnose_names_an_injected_trap_on_wasm_v8(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TINYGPT_BENCH_FAULT", "wasm-v8:trap@tiny")
     d = diagnose.run(presets.load("tiny"), "wasm-v8", {"threads": 2})
-    assert [s.name for s in d.stages] == ["preflight", "create", "load", "step"]
+    assert d.harness_stages() == ["preflight", "create", "load", "step"]
     step = d.stages[-1]
     assert not step.ok and "wasm trapped: RuntimeError: unreachable" in step.error
     assert "fault 'trap' was injected" in step.error and "trapped" in step.meaning

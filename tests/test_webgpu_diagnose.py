@@ -41,7 +41,7 @@ def engine(B):
 def test_shader_fault_fails_load_naming_the_kernel_with_the_validation_text(gpu, B, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT, f"{B}:shader@tiny")
     d = diagnose.run(presets.load("tiny"), B, {})
-    assert [s.name for s in d.stages] == ["preflight", "create", "load"]
+    assert d.harness_stages() == ["preflight", "create", "load"]
     load = d.stages[-1]
     assert not load.ok and all(s.ok for s in d.stages[:-1])
     # the device's own validation text, verbatim: compile the same broken source here

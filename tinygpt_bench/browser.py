@@ -49,6 +49,7 @@ MIN_MAJOR = 133  # WebAssembly Memory64 on by default (Chrome 133); threads, SIM
 INSTALL_FIX = ("install the system's Chromium (Debian/Ubuntu: sudo apt-get install chromium; ./setup.sh does it) "
                f"or name one with --browser PATH or {BROWSER_ENV}")
 PROFILE_PREFIX = "tinygpt-chrome-"  # the browser's profile folder: tinygpt-chrome-<pid>-<random>
+SHORT_TMP = "/tmp" if os.path.isdir("/tmp") else None  # its TMPDIR: Unix socket paths must stay short
 # Flags for a quiet, measurable browser: no first-run UI, no background network or component
 # updates, no throttling of a page that is not visible (headless pages never are). No sandbox:
 # the page is this package's own, served from 127.0.0.1, and the renderer sandbox needs user
@@ -92,8 +93,9 @@ def browser_version(path: str) -> dict:
     not run or is older than MIN_MAJOR."""
     try:
         r = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
-        text = r.stdout.strip().splitlines()[-1].strip()
-        major = int(re.search(r"(\d+)\.\d+\.\d+\.\d+", text).group(1))
+        line = r.stdout.strip().splitlines()[-1].strip()  # "Chromium 156.0.8078.129 built on Debian ..."
+        m = re.search(r"^(.*?)\s*((\d+)\.\d+\.\d+\.\d+)", line)
+        text, major = f"{m.group(1) or 'Chromium'} {m.group(2)}", int(m.group(3))
     except (OSError, subprocess.SubprocessError, IndexError, AttributeError, ValueError) as e:
         raise UserError(f"browser: {path} --version did not name a Chromium version ({type(e).__name__}); "
                         f"{INSTALL_FIX}") from None
@@ -101,6 +103,15 @@ def browser_version(path: str) -> dict:
         raise UserError(f"browser: {path} is {text}; WebAssembly Memory64 needs Chromium {MIN_MAJOR} or newer: "
                         f"{INSTALL_FIX}")
     return {"browser": text, "major": major}
+
+
+@lru_cache(maxsize=8)
+def v8_version(path: str) -> str:
+    """The version of V8 in that browser, from a short launch (the binary's --version names the
+    browser's only)."""
+    with Chromium(path, ("--disable-gpu",), name="browser") as c:
+        c.start()
+        return c.js_version
 
 
 def _child_setup(read_fd: int, write_fd: int):  # pragma: no cover - runs in the child before exec
@@ -118,11 +129,13 @@ def _child_setup(read_fd: int, write_fd: int):  # pragma: no cover - runs in the
 
 
 def remove_orphan_profiles(where: str | None = None) -> list[str]:
-    """Remove the profile folders left by processes no longer alive (killed mid-measurement)."""
+    """Remove the profile (and browser temporary) folders left by processes no longer alive
+    (killed mid-measurement), in `where` (default: the temporary folder and /tmp)."""
     import glob
 
     removed = []
-    for path in glob.glob(os.path.join(where or tempfile.gettempdir(), f"{PROFILE_PREFIX}*-*")):
+    folders = [where] if where else sorted({tempfile.gettempdir(), SHORT_TMP or tempfile.gettempdir()})
+    for path in (p for f in folders for p in glob.glob(os.path.join(f, f"{PROFILE_PREFIX}*-*"))):
         pid = os.path.basename(path)[len(PROFILE_PREFIX):].split("-", 1)[0]
         if not pid.isdigit():
             continue
@@ -153,11 +166,13 @@ class Chromium:
         self.product: str | None = None  # 'Chrome/156.0.8078.129', from the protocol
         self.js_version: str | None = None  # V8's version
         self.console: list[str] = []  # the page's last console lines and exceptions
+        self.crashed: str | None = None  # why the page is gone (its renderer crashed)
         self._session: str | None = None
         self._buf = b""
         self._id = 0
         self._wfd = self._rfd = None
         self._profile: str | None = None
+        self._tmp: str | None = None
         self._stderr = None
 
     # ---- the process ------------------------------------------------------------------
@@ -168,11 +183,16 @@ class Chromium:
         from_child_r, from_child_w = os.pipe()
         self._stderr = tempfile.TemporaryFile()
         argv = [self.path, *BASE_FLAGS, *self.flags, "--remote-debugging-pipe", f"--user-data-dir={self._profile}",
-                "about:blank"]
+                "--no-startup-window"]  # open() makes the one page; a first empty tab cost ~170 ms here
         self._wfd, self._rfd = to_child_w, from_child_r
         try:  # fds 3 and 4 are made in the child (_child_setup); every other fd is closed there
+            # its temporary files (org.chromium.*, a socket among them: a short path) in a folder
+            # of the same name scheme, so that a browser killed with its measurement leaves
+            # folders that the next start removes (remove_orphan_profiles)
+            self._tmp = tempfile.mkdtemp(prefix=f"{PROFILE_PREFIX}{os.getpid()}-", dir=SHORT_TMP)
+            tmp = self._tmp
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                         close_fds=True, pass_fds=(3, 4),
+                                         env={**os.environ, "TMPDIR": tmp}, close_fds=True, pass_fds=(3, 4),
                                          preexec_fn=_child_setup(to_child_r, from_child_w), start_new_session=True)
         except OSError as e:
             self.close()
@@ -230,9 +250,10 @@ class Chromium:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 pass
-        if self._profile:
-            shutil.rmtree(self._profile, ignore_errors=True)
-            self._profile = None
+        for folder in (self._profile, self._tmp):
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+        self._profile = self._tmp = None
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
@@ -255,6 +276,8 @@ class Chromium:
         """One protocol command; its result, or a BrowserError naming the stage."""
         if self._wfd is None:
             raise BrowserError(f"{self.name}: the browser is not running", stage)
+        if self.crashed and session is not None:
+            raise BrowserError(self.crashed, stage)
         self._id += 1
         msg = {"id": self._id, "method": method, "params": params or {}}
         if session:
@@ -302,9 +325,9 @@ class Chromium:
         method, params = msg.get("method"), msg.get("params", {})
         if method in ("Inspector.targetCrashed", "Target.targetCrashed") and (
                 msg.get("sessionId") in (None, self._session)):
-            raise BrowserError(f"{self.name}: the page's renderer crashed (stage {stage})"
-                               + (f"; last console lines: {' | '.join(self.console[-3:])}" if self.console else ""),
-                               stage)
+            self.crashed = (f"{self.name}: the page's renderer crashed"
+                            + (f"; last console lines: {' | '.join(self.console[-3:])}" if self.console else ""))
+            raise BrowserError(self.crashed, stage)
         if method == "Runtime.consoleAPICalled":
             args = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
             self._keep(f"console.{params.get('type')}: {args}")
@@ -331,6 +354,15 @@ class Chromium:
             if time.monotonic() > deadline:
                 raise BrowserError(f"{self.name}: the page {url} did not finish loading within {timeout:g} s", "page")
             time.sleep(0.01)
+
+    def crash_page(self) -> None:
+        """Crash the page's renderer (Page.crash): fault injection, to test that a crash is a failed
+        measurement naming its stage. The next command on the page raises."""
+        try:
+            self.command("Page.crash", session=self._session, timeout=10, stage="crash")
+        except BrowserError:
+            pass
+        self.crashed = self.crashed or f"{self.name}: the page's renderer crashed (injected: Page.crash)"
 
     def evaluate(self, expression: str, timeout: float | None = 60.0, stage: str = "page"):
         """The value of `expression` in the page (a promise is awaited); a thrown error is a

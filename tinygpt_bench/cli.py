@@ -100,6 +100,12 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JS
         t.add_row("Node (wasm-v8)", f"node {info['node_version']}, V8 {info['v8_version']} ({info['node_path']})")
     else:
         t.add_row("Node (wasm-v8)", info.get("node_error", "?"))
+    if info.get("browser_version"):
+        v8 = f", V8 {info['browser_v8_version']}" if info.get("browser_v8_version") else ""
+        t.add_row("Chromium (wasm-chrome)", f"{info['browser_version']}{v8} ({info['browser_path']})"
+                  + (f"; {info['browser_error']}" if info.get("browser_error") else ""))
+    else:
+        t.add_row("Chromium (wasm-chrome)", info.get("browser_error", "?"))
     console.print(t)
     a = Table(title="WebGPU adapters (backend webgpu: wgpu-native; webgpu-dawn: Dawn)")
     for c in ("implementation", "#", "name", "backend", "type", "software", "driver", "max binding"):

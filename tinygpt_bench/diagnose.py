@@ -7,7 +7,12 @@ verbatim and a plain sentence on what it means and what would fix it:
               engine buffer where the engine can say) against host RAM, the wasm memory
               maximum and the adapter's buffer and binding limits, before allocating
   create      module compile and instantiate / adapter and device
+  (engine)    the engine's own start-up stages, each timed, where it has them (wasm: compile,
+              instantiate, workers; wasm-v8: the Node host first; wasm-chrome: launch, page,
+              isolation, worker first)
   load        allocate and upload; memory growth events (from, to, threads running)
+  growth      where the engine offers it (wasm): memory grown inside a parallel region, each
+              thread's view of the size after it, every thread touching the new memory
   step        one whole training step (forward, loss, backward, clip, AdamW)
   scan        NaN/Inf scan of the gradients and weights, with max |value|
   timed       a few timed steps against the time budget
@@ -34,6 +39,9 @@ from tinygpt_bench.errors import UserError
 from tinygpt_bench.units import fmt_bytes, parse_bytes
 from tinygpt_bench.presets import Preset
 
+# the harness's own stages, in order; an engine may add its own between them (Backend.stages(),
+# growth_probe())
+STAGES = ("preflight", "create", "load", "step", "scan", "timed", "parity", "kernels")
 LOSS_TOLERANCE = 1e-4
 GRAD_TOLERANCE = 1e-3
 
@@ -57,6 +65,10 @@ class Diagnosis:
     @property
     def ok(self) -> bool:
         return all(s.ok for s in self.stages)
+
+    def harness_stages(self) -> list[str]:
+        """The names of the harness's own stages walked (the engine's left out)."""
+        return [s.name for s in self.stages if s.name in STAGES]
 
     def to_markdown(self) -> str:
         lines = [f"# diagnose {self.preset} on {self.backend}", "", f"options: {json.dumps(self.options)}", "",
@@ -172,6 +184,12 @@ def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = N
         limits = be.limits()
         add(Stage("create", True, f"{(time.perf_counter() - t0) * 1e3:.0f} ms; {desc.get('device', '')}",
                   detail={"describe": desc, "limits": limits}))
+        for st in be.stages():
+            figure = (f"{st['ms']:.0f} ms; " if st.get("ms") is not None else "") + st.get("figure", "")
+            if not st["ok"]:
+                fail(st["name"], st["error"])
+                return d
+            add(Stage(st["name"], True, figure, detail={"ms": st.get("ms")}))
         t0 = time.perf_counter()
         try:
             be.load(preset, work.params.copy())
@@ -182,6 +200,8 @@ def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = N
         mem = be.memory_bytes()
         add(Stage("load", True, f"{(time.perf_counter() - t0) * 1e3:.0f} ms; allocated {fmt_bytes(mem)}; "
                   f"{len(events)} memory growth event(s)", detail={"events": events, "memory_bytes": mem}))
+        if not growth(be, add, fail):
+            return d
         t0 = time.perf_counter()
         try:
             loss = float(be.step(work.batches[0]))
@@ -239,6 +259,27 @@ def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = N
                   + (f" ({kernels['error']})" if isinstance(kernels, dict) and "error" in kernels else ""),
                   detail={"kernels": {}}))
     return d
+
+
+def growth(be, add, fail) -> bool:
+    """The growth stage, where the engine offers a growth probe; False when it failed."""
+    t0 = time.perf_counter()
+    g = be.growth_probe()
+    if g is None:
+        return True
+    if not g["ok"]:
+        return fail("growth", g["error"], g)
+    views = g.get("views", {})
+    stale = sorted(t for t, v in views.items() if v != "new")
+    seen = ", ".join(f"thread {t}: {v}" for t, v in sorted(views.items()))
+    running = g.get("worker_threads_running")
+    figure = (f"{(time.perf_counter() - t0) * 1e3:.0f} ms; {fmt_bytes(g['from_bytes'])} -> {fmt_bytes(g['to_bytes'])} "
+              f"inside a parallel region with {running} of {g['threads'] - 1} worker thread(s) running; every thread "
+              f"touched the new memory; memory.size right after: {seen}")
+    if stale:
+        figure += (f" ({len(stale)} thread(s) still saw the old size: allowed, and the module never relies on "
+                   "another thread's growth being visible through memory.size)")
+    return add(Stage("growth", True, figure, detail=g))
 
 
 def parity(preset: Preset, backend: str, options: dict, seed: int = 0) -> Stage:

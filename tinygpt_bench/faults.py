@@ -6,7 +6,10 @@ when that backend is created for that preset (any preset without @). Kinds:
   slow         every step sleeps 1 s more inside the timed region (harness; any backend)
   nan-grad     the engine writes a NaN into the gradient after backward (wasm, wasm-v8, webgpu,
                webgpu-dawn, reference)
-  trap         the wasm module executes `unreachable` during the step (wasm, wasm-v8)
+  trap         the wasm module executes `unreachable` during the step (wasm, wasm-v8, wasm-chrome)
+  grow-oob     diagnose's growth probe touches one page past the grown memory's end: an
+               out-of-bounds trap in a worker at growth (wasm, wasm-v8, wasm-chrome)
+  renderer-crash  the page's renderer is crashed (DevTools Page.crash) before each step (wasm-chrome)
   shader       an invalid WGSL kernel is compiled at load (webgpu, webgpu-dawn)
   limit=BYTES  the adapter's storage-binding and buffer limits are capped to BYTES (webgpu,
                webgpu-dawn)
@@ -23,7 +26,7 @@ from tinygpt_bench.errors import UserError
 
 ENV = "TINYGPT_BENCH_FAULT"
 HARNESS_KINDS = {"slow"}
-KINDS = ("slow", "nan-grad", "trap", "shader")  # and limit=BYTES
+KINDS = ("slow", "nan-grad", "trap", "grow-oob", "renderer-crash", "shader")  # and limit=BYTES
 SLOW_S = 1.0
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,8 @@ ATTN_KEY_BLOCK = 8  # attention.c KB
 NORM_CHUNK = 16384  # kernels.c NORM_CHUNK
 MATMUL_KERNELS = ("shuffle", "splat", "bcast")  # the 4x8 tile's A broadcast (matmul.c); model_set_matmul_kernel
 FAULTS = {"trap": 1, "nan-grad": 2}  # model.c model_set_fault; faults.py's kinds for this engine
+HOST_FAULTS = ("grow-oob",)  # injected by this trainer, not the module: growth_probe() touches past the end
+GROWTH_PAGES = 16  # growth_probe(): the pages grown inside a parallel region (1 MiB)
 
 
 def model_buffers(preset: Preset, threads: int) -> list[tuple[str, int]]:
@@ -94,7 +97,8 @@ def fma_by_default(cpuinfo: str | None = None) -> bool:
 
 class WasmBackend(Backend):
     name = "wasm"
-    capabilities = frozenset({"plan", "limits", "events", "profile", "memory_bytes"})
+    capabilities = frozenset({"plan", "limits", "events", "profile", "memory_bytes", "stages", "growth_probe"})
+    fault_kinds: tuple[str, ...] = (*FAULTS, *HOST_FAULTS)  # the module's (model_set_fault), then this trainer's
 
     def __init__(self, threads: int | None = None, relaxed_simd: bool | None = None, initial_memory: int | None = None,
                  max_memory: int | None = None, module_path: str | None = None, spectre_guards: bool = False,
@@ -132,9 +136,9 @@ class WasmBackend(Backend):
             raise UserError(f"wasm backend: --initial-memory {initial_memory} bytes must be positive and at most "
                             f"the memory max {self.max_memory} bytes")
         self.initial_memory = None if initial_memory is None else int(initial_memory)
-        if fault is not None and fault not in FAULTS:
+        if fault is not None and fault not in self.fault_kinds:
             raise UserError(f"wasm backend: fault '{fault}' cannot be injected here; it takes "
-                            f"{' or '.join(FAULTS)} (TINYGPT_BENCH_FAULT=wasm:KIND[@PRESET])")
+                            f"{', '.join(self.fault_kinds)} (TINYGPT_BENCH_FAULT={self.name}:KIND[@PRESET])")
         self.fault = fault
         self.module_path = module_path or str(resource_dir("wasm") / "tinygpt.wasm")
         self.preset: Preset | None = None
@@ -205,6 +209,74 @@ class WasmBackend(Backend):
     def memory_bytes(self) -> int:
         """Current size of the shared memory in bytes."""
         return self.runtime.memory_bytes()
+
+    def stages(self) -> list[dict]:
+        """Start the runtime (module, memory, workers; the browser and its page for wasm-chrome) and
+        say how each part went: [{name, ok, ms, figure, error}], the failed one last."""
+        try:
+            self.runtime.start()
+        except (WasmError, UserError) as e:
+            done = [dict(s, ok=True, error="") for s in self.runtime.start_log]
+            failed = re.search(r"stage ([\w-]+)", str(e))
+            return done + [{"name": failed.group(1) if failed else "start", "ok": False, "ms": None, "figure": "",
+                            "error": str(e)}]
+        return [dict(s, ok=True, error="") for s in self.runtime.start_log]
+
+    def growth_probe(self, pages: int = GROWTH_PAGES) -> dict:
+        """Grow the memory by `pages` inside a parallel region (thread 0 grows while the others
+        wait in the region), then have every thread touch the new memory at once: TinyGPT's
+        worst failure (decision log, Decisions 2 and 12) was an out-of-bounds trap on memory
+        growth with workers running in a browser. Returns {ok, error, from_bytes, to_bytes,
+        threads, worker_threads_running, in_parallel_region, views}: views[t] is the size thread
+        t saw through memory.size right after the growth ('new', 'old', or 'none' when it wrote
+        nowhere), read from where it wrote (the module's grow_in_region writes t + 1 at the end
+        of the memory as that thread sees it). A stale view is a fact to report, not a failure
+        (no thread of the module relies on another's growth being visible through memory.size:
+        only thread 0 grows, and the others reach new memory through addresses it hands them);
+        a trap when the threads touch the new memory is. Fault 'grow-oob' makes the touch run
+        one page past the end, to prove a trap there is caught and named."""
+        rt, n = self.runtime, self.threads
+        rt.start()
+        mark = rt.call("heap_top")
+        before = rt.memory_bytes()
+        if before - align64(mark) < 4 * n + 64:  # the old end's words must be free heap, not a buffer
+            rt.call("alloc", 4 * n + 64)
+            before = rt.memory_bytes()
+        rt.i32(before - 4 * n, n)[:] = 0
+        phase, rt.phase = rt.phase, "growth probe"
+        out = {"ok": False, "error": "", "from_bytes": before, "to_bytes": before, "threads": n, "views": {}}
+        try:
+            grown = self.guarded_call("growth", "grow_in_region", pages)
+            if grown < 0:
+                out["error"] = (f"stage growth: memory.grow by {pages} pages from {before} bytes was refused "
+                                f"({MAX_MEMORY_NAME} {self.max_memory} bytes)")
+                return out
+            after = int(grown) * PAGE
+            new, old = list(rt.i32(after - 4 * n, n).copy()), list(rt.i32(before - 4 * n, n).copy())
+            out["to_bytes"] = after
+            out["views"] = {t: "new" if new[n - 1 - t] == t + 1 else "old" if old[n - 1 - t] == t + 1 else "none"
+                            for t in range(n)}
+            ev = rt.events()
+            if ev:
+                out["worker_threads_running"] = ev[-1]["worker_threads_running"]
+                out["in_parallel_region"] = ev[-1]["in_parallel_region"]
+            # every thread touches its share of the new memory (gelu over it, in place of a kernel)
+            floats = (after - before) // 8 // (4 * n) * (4 * n)
+            if self.fault == "grow-oob":
+                floats += PAGE // 4  # the last thread's share runs one page past the end
+            x, y = before, before + (after - before) // 2
+            self.guarded_call("growth", "bench_gelu", y, x, 0, floats, 0, 1)
+            out["touched_bytes"] = 2 * 4 * floats
+            out["ok"] = True
+            return out
+        except WasmError as e:
+            out["error"] = str(e) + ("; fault 'grow-oob' was injected (TINYGPT_BENCH_FAULT)"
+                                     if self.fault == "grow-oob" else "")
+            return out
+        finally:
+            if rt.started:
+                rt.call("heap_reset", mark)
+            rt.phase = phase
 
     # ---- the contract ----------------------------------------------------------------
     def describe(self) -> dict:

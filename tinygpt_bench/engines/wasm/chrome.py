@@ -20,11 +20,13 @@ it started, and the server.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
 from tinygpt_bench import browser as br
+from tinygpt_bench.engines.base import DEFAULT_LR
 from tinygpt_bench.engines.wasm import backend as w
 from tinygpt_bench.engines.wasm.v8 import V8Runtime, WasmV8Backend
 from tinygpt_bench.errors import UserError
@@ -51,28 +53,40 @@ class ChromeRuntime(V8Runtime):
         self._chrome: br.Chromium | None = None
         self._server: br.Server | None = None
         self._memory = None
+        self.launch_log: list[dict] = []
 
     # ---- the browser and its page --------------------------------------------------------
     def launch(self) -> None:
-        """Start the browser, the server and the page (once); the page's host Worker is ready."""
+        """Start the browser, the server and the page (once); the page's host Worker is ready.
+        Its stages (launch, page, isolation, worker) are timed into launch_log."""
         if self._chrome is not None:
             return
+        self.launch_log = []
+        t0 = time.perf_counter()
         self._server = br.Server()
         for name in PAGE_FILES:
             self._server.add_file(name, HERE / name)
         self._module_url = self._server.add_file("tinygpt.wasm", self.module_path)
-        self._chrome = br.Chromium(self.browser_path, FLAGS, name=self.name)
+        self._chrome = br.Chromium(self.browser_path, FLAGS, name="Chromium")
         try:
             self._chrome.start()
             self.versions = {"browser": self.versions["browser"], "v8": self._chrome.js_version}
+            self._log(self.launch_log, "launch", t0, f"{self.versions['browser']} (V8 {self.versions['v8']}), "
+                      f"{len(self._chrome.pids())} processes")
+            t0 = time.perf_counter()
             self._chrome.open(self._server.url("chrome_page.html"))
+            self._log(self.launch_log, "page", t0, f"loaded from {self._server.origin}")
+            t0 = time.perf_counter()
             if not self._chrome.evaluate("self.crossOriginIsolated", stage="isolation"):
                 raise UserError(f"{self.name}: stage isolation: the page is not cross-origin isolated, so it has no "
                                 "SharedArrayBuffer; the server sends COOP/COEP headers: check that no browser policy "
                                 f"or flag overrides them ({self.browser_path})")
+            self._log(self.launch_log, "isolation", t0, "crossOriginIsolated: SharedArrayBuffer and shared memories")
+            t0 = time.perf_counter()
             ready = self._chrome.evaluate("tinygpt.ready()", stage="worker")
             if not ready.get("ok"):
                 raise w.WasmError(f"{self.name}: stage worker: {ready.get('error')}")
+            self._log(self.launch_log, "worker", t0, "the module's calling thread (tid 0) in a dedicated Worker")
         except br.BrowserError as e:
             self._kill()
             raise w.WasmError(f"{self.name}: stage {e.stage}: {e}") from None
@@ -80,8 +94,13 @@ class ChromeRuntime(V8Runtime):
             self._kill()
             raise
 
+    @staticmethod
+    def _log(log: list, name: str, t0: float, figure: str) -> None:
+        log.append({"name": name, "ms": round((time.perf_counter() - t0) * 1e3, 3), "figure": figure})
+
     def _open_host(self) -> None:
         self.launch()
+        self.start_log.extend(self.launch_log)
 
     def _module_ref(self) -> str:
         return self._module_url
@@ -98,6 +117,11 @@ class ChromeRuntime(V8Runtime):
     def host_process(self):
         """The browser's main process (None before launch() and after close())."""
         return self._chrome.proc if self._chrome is not None else None
+
+    def crash_page(self) -> None:
+        """Fault 'renderer-crash': the page's renderer is crashed before the step."""
+        if self._chrome is not None:
+            self._chrome.crash_page()
 
     def browser_pids(self) -> list[int]:
         """The browser's running processes (empty before launch() and after close())."""
@@ -149,6 +173,7 @@ class ChromeRuntime(V8Runtime):
 class WasmChromeBackend(WasmV8Backend):
     name = "wasm-chrome"
     label = NAME
+    fault_kinds = (*WasmV8Backend.fault_kinds, "renderer-crash")  # Page.crash before each step
 
     def __init__(self, threads: int | None = None, relaxed_simd: bool | None = None, initial_memory: int | None = None,
                  max_memory: int | None = None, module_path: str | None = None, fault: str | None = None,
@@ -170,7 +195,10 @@ class WasmChromeBackend(WasmV8Backend):
         return ChromeRuntime(self.module_path, self.threads, self.initial_memory, self.max_memory, self.browser)
 
     def _runtime_text(self) -> str:
-        self.runtime.launch()  # V8's version is the running browser's
+        try:
+            self.runtime.launch()  # V8's version is the running browser's
+        except w.WasmError:  # stages() and load() start it again and say why it failed
+            pass
         v = self.runtime.versions
         return f"{v['browser']} (V8 {v['v8']})"
 
@@ -201,3 +229,8 @@ class WasmChromeBackend(WasmV8Backend):
 
     def browser_pids(self) -> list[int]:
         return self.runtime.browser_pids()
+
+    def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
+        if self.fault == "renderer-crash" and self.runtime.started:
+            self.runtime.crash_page()
+        return super().step(batch, lr)

@@ -1,5 +1,6 @@
 """The wasm engine's part of the environment record (envinfo.collect_all, `tinygpt-bench env`):
-wasmtime's version and the features this engine needs, and the Node that runs wasm-v8."""
+wasmtime's version and the features this engine needs, the Node that runs wasm-v8 and the
+Chromium that runs wasm-chrome."""
 
 from __future__ import annotations
 
@@ -35,5 +36,23 @@ def collect_node() -> dict:
     return {"node_path": path, "node_version": v["node"], "v8_version": v["v8"]}
 
 
+def collect_browser(launch: bool) -> dict:
+    """The Chromium that runs wasm-chrome: its path and version, and with `launch` its V8's
+    version (from the running browser: about half a second), or why there is none."""
+    from tinygpt_bench import browser
+
+    try:
+        path = browser.browser_path()
+        out = {"browser_path": path, "browser_version": browser.browser_version(path)["browser"]}
+    except Exception as e:  # a UserError naming the fix, usually
+        return {"browser_error": str(e)}
+    if launch:
+        try:
+            out["browser_v8_version"] = browser.v8_version(path)
+        except Exception as e:
+            out["browser_error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
 def collect(adapters: bool) -> dict:
-    return {**collect_wasmtime(), **collect_node()}
+    return {**collect_wasmtime(), **collect_node(), **collect_browser(adapters)}

@@ -101,9 +101,11 @@ export function makeHost(platform) {
   }
 
   async function start(c) {
-    let module;
+    let module, t0 = Date.now();
+    const ms = {}; // each part's wall time, for diagnose's start-up stages
     try {
       module = await platform.loadModule(c);
+      ms.compile = Date.now() - t0;
     } catch (e) {
       return { ok: false, stage: "compile", error: `${c.module}: ${errorText(e)}` };
     }
@@ -127,6 +129,8 @@ export function makeHost(platform) {
       return { ok: false, stage: "instantiate", error: errorText(e) };
     }
     const initial = memory.buffer.byteLength;
+    ms.instantiate = Date.now() - t0 - ms.compile;
+    t0 = Date.now();
     const abortAddr = num(ex.pool_abort_addr());
     ex.memory_set_limit(BigInt(c.limit));
     const stacks = [];
@@ -140,7 +144,6 @@ export function makeHost(platform) {
       // an error outside wasm (the worker's script, its instantiation): as a worker trap
       workers.push(platform.spawn(data, (e) => reportWorkerError({ errSab }, `worker ${t}: ${errorText(e)}`)));
     }
-    const t0 = Date.now();
     while (ex.pool_started() < c.threads - 1) { // each worker is inside worker_loop
       const we = workerErrors();
       if (we.length) return { ok: false, stage: "start", error: we[0] };
@@ -148,7 +151,8 @@ export function makeHost(platform) {
       await new Promise((r) => setTimeout(r, 1));
     }
     if (ex.pool_set_threads(c.threads) !== 0) return { ok: false, stage: "start", no_memory: `matmul scratch for ${c.threads} threads`, asked: 0 };
-    return { ok: true, initial_bytes: initial, memory_bytes: memory.buffer.byteLength, heap_mark: num(ex.heap_top()) };
+    ms.workers = Date.now() - t0;
+    return { ok: true, initial_bytes: initial, memory_bytes: memory.buffer.byteLength, heap_mark: num(ex.heap_top()), ms };
   }
 
   async function handle(c) {

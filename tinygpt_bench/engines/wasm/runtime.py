@@ -206,6 +206,8 @@ class WasmRuntime:
         self.events_dropped = 0  # growths past the module's log capacity (not in events())
         self.heap_mark: int | None = None  # the heap top after start: what a model's allocations start from
         self.initial_bytes: int | None = None
+        # start()'s stages as they ran: {name, ms, figure}; diagnose reports them (WasmBackend.stages)
+        self.start_log: list[dict] = []
         self._wt = None
         self._workers: list[threading.Thread] = []
         self._started = False
@@ -235,6 +237,8 @@ class WasmRuntime:
         if self._started:
             return
         self.phase = "start"
+        self.start_log = []
+        t0 = time.perf_counter()
         wt = self._wt = _wasmtime()
         cfg = wt.Config()
         cfg.wasm_memory64 = True
@@ -251,6 +255,8 @@ class WasmRuntime:
             self._module = wt.Module.from_file(self._engine, self.module_path)
         except Exception as e:
             raise WasmError(f"wasm backend: stage compile: {self.module_path}: {e}") from None
+        self.log_stage("compile", t0, f"wasmtime compiled {os.path.basename(self.module_path)}")
+        t0 = time.perf_counter()
         imports = {(i.module, i.name): i for i in self._module.imports}
         lim = imports[("env", "memory")].type.limits
         pages = max(lim.min, -(-int(self.initial_memory) // PAGE)) if self.initial_memory else lim.min
@@ -258,6 +264,8 @@ class WasmRuntime:
         self._memory = _shared_memory_class(wt)(self._engine, mem_type)
         self._store, self._ex = self._instantiate()
         self.initial_bytes = self._memory.data_len()
+        self.log_stage("instantiate", t0, f"shared memory of {self.initial_bytes} bytes, the calling thread's instance")
+        t0 = time.perf_counter()
         self._events = []
         self._abort_addr = self.call("pool_abort_addr")
         self._started = True
@@ -281,8 +289,14 @@ class WasmRuntime:
             threading.Event().wait(0.001)
         if self.call("pool_set_threads", self.threads) != 0:
             raise self.no_memory("start", f"matmul scratch for {self.threads} threads", THREAD_SCRATCH_BYTES)
+        self.log_stage("workers", t0, f"{nworkers} worker thread(s) parked in worker_loop")
         self.heap_mark = self.call("heap_top")
         self.read_events()
+
+    def log_stage(self, name: str, t0: float | None, figure: str, ms: float | None = None) -> None:
+        """One stage of start() done: since t0 (perf_counter) or `ms` as the host measured it."""
+        took = ms if ms is not None else (time.perf_counter() - t0) * 1e3
+        self.start_log.append({"name": name, "ms": round(took, 3), "figure": figure})
 
     def _instantiate(self):
         wt = self._wt
@@ -307,7 +321,7 @@ class WasmRuntime:
         try:
             ex["worker_loop"](store, tid)
         except Exception as e:  # a trap in a worker: make the caller trap instead of hang
-            self.worker_errors.append(f"worker {tid}: {e}")
+            self.worker_errors.append(f"worker {tid}: {trap_text(e)}")
             self.i32(self._abort_addr, 1)[0] = 1
 
     def call(self, name: str, *args):

@@ -29,6 +29,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -180,7 +181,8 @@ class V8Runtime(w.WasmRuntime):
             lines = [ln.strip() for ln in self._stderr.read().decode(errors="replace").splitlines() if ln.strip()]
         except (OSError, ValueError, AttributeError):
             return ""
-        return "; ".join(lines[-3:])[:400]
+        errors = [ln for ln in lines if "Error" in ln.split(":", 1)[0]]  # "SyntaxError: ...", not the stack
+        return "; ".join((errors[-1:] if errors else []) + lines[-2:])[:400]
 
     def _kill(self) -> None:
         p, self._proc = self._proc, None
@@ -266,12 +268,14 @@ class V8Runtime(w.WasmRuntime):
         self._tmp = scratch.folder()
         remove_orphan_transfers(self._tmp)
         self._stderr = tempfile.TemporaryFile()
+        t0 = time.perf_counter()
         try:
             self._proc = subprocess.Popen([self.node, str(HOST)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=self._stderr, preexec_fn=_die_with_parent)
         except OSError as e:
             self._kill()
             raise UserError(f"{NAME}: cannot start {self.node} ({e}); pip install {NODE_PIN} or set {NODE_ENV}") from None
+        self.log_stage("host", t0, f"node {self.versions['node']} started")
 
     def _module_ref(self) -> str:
         """How the host names the module to load (a path for Node)."""
@@ -287,6 +291,7 @@ class V8Runtime(w.WasmRuntime):
         if self._started:
             return
         self.phase = "start"
+        self.start_log = []
         if not os.path.isfile(self.module_path):
             raise UserError(f"{self.name}: stage compile: {self.module_path}: no such file; use the shipped "
                             "wasm/tinygpt.wasm (reinstall tinygpt-bench)")
@@ -316,6 +321,12 @@ class V8Runtime(w.WasmRuntime):
             raise w.WasmError(str(facts_error).replace("wasm backend:", f"{self.name}:", 1))
         self._memory = _Memory(self)
         self.initial_bytes = r["initial_bytes"]
+        ms = r.get("ms", {})
+        self.log_stage("compile", None, f"V8 {self.versions['v8']} compiled {os.path.basename(self.module_path)}",
+                       ms.get("compile"))
+        self.log_stage("instantiate", None, f"shared memory of {self.initial_bytes} bytes, the calling thread's "
+                       "instance", ms.get("instantiate"))
+        self.log_stage("workers", None, f"{self.threads - 1} worker thread(s) parked in worker_loop", ms.get("workers"))
         self._events = []
         self._started = True
         self.heap_mark = r["heap_mark"]
