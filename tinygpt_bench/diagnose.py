@@ -274,6 +274,7 @@ def growth(be, add, fail) -> bool:
     seen = ", ".join(f"thread {t}: {v}" for t, v in sorted(views.items()))
     running = g.get("worker_threads_running")
     figure = (f"{(time.perf_counter() - t0) * 1e3:.0f} ms; {fmt_bytes(g['from_bytes'])} -> {fmt_bytes(g['to_bytes'])} "
+              f"(+{fmt_bytes(g['to_bytes'] - g['from_bytes'])}) "
               f"inside a parallel region with {running} of {g['threads'] - 1} worker thread(s) running; every thread "
               f"touched the new memory; memory.size right after: {seen}")
     if stale:
