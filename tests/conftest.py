@@ -58,3 +58,32 @@ def open_gpu(implementation: str, **kw):
 def gpu(request):
     """The module's device, once per WebGPU implementation."""
     return open_gpu(request.param)
+
+
+# ---- processes a test leaves (the browser backends: tests/test_wasm_chrome.py, test_webgpu_chrome.py)
+def ours(marker: str) -> list[str]:
+    """Live processes whose command line names `marker` (a test's own temporary folder)."""
+    from pathlib import Path
+
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z" and marker in cmd:
+            found.append(f"{d}: {cmd[:160]}")
+    return found
+
+
+def wait_none(marker: str, seconds: float = 15.0) -> list[str]:
+    """ours(marker) once it is empty, or what is still there after `seconds`."""
+    import time
+
+    deadline = time.time() + seconds
+    while (left := ours(marker)) and time.time() < deadline:
+        time.sleep(0.1)
+    return left

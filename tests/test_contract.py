@@ -34,10 +34,17 @@ from conftest import WEBGPU_BACKENDS, open_gpu
 FAULT = "TINYGPT_BENCH_FAULT"
 IMPLEMENTATION = {b: impl for impl, b in WEBGPU_BACKENDS.items()}  # webgpu -> wgpu-native, ...
 
+# backends whose whole contract suite is slow on a machine without a GPU: webgpu-chrome runs on
+# SwiftShader there (a pipeline build of 7-15 s an instance; the suite took 5 min on 2 cores);
+# tests/test_webgpu_chrome.py covers it in the default run, `pytest -m slow` runs this suite too
+SLOW_HERE = ("webgpu-chrome",)
+
+
 def _markers(name: str) -> tuple:
-    """The engine family's marker, and `gpu` for a backend built for the GPU."""
+    """The engine family's marker, `gpu` for a backend built for the GPU, `slow` for SLOW_HERE."""
     i = engines.info(name)
-    return (getattr(pytest.mark, i.engine),) + ((pytest.mark.gpu,) if i.hardware == "GPU" else ())
+    return ((getattr(pytest.mark, i.engine),) + ((pytest.mark.gpu,) if i.hardware == "GPU" else ())
+            + ((pytest.mark.slow,) if name in SLOW_HERE else ()))
 
 
 # backend -> (markers, fault kinds its constructor takes (None: no fault argument)), from the
@@ -51,6 +58,7 @@ KERNELS = {
     "wasm": ("matmul_fwd", "matmul_dx", "matmul_dw", "attention", "adamw"),
     "wasm-v8": ("matmul_fwd", "matmul_dx", "matmul_dw", "attention", "adamw"),
     "wasm-chrome": ("matmul_fwd", "matmul_dx", "matmul_dw", "attention", "adamw"),
+    "webgpu-chrome": ("adamw", "attention_forward", "attention_backward_dkv", "attention_backward_dq"),
 }
 STAGES = ["preflight", "create", "load", "step", "scan", "timed", "parity", "kernels"]
 

@@ -24,6 +24,7 @@ import pytest
 
 from tinygpt_bench import browser, diagnose, model, presets, protocol
 from tinygpt_bench.errors import UserError
+from conftest import ours, wait_none
 
 wasm = pytest.importorskip("tinygpt_bench.engines.wasm.backend")
 v8 = pytest.importorskip("tinygpt_bench.engines.wasm.v8")
@@ -58,29 +59,6 @@ def run_steps(cls, threads, p, flat, batches, relaxed=False):
 
 def bits(losses):
     return [np.float32(x).view(np.uint32) for x in losses]
-
-
-def ours(marker: str) -> list[str]:
-    """Live processes whose command line names `marker` (a test's own temporary folder)."""
-    found = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[0] != "Z" and marker in cmd:
-            found.append(f"{d}: {cmd[:160]}")
-    return found
-
-
-def wait_none(marker: str, seconds: float = 15.0) -> list[str]:
-    deadline = time.time() + seconds
-    while (left := ours(marker)) and time.time() < deadline:
-        time.sleep(0.1)
-    return left
 
 
 # ---- the same bits as wasmtime ---------------------------------------------------------------

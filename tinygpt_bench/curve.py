@@ -168,6 +168,7 @@ def _worker(conn, name: str, got: protocol.Work | protocol.HandedWork, lr: float
 
         protocol.train(be, work, lr, on_step)
         marks["trained"] = time.perf_counter()
+        conn.send(("describe", be.describe()))  # what only a loaded engine knows too (the WebGPU plan's digest)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         rss += be.host_peak_rss() or 0  # an engine's own process (wasm-v8: Node)
         conn.send(("done", be.memory_bytes(), rss, marks))
@@ -315,7 +316,7 @@ def _measure_once(name: str, work: protocol.Work | protocol.HandedWork, s: Curve
                 break
             kind = msg[0]
             if kind == "describe":
-                acc.describe = acc.describe or msg[1]
+                acc.describe = {**acc.describe, **msg[1]}
                 stage = "load"
             elif kind == "step":
                 st = msg[1]

@@ -184,7 +184,7 @@ def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = N
         limits = be.limits()
         add(Stage("create", True, f"{(time.perf_counter() - t0) * 1e3:.0f} ms; {desc.get('device', '')}",
                   detail={"describe": desc, "limits": limits}))
-        for st in be.stages():
+        for st in be.stages(preset):
             figure = (f"{st['ms']:.0f} ms; " if st.get("ms") is not None else "") + st.get("figure", "")
             if not st["ok"]:
                 fail(st["name"], st["error"])

@@ -11,6 +11,8 @@ when that backend is created for that preset (any preset without @). Kinds:
                out-of-bounds trap in a worker at growth (wasm, wasm-v8, wasm-chrome)
   renderer-crash  the page's renderer is crashed (DevTools Page.crash) before each step (wasm-chrome)
   shader       an invalid WGSL kernel is compiled at load (webgpu, webgpu-dawn)
+  alias        one dispatch of the replayed plan binds a writable buffer twice: invalid WebGPU
+               that the page's device must reject, naming the kernel (webgpu-chrome)
   limit=BYTES  the adapter's storage-binding and buffer limits are capped to BYTES (webgpu,
                webgpu-dawn)
 
@@ -26,7 +28,7 @@ from tinygpt_bench.errors import UserError
 
 ENV = "TINYGPT_BENCH_FAULT"
 HARNESS_KINDS = {"slow"}
-KINDS = ("slow", "nan-grad", "trap", "grow-oob", "renderer-crash", "shader")  # and limit=BYTES
+KINDS = ("slow", "nan-grad", "trap", "grow-oob", "renderer-crash", "shader", "alias")  # and limit=BYTES
 SLOW_S = 1.0
 
 

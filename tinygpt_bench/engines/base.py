@@ -27,9 +27,10 @@ lists it in `capabilities`; nobody probes for them with hasattr):
     events() -> list             memory growth events: from, to, worker threads running
     profile(batch) -> dict       kernel name -> milliseconds of one step (runs a step: diagnosis only);
                                  {} where the engine cannot time its kernels
-    stages() -> list             start the engine (runtime, module, workers; a browser) and say how each
-                                 part went: [{name, ok, ms, figure, error}], the failed one last;
-                                 diagnose reports them between create and load; [] where none
+    stages(preset) -> list       start the engine (runtime, module, workers; a browser; the preset's
+                                 pipelines) and say how each part went: [{name, ok, ms, figure,
+                                 error}], the failed one last; diagnose reports them between create
+                                 and load; [] where none
     growth_probe() -> dict|None  (after load) grow the memory inside a parallel region and have every
                                  thread touch the new memory: {ok, error, from_bytes, to_bytes, threads,
                                  views, ...}; diagnose's growth stage; None where not offered
@@ -111,7 +112,7 @@ class Backend(ABC):
     def profile(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> dict[str, float]:
         return {}
 
-    def stages(self) -> list[dict]:
+    def stages(self, preset: Preset | None = None) -> list[dict]:
         return []
 
     def growth_probe(self) -> dict | None:

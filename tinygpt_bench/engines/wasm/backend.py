@@ -210,7 +210,7 @@ class WasmBackend(Backend):
         """Current size of the shared memory in bytes."""
         return self.runtime.memory_bytes()
 
-    def stages(self) -> list[dict]:
+    def stages(self, preset: Preset | None = None) -> list[dict]:
         """Start the runtime (module, memory, workers; the browser and its page for wasm-chrome) and
         say how each part went: [{name, ok, ms, figure, error}], the failed one last."""
         try:

@@ -1,5 +1,6 @@
 """The WebGPU engine: WGSL kernels (kernels/*.wgsl) through wgpu-py's API, on wgpu-native
-('webgpu') or on Dawn ('webgpu-dawn'). runtime.py (device, buffers, pipelines, programs:
+('webgpu') or on Dawn ('webgpu-dawn'), and the same step replayed by Chrome's WebGPU in a page
+('webgpu-chrome': chrome.py, plan.py, chrome_replay.mjs). runtime.py (device, buffers, pipelines, programs:
 nothing there knows the model), ops.py (each kernel's dispatch), backend.py (the training
 step). Description only: importing this imports no wgpu."""
 
@@ -12,7 +13,14 @@ from tinygpt_bench.engines.description import BackendSpec, Engine, option
 
 @dataclass(frozen=True)
 class WebGPUOptions:
-    adapter: str | None = option(None, "WebGPU adapter name substring or index", "--adapter", fingerprint="always")
+    adapter: str | None = option(None, "WebGPU adapter: a name substring or an index (webgpu-chrome: swiftshader, "
+                                       "compat or gpu)", "--adapter", fingerprint="always")
+
+
+@dataclass(frozen=True)
+class ChromeWebGPUOptions(WebGPUOptions):
+    browser: str | None = option(None, "the Chromium to run (browser backends; default: the system's, or "
+                                       "$TINYGPT_BENCH_BROWSER)", "--browser", metavar="PATH")
 
 
 def explain(error: str) -> str | None:
@@ -35,7 +43,7 @@ TIMESTAMPS = "GPU time from timestamp queries, each dispatch in its own compute 
 
 ENGINE = Engine(
     name="webgpu",
-    summary="WGSL kernels through wgpu-py's API on wgpu-native or Dawn",
+    summary="WGSL kernels through wgpu-py's API on wgpu-native or Dawn, or replayed in Chromium",
     backends=(
         BackendSpec("webgpu", ".backend:WebGPUBackend", "GPU", WebGPUOptions, faults=("nan-grad", "shader", "limit="),
                     native_peer="torch-cuda", label="WebGPU on wgpu-native",
@@ -43,6 +51,9 @@ ENGINE = Engine(
         BackendSpec("webgpu-dawn", ".backend:DawnWebGPUBackend", "GPU", WebGPUOptions,
                     faults=("nan-grad", "shader", "limit="), native_peer="torch-cuda", label="WebGPU on Dawn",
                     kernel_timing=TIMESTAMPS, curve_default=True, preload=("wgpudawn.backends.dawn",)),
+        BackendSpec("webgpu-chrome", ".chrome:ChromeWebGPUBackend", "GPU", ChromeWebGPUOptions,
+                    faults=("nan-grad", "shader", "limit=", "alias"), native_peer="torch-cuda",
+                    label="WebGPU in Chromium (a web page)", kernel_timing=TIMESTAMPS),
     ),
     peak=".peak:measure",
     environment=".environment:collect",

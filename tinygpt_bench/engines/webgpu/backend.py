@@ -109,6 +109,7 @@ class StepPlan:
     dispatches: list[str]  # every dispatch of a step, in order
     uniform_bytes: int
     readback_bytes: int = 16
+    recorded: Program | None = None  # the step recorded without a device (plan.plan_data exports it)
 
     def rows(self) -> list[tuple[str, int, str]]:
         """(buffer, bytes allocated, kind) for every buffer load() creates."""
@@ -154,6 +155,7 @@ def step_plan(preset: Preset, gpu, fault: str | None = None) -> StepPlan:
     dry = gpu if isinstance(gpu, AdapterPlan) else AdapterPlan.of_gpu(gpu)
     prog = record(Program(dry, "train_step (plan)"), plan, {n: n for n in storage}, fault)
     plan.dispatches = [d.name for d in prog.dispatches]
+    plan.recorded = prog
     plan.uniform_bytes = max(1, len(prog.dispatches)) * UNIFORM_SLOT  # Program.finalize's buffer
     return plan
 
@@ -357,11 +359,22 @@ class WebGPUBackend(Backend):
                                   + "".join(f", dawn {s}{n}" for s, names, usual in zip("+-", gpu.dawn_toggles,
                                                                                          DAWN_DEFAULT_TOGGLES)
                                             for n in names if n not in usual))
+        if self.program is not None:  # loaded: the plan's digest (plan.py), equal wherever the dispatches are
+            d["plan_sha256"] = self.plan_sha256()
+            d["runtime_settings"] += f", plan={d['plan_sha256'][:16]}"
         if d["adapter_type"] == "CPU":
             d["note"] = "CPU adapter (software rasteriser such as lavapipe): not a GPU result"
         if self.fault:
             d["fault"] = self.fault
         return d
+
+    def plan_sha256(self) -> str | None:
+        """The digest of the loaded step's plan (plan.plan_data of the Program load() recorded)."""
+        if self.program is None:
+            return None
+        from tinygpt_bench.engines.webgpu import plan as planmod
+
+        return planmod.digest(planmod.plan_data(self.program, self.planned.storage))
 
     def _gpu(self) -> Gpu:
         if self.gpu is None:

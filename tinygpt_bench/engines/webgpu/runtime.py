@@ -450,6 +450,10 @@ class Dispatch:
     uniform: bytes
     buffers: dict[int, object]  # binding -> buffer (binding 0 is the uniform slot)
     bind_group: object = None
+    # what the pipeline is made of: kernel family (kernels/<family>.wgsl), entry point, constants
+    family: str = ""
+    entry: str = ""
+    constants: dict | None = None
 
 
 def pack(values: list) -> bytes:
@@ -488,7 +492,8 @@ class Program:
         if len(data) > UNIFORM_SLOT:
             raise ValueError(f"{name}: uniform of {len(data)} bytes exceeds the {UNIFORM_SLOT}-byte slot")
         pipe = self.gpu.pipeline(family, entry, constants)
-        self.dispatches.append(Dispatch(f"{name} [{family}.wgsl:{entry}]", pipe, groups, data, buffers))
+        self.dispatches.append(Dispatch(f"{name} [{family}.wgsl:{entry}]", pipe, groups, data, buffers,
+                                        family=family, entry=entry, constants=dict(constants) if constants else None))
 
     def finalize(self) -> "Program":
         wgpu, dev = self.gpu.wgpu, self.gpu.device
