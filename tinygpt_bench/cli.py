@@ -303,19 +303,26 @@ def curve_cmd(
         raise typer.Exit(1)
 
 
-def _print_summary(paths: list[Path], markdown: bool) -> None:
-    from tinygpt_bench import markdown, report, results
+def _summary(paths: list[Path]) -> tuple[list[str], list[list[str]]]:
+    from tinygpt_bench import report, results
 
-    df = results.read_measurements(paths)
-    header, rows = report.summary_rows(df, results.read_steps(paths))
+    return report.summary_rows(results.read_measurements(paths), results.read_steps(paths))
+
+
+def _print_summary(paths: list[Path], as_markdown: bool) -> None:
+    """The rich summary table, then (as_markdown) the same rows as a Markdown table. The module
+    is imported as md_table: a local `markdown` once shadowed the flag and made it always true."""
+    from tinygpt_bench import markdown as md_table
+
+    header, rows = _summary(paths)
     t = Table(title="summary (ms/step: median of steps 2..N ± half IQR; speedup: 95% bootstrap CI)")
     for h in header:
         t.add_column(h, justify="left" if h in ("preset", "status") else "right")
     for r in rows:
         t.add_row(*r)
     console.print(t)
-    if markdown:
-        print(markdown.table(header, rows))
+    if as_markdown:
+        print(md_table.table(header, rows))
 
 
 @app.command("summary")
@@ -324,11 +331,10 @@ def summary_cmd(
     markdown: bool = typer.Option(False, "--markdown", help="print only a Markdown table"),
 ) -> None:
     """The summary table of result files (rich, or Markdown for CI job summaries and the README)."""
-    from tinygpt_bench import markdown, report, results
+    from tinygpt_bench import markdown as md_table
 
     if markdown:
-        df = results.read_measurements(results_paths)
-        print(markdown.table(*report.summary_rows(df, results.read_steps(results_paths))))
+        print(md_table.table(*_summary(results_paths)))
     else:
         _print_summary(results_paths, False)
 
