@@ -223,6 +223,8 @@ INPUT_CASES = [
      "speedup.svg is missing"),
     ("chart-check/missing-data", lambda run: (run / "chart-data.json").unlink(), _argv("chart", "{run}", "--check"),
      1, "chart-data.json is missing"),
+    ("chart-check/no-folder", None, _argv("chart", "{ws}/no/such/folder", "--check"), 2,
+     "/no/such/folder does not exist"),
     ("chart-check/stale", lambda run: _edit(run / "chart-data.json", lambda b: b.replace(b'"tiny"', b'"tinier"', 1)),
      _argv("chart", "{run}", "--check"), 1, "does not match the CSVs"),
     ("run/threads-0", None, _argv("run", "tiny", "-b", "wasm", "--threads", "0"), 2, "--threads 0"),

@@ -348,6 +348,9 @@ def chart_cmd(
     """Draw the speedup chart (PNG + SVG + chart-data.json) from result files alone."""
     from tinygpt_bench import chart as chart_mod
 
+    for path in results_paths:  # checked first: a missing folder's parent is no place to look for a chart
+        if not path.exists():
+            raise UserError(f"{path} does not exist; give a curve output folder or its measurements.csv")
     first = results_paths[0]
     out = out or (first if first.is_dir() else first.parent)
     if out.exists() and not out.is_dir():
