@@ -43,7 +43,28 @@ def test_curve_prints_its_summary_once_and_markdown_only_when_asked(run, tmp_pat
     argv = ["curve", "--presets", "tiny", *CHEAP, "--out", str(copy), "--resume", "--no-chart"]
     code, out, err = run_cli(*argv)
     assert code == 0, err
+    assert "2 steps x 1 repeat ->" in out  # not "1 repeats"
     assert out.count(TITLE) == 1 and not _markdown_lines(out)
     code, out, err = run_cli(*argv, "--markdown")
     assert code == 0, err
     assert out.count(TITLE) == 1 and len(_markdown_lines(out)) == 2
+
+
+def test_version_and_h(run_cli):
+    from tinygpt_bench import __version__
+
+    assert run_cli("--version") == (0, f"tinygpt-bench {__version__}\n", "")
+    for argv in ([], ["curve"], ["summary"]):
+        code, long, _ = run_cli(*argv, "--help")
+        assert code == 0 and "Usage: tinygpt-bench" in long
+        assert run_cli(*argv, "-h") == (0, long, "")
+
+
+@pytest.mark.parametrize("command", ["run", "curve", "summary", "chart", "compare", "diagnose", "peak", "report"])
+def test_help_names_values_not_python_types(command, run_cli):
+    """A flag shows no type (Typer printed `<bool>`), a value a name such as TEXT or SECONDS."""
+    code, out, _ = run_cli(command, "--help")
+    assert code == 0
+    options = [line for line in out.splitlines() if line.lstrip("│ ").startswith("--")]
+    assert options and not [line for line in options if "<" in line]
+    assert "<bool>" not in out and "<str>" not in out.split("Options")[1]

@@ -20,15 +20,41 @@ from rich.table import Table
 
 from pathlib import Path
 
-from tinygpt_bench import corpus, engines, envinfo, model, presets, protocol
+from tinygpt_bench import __version__, corpus, engines, envinfo, model, presets, protocol
 from tinygpt_bench import curve as curve_mod
 from tinygpt_bench.errors import UserError
-from tinygpt_bench.units import fmt_bytes, fmt_si
+from tinygpt_bench.units import fmt_bytes, fmt_si, plural
+
+# the name a value takes in --help where Typer would print its Python type
+METAVARS = {"<str>": "TEXT", "<int>": "INTEGER", "<float>": "NUMBER", "<path>": "PATH"}
+
+
+class _ReadableHelp:
+    """Typer labels every option in --help with its Python type: `<bool>` on a flag, which takes
+    no value, `<str>` on text. A flag gets no label here and a value a name (TEXT, SECONDS)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if isinstance(p, typer.core.TyperOption) and p.metavar is None:
+                p.metavar = "" if p.is_bool_flag else METAVARS.get(p.display_type(ctx))
+        return params
+
+
+class _Command(_ReadableHelp, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_ReadableHelp, typer.core.TyperGroup):
+    pass
+
 
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Train one small byte-level GPT on WebGPU and WebAssembly Memory64 and measure the speedup curve.",
 )
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -36,7 +62,7 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 CorpusOpt = typer.Option("synthetic", "--corpus", help="'synthetic' (default, offline), 'shakespeare', or a text file path")
 
 
-@app.command("presets")
+@app.command("presets", cls=_Command)
 def presets_cmd(
     markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table instead"),
 ) -> None:
@@ -73,7 +99,7 @@ def presets_cmd(
     console.print(t)
 
 
-@app.command("env")
+@app.command("env", cls=_Command)
 def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JSON record")) -> None:
     """Show the machine: CPU, Python and library versions, WebGPU adapters, wasmtime features."""
     info = envinfo.collect_all()
@@ -162,11 +188,11 @@ def check_engine_options(backend_names: list[str], options: dict) -> None:
                             f"{', '.join(takers)}: leave it out or choose one of those backends")
 
 
-@app.command("run")
+@app.command("run", cls=_Command)
 @engine_options("run")
 def run_cmd(
-    preset: str = typer.Argument(..., help="preset name (see `tinygpt-bench presets`) or a .toml path"),
-    backend: str = typer.Option(engines.oracle(), "--backend", "-b", help=f"one of: {', '.join(engines.names())}"),
+    preset: str = typer.Argument(..., metavar="PRESET", help="preset name (see `tinygpt-bench presets`) or a .toml path"),
+    backend: str = typer.Option(engines.oracle(), "--backend", "-b", metavar="NAME", help=f"one of: {', '.join(engines.names())}"),
     steps: int = typer.Option(protocol.DEFAULT_STEPS, "--steps", help="training steps (the protocol's fixed 15)"),
     corpus_spec: str = CorpusOpt,
     seed: int = typer.Option(protocol.DEFAULT_SEED, "--seed", help="seed of the initial weights and the batches"),
@@ -195,7 +221,7 @@ def run_cmd(
     flops = model.flops_per_step(p)["total"]
     console.print(
         f"[bold]{p.name}[/bold] on [bold]{backend}[/bold]: {model.param_count(p):,} parameters, "
-        f"{steps} steps, corpus {c.name} (sha256 {c.sha256[:12]}), seed {seed}", highlight=False,
+        f"{plural(steps, 'step')}, corpus {c.name} (sha256 {c.sha256[:12]}), seed {seed}", highlight=False,
     )
     from tinygpt_bench import display
 
@@ -224,18 +250,18 @@ def run_cmd(
     )
 
 
-@app.command("curve")
+@app.command("curve", cls=_Command)
 @engine_options("curve")
 def curve_cmd(
-    presets_spec: str = typer.Option(",".join(curve_mod.DEFAULT_PRESETS), "--presets",
+    presets_spec: str = typer.Option(",".join(curve_mod.DEFAULT_PRESETS), "--presets", metavar="NAMES",
                                      help="comma-separated preset names or .toml paths, or 'all' for all nine"),
-    backends_spec: str = typer.Option(",".join(curve_mod.DEFAULT_BACKENDS), "--backends",
+    backends_spec: str = typer.Option(",".join(curve_mod.DEFAULT_BACKENDS), "--backends", metavar="NAMES",
                                       help=f"comma-separated; from: {', '.join(engines.names())}"),
     steps: int = typer.Option(protocol.DEFAULT_STEPS, "--steps", help="timed steps per measurement, the same for every preset"),
     repeats: int = typer.Option(3, "--repeats", help="repeats from a fresh load, interleaving the backends"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds per measurement; past it: 'timeout'"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="time budget in seconds per measurement; past it: 'timeout'"),
     stop_after: Optional[float] = typer.Option(
-        None, "--stop-after", help="time budget in seconds for the whole run: no repeat is started that would end past "
+        None, "--stop-after", metavar="SECONDS", help="time budget in seconds for the whole run: no repeat is started that would end past "
                                    "it (its backend's longest repeat so far, plus 25%); what finished is kept for "
                                    "--resume (exit 3)"),
     corpus_spec: str = CorpusOpt,
@@ -271,7 +297,7 @@ def curve_cmd(
         presets=chosen, backends=names, steps=steps, repeats=repeats, timeout_s=timeout, corpus=corpus_spec,
         seed=seed, out=out, resume=resume, options=options, stop_after_s=stop_after,
     )
-    console.print(f"curve: {', '.join(p.name for p in chosen)} on {', '.join(names)}; {steps} steps x {repeats} repeats -> {out}/",
+    console.print(f"curve: {', '.join(p.name for p in chosen)} on {', '.join(names)}; {plural(steps, 'step')} x {plural(repeats, 'repeat')} -> {out}/",
                   highlight=False)
     try:
         if plain:
@@ -298,7 +324,7 @@ def curve_cmd(
     failed = [r for r in rows if r.status != "ok" or r.parity_ok is False
               or (r.reference or "").startswith("failed")]
     if failed:
-        console.print(f"{len(failed)} measurement(s) failed, timed out, missed loss parity or have it unknown "
+        console.print(f"{plural(len(failed), 'measurement')} failed, timed out, missed loss parity or have it unknown "
                       "(the float64 reference failed)", style="red")
         raise typer.Exit(1)
 
@@ -325,9 +351,9 @@ def _print_summary(paths: list[Path], as_markdown: bool) -> None:
         print(md_table.table(header, rows))
 
 
-@app.command("summary")
+@app.command("summary", cls=_Command)
 def summary_cmd(
-    results_paths: list[Path] = typer.Argument(..., help="curve output folders or measurements.csv files"),
+    results_paths: list[Path] = typer.Argument(..., metavar="RESULTS", help="curve output folders or measurements.csv files"),
     markdown: bool = typer.Option(False, "--markdown", help="print only a Markdown table"),
 ) -> None:
     """The summary table of result files (rich, or Markdown for CI job summaries and the README)."""
@@ -339,9 +365,9 @@ def summary_cmd(
         _print_summary(results_paths, False)
 
 
-@app.command("chart")
+@app.command("chart", cls=_Command)
 def chart_cmd(
-    results_paths: list[Path] = typer.Argument(..., help="curve output folders or measurements.csv files"),
+    results_paths: list[Path] = typer.Argument(..., metavar="RESULTS", help="curve output folders or measurements.csv files"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="folder for speedup.png/.svg (default: the first input's)"),
     check: bool = typer.Option(False, "--check", help="fail when the committed chart-data.json no longer matches the CSVs"),
 ) -> None:
@@ -373,11 +399,11 @@ def chart_cmd(
     console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
 
 
-@app.command("compare")
+@app.command("compare", cls=_Command)
 def compare_cmd(
-    old: Path = typer.Argument(..., help="earlier results (folder or measurements.csv)"),
-    new: Path = typer.Argument(..., help="later results"),
-    threshold: float = typer.Option(1.10, "--threshold", help="fail when a backend got slower than this factor, significantly"),
+    old: Path = typer.Argument(..., metavar="OLD", help="earlier results (folder or measurements.csv)"),
+    new: Path = typer.Argument(..., metavar="NEW", help="later results"),
+    threshold: float = typer.Option(1.10, "--threshold", metavar="FACTOR", help="fail when a backend got slower than this factor, significantly"),
 ) -> None:
     """Per preset and backend: the change in ms/step with its uncertainty; exit 1 on a regression."""
     from tinygpt_bench import compare as cmp
@@ -398,16 +424,16 @@ def compare_cmd(
     console.print(t)
     bad = [c for c in changes if c.regression]
     if bad:
-        console.print(f"{len(bad)} regression(s) past {threshold:.2f}x", style="red")
+        console.print(f"{plural(len(bad), 'regression')} past {threshold:.2f}x", style="red")
         raise typer.Exit(1)
 
 
-@app.command("diagnose")
+@app.command("diagnose", cls=_Command)
 @engine_options("diagnose")
 def diagnose_cmd(
-    preset: str = typer.Argument(..., help="preset name or .toml path"),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="one backend (default: the curve's, in turn)"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds for 15 steps"),
+    preset: str = typer.Argument(..., metavar="PRESET", help="preset name or .toml path"),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", metavar="NAME", help="one backend (default: the curve's, in turn)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="time budget in seconds for 15 steps"),
     out: Path = typer.Option(Path("results"), "--out", help="folder for the report (Markdown and JSON)"),
     options: dict = None,
 ) -> None:
@@ -453,7 +479,7 @@ def diagnose_cmd(
         raise typer.Exit(1)
 
 
-@app.command("peak")
+@app.command("peak", cls=_Command)
 def peak_cmd(
     out: Path = typer.Option(..., "--out", help="folder for peaks.csv (e.g. the curve's results folder)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="threads of the N-thread rows (default: all cores)"),
@@ -478,9 +504,9 @@ def peak_cmd(
         raise typer.Exit(1)
 
 
-@app.command("report")
+@app.command("report", cls=_Command)
 def report_cmd(
-    results_dir: Path = typer.Argument(..., help="a results folder: measurements.csv, steps.csv, environment.json, "
+    results_dir: Path = typer.Argument(..., metavar="RESULTS", help="a results folder: measurements.csv, steps.csv, environment.json, "
                                                   "peaks.csv, diagnose-*.json"),
     out: Optional[Path] = typer.Option(None, "--out", help="write a whole new page here (hand-written part a stub)"),
     update: Optional[Path] = typer.Option(None, "--update", help="replace only the generated block of this page"),
@@ -528,9 +554,19 @@ def _check_faults() -> None:
 _DEBUG = False
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"tinygpt-bench {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="on an unexpected error, print its traceback "
-                                                                "(otherwise saved to a file)")) -> None:
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="on an unexpected error, print its traceback "
+                                                      "(otherwise saved to a file)"),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
     """Train one small byte-level GPT on WebGPU and WebAssembly Memory64 and measure the speedup curve."""
     global _DEBUG
     _DEBUG = debug
@@ -587,5 +623,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _usage(message: str, code: int) -> int:
-    print(f"error: {message}; see `tinygpt-bench --help`", file=sys.stderr)
+    print(f"error: {message.rstrip('.')}; see `tinygpt-bench --help`", file=sys.stderr)
     return code
