@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tinygpt_bench import __version__, corpus, engines, envinfo, model, presets, protocol
 from tinygpt_bench import curve as curve_mod
-from tinygpt_bench.errors import UserError
+from tinygpt_bench.errors import UserError, unknown
 from tinygpt_bench.units import fmt_bytes, fmt_si, plural
 
 # the name a value takes in --help where Typer would print its Python type
@@ -548,7 +548,7 @@ def _check_faults() -> None:
 
     for backend, _, _ in faults.parse(os.environ.get(faults.ENV)):
         if backend not in engines.names():
-            raise UserError(f"{faults.ENV}: unknown backend '{backend}'; choose one of {', '.join(engines.names())}")
+            raise UserError(f"{faults.ENV}: {unknown('backend', backend, engines.names())}")
 
 
 _DEBUG = False
