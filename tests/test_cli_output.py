@@ -4,6 +4,7 @@ calls on one cheap run (the numpy reference backends, tiny, 2 steps)."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,75 @@ def test_help_names_values_not_python_types(command, run_cli):
     options = [line for line in out.splitlines() if line.lstrip("│ ").startswith("--")]
     assert options and not [line for line in options if "<" in line]
     assert "<bool>" not in out and "<str>" not in out.split("Options")[1]
+
+
+SUMMARY_KEYS = ["baseline", "presets", "backends", "results"]
+SUMMARY_ROW_KEYS = ["preset", "backend", "params", "status", "median_ms", "q1_ms", "q3_ms", "n_samples", "speedup",
+                    "speedup_low", "speedup_high", "loss_rel_diff_backends", "loss_rel_diff_reference", "parity_ok"]
+
+
+def test_summary_json_keys_are_pinned(run, run_cli):
+    code, out, err = run_cli("summary", str(run), "--json")
+    assert code == 0 and err == ""
+    data = json.loads(out)
+    assert list(data) == SUMMARY_KEYS
+    assert data["baseline"] == "reference" and data["presets"] == ["tiny"]
+    assert data["backends"] == ["reference", "reference-fp32"]
+    base, other = data["results"]
+    assert list(base) == SUMMARY_ROW_KEYS and list(other) == SUMMARY_ROW_KEYS
+    assert base["speedup"] is None and other["speedup"] > 0 and other["status"] == "ok"
+    assert base["median_ms"] > 0 and base["parity_ok"] is True
+    code, _, err = run_cli("summary", str(run), "--json", "--markdown")
+    assert code == 2 and "give one of them" in err
+
+
+@pytest.fixture
+def old_new(run, tmp_path, monkeypatch):
+    """OLD: the run; NEW: the run with reference-fp32 measured on 'small' instead of 'tiny', so
+    each side has one (preset, backend) the other lacks. Short relative paths: a table's title
+    wraps."""
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    old, new = Path("old"), Path("new")
+    shutil.copytree(run, old)
+    shutil.copytree(run, new)
+    for name in ("measurements.csv", "steps.csv"):
+        df = pd.read_csv(new / name, dtype=str, keep_default_na=False)
+        df.loc[df.backend == "reference-fp32", "preset"] = "small"
+        df.to_csv(new / name, index=False)
+    return old, new
+
+
+def test_compare_title_in_argument_order_and_one_sided_backends_named(old_new, run_cli):
+    old, new = old_new
+    code, out, err = run_cli("compare", str(old), str(new))
+    assert code in (0, 1) and err == "", err
+    text = " ".join(out.split())
+    assert f"{old} vs {new}" in text and f"{new} vs {old}" not in text
+    assert f"not compared: reference-fp32 (tiny) only in {old}; reference-fp32 (small) only in {new}" in text
+    code, md, _ = run_cli("compare", str(old), str(new), "--markdown")
+    assert md.startswith(f"{old} vs {new}") and "| preset | backend | old ms | new ms | change |" in md
+    assert sum(line.startswith("| tiny | reference |") for line in md.splitlines()) == 1
+    assert "reference-fp32 (small) only in" in md
+
+
+COMPARE_KEYS = ["old", "new", "threshold", "changes", "only_in_old", "only_in_new", "settings_differ", "regressions"]
+CHANGE_KEYS = ["preset", "backend", "old_ms", "new_ms", "ratio", "ratio_low", "ratio_high", "significant", "verdict",
+               "regression"]
+
+
+def test_compare_json_keys_are_pinned(old_new, run_cli):
+    old, new = old_new
+    code, out, err = run_cli("compare", str(old), str(new), "--json", "--threshold", "1e9")
+    assert code == 0 and err == ""
+    data = json.loads(out)
+    assert list(data) == COMPARE_KEYS
+    assert (data["old"], data["new"], data["threshold"], data["regressions"]) == (str(old), str(new), 1e9, 0)
+    (change,) = data["changes"]
+    assert list(change) == CHANGE_KEYS
+    assert (change["preset"], change["backend"], change["ratio"]) == ("tiny", "reference", 1.0)
+    assert data["only_in_old"] == [{"preset": "tiny", "backend": "reference-fp32"}]
+    assert data["only_in_new"] == [{"preset": "small", "backend": "reference-fp32"}]
+    assert data["settings_differ"] == []
+    assert run_cli("compare", str(old), str(new), "--json", "--markdown")[0] == 2

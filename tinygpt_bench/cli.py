@@ -355,11 +355,17 @@ def _print_summary(paths: list[Path], as_markdown: bool) -> None:
 def summary_cmd(
     results_paths: list[Path] = typer.Argument(..., metavar="RESULTS", help="curve output folders or measurements.csv files"),
     markdown: bool = typer.Option(False, "--markdown", help="print only a Markdown table"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object: the figures as numbers"),
 ) -> None:
-    """The summary table of result files (rich, or Markdown for CI job summaries and the README)."""
+    """The summary table of result files (rich, Markdown for CI job summaries and the README, or JSON)."""
     from tinygpt_bench import markdown as md_table
+    from tinygpt_bench import report, results
 
-    if markdown:
+    _one_format(markdown, as_json)
+    if as_json:
+        df = results.read_measurements(results_paths)
+        print(json.dumps(report.summary_json(df, results.read_steps(results_paths)), indent=2))
+    elif markdown:
         print(md_table.table(*_summary(results_paths)))
     else:
         _print_summary(results_paths, False)
@@ -404,28 +410,49 @@ def compare_cmd(
     old: Path = typer.Argument(..., metavar="OLD", help="earlier results (folder or measurements.csv)"),
     new: Path = typer.Argument(..., metavar="NEW", help="later results"),
     threshold: float = typer.Option(1.10, "--threshold", metavar="FACTOR", help="fail when a backend got slower than this factor, significantly"),
+    markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table instead"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object instead"),
 ) -> None:
     """Per preset and backend: the change in ms/step with its uncertainty; exit 1 on a regression."""
     from tinygpt_bench import compare as cmp
+    from tinygpt_bench import markdown as md_table
     from tinygpt_bench import results
 
+    _one_format(markdown, as_json)
     cmp.check_threshold(threshold)
     changes = cmp.compare(old, new, threshold)
+    only_old, only_new = cmp.one_side_only(old, new)
     differ = cmp.setting_differences(results.read_environment([old]), results.read_environment([new]))
     if differ:
         print(f"warning: {old} and {new} were measured on different machines or with different settings "
               f"({', '.join(differ)}); a change may be theirs, not the code's", file=sys.stderr)
-    t = Table(title=f"{new} vs {old} (ratio of medians of steps 2..N, 95% bootstrap CI)")
-    for h in ("preset", "backend", "old ms", "new ms", "change"):
-        t.add_column(h)
-    for c in changes:
-        t.add_row(c.preset, c.backend, f"{c.old_ms:.2f}", f"{c.new_ms:.2f}",
-                  ("[red]" if c.regression else "") + c.verdict + ("[/red]" if c.regression else ""))
-    console.print(t)
     bad = [c for c in changes if c.regression]
+    title = f"{old} vs {new} (ratio of medians of steps 2..N, new / old, 95% bootstrap CI)"
+    unmatched = cmp.one_side_line(old, new, only_old, only_new)
+    verdict = f"{plural(len(bad), 'regression')} past {threshold:.2f}x" if bad else None
+    if as_json:
+        print(json.dumps(cmp.to_json(old, new, threshold, changes, only_old, only_new, differ), indent=2))
+    elif markdown:
+        table = md_table.table(cmp.HEADER, cmp.rows(changes))
+        print("\n\n".join(x for x in (title, table, unmatched, verdict) if x))
+    else:
+        t = Table(title=title)
+        for h in cmp.HEADER:
+            t.add_column(h)
+        for c, row in zip(changes, cmp.rows(changes)):
+            t.add_row(*row[:-1], f"[red]{row[-1]}[/red]" if c.regression else row[-1])
+        console.print(t)
+        if unmatched:
+            console.print(unmatched, highlight=False, markup=False)
+        if verdict:
+            console.print(verdict, style="red")
     if bad:
-        console.print(f"{plural(len(bad), 'regression')} past {threshold:.2f}x", style="red")
         raise typer.Exit(1)
+
+
+def _one_format(markdown: bool, as_json: bool) -> None:
+    if markdown and as_json:
+        raise UserError("--markdown and --json are two formats of one output; give one of them")
 
 
 @app.command("diagnose", cls=_Command)
