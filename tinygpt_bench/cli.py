@@ -116,7 +116,9 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JS
     t.add_row("Python", info["python"])
     for lib in envinfo.LIBRARIES:
         t.add_row(lib, info.get(lib) or "not installed")
-    t.add_row("git commit", f"{info['git_commit'] or 'not a git checkout'}{' (dirty)' if info.get('git_dirty') else ''}")
+    t.add_row("tinygpt-bench", info["tinygpt_bench"])
+    t.add_row("git commit", f"{info['git_commit']}{' (dirty)' if info.get('git_dirty') else ''} ({info['git_source']})"
+              if info["git_commit"] else "none: not run from a git checkout of tinygpt-bench")
     if "wasmtime_features" in info:
         feats = ", ".join(f"{k.removeprefix('wasm_')}={'yes' if v else 'no'}" for k, v in info["wasmtime_features"].items())
         t.add_row("wasmtime", f"{info['wasmtime_version']}: {feats}")

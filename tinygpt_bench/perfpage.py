@@ -130,7 +130,8 @@ def section_machine(run: Run, src: str) -> str:
         soft = str(r.get("software_adapter", "")).lower() == "true"
         lines.append(f"- {b}: {r.device}" + (f" ({', '.join(extra)})" if extra else "")
                      + (" - a CPU adapter: not a GPU result" if soft and run.hardware(b) == "GPU" else ""))
-    libs = ", ".join(f"{k} {e[k]}" for k in ("python", "numpy", "wgpu", "wasmtime", "torch") if e.get(k))
+    libs = ", ".join(f"{k.replace('_', '-')} {e[k]}" for k in ("tinygpt_bench", "python", "numpy", "wgpu", "wasmtime", "torch")
+                     if e.get(k))
     lines.append(f"- software: {libs}")
     commit = e.get("git_commit") or "?"
     lines.append(f"- curve run {run.env.get('run_id', '?')}: git commit {str(commit)[:12]}"
