@@ -141,3 +141,41 @@ def test_compare_json_keys_are_pinned(old_new, run_cli):
     assert data["only_in_new"] == [{"preset": "small", "backend": "reference-fp32"}]
     assert data["settings_differ"] == []
     assert run_cli("compare", str(old), str(new), "--json", "--markdown")[0] == 2
+
+
+PEAK_ROWS = [  # as peak.measure reports them, the figures made up
+    {"engine": "wasm", "kind": "peak", "what": "simd128_mul_add", "threads": 1, "size": "1000 rounds x 12 f32x4 "
+     "chains x 1 threads", "gflop_per_s": 15.3, "status": "ok", "note": None},
+    {"engine": "wasm", "kind": "peak", "what": "simd128_relaxed_fma", "threads": 2, "size": "1000 rounds x 12 f32x4 "
+     "chains x 2 threads", "gflop_per_s": 46.6, "status": "ok", "note": None},
+    {"engine": "webgpu-dawn", "kind": "matmul", "what": "matmul best kernel", "threads": None,
+     "device": "llvmpipe (LLVM 15.0.6, 256 bits)", "size": "256x256x256", "gflop_per_s": 1234.5, "status": "ok",
+     "note": "kernels matmul.wgsl:matmul_big_pf (others, GFLOP/s: direct 2, shared 1); timestamp queries"},
+    {"engine": "torch-cuda", "kind": "matmul", "what": "matmul", "threads": None, "device": None, "size": None,
+     "gflop_per_s": None, "status": "skipped", "note": "No module named 'torch'"},
+]
+
+
+def test_peak_prints_its_rows_in_aligned_columns(tmp_path, run_cli, monkeypatch):
+    """Each row printed as it is measured lines up with the header (the engine names, the
+    figures' right edge), and a thread count is said once, in the singular for one."""
+    from tinygpt_bench import peak
+
+    def measure(out, threads, adapter, quick, on_row):
+        for r in PEAK_ROWS:
+            on_row(r)
+        return PEAK_ROWS
+
+    monkeypatch.setattr(peak, "measure", measure)
+    code, out, err = run_cli("peak", "--quick", "--out", str(tmp_path))
+    assert code == 0, err
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("engine "))
+    edge = header.index("GFLOP/s") + len("GFLOP/s")
+    for r, figure in zip(PEAK_ROWS, ["15.3", "46.6", "1,234.5", "skipped"]):
+        line = next(line for line in lines if line.startswith(r["engine"] + " ") and f" {r['what']} " in line)
+        assert line[header.index("kind"):].startswith(r["kind"] + " ")
+        assert line[header.index("what"):].startswith(r["what"] + " ")
+        assert line[:edge].endswith(" " + figure) and line[edge] == " "
+    assert "1 thread " in out and "2 threads " in out
+    assert "1 threads" not in out and "x 2 threads" not in out  # the size leaves the count to its column

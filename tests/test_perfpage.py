@@ -109,6 +109,7 @@ def test_page_sections_read_from_the_files(synthetic):
     assert re.search(r"Timed: median 10\.10 ms/step over 3 steps\. In the curve: \d+\.\d\d ms/step", block)
     # machine: the GPU, thread counts
     assert "- webgpu: NVIDIA H100" in block and "wasm: Xeon (threads 16)" in block
+    assert "| wasm | simd128_mul_add | 1 thread |" in block and "| 16 threads |" in block  # the peaks table
 
 
 def test_out_then_update_keeps_the_hand_written_text(synthetic, tmp_path, run_cli):

@@ -28,7 +28,7 @@ import pandas as pd
 
 from tinygpt_bench import chart, markdown, report, results, stats
 from tinygpt_bench.errors import UserError
-from tinygpt_bench.units import fmt_bytes
+from tinygpt_bench.units import fmt_bytes, plural
 
 GENERATED_START = "<!-- generated:start"
 GENERATED_END = "<!-- generated:end -->"
@@ -284,7 +284,7 @@ def section_gflops(run: Run, src: str) -> str:
     header = ["engine", "what", "threads / device", "size", "GFLOP/s", "check (rel err)", "note"]
     rows = []
     for _, r in pk.iterrows():
-        where = f"{int(r.threads)} threads" if not _nan(r.threads) else (r.device if not _nan(r.device) else "-")
+        where = plural(int(r.threads), "thread") if not _nan(r.threads) else (r.device if not _nan(r.device) else "-")
         rows.append([r.engine, r.what, where, r["size"] if not _nan(r["size"]) else "-",
                      f_gflops(r.gflop_per_s) if r.status == "ok" else r.status,
                      f_rel(r.max_rel_err), "" if _nan(r.note) else str(r.note)])
