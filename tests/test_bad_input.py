@@ -162,6 +162,15 @@ SHAPE = "layers = 1\nd_model = 16\nheads = 2\nctx = 8\nbatch = 2\n"
 INPUT_CASES = [
     ("run/unknown-preset", None, _argv("run", "gigantic"), 2, "unknown preset 'gigantic'"),
     ("run/unknown-backend", None, _argv("run", "tiny", "--backend", "cuda9"), 2, "unknown backend 'cuda9'"),
+    ("run/backend-other-case", None, _argv("run", "tiny", "--backend", "WASM"), 2,
+     "unknown backend 'WASM'; did you mean 'wasm'?"),
+    ("run/preset-typo", None, _argv("run", "smal"), 2, "unknown preset 'smal'; did you mean 'small'?"),
+    ("curve/backend-typo", None, _argv("curve", "--presets", "tiny", "--backends", "reference,wasm8",
+                                       "--out", "{ws}/new"), 2, "unknown backend 'wasm8'; did you mean 'wasm'?"),
+    ("curve/preset-other-case", None, _argv("curve", "--presets", "TINY", *CHEAP, "--out", "{ws}/new"), 2,
+     "unknown preset 'TINY'; did you mean 'tiny'?"),
+    ("diagnose/backend-typo", None, _argv("diagnose", "tiny", "-b", "webgpu_dawn", "--out", "{ws}/d"), 2,
+     "unknown backend 'webgpu_dawn'; did you mean 'webgpu-dawn'?"),
     ("run/steps-0", None, _argv("run", "tiny", "--steps", "0"), 2, "--steps 0"),
     ("run/seed-negative", None, _argv("run", "tiny", "--seed", "-1"), 2, "--seed -1"),
     ("run/seed-not-a-number", None, _argv("run", "tiny", "--seed", "abc"), 2, "--seed"),
@@ -223,6 +232,8 @@ INPUT_CASES = [
      "speedup.svg is missing"),
     ("chart-check/missing-data", lambda run: (run / "chart-data.json").unlink(), _argv("chart", "{run}", "--check"),
      1, "chart-data.json is missing"),
+    ("chart-check/no-folder", None, _argv("chart", "{ws}/no/such/folder", "--check"), 2,
+     "/no/such/folder does not exist"),
     ("chart-check/stale", lambda run: _edit(run / "chart-data.json", lambda b: b.replace(b'"tiny"', b'"tinier"', 1)),
      _argv("chart", "{run}", "--check"), 1, "does not match the CSVs"),
     ("run/threads-0", None, _argv("run", "tiny", "-b", "wasm", "--threads", "0"), 2, "--threads 0"),
@@ -253,6 +264,7 @@ FAULT_CASES = [
     ("fault/unknown-kind", "wasm:bogus", "unknown kind 'bogus'"),
     ("fault/limit-not-a-number", "webgpu:limit=lots", "limit= takes"),
     ("fault/unknown-backend", "cuda9:trap", "unknown backend 'cuda9'"),
+    ("fault/backend-other-case", "Wasm:trap", "unknown backend 'Wasm'; did you mean 'wasm'?"),
     ("fault/no-backend", ":trap", "names no backend"),
 ]
 for cmd in ("run", "curve", "diagnose"):
@@ -288,6 +300,16 @@ def test_bad_input(case, good, tmp_path, run_cli, monkeypatch):
     assert any(n in lines[0] for n in needle.split("|")), (cid, lines[0])
     after = snapshot(ws)
     assert {p: b for p, b in after.items() if p in before} == before, f"{cid}: a results file changed"
+
+
+def test_did_you_mean_only_when_a_name_is_close():
+    from tinygpt_bench import engines, errors, presets
+
+    assert errors.did_you_mean("WASM", engines.names()) == "wasm"
+    assert errors.did_you_mean("smal", presets.builtin_names()) == "small"
+    assert errors.did_you_mean("cuda9", engines.names()) is None
+    text = str(errors.unknown("backend", "cuda9", engines.names()))
+    assert "did you mean" not in text and text.startswith("unknown backend 'cuda9'; choose one of reference,")
 
 
 def test_read_only_folder_is_one_line(good, tmp_path, run_cli):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import tinygpt_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,6 +28,38 @@ def test_env_json_has_the_machine(run_cli):
     for key in ("cpu_model", "cpu_usable_cores", "python", "numpy", "wasmtime_features", "adapters", "timestamp"):
         assert key in info
     assert isinstance(info["adapters"], list)
+
+
+def _head(folder: Path) -> str | None:
+    r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def test_git_commit_from_the_package_the_install_or_the_current_directory(tmp_path, monkeypatch):
+    """A package in site-packages is beside no checkout: its commit comes from what pip recorded
+    (a git URL's commit) or from the current directory when that is a tinygpt-bench checkout; a
+    checkout of another project is not taken for it."""
+    from tinygpt_bench import __version__, envinfo
+
+    if _head(ROOT) is None:
+        pytest.skip("not run from a git checkout")
+    assert envinfo.collect_python()["tinygpt_bench"] == __version__
+    monkeypatch.setattr(envinfo, "repo_root", lambda: None)  # as a plain, non-editable install
+    monkeypatch.setattr(envinfo, "_direct_url", lambda: {})
+    monkeypatch.chdir(ROOT / "tests")
+    git = envinfo.collect_git()
+    assert git["git_commit"] == _head(ROOT) and git["git_source"] == f"current directory: {ROOT}"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pyproject.toml").write_text('[project]\nname = "other"\n')
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    monkeypatch.chdir(other)
+    assert envinfo.collect_git() == {"git_commit": None, "git_dirty": None, "git_source": None}
+    url = "https://example.org/tinygpt-bench.git"
+    monkeypatch.setattr(envinfo, "_direct_url", lambda: {"url": url, "vcs_info": {"vcs": "git", "commit_id": "ab" * 20}})
+    assert envinfo.collect_git() == {"git_commit": "ab" * 20, "git_dirty": False, "git_source": f"install source: {url}"}
+    monkeypatch.setattr(envinfo, "_direct_url", lambda: {"url": ROOT.as_uri(), "dir_info": {}})
+    assert envinfo.collect_git()["git_source"] == f"install source: {ROOT}"
 
 
 def _error(run_cli, *argv):
@@ -118,6 +152,18 @@ def test_wheel_carries_package_data_and_runs_from_anywhere(tmp_path):
         cwd=elsewhere, capture_output=True, text=True, env={"PYTHONPATH": str(site)},
     )
     assert str(site) in r.stdout
+    # the installed wheel run from the checkout it was built from records that checkout's commit
+    # (-P: the checkout's own package folder is not put on the path), and its version always
+    head = _head(ROOT)
+    for cwd, commit in ((ROOT, head), (elsewhere, None)):
+        r = subprocess.run(
+            [sys.executable, "-P", "-c", "import json, tinygpt_bench as t; from tinygpt_bench import envinfo; "
+             "print(json.dumps([t.__file__, envinfo.collect_python()['tinygpt_bench'], envinfo.collect_git()]))"],
+            cwd=cwd, capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        )
+        where, version, git = json.loads(r.stdout)
+        assert where.startswith(str(site)) and version == tinygpt_bench.__version__
+        assert git["git_commit"] == commit, (cwd, git)
     # wasm-v8 from the installed wheel: its JS host and the module found inside the package
     r = subprocess.run(
         [sys.executable, "-c", "import tinygpt_bench.engines.wasm.v8 as v; print(v.HOST); "

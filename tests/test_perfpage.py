@@ -12,8 +12,8 @@ from tinygpt_bench import diagnose, engines, model, peak, perfpage, presets, res
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (preset, backend) -> median ms a step; the targets: xl 10/25 = 0.4 met, behemoth 200/130 = 1.54
-# missed (1.28x the target), wasm xl 300/100 = 3.0 missed
+# (preset, backend) -> median ms a step; the ratios to the native peer: webgpu xl 10/25 = 0.4,
+# behemoth 200/130 = 1.54, wasm xl 300/100 = 3.0
 MS = {("xl", "webgpu"): 10.0, ("xl", "wasm"): 300.0, ("xl", "torch-cuda"): 25.0, ("xl", "torch-cpu"): 100.0,
       ("behemoth", "webgpu"): 200.0, ("behemoth", "wasm"): 9000.0, ("behemoth", "torch-cuda"): 130.0,
       ("behemoth", "torch-cpu"): 3000.0}
@@ -79,22 +79,19 @@ def _row(block: str, start: str) -> str:
     return next(line for line in block.splitlines() if line.startswith(start))
 
 
-def test_targets_say_met_or_missed_and_by_how_much(synthetic):
+def test_no_internal_sections(synthetic):
+    """The page says what its files say: no section of the project's own targets (issue 7's
+    'Targets', mostly 'not measured' rows to a user); the ratios they read stay in the peer table."""
     block = perfpage.generated_block(synthetic)
-    xl = _row(block, "| webgpu / torch-cuda, xl |")
-    assert "| 0.40 |" in xl and "| met |" in xl and "0.80x the target: 20% margin" in xl
-    beh = _row(block, "| webgpu / torch-cuda, behemoth |")
-    assert "| 1.54 |" in beh and "**missed**" in beh and "1.29x the target" in beh and "22% less time" in beh
-    wasm = _row(block, "| wasm / torch-cpu, xl (16 / 16 threads) |")
-    assert re.search(r"\| 3\.0\d \|", wasm) and "**missed**" in wasm and re.search(r"3\.0\dx the target", wasm)
-    par = _row(block, "| loss parity at the last step, every preset |")
-    assert "| met |" in par and "1.3e-07" in par
+    assert "Target" not in block and "issue 7" not in block and "not measured" not in block
+    assert re.search(r"\| xl \| 0\.40 \[[^|]*\] \| 3\.0\d \[", block)  # webgpu / torch-cuda, wasm / torch-cpu
+    assert "| behemoth | 1.54 [" in block
 
 
 def test_page_sections_read_from_the_files(synthetic):
     block = perfpage.generated_block(synthetic)
     for heading in ("## Machine", "## Step time", "## The speedup curve", "## Ratio to the native peer",
-                    "## Targets (issue 7)", "## Achieved GFLOP/s against the measured peaks",
+                    "## Achieved GFLOP/s against the measured peaks",
                     "## Where the time goes", "## Loss parity"):
         assert heading in block
     assert block.startswith(f"<!-- generated:start source={synthetic} -->")
@@ -112,6 +109,7 @@ def test_page_sections_read_from_the_files(synthetic):
     assert re.search(r"Timed: median 10\.10 ms/step over 3 steps\. In the curve: \d+\.\d\d ms/step", block)
     # machine: the GPU, thread counts
     assert "- webgpu: NVIDIA H100" in block and "wasm: Xeon (threads 16)" in block
+    assert "| wasm | simd128_mul_add | 1 thread |" in block and "| 16 threads |" in block  # the peaks table
 
 
 def test_out_then_update_keeps_the_hand_written_text(synthetic, tmp_path, run_cli):
@@ -151,7 +149,7 @@ def test_committed_cpu_run_without_peaks_or_peers(run_cli):
     block = perfpage.generated_block(cpu)
     assert "No `peaks.csv`" in block and "tinygpt-bench peak --out" in block
     assert "No engine was measured beside its native peer" in block
-    assert "| webgpu / torch-cuda, xl | - | - | <= 0.5 | not measured |" in block
+    assert "Target" not in block and "not measured" not in block
     assert "A CPU adapter: not a GPU result".lower() in block.lower()
     assert re.search(r"\| large \| \d+\.\d\dx \[\d+\.\d\d-\d+\.\d\d\] \|", block)  # webgpu vs wasm, with its CI
     code, _, err = run_cli("report", str(ROOT / "results"))

@@ -7,6 +7,7 @@ import inspect
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -20,15 +21,41 @@ from rich.table import Table
 
 from pathlib import Path
 
-from tinygpt_bench import corpus, engines, envinfo, model, presets, protocol
+from tinygpt_bench import __version__, corpus, engines, envinfo, model, presets, protocol
 from tinygpt_bench import curve as curve_mod
-from tinygpt_bench.errors import UserError
-from tinygpt_bench.units import fmt_bytes, fmt_si
+from tinygpt_bench.errors import UserError, unknown
+from tinygpt_bench.units import fmt_bytes, fmt_si, plural
+
+# the name a value takes in --help where Typer would print its Python type
+METAVARS = {"<str>": "TEXT", "<int>": "INTEGER", "<float>": "NUMBER", "<path>": "PATH"}
+
+
+class _ReadableHelp:
+    """Typer labels every option in --help with its Python type: `<bool>` on a flag, which takes
+    no value, `<str>` on text. A flag gets no label here and a value a name (TEXT, SECONDS)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if isinstance(p, typer.core.TyperOption) and p.metavar is None:
+                p.metavar = "" if p.is_bool_flag else METAVARS.get(p.display_type(ctx))
+        return params
+
+
+class _Command(_ReadableHelp, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_ReadableHelp, typer.core.TyperGroup):
+    pass
+
 
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Train one small byte-level GPT on WebGPU and WebAssembly Memory64 and measure the speedup curve.",
 )
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -36,7 +63,7 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 CorpusOpt = typer.Option("synthetic", "--corpus", help="'synthetic' (default, offline), 'shakespeare', or a text file path")
 
 
-@app.command("presets")
+@app.command("presets", cls=_Command)
 def presets_cmd(
     markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table instead"),
 ) -> None:
@@ -73,7 +100,7 @@ def presets_cmd(
     console.print(t)
 
 
-@app.command("env")
+@app.command("env", cls=_Command)
 def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JSON record")) -> None:
     """Show the machine: CPU, Python and library versions, WebGPU adapters, wasmtime features."""
     info = envinfo.collect_all()
@@ -90,7 +117,9 @@ def env_cmd(as_json: bool = typer.Option(False, "--json", help="print the raw JS
     t.add_row("Python", info["python"])
     for lib in envinfo.LIBRARIES:
         t.add_row(lib, info.get(lib) or "not installed")
-    t.add_row("git commit", f"{info['git_commit'] or 'not a git checkout'}{' (dirty)' if info.get('git_dirty') else ''}")
+    t.add_row("tinygpt-bench", info["tinygpt_bench"])
+    t.add_row("git commit", f"{info['git_commit']}{' (dirty)' if info.get('git_dirty') else ''} ({info['git_source']})"
+              if info["git_commit"] else "none: not run from a git checkout of tinygpt-bench")
     if "wasmtime_features" in info:
         feats = ", ".join(f"{k.removeprefix('wasm_')}={'yes' if v else 'no'}" for k, v in info["wasmtime_features"].items())
         t.add_row("wasmtime", f"{info['wasmtime_version']}: {feats}")
@@ -162,11 +191,11 @@ def check_engine_options(backend_names: list[str], options: dict) -> None:
                             f"{', '.join(takers)}: leave it out or choose one of those backends")
 
 
-@app.command("run")
+@app.command("run", cls=_Command)
 @engine_options("run")
 def run_cmd(
-    preset: str = typer.Argument(..., help="preset name (see `tinygpt-bench presets`) or a .toml path"),
-    backend: str = typer.Option(engines.oracle(), "--backend", "-b", help=f"one of: {', '.join(engines.names())}"),
+    preset: str = typer.Argument(..., metavar="PRESET", help="preset name (see `tinygpt-bench presets`) or a .toml path"),
+    backend: str = typer.Option(engines.oracle(), "--backend", "-b", metavar="NAME", help=f"one of: {', '.join(engines.names())}"),
     steps: int = typer.Option(protocol.DEFAULT_STEPS, "--steps", help="training steps (the protocol's fixed 15)"),
     corpus_spec: str = CorpusOpt,
     seed: int = typer.Option(protocol.DEFAULT_SEED, "--seed", help="seed of the initial weights and the batches"),
@@ -195,7 +224,7 @@ def run_cmd(
     flops = model.flops_per_step(p)["total"]
     console.print(
         f"[bold]{p.name}[/bold] on [bold]{backend}[/bold]: {model.param_count(p):,} parameters, "
-        f"{steps} steps, corpus {c.name} (sha256 {c.sha256[:12]}), seed {seed}", highlight=False,
+        f"{plural(steps, 'step')}, corpus {c.name} (sha256 {c.sha256[:12]}), seed {seed}", highlight=False,
     )
     from tinygpt_bench import display
 
@@ -224,18 +253,18 @@ def run_cmd(
     )
 
 
-@app.command("curve")
+@app.command("curve", cls=_Command)
 @engine_options("curve")
 def curve_cmd(
-    presets_spec: str = typer.Option(",".join(curve_mod.DEFAULT_PRESETS), "--presets",
+    presets_spec: str = typer.Option(",".join(curve_mod.DEFAULT_PRESETS), "--presets", metavar="NAMES",
                                      help="comma-separated preset names or .toml paths, or 'all' for all nine"),
-    backends_spec: str = typer.Option(",".join(curve_mod.DEFAULT_BACKENDS), "--backends",
+    backends_spec: str = typer.Option(",".join(curve_mod.DEFAULT_BACKENDS), "--backends", metavar="NAMES",
                                       help=f"comma-separated; from: {', '.join(engines.names())}"),
     steps: int = typer.Option(protocol.DEFAULT_STEPS, "--steps", help="timed steps per measurement, the same for every preset"),
     repeats: int = typer.Option(3, "--repeats", help="repeats from a fresh load, interleaving the backends"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds per measurement; past it: 'timeout'"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="time budget in seconds per measurement; past it: 'timeout'"),
     stop_after: Optional[float] = typer.Option(
-        None, "--stop-after", help="time budget in seconds for the whole run: no repeat is started that would end past "
+        None, "--stop-after", metavar="SECONDS", help="time budget in seconds for the whole run: no repeat is started that would end past "
                                    "it (its backend's longest repeat so far, plus 25%); what finished is kept for "
                                    "--resume (exit 3)"),
     corpus_spec: str = CorpusOpt,
@@ -271,7 +300,7 @@ def curve_cmd(
         presets=chosen, backends=names, steps=steps, repeats=repeats, timeout_s=timeout, corpus=corpus_spec,
         seed=seed, out=out, resume=resume, options=options, stop_after_s=stop_after,
     )
-    console.print(f"curve: {', '.join(p.name for p in chosen)} on {', '.join(names)}; {steps} steps x {repeats} repeats -> {out}/",
+    console.print(f"curve: {', '.join(p.name for p in chosen)} on {', '.join(names)}; {plural(steps, 'step')} x {plural(repeats, 'repeat')} -> {out}/",
                   highlight=False)
     try:
         if plain:
@@ -298,50 +327,65 @@ def curve_cmd(
     failed = [r for r in rows if r.status != "ok" or r.parity_ok is False
               or (r.reference or "").startswith("failed")]
     if failed:
-        console.print(f"{len(failed)} measurement(s) failed, timed out, missed loss parity or have it unknown "
+        console.print(f"{plural(len(failed), 'measurement')} failed, timed out, missed loss parity or have it unknown "
                       "(the float64 reference failed)", style="red")
         raise typer.Exit(1)
 
 
-def _print_summary(paths: list[Path], markdown: bool) -> None:
-    from tinygpt_bench import markdown, report, results
+def _summary(paths: list[Path]) -> tuple[list[str], list[list[str]]]:
+    from tinygpt_bench import report, results
 
-    df = results.read_measurements(paths)
-    header, rows = report.summary_rows(df, results.read_steps(paths))
+    return report.summary_rows(results.read_measurements(paths), results.read_steps(paths))
+
+
+def _print_summary(paths: list[Path], as_markdown: bool) -> None:
+    """The rich summary table, then (as_markdown) the same rows as a Markdown table. The module
+    is imported as md_table: a local `markdown` once shadowed the flag and made it always true."""
+    from tinygpt_bench import markdown as md_table
+
+    header, rows = _summary(paths)
     t = Table(title="summary (ms/step: median of steps 2..N ± half IQR; speedup: 95% bootstrap CI)")
     for h in header:
         t.add_column(h, justify="left" if h in ("preset", "status") else "right")
     for r in rows:
         t.add_row(*r)
     console.print(t)
-    if markdown:
-        print(markdown.table(header, rows))
+    if as_markdown:
+        print(md_table.table(header, rows))
 
 
-@app.command("summary")
+@app.command("summary", cls=_Command)
 def summary_cmd(
-    results_paths: list[Path] = typer.Argument(..., help="curve output folders or measurements.csv files"),
+    results_paths: list[Path] = typer.Argument(..., metavar="RESULTS", help="curve output folders or measurements.csv files"),
     markdown: bool = typer.Option(False, "--markdown", help="print only a Markdown table"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object: the figures as numbers"),
 ) -> None:
-    """The summary table of result files (rich, or Markdown for CI job summaries and the README)."""
-    from tinygpt_bench import markdown, report, results
+    """The summary table of result files (rich, Markdown for CI job summaries and the README, or JSON)."""
+    from tinygpt_bench import markdown as md_table
+    from tinygpt_bench import report, results
 
-    if markdown:
+    _one_format(markdown, as_json)
+    if as_json:
         df = results.read_measurements(results_paths)
-        print(markdown.table(*report.summary_rows(df, results.read_steps(results_paths))))
+        print(json.dumps(report.summary_json(df, results.read_steps(results_paths)), indent=2))
+    elif markdown:
+        print(md_table.table(*_summary(results_paths)))
     else:
         _print_summary(results_paths, False)
 
 
-@app.command("chart")
+@app.command("chart", cls=_Command)
 def chart_cmd(
-    results_paths: list[Path] = typer.Argument(..., help="curve output folders or measurements.csv files"),
+    results_paths: list[Path] = typer.Argument(..., metavar="RESULTS", help="curve output folders or measurements.csv files"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="folder for speedup.png/.svg (default: the first input's)"),
     check: bool = typer.Option(False, "--check", help="fail when the committed chart-data.json no longer matches the CSVs"),
 ) -> None:
     """Draw the speedup chart (PNG + SVG + chart-data.json) from result files alone."""
     from tinygpt_bench import chart as chart_mod
 
+    for path in results_paths:  # checked first: a missing folder's parent is no place to look for a chart
+        if not path.exists():
+            raise UserError(f"{path} does not exist; give a curve output folder or its measurements.csv")
     first = results_paths[0]
     out = out or (first if first.is_dir() else first.parent)
     if out.exists() and not out.is_dir():
@@ -364,41 +408,62 @@ def chart_cmd(
     console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
 
 
-@app.command("compare")
+@app.command("compare", cls=_Command)
 def compare_cmd(
-    old: Path = typer.Argument(..., help="earlier results (folder or measurements.csv)"),
-    new: Path = typer.Argument(..., help="later results"),
-    threshold: float = typer.Option(1.10, "--threshold", help="fail when a backend got slower than this factor, significantly"),
+    old: Path = typer.Argument(..., metavar="OLD", help="earlier results (folder or measurements.csv)"),
+    new: Path = typer.Argument(..., metavar="NEW", help="later results"),
+    threshold: float = typer.Option(1.10, "--threshold", metavar="FACTOR", help="fail when a backend got slower than this factor, significantly"),
+    markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table instead"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object instead"),
 ) -> None:
     """Per preset and backend: the change in ms/step with its uncertainty; exit 1 on a regression."""
     from tinygpt_bench import compare as cmp
+    from tinygpt_bench import markdown as md_table
     from tinygpt_bench import results
 
+    _one_format(markdown, as_json)
     cmp.check_threshold(threshold)
     changes = cmp.compare(old, new, threshold)
+    only_old, only_new = cmp.one_side_only(old, new)
     differ = cmp.setting_differences(results.read_environment([old]), results.read_environment([new]))
     if differ:
         print(f"warning: {old} and {new} were measured on different machines or with different settings "
               f"({', '.join(differ)}); a change may be theirs, not the code's", file=sys.stderr)
-    t = Table(title=f"{new} vs {old} (ratio of medians of steps 2..N, 95% bootstrap CI)")
-    for h in ("preset", "backend", "old ms", "new ms", "change"):
-        t.add_column(h)
-    for c in changes:
-        t.add_row(c.preset, c.backend, f"{c.old_ms:.2f}", f"{c.new_ms:.2f}",
-                  ("[red]" if c.regression else "") + c.verdict + ("[/red]" if c.regression else ""))
-    console.print(t)
     bad = [c for c in changes if c.regression]
+    title = f"{old} vs {new} (ratio of medians of steps 2..N, new / old, 95% bootstrap CI)"
+    unmatched = cmp.one_side_line(old, new, only_old, only_new)
+    verdict = f"{plural(len(bad), 'regression')} past {threshold:.2f}x" if bad else None
+    if as_json:
+        print(json.dumps(cmp.to_json(old, new, threshold, changes, only_old, only_new, differ), indent=2))
+    elif markdown:
+        table = md_table.table(cmp.HEADER, cmp.rows(changes))
+        print("\n\n".join(x for x in (title, table, unmatched, verdict) if x))
+    else:
+        t = Table(title=title)
+        for h in cmp.HEADER:
+            t.add_column(h)
+        for c, row in zip(changes, cmp.rows(changes)):
+            t.add_row(*row[:-1], f"[red]{row[-1]}[/red]" if c.regression else row[-1])
+        console.print(t)
+        if unmatched:
+            console.print(unmatched, highlight=False, markup=False)
+        if verdict:
+            console.print(verdict, style="red")
     if bad:
-        console.print(f"{len(bad)} regression(s) past {threshold:.2f}x", style="red")
         raise typer.Exit(1)
 
 
-@app.command("diagnose")
+def _one_format(markdown: bool, as_json: bool) -> None:
+    if markdown and as_json:
+        raise UserError("--markdown and --json are two formats of one output; give one of them")
+
+
+@app.command("diagnose", cls=_Command)
 @engine_options("diagnose")
 def diagnose_cmd(
-    preset: str = typer.Argument(..., help="preset name or .toml path"),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="one backend (default: the curve's, in turn)"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="time budget in seconds for 15 steps"),
+    preset: str = typer.Argument(..., metavar="PRESET", help="preset name or .toml path"),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", metavar="NAME", help="one backend (default: the curve's, in turn)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="time budget in seconds for 15 steps"),
     out: Path = typer.Option(Path("results"), "--out", help="folder for the report (Markdown and JSON)"),
     options: dict = None,
 ) -> None:
@@ -444,7 +509,7 @@ def diagnose_cmd(
         raise typer.Exit(1)
 
 
-@app.command("peak")
+@app.command("peak", cls=_Command)
 def peak_cmd(
     out: Path = typer.Option(..., "--out", help="folder for peaks.csv (e.g. the curve's results folder)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="threads of the N-thread rows (default: all cores)"),
@@ -454,24 +519,48 @@ def peak_cmd(
     """Measure the ceilings: wasm SIMD128 and WebGPU fp32 FMA peaks, each engine's matmul, torch matmul."""
     from tinygpt_bench import peak, results
 
-    def show(r: dict) -> None:
-        fig = f"{r['gflop_per_s']:,.1f} GFLOP/s" if r["status"] == "ok" else r["status"]
-        where = f"{r['threads']} threads" if r.get("threads") else (r.get("device") or "")
-        console.print(f"  {r['engine']:<10} {r['kind']:<6} {r['what']:<20} {r.get('size') or '':<40} {where:<14} "
-                      f"{fig}{'  (' + str(r['note']) + ')' if r.get('note') else ''}", highlight=False, markup=False,
-                      soft_wrap=True)
-
     _check_threads(threads)
     console.print(f"peak -> {out}/{results.PEAKS}{' (quick)' if quick else ''}", highlight=False)
-    rows = peak.measure(out, threads=threads, adapter=adapter, quick=quick, on_row=show)
+    console.print(_peak_table())
+    rows = peak.measure(out, threads=threads, adapter=adapter, quick=quick,
+                        on_row=lambda r: console.print(_peak_table(_peak_cells(r))))
     if any(r["status"] == "failed" for r in rows):
         console.print("a measurement failed its check against numpy or raised; see its note", style="red")
         raise typer.Exit(1)
 
 
-@app.command("report")
+# peak's table, printed a row at a time as each is measured: every column but the last has a
+# fixed width (a longer cell folds inside it), so the rows line up without knowing them all first
+PEAK_COLUMNS = (("engine", 11, "left"), ("kind", 6, "left"), ("what", 19, "left"), ("GFLOP/s", 9, "right"),
+                ("threads / device", 18, "left"), ("size", 22, "left"), ("note", None, "left"))
+
+
+def _peak_table(cells: list[str] | None = None) -> Table:
+    """The header of peak's table (no cells) or one row of it."""
+    t = Table(box=None, show_header=cells is None, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0),
+              header_style="bold")
+    for name, width, justify in PEAK_COLUMNS:
+        t.add_column(name, width=width, justify=justify, overflow="fold")
+    if cells is not None:
+        t.add_row(*cells)
+    return t
+
+
+def _peak_cells(r: dict) -> list[str]:
+    """A peaks.csv row's cells; the size without the ' x N threads' the threads cell says."""
+    size = str(r.get("size") or "")
+    if r.get("threads"):
+        where = plural(r["threads"], "thread")
+        size = re.sub(rf" x {r['threads']} threads?$", "", size)
+    else:
+        where = r.get("device") or ""
+    fig = f"{r['gflop_per_s']:,.1f}" if r["status"] == "ok" else r["status"]
+    return [r["engine"], r["kind"], r["what"], fig, where, size, str(r.get("note") or "")]
+
+
+@app.command("report", cls=_Command)
 def report_cmd(
-    results_dir: Path = typer.Argument(..., help="a results folder: measurements.csv, steps.csv, environment.json, "
+    results_dir: Path = typer.Argument(..., metavar="RESULTS", help="a results folder: measurements.csv, steps.csv, environment.json, "
                                                   "peaks.csv, diagnose-*.json"),
     out: Optional[Path] = typer.Option(None, "--out", help="write a whole new page here (hand-written part a stub)"),
     update: Optional[Path] = typer.Option(None, "--update", help="replace only the generated block of this page"),
@@ -513,15 +602,25 @@ def _check_faults() -> None:
 
     for backend, _, _ in faults.parse(os.environ.get(faults.ENV)):
         if backend not in engines.names():
-            raise UserError(f"{faults.ENV}: unknown backend '{backend}'; choose one of {', '.join(engines.names())}")
+            raise UserError(f"{faults.ENV}: {unknown('backend', backend, engines.names())}")
 
 
 _DEBUG = False
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"tinygpt-bench {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="on an unexpected error, print its traceback "
-                                                                "(otherwise saved to a file)")) -> None:
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="on an unexpected error, print its traceback "
+                                                      "(otherwise saved to a file)"),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
     """Train one small byte-level GPT on WebGPU and WebAssembly Memory64 and measure the speedup curve."""
     global _DEBUG
     _DEBUG = debug
@@ -578,5 +677,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _usage(message: str, code: int) -> int:
-    print(f"error: {message}; see `tinygpt-bench --help`", file=sys.stderr)
+    print(f"error: {message.rstrip('.')}; see `tinygpt-bench --help`", file=sys.stderr)
     return code

@@ -2,7 +2,9 @@
 
 Reads like pyperf's compare: "1.31x slower [1.22-1.40]", "no significant change". The
 ratio is median(new)/median(old) over steps 2..N of all repeats, with a 95% bootstrap
-interval; a change counts as significant only when the interval excludes 1.
+interval; a change counts as significant only when the interval excludes 1. What one side
+measured and the other did not is named (one_side_only), never dropped without a word.
+Output: the CLI's table, Markdown (rows()) or JSON (to_json(), its keys pinned by a test).
 """
 
 from __future__ import annotations
@@ -79,3 +81,52 @@ def compare(old: Path, new: Path, threshold: float = 1.10) -> list[Change]:
         regression = r.value > threshold and (r.significant or r.low == r.high)
         out.append(Change(nr.preset, nr.backend, float(orow.median_ms), float(nr.median_ms), r, describe(r), regression))
     return out
+
+
+def one_side_only(old: Path, new: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The (preset, backend) pairs measured in only one of the two: (in OLD only, in NEW only),
+    in their files' row order."""
+    a, b = results.read_measurements([old]), results.read_measurements([new])
+    pa, pb = list(zip(a.preset, a.backend)), list(zip(b.preset, b.backend))
+    return [k for k in pa if k not in set(pb)], [k for k in pb if k not in set(pa)]
+
+
+def one_side_line(old: Path, new: Path, only_old: list, only_new: list) -> str | None:
+    """One line naming what was not compared, by backend: 'not compared: webgpu (tiny, small)
+    only in A; wasm-v8 (tiny) only in B'; None when both measured the same."""
+    def named(pairs) -> str:
+        by_backend: dict[str, list[str]] = {}
+        for preset, backend in pairs:
+            by_backend.setdefault(backend, []).append(preset)
+        return ", ".join(f"{b} ({', '.join(ps)})" for b, ps in by_backend.items())
+
+    parts = [f"{named(pairs)} only in {where}" for where, pairs in ((old, only_old), (new, only_new)) if pairs]
+    return "not compared: " + "; ".join(parts) if parts else None
+
+
+HEADER = ["preset", "backend", "old ms", "new ms", "change"]
+
+
+def rows(changes: list[Change]) -> list[list[str]]:
+    """The table's rows (HEADER), for the terminal and Markdown alike."""
+    return [[c.preset, c.backend, f"{c.old_ms:.2f}", f"{c.new_ms:.2f}", c.verdict] for c in changes]
+
+
+def _num(x) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def to_json(old: Path, new: Path, threshold: float, changes: list[Change], only_old: list, only_new: list,
+            differ: list[str]) -> dict:
+    """The comparison as one JSON object (ratio = new ms / old ms; null where not measured)."""
+    def change(c: Change) -> dict:
+        r = c.ratio
+        return {"preset": c.preset, "backend": c.backend, "old_ms": _num(c.old_ms), "new_ms": _num(c.new_ms),
+                "ratio": _num(r.value) if r else None, "ratio_low": _num(r.low) if r else None,
+                "ratio_high": _num(r.high) if r else None, "significant": bool(r.significant) if r else None,
+                "verdict": c.verdict, "regression": bool(c.regression)}
+
+    return {"old": str(old), "new": str(new), "threshold": threshold, "changes": [change(c) for c in changes],
+            "only_in_old": [{"preset": p, "backend": b} for p, b in only_old],
+            "only_in_new": [{"preset": p, "backend": b} for p, b in only_new],
+            "settings_differ": list(differ), "regressions": sum(c.regression for c in changes)}

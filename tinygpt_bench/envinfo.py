@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 import platform
 import re
 import subprocess
 import tempfile
+import tomllib
+import urllib.parse
 from importlib import metadata
 from pathlib import Path
 
@@ -78,19 +81,67 @@ def is_software_adapter(info: dict) -> bool:
 
 
 def collect_git() -> dict:
-    root = repo_root()
-    if root is None or not (root / ".git").exists():
-        return {"git_commit": None, "git_dirty": None}
+    """The commit of the code that runs, from the first of these that is a git checkout of
+    tinygpt-bench: the source tree the package runs from (an editable install); the folder pip
+    installed it from (its direct_url.json; a `git+URL` install records the commit itself); the
+    current directory (a plain `pip install .` run from its checkout: the package then lives in
+    site-packages, beside no checkout, and the commit used to be recorded as unknown).
+    git_source says which one it was."""
+    installed = _direct_url()
+    commit = installed.get("vcs_info", {}).get("commit_id")
+    pinned = commit and {"git_commit": commit, "git_dirty": False, "git_source": f"install source: {installed['url']}"}
+    return (_checkout("package", repo_root()) or pinned or _checkout("install source", _local_dir(installed))
+            or _checkout("current directory", Path.cwd()) or {"git_commit": None, "git_dirty": None, "git_source": None})
+
+
+def _checkout(where: str, folder: Path | None) -> dict | None:
+    top = _toplevel(folder)
+    return None if top is None else {**_git_state(top), "git_source": f"{where}: {top}"}
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        return {"git_commit": commit or None, "git_dirty": bool(dirty)}
+        r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_dirty": None}
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def _toplevel(folder: Path | None) -> Path | None:
+    """The top of the git checkout holding `folder`, if that checkout is tinygpt-bench's (a run
+    from some other project's checkout must not record that project's commit)."""
+    if folder is None or not folder.is_dir():
+        return None
+    top = _git(["rev-parse", "--show-toplevel"], folder)
+    if not top:
+        return None
+    try:
+        name = tomllib.loads((Path(top) / "pyproject.toml").read_text())["project"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Path(top) if name == "tinygpt-bench" else None
+
+
+def _git_state(top: Path) -> dict:
+    dirty = _git(["status", "--porcelain", "--untracked-files=no"], top)
+    return {"git_commit": _git(["rev-parse", "HEAD"], top) or None, "git_dirty": None if dirty is None else bool(dirty)}
+
+
+def _direct_url() -> dict:
+    """What pip recorded of where it installed tinygpt-bench from (PEP 610), or {}."""
+    try:
+        text = metadata.distribution("tinygpt-bench").read_text("direct_url.json")
+        return json.loads(text) if text else {}
+    except (metadata.PackageNotFoundError, ValueError):
+        return {}
+
+
+def _local_dir(installed: dict) -> Path | None:
+    """The local folder a package was built and installed from (not a wheel or sdist file)."""
+    url = installed.get("url", "")
+    if "dir_info" not in installed or not url.startswith("file://"):
+        return None
+    return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
 
 
 def sha256_of(paths: list[Path]) -> str | None:

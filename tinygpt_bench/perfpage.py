@@ -11,9 +11,10 @@ The start marker names the results folder (relative to the page), so a test can 
 committed page against its files.
 
 Sections of the block: machine; ms/step per preset and backend; the speedup curve (the
-chart, webgpu vs wasm); each engine's ratio to its native peer; the targets of issue 7,
-met or missed and by how much; achieved GFLOP/s against the measured peaks; per-kernel
-time from diagnose; loss parity.
+chart, webgpu vs wasm); each engine's ratio to its native peer; achieved GFLOP/s against
+the measured peaks; per-kernel time from diagnose; loss parity. Nothing internal to the
+project's own planning (issue 7's targets were a section, mostly 'not measured' rows, until
+issue 27): what a reader of the page can check against the files.
 """
 
 from __future__ import annotations
@@ -27,15 +28,12 @@ import pandas as pd
 
 from tinygpt_bench import chart, markdown, report, results, stats
 from tinygpt_bench.errors import UserError
-from tinygpt_bench.units import fmt_bytes
+from tinygpt_bench.units import fmt_bytes, plural
 
 GENERATED_START = "<!-- generated:start"
 GENERATED_END = "<!-- generated:end -->"
 START_RE = re.compile(r"<!-- generated:start source=(\S+) -->")
 
-# issue 7's targets, as ratios engine ms / peer ms measured in the same run: (the hardware the
-# engine is built for, preset, the largest ratio that meets it)
-RATIO_TARGETS = [("GPU", "xl", 0.5), ("GPU", "behemoth", 1.2), ("CPU", "xl", 1.0)]
 PARITY_TARGET = stats.PARITY_TOLERANCE  # relative difference of the loss at the last step, every preset
 
 PAGE_HEAD = """# Performance
@@ -46,8 +44,8 @@ outside it.
 
 ## Why: what limits each engine (hand-written)
 
-_To be written from the figures below: for each missed target, by how much (from the
-targets table), where the time goes (the per-kernel tables) and what would close it._
+_To be written from the figures below: how far each engine is from its native peer (the
+ratio table), where the time goes (the per-kernel tables) and what would close the gap._
 
 """
 
@@ -130,7 +128,8 @@ def section_machine(run: Run, src: str) -> str:
         soft = str(r.get("software_adapter", "")).lower() == "true"
         lines.append(f"- {b}: {r.device}" + (f" ({', '.join(extra)})" if extra else "")
                      + (" - a CPU adapter: not a GPU result" if soft and run.hardware(b) == "GPU" else ""))
-    libs = ", ".join(f"{k} {e[k]}" for k in ("python", "numpy", "wgpu", "wasmtime", "torch") if e.get(k))
+    libs = ", ".join(f"{k.replace('_', '-')} {e[k]}" for k in ("tinygpt_bench", "python", "numpy", "wgpu", "wasmtime", "torch")
+                     if e.get(k))
     lines.append(f"- software: {libs}")
     commit = e.get("git_commit") or "?"
     lines.append(f"- curve run {run.env.get('run_id', '?')}: git commit {str(commit)[:12]}"
@@ -239,60 +238,6 @@ def section_peers(run: Run) -> str:
                               + (f" ({'; '.join(threads)})." if threads else ".")])
 
 
-def _verdict(value: float, low: float, high: float, target: float) -> tuple[str, str]:
-    """(met/missed, by how much) for a value that must be <= target."""
-    met = value <= target
-    if not _nan(low) and not _nan(high) and low <= target <= high:
-        sig = " (the 95% interval straddles the target)"
-    else:
-        sig = ""
-    if met:
-        return "met" + sig, f"{value / target:.2f}x the target: {1 - value / target:.0%} margin"
-    return "**missed**" + sig, (f"{value / target:.2f}x the target: the engine's step needs "
-                                f"{1 - target / value:.0%} less time")
-
-
-def section_targets(run: Run) -> str:
-    pr = report.peer_ratios(run.df, run.steps)
-    header = ["target", "measured", "95% CI", "target", "result", "by how much"]
-    rows = []
-    for hardware, preset, target in RATIO_TARGETS:
-        pairs = [(e, p) for e, p in report.peers(run.df).items() if run.hardware(e) == hardware]
-        if not pairs:
-            rows.append([f"{hardware} engine / its native peer, {preset}", "-", "-", f"<= {target:g}",
-                         "not measured", "not measured in this run"])
-        for engine, peer in pairs:
-            name = f"{engine} / {peer}, {preset}"
-            threads = [run.row(preset, b) for b in (engine, peer)]
-            if all(t is not None and not _nan(t.get("threads")) for t in threads):
-                name += f" ({int(threads[0].threads)} / {int(threads[1].threads)} threads)"
-            s = pr[(pr.preset == preset) & (pr.engine == engine) & (pr.peer == peer)] if len(pr) else pr
-            if s.empty or _nan(s.iloc[0].ratio):
-                why = "not measured in this run" if s.empty else s.iloc[0].status
-                rows.append([name, "-", "-", f"<= {target:g}", "not measured", why])
-                continue
-            r = s.iloc[0]
-            verdict, by = _verdict(r.ratio, r.low, r.high, target)
-            rows.append([name, f"{r.ratio:.2f}", f"[{r.low:.2f}-{r.high:.2f}]" if not _nan(r.low) else "-",
-                         f"<= {target:g}", verdict, by])
-    par = parity_rows(run)
-    measured = [(r["worst"], r["preset"]) for r in par if not _nan(r["worst"])]
-    missing = [r["preset"] for r in par if _nan(r["worst"])]
-    if measured:
-        worst, where = max(measured)
-        met = worst <= PARITY_TARGET and not missing
-        by = (f"worst {where}: {worst / PARITY_TARGET:.2g}x the tolerance"
-              + (f"; no parity figure for {', '.join(missing)}" if missing else ""))
-        rows.append(["loss parity at the last step, every preset", f"{worst:.1e}", "-", f"<= {PARITY_TARGET:g}",
-                     "met" if met else "**missed**", by])
-    else:
-        rows.append(["loss parity at the last step, every preset", "-", "-", f"<= {PARITY_TARGET:g}", "not measured", ""])
-    return "\n".join(["## Targets (issue 7)", "", markdown.table(header, rows), "",
-                      "Ratios as above (engine ms / peer ms, same run). Loss parity: the largest relative "
-                      "difference of the final loss between any two engines, or against the numpy float64 "
-                      "reference, over every preset (the parity table below)."])
-
-
 def _same_arithmetic(pk: pd.DataFrame, relaxed_simd) -> pd.Series:
     """The peaks.csv rows of the arithmetic a measurement ran (relaxed_simd: true, false, or
     empty where the engine has no such choice)."""
@@ -339,7 +284,7 @@ def section_gflops(run: Run, src: str) -> str:
     header = ["engine", "what", "threads / device", "size", "GFLOP/s", "check (rel err)", "note"]
     rows = []
     for _, r in pk.iterrows():
-        where = f"{int(r.threads)} threads" if not _nan(r.threads) else (r.device if not _nan(r.device) else "-")
+        where = plural(int(r.threads), "thread") if not _nan(r.threads) else (r.device if not _nan(r.device) else "-")
         rows.append([r.engine, r.what, where, r["size"] if not _nan(r["size"]) else "-",
                      f_gflops(r.gflop_per_s) if r.status == "ok" else r.status,
                      f_rel(r.max_rel_err), "" if _nan(r.note) else str(r.note)])
@@ -478,7 +423,7 @@ def generated_block(results_dir: Path, page: Path | None = None) -> str:
         f"<!-- generated:start source={src} -->",
         f"<!-- rendered by `tinygpt-bench report` from {src}/: do not edit by hand; regenerate instead -->",
         section_machine(run, src), section_steps(run), section_curve(run, src), section_peers(run),
-        section_targets(run), section_gflops(run, src), section_kernels(run, src), section_parity(run),
+        section_gflops(run, src), section_kernels(run, src), section_parity(run),
         GENERATED_END,
     ]
     return "\n\n".join(parts) + "\n"

@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinygpt_bench.errors import UserError
+from tinygpt_bench.errors import UserError, unknown
 from tinygpt_bench.resources import resource_dir
 
 VOCAB = 256  # V: byte-level vocabulary
@@ -109,9 +109,7 @@ def load(name_or_path: str) -> Preset:
         return load_file(p)
     f = presets_dir() / f"{name_or_path}.toml"
     if not f.is_file():
-        raise UserError(
-            f"unknown preset '{name_or_path}'; choose one of {', '.join(builtin_names())} or pass a .toml path"
-        )
+        raise unknown("preset", name_or_path, builtin_names(), " or pass a .toml path")
     return load_file(f)
 
 

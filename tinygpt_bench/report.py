@@ -163,3 +163,36 @@ def summary_rows(df: pd.DataFrame, steps: pd.DataFrame | None) -> tuple[list[str
         line.append(",".join(statuses) if statuses != ["ok"] else "ok")
         rows.append(line)
     return header, rows
+
+
+def _num(x) -> float | None:
+    """A figure for JSON: None where it is missing (NaN is not JSON)."""
+    return None if x is None or pd.isna(x) else float(x)
+
+
+def _flag(x) -> bool | None:
+    return None if x is None or (not isinstance(x, str) and pd.isna(x)) else str(x).lower() == "true"
+
+
+def summary_json(df: pd.DataFrame, steps: pd.DataFrame | None) -> dict:
+    """The summary as one JSON object (hyperfine's --export-json habit): per preset and backend
+    the figures summary_rows formats, as numbers; speedup against `baseline`, null where none."""
+    baseline = baseline_of(df)
+    sp = speedups(df, steps, baseline)
+    out = []
+    for _, r in df.iterrows():
+        s = sp[(sp.preset == r.preset) & (sp.backend == r.backend)] if len(sp) else sp
+        s = s.iloc[0] if len(s) else None
+        out.append({
+            "preset": r.preset, "backend": r.backend, "params": int(r.params), "status": r.status,
+            "median_ms": _num(r.get("median_ms")), "q1_ms": _num(r.get("q1_ms")), "q3_ms": _num(r.get("q3_ms")),
+            "n_samples": None if _num(r.get("n_samples")) is None else int(r.n_samples),
+            "speedup": _num(s.speedup) if s is not None else None,
+            "speedup_low": _num(s.low) if s is not None else None,
+            "speedup_high": _num(s.high) if s is not None else None,
+            "loss_rel_diff_backends": _num(r.get("loss_rel_diff_backends")),
+            "loss_rel_diff_reference": _num(r.get("loss_rel_diff_reference")),
+            "parity_ok": _flag(r.get("parity_ok")),
+        })
+    return {"baseline": baseline, "presets": list(df["preset"].unique()), "backends": backend_order(df),
+            "results": out}

@@ -18,6 +18,11 @@ def fmt_bytes(n: int | float | None, digits: int = 2) -> str:
     return f"{int(n)} B"
 
 
+def plural(n: int, noun: str) -> str:
+    """A count and its noun: 1 -> '1 repeat', 3 -> '3 repeats'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def fmt_si(n: float, unit: str = "") -> str:
     """Decimal prefixes: 1.9e10, 'FLOP/s' -> '19.00 GFLOP/s'."""
     for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):

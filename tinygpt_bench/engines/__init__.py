@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from tinygpt_bench.engines.description import BackendSpec, Engine, OptionSpec, declared
-from tinygpt_bench.errors import UserError
+from tinygpt_bench.errors import UserError, unknown
 
 ENV = "TINYGPT_BENCH_ENGINES"
 
@@ -89,7 +89,7 @@ def spec(name: str) -> tuple[Engine, BackendSpec]:
     """(engine, backend spec) of a backend name; an unknown name is a UserError naming the choices."""
     specs = _specs()
     if name not in specs:
-        raise UserError(f"unknown backend '{name}'; choose one of {', '.join(specs)}")
+        raise unknown("backend", name, specs)
     return specs[name]
 
 
@@ -114,7 +114,7 @@ def engine(name: str) -> Engine:
     for e in all_engines():
         if e.name == name:
             return e
-    raise UserError(f"unknown engine '{name}'; engines: {', '.join(e.name for e in all_engines())}")
+    raise unknown("engine", name, [e.name for e in all_engines()])
 
 
 @dataclass(frozen=True)
