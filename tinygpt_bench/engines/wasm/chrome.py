@@ -10,8 +10,9 @@ starts the pool's Workers, each with its own instance and stack on the one share
 host_core.mjs, the same host code as wasm-v8's Node host.
 
 Commands travel as protocol evaluations of `tinygpt.request(...)` (one round trip each, as
-wasm-v8's JSON lines do); bulk data goes through the server: initial weights are fetched by
-the page, parameters and gradients sent back to it; a step's tokens (a few KiB) travel inline.
+wasm-v8's JSON lines do); data goes through the server: initial weights and each step's tokens
+are fetched by the page (the tokens before the step's timer starts), parameters and gradients
+sent back to it.
 Each step is timed inside the page's tid-0 Worker with performance.now() around train_step
 (`last_step_ns`, which protocol.train uses). Closing the backend ends the browser, every process
 it started, and the server.
@@ -158,6 +159,15 @@ class ChromeRuntime(V8Runtime):
             if self._server is not None:
                 self._server.forget(key)
         return r, (np.frombuffer(buf, np.uint8) if r["ok"] else None)
+
+    def send_step(self, tokens_addr: int, tokens: np.ndarray, lr: float) -> dict:
+        """The step command: the page fetches the tokens from the server, then times train_step."""
+        key, url = self._server.offer(tokens)
+        try:
+            return self.send({"op": "step", "tokens_addr": tokens_addr, "tokens_url": url, "lr": lr})
+        finally:
+            if self._server is not None:
+                self._server.forget(key)
 
     def peak_rss(self) -> int | None:
         return self._chrome.peak_rss() if self._chrome is not None else None

@@ -56,6 +56,11 @@ const platform = {
       if (!resp.ok) throw new Error(`HTTP ${resp.status} sending bytes ${off}.. to ${c.url}`);
     }
   },
+  async fetchBytes(url) {
+    const resp = await fetch(url);
+    if (!resp.ok) throw new Error(`HTTP ${resp.status} fetching ${url}`);
+    return new Uint8Array(await resp.arrayBuffer());
+  },
   decode64(text) {
     if (Uint8Array.fromBase64) return Uint8Array.fromBase64(text);
     const s = atob(text), out = new Uint8Array(s.length);

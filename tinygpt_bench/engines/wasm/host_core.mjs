@@ -17,6 +17,7 @@
 //                                 (a file in Node, a URL of the harness's server in Chromium)
 //   writeOut(c, src)              Promise: send src's bytes to c's destination
 //   decode64(text) / encode64(u8) base64 <-> bytes
+//   fetchBytes(url)               Promise of a URL's bytes (Chromium; Node's steps send them inline)
 //   processFacts()                {peak_rss?}: what the host knows of its own process
 //
 // Commands (one object each, one reply object each; every reply is {ok: true, ...} or
@@ -27,8 +28,9 @@
 //   write64 {addr, data}          base64 bytes into memory at addr (small writes)
 //   read {addr, bytes, ...dest}   memory [addr, addr + bytes) to the destination
 //   read64 {addr, bytes}          memory [addr, addr + bytes) as base64 (small reads)
-//   step {tokens_addr, tokens, lr}  tokens (base64 int32) into memory, then train_step(lr),
-//                                 timed by the host around the call: {loss, ns}
+//   step {tokens_addr, tokens | tokens_url, lr}  tokens (base64 int32, or a URL of the
+//                                 harness's server) into memory, then train_step(lr), timed by
+//                                 the host around the call: {loss, ns}
 //   memory                        {bytes, ...processFacts()}: the memory's current size
 //   stop                          pool_stop, workers joined
 
@@ -162,7 +164,8 @@ export function makeHost(platform) {
       case "call":
         return { ok: true, result: num(call(c.name, c.args)) ?? null };
       case "step": {
-        const tok = platform.decode64(c.tokens);
+        // the step's tokens: inline (Node) or fetched from the harness's server (Chromium), before the timer
+        const tok = c.tokens_url ? await platform.fetchBytes(c.tokens_url) : platform.decode64(c.tokens);
         bytes(c.tokens_addr, tok.length).set(tok);
         const [loss, ns] = platform.stepNs(() => ex.train_step(c.lr));
         return { ok: true, loss: Number.isFinite(loss) ? loss : String(loss), ns: Number(ns) };

@@ -23,7 +23,6 @@ GPU over Vulkan; the default where an NVIDIA device node exists).
 
 from __future__ import annotations
 
-import base64
 import collections
 import glob
 import json
@@ -255,7 +254,9 @@ class ChromeWebGPUBackend(Backend):
                  adapter_vendor=info["vendor"], adapter_driver=info["description"], adapter_api=info["backend_type"],
                  runtime=f"{self.browser_version} (WebGPU: Dawn in Chrome)",
                  kernels_sha256=sha256_of(list(resource_dir("kernels").glob("*.wgsl"))),
-                 runtime_settings=f"adapter={self.adapter_choice}, step timed in the page"
+                 runtime_settings=f"adapter={self.adapter_choice}, step timed in the page (performance.now"
+                                  + (", pass GPU time by timestamps)" if "timestamp-query" in self.adapter.features
+                                     else ")")
                                   + (f", plan={self.plan_sha256()[:16]}" if self.plan is not None else ""))
         if self.plan is not None:
             d["plan_sha256"] = self.plan_sha256()
@@ -348,10 +349,20 @@ class ChromeWebGPUBackend(Backend):
         self.t += 1
         floats = [float(np.float32(lr)), float(np.float32(1.0 - OPTIM.beta1**self.t)),
                   float(np.float32(1.0 - OPTIM.beta2**self.t))]
-        return {"tokens": base64.b64encode(tokens.tobytes()).decode(), "floats": floats}
+        return tokens, floats
+
+    def _step(self, batch: np.ndarray, lr: float) -> dict:
+        """One step in the page; the tokens go by the server (fetched before the page's timer)."""
+        tokens, floats = self._inputs(batch, lr)
+        key, url = self._server.offer(tokens)
+        try:
+            return self._call("step", {"tokensUrl": url, "floats": floats})
+        finally:
+            if self._server is not None:
+                self._server.forget(key)
 
     def step(self, batch: np.ndarray, lr: float = DEFAULT_LR) -> float:
-        r = self._call("step", self._inputs(batch, lr))
+        r = self._step(batch, lr)
         self.last_step_ns, self.last_gpu_ns = int(r["ns"]), r.get("gpu_ns")
         loss = float(r["loss"])
         if not np.isfinite(loss):
@@ -387,7 +398,7 @@ class ChromeWebGPUBackend(Backend):
         the page (Chrome's quantization off: --enable-webgpu-developer-features), summed by
         kernel as the webgpu backend's profile. It runs a step on `batch` (or the last inputs)."""
         if batch is not None:
-            self._call("step", self._inputs(batch, lr))
+            self._step(batch, lr)
         r = self._call("profile")
         out = collections.Counter()
         for d, ns in zip(self.plan["dispatches"], r["ns"]):

@@ -11,7 +11,8 @@
 //   build({planUrl, kernelsUrl})   shader modules, pipelines (timed: SwiftShader compiles slowly),
 //                                  buffers, the uniform buffer, one bind group per dispatch
 //   upload({buffer, url})          a buffer's bytes fetched from the server (the weights)
-//   step({tokens, floats})         tokens (base64 u32) and the step record's first floats
+//   step({tokensUrl, floats})      the tokens (u32, fetched from the server before the timer)
+//                                  and the step record's first floats
 //                                  written, the pass encoded, submitted, the 12-byte readback
 //                                  mapped: {norm, scale, loss, ns (page wall time from the
 //                                  first write to the mapped readback), gpu_ns (the pass,
@@ -233,12 +234,18 @@ async function locate() {
   return null;
 }
 
-async function step({ tokens, floats }) {
+async function step({ tokens, tokensUrl, floats }) {
   const gone = deviceGone();
   if (gone) return fail("step", gone);
-  inputs = { tokens, floats };
+  let data = tokens ? bytesOf(tokens) : null;
+  if (tokensUrl) { // from the harness's server, before the timer
+    const r = await fetch(tokensUrl);
+    if (!r.ok) return fail("step", `HTTP ${r.status} fetching ${tokensUrl}`);
+    data = new Uint8Array(await r.arrayBuffer());
+  }
+  inputs = { data, floats };
   const t0 = performance.now();
-  device.queue.writeBuffer(buffers.get(plan.inputs.tokens), 0, bytesOf(tokens));
+  device.queue.writeBuffer(buffers.get(plan.inputs.tokens), 0, data);
   device.queue.writeBuffer(buffers.get(plan.inputs.step), 0, new Float32Array(floats));
   const r = await scoped(() => {
     const enc = device.createCommandEncoder({ label: "train_step" });
@@ -290,7 +297,7 @@ async function profile() {
   const resolve = device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
   const out = device.createBuffer({ size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   if (inputs) {
-    device.queue.writeBuffer(buffers.get(plan.inputs.tokens), 0, bytesOf(inputs.tokens));
+    device.queue.writeBuffer(buffers.get(plan.inputs.tokens), 0, inputs.data);
     device.queue.writeBuffer(buffers.get(plan.inputs.step), 0, new Float32Array(inputs.floats));
   }
   const enc = device.createCommandEncoder({ label: "profile" });
