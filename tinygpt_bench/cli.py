@@ -21,7 +21,7 @@ from rich.table import Table
 
 from pathlib import Path
 
-from tinygpt_bench import __version__, corpus, engines, envinfo, model, presets, protocol
+from tinygpt_bench import __version__, corpus, engines, envinfo, model, presets, protocol, runs
 from tinygpt_bench import curve as curve_mod
 from tinygpt_bench.errors import UserError, unknown
 from tinygpt_bench.units import fmt_bytes, fmt_si, plural
@@ -256,10 +256,16 @@ def run_cmd(
 @app.command("curve", cls=_Command)
 @engine_options("curve")
 def curve_cmd(
-    presets_spec: str = typer.Option(",".join(curve_mod.DEFAULT_PRESETS), "--presets", metavar="NAMES",
-                                     help="comma-separated preset names or .toml paths, or 'all' for all nine"),
-    backends_spec: str = typer.Option(",".join(curve_mod.DEFAULT_BACKENDS), "--backends", metavar="NAMES",
-                                      help=f"comma-separated; from: {', '.join(engines.names())}"),
+    presets_spec: Optional[str] = typer.Option(
+        None, "--presets", metavar="NAMES", help="comma-separated preset names or .toml paths, or 'all' for all nine "
+        f"(default: {','.join(curve_mod.DEFAULT_PRESETS)}; {','.join(curve_mod.QUICK_PRESETS)} where WebGPU runs on a "
+        "software adapter)"),
+    backends_spec: Optional[str] = typer.Option(
+        None, "--backends", metavar="NAMES", help=f"comma-separated; from: {', '.join(engines.names())} (default: "
+        f"{','.join(curve_mod.DEFAULT_BACKENDS)}; {','.join(curve_mod.QUICK_BACKENDS)} where WebGPU runs on a software "
+        "adapter)"),
+    full: bool = typer.Option(False, "--full", help="the full default set (tiny..large on webgpu, webgpu-dawn, wasm) "
+                                                    "even where WebGPU runs on a software adapter"),
     steps: int = typer.Option(protocol.DEFAULT_STEPS, "--steps", help="timed steps per measurement, the same for every preset"),
     repeats: int = typer.Option(3, "--repeats", help="repeats from a fresh load, interleaving the backends"),
     timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="time budget in seconds per measurement; past it: 'timeout'"),
@@ -269,8 +275,11 @@ def curve_cmd(
                                    "--resume (exit 3)"),
     corpus_spec: str = CorpusOpt,
     seed: int = typer.Option(protocol.DEFAULT_SEED, "--seed"),
-    out: Path = typer.Option(Path("results"), "--out", help="folder for measurements.csv, steps.csv, environment.json, charts"),
-    resume: bool = typer.Option(False, "--resume", help="skip what --out already holds with the same settings"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FOLDER",
+                                       help="folder for measurements.csv, steps.csv, environment.json, charts "
+                                            "(default: a new runs/<UTC time>/, with runs/latest pointing at it)"),
+    resume: bool = typer.Option(False, "--resume", help="skip what --out (default: runs/latest) already holds with "
+                                                        "the same settings"),
     plain: bool = typer.Option(False, "--plain", help="no live display (CI logs)"),
     markdown: bool = typer.Option(False, "--markdown", help="also print the summary as a Markdown table"),
     chart: bool = typer.Option(True, "--chart/--no-chart", help="draw the chart into --out at the end"),
@@ -286,6 +295,11 @@ def curve_cmd(
     _check_seconds("--timeout", timeout, 600)
     _check_seconds("--stop-after", stop_after, 540)
     _check_faults()
+    if presets_spec is None or backends_spec is None:
+        dp, db, why = curve_mod.default_selection(full)
+        presets_spec = presets_spec if presets_spec is not None else ",".join(dp)
+        backends_spec = backends_spec if backends_spec is not None else ",".join(db)
+        console.print(f"defaults: {why}", highlight=False)
     chosen = presets.load_list(presets_spec)
     names = list(dict.fromkeys(b.strip() for b in backends_spec.split(",") if b.strip()))  # each backend once
     if not names:
@@ -294,8 +308,10 @@ def curve_cmd(
     for b in names:
         engines.spec(b)  # an unknown name raises the error naming the choices
     check_engine_options(names, options)
-    if out.exists() and not out.is_dir():
+    if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder; give a folder path for the results")
+    if out is None:  # never the committed results/: a folder of its own (runs.py)
+        out = runs.latest() if resume else runs.new_folder()
     settings = curve.CurveSettings(
         presets=chosen, backends=names, steps=steps, repeats=repeats, timeout_s=timeout, corpus=corpus_spec,
         seed=seed, out=out, resume=resume, options=options, stop_after_s=stop_after,
@@ -464,14 +480,17 @@ def diagnose_cmd(
     preset: str = typer.Argument(..., metavar="PRESET", help="preset name or .toml path"),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", metavar="NAME", help="one backend (default: the curve's, in turn)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", metavar="SECONDS", help="time budget in seconds for 15 steps"),
-    out: Path = typer.Option(Path("results"), "--out", help="folder for the report (Markdown and JSON)"),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FOLDER",
+                                       help="folder for the report (Markdown and JSON; default: a new "
+                                            "runs/<UTC time>-diagnose/)"),
     options: dict = None,
 ) -> None:
     """Find out why a preset fails on a backend: stages in order, stop at the first failure, say what it means."""
     from tinygpt_bench import diagnose as diag
 
     _check_faults()
-    diag.check_out(out)
+    if out is not None:
+        diag.check_out(out)
     _check_threads(options.get("threads"))
     _check_seconds("--timeout", timeout, 600)
     p = presets.load(preset)
@@ -479,6 +498,8 @@ def diagnose_cmd(
     for b in names:
         engines.spec(b)  # an unknown name raises the error naming the choices
     check_engine_options(names, options)
+    if out is None:  # never the committed results/: a folder of its own (runs.py)
+        out = runs.new_folder("diagnose")
     failed = False
     for name in names:
         console.print(f"[bold]diagnose {p.name} on {name}[/bold]")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinygpt_bench import corpus as corpus_mod
+from tinygpt_bench import eta as eta_mod
 from tinygpt_bench import engines, envinfo, model, protocol, results, stats
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.presets import Preset
@@ -39,6 +40,42 @@ from tinygpt_bench.presets import Preset
 PARITY_TOLERANCE = stats.PARITY_TOLERANCE  # relative difference of the final loss
 DEFAULT_BACKENDS = tuple(engines.curve_defaults())  # webgpu, webgpu-dawn, wasm (their descriptions say so)
 DEFAULT_PRESETS = ("tiny", "small", "medium", "large")
+# `curve` with neither --presets nor --backends on a machine whose WebGPU adapter is a CPU one
+# (lavapipe): both engines on three presets, one WebGPU implementation (Dawn, Chrome's) and the
+# wasm module in wasmtime and in the browser, so the first run ends in minutes; --full gives
+# the set above (large alone took about half the default run on a 2-core machine).
+QUICK_PRESETS = ("tiny", "small", "medium")
+QUICK_BACKENDS = ("webgpu-dawn", "wasm", "wasm-chrome")
+
+
+def default_selection(full: bool) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """(presets, backends, why) when the user named neither: the full set on a GPU (or when asked),
+    the quick set where WebGPU runs on a software adapter (or on none); wasm-chrome only where a
+    browser is installed."""
+    if full:
+        return DEFAULT_PRESETS, DEFAULT_BACKENDS, "the full default set (--full)"
+    adapter = _webgpu_adapter_kind()
+    if adapter == "GPU":
+        return DEFAULT_PRESETS, DEFAULT_BACKENDS, "a GPU adapter: the full default set"
+    backends = QUICK_BACKENDS
+    try:
+        from tinygpt_bench import browser
+
+        browser.browser_version(browser.browser_path())
+    except Exception:  # no usable browser: the quick set without it
+        backends = tuple(b for b in QUICK_BACKENDS if b != "wasm-chrome")
+    return QUICK_PRESETS, backends, (f"WebGPU on {'a software adapter' if adapter else 'no adapter'} here: the quick "
+                                     f"set; --full adds large and the wgpu-native backend")
+
+
+def _webgpu_adapter_kind() -> str | None:
+    """'GPU' or 'CPU': the adapter Dawn would use (curve's WebGPU backends); None where none."""
+    try:
+        from tinygpt_bench.engines.webgpu.runtime import pick_adapter
+
+        return pick_adapter(None, "dawn").info["adapter_type"]
+    except Exception:
+        return None
 REFERENCE_MAX_GFLOP = 30.0  # numpy float64 reference runs presets up to this many GFLOP a step
 
 
@@ -75,6 +112,7 @@ class Stopped(Exception):
 class Reporter:
     """What the protocol tells the display; the CLI supplies a live or a plain one."""
 
+    def run_progress(self, line: str) -> None: ...  # the whole run: repeat i of N, elapsed, time left (eta.py)
     def preset_start(self, preset: Preset, n_backends: int) -> None: ...
     def measurement_start(self, preset: str, backend: str, repeat: int, repeats: int, steps: int) -> None: ...
     def step(self, preset: str, backend: str, st: protocol.StepTime) -> None: ...
@@ -428,6 +466,17 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
         "backends": s.backends, "corpus": corp.describe(), "environment": env, "backend_descriptions": {},
     }
     done = results.done_keys(s.out) if s.resume else set()
+    eta = _eta_for(s, done, env)
+    load0 = eta_mod.cpu_times()
+    environment["machine_load"] = {"start": eta_mod.load_state(env.get("cpu_usable_cores") or 1)}
+    busy = eta_mod.busy_warning(environment["machine_load"]["start"], before_run=True)
+    if busy:
+        reporter.note(busy)
+    left = eta.left_s()
+    reporter.note(f"estimate: about {eta_mod.clock(left)} for {eta.total} repeats (this machine's earlier runs)"
+                  if left is not None else
+                  f"{eta.total} repeats to run; the time left is shown once every backend has run once "
+                  "(no earlier run of them on this machine)")
     _start_worker_server(s.backends)  # it imports while this process makes the first preset's work
     # resuming, the artifacts of engines this call does not run (a kernel edited since the folder's
     # WebGPU rows, while this call adds CPU engines) may differ: those rows carry their digests
@@ -453,6 +502,7 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
                 refusal = _preflight_refusal(preset, b, s)
                 if refusal:
                     accs[b].status, accs[b].stage, accs[b].error = "failed", "preflight", refusal
+                    eta.dropped(preset.name, b)
             ref, ref_error = _reference_losses(work, s)
             if ref_error:
                 reporter.note(f"{preset.name}: {ref_error}; parity against float64 is unknown")
@@ -465,6 +515,7 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
                         accs[b] = _Acc(**kept["acc"])
                         measured[b] = kept["steps"]
                         done_repeats[b] = kept["repeats"]
+                        eta.skip(preset.name, b, kept["repeats"])
                         reporter.note(f"{preset.name}/{b}: {kept['repeats']} of {s.repeats} repeats kept from an "
                                       "interrupted run, measuring the rest")
             if not server_ready and any(a.status == "ok" for a in accs.values()):
@@ -484,7 +535,14 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
                                            f"{longest:.0f} s, {need:.0f} s with the margin, {max(left, 0):.0f} s of "
                                            "--stop-after were left")
                                 break
-                        measured[b].extend(_measure_once(b, handed, s, accs[b], reporter, r))
+                        reporter.run_progress(eta.line())
+                        t_rep = time.perf_counter()
+                        rows_r = _measure_once(b, handed, s, accs[b], reporter, r)
+                        measured[b].extend(rows_r)
+                        if accs[b].status == "ok":
+                            eta.repeat_done(preset.name, b, time.perf_counter() - t_rep, [x["ms"] for x in rows_r])
+                        else:
+                            eta.dropped(preset.name, b)
                         if accs[b].status == "ok":
                             writer.save_repeats(preset.name, b, {
                                 "settings_id": environment["settings_id"], "work_digest": work.digest,
@@ -512,17 +570,35 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
                 # the run's figure: this call's repeats only, not those kept from an interrupted one
                 harness.extend(accs[b].harness[done_repeats[b]:])
                 steps_s += sum(st.ms for st in measured_steps[b] if st.repeat > done_repeats[b]) / 1e3
+            environment["machine_load"]["end"] = eta_mod.load_state(env.get("cpu_usable_cores") or 1, load0)
             writer.environment(environment)
             if stopped:
                 break
     finally:
         writer.close()
+    eta.save()
+    busy = eta_mod.busy_warning(environment["machine_load"].get("end", {}), before_run=False)
+    if busy:
+        reporter.note(busy)
     if harness:
         reporter.note(harness_note(harness, time.perf_counter() - t_run, steps_s))
     if stopped:
         raise Stopped(f"stopped at the budget: {stopped}; every finished measurement and repeat is in {s.out}/: "
                       "carry on with --resume", written)
     return written
+
+
+def _eta_for(s: CurveSettings, done: set, env: dict) -> eta_mod.Eta:
+    """The run's estimate: every (preset, backend) not already measured, its repeats."""
+    key = f"{env.get('cpu_model')}|{env.get('cpu_usable_cores')}|{env.get('python')}"
+    try:
+        cache = str(corpus_mod.cache_dir())
+    except UserError:
+        cache = None
+    e = eta_mod.Eta(s.steps, key, cache)
+    e.schedule([(p.name, model.flops_per_step(p)["total"], b, s.repeats) for p in s.presets for b in s.backends
+                if (p.name, b) not in done])
+    return e
 
 
 # A repeat of one measurement may take longer than the one before: on the lent GPU machine's 16

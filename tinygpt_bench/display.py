@@ -11,6 +11,9 @@ from tinygpt_bench.presets import Preset
 from tinygpt_bench.results import Measurement
 
 
+NOISY = 0.25  # a measurement whose steps' IQR passes this share of their median is called noisy
+
+
 def measured_line(m: Measurement) -> str:
     name = f"{m.preset}/{m.backend}"
     if m.status != "ok":
@@ -24,6 +27,9 @@ def measured_line(m: Measurement) -> str:
         parts.append(f"harness {m.harness_s:.2f} s/measurement")
     if m.n_outliers:
         parts.append(f"WARNING {m.n_outliers} outlier steps (kept)")
+    if m.median_ms and m.q3_ms is not None and m.q1_ms is not None and (m.q3_ms - m.q1_ms) > NOISY * m.median_ms:
+        parts.append(f"WARNING noisy: the steps' IQR is {(m.q3_ms - m.q1_ms) / m.median_ms:.0%} of their median "
+                     "(a busy machine?)")
     if m.parity_ok is False:
         parts.append("WARNING loss parity FAILED")
     if m.error:
@@ -44,6 +50,9 @@ class PlainReporter(Reporter):
     def preset_start(self, preset: Preset, n_backends: int) -> None:
         self.console.print(f"== {preset.name}: {model.param_count(preset):,} parameters, "
                            f"{model.flops_per_step(preset)['total'] / 1e9:.2f} GFLOP/step", highlight=False)
+
+    def run_progress(self, line: str) -> None:
+        self.console.print(f"[{line}]", highlight=False, markup=False)
 
     def measurement_start(self, preset, backend, repeat, repeats, steps) -> None:
         self.console.print(f"{preset}/{backend} repeat {repeat}/{repeats}", highlight=False)
@@ -71,10 +80,14 @@ class LiveReporter(PlainReporter):
 
     def __enter__(self):
         self.progress.start()
+        self.run_task = self.progress.add_task("run", total=None, info="starting")
         return self
 
     def __exit__(self, *exc):
         self.progress.stop()
+
+    def run_progress(self, line: str) -> None:  # the whole run, on its own line above the repeat's bar
+        self.progress.update(self.run_task, info=line)
 
     def measurement_start(self, preset, backend, repeat, repeats, steps) -> None:
         if self.task is not None:
