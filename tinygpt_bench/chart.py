@@ -140,8 +140,9 @@ def draw(data: dict, out_dir: Path, stem: str = "speedup") -> list[Path]:
     color = {b: colors[i % len(colors)] for i, b in enumerate(backends)}
     base = data["baseline"]
 
-    # left: speedup
+    # left: speedup (one legend entry per backend: its points, and its fitted curve in the same colour)
     any_point = False
+    handles = []
     for b in backends:
         if b == base:
             continue
@@ -149,6 +150,7 @@ def draw(data: dict, out_dir: Path, stem: str = "speedup") -> list[Path]:
         good = [p for p in pts if p["status"] == "ok" and p["speedup"] is not None]
         parity = [p for p in pts if p["status"] == "parity failed" and p["speedup"] is not None]
         failed = [p for p in pts if p["status"] not in ("ok", "parity failed") or p["speedup"] is None]
+        marker = None
         if good:
             any_point = True
             x = [p["flops_per_step"] for p in good]
@@ -156,58 +158,61 @@ def draw(data: dict, out_dir: Path, stem: str = "speedup") -> list[Path]:
             err = None
             if all(p["low"] is not None for p in good):
                 err = [[max(p["speedup"] - p["low"], 0) for p in good], [max(p["high"] - p["speedup"], 0) for p in good]]
-            ax.errorbar(x, y, yerr=err, fmt="o", color=color[b], capsize=3, label=f"{b} vs {base} (95% CI)")
-            for p in good:
-                ax.annotate(p["preset"], (p["flops_per_step"], p["speedup"]), textcoords="offset points",
-                            xytext=(4, 6), fontsize=8)
+            marker = ax.errorbar(x, y, yerr=err, fmt="o", color=color[b], capsize=3)
         for p in parity:
             ax.plot(p["flops_per_step"], p["speedup"], "o", mfc="none", color=color[b])
             ax.annotate(f"{p['preset']}: loss parity failed", (p["flops_per_step"], p["speedup"]),
                         textcoords="offset points", xytext=(4, -12), fontsize=8, color="red")
-        for p in failed:
-            ax.plot(p["flops_per_step"], 0.02, "x", color="red", transform=ax.get_xaxis_transform(), ms=9)
-            ax.annotate(f"{p['preset']}: {p['status']}", (p["flops_per_step"], 0.04), xycoords=("data", "axes fraction"),
-                        rotation=90, fontsize=7, color="red", va="bottom", ha="right")
+        _mark_failed(ax, failed)
+        line = None
         if b in data["fit_curves"]:
             c = data["fit_curves"][b]
-            ax.plot(c["flops_per_step"], c["speedup"], "-", color=color[b], alpha=0.6,
-                    label="fit: ratio of overhead + FLOPs/throughput")
+            (line,) = ax.plot(c["flops_per_step"], c["speedup"], "-", color=color[b], alpha=0.6)
+        if marker is not None or line is not None:
+            handles.append(((marker, line) if marker is not None and line is not None else (marker or line),
+                            f"{b} vs {base}"))
     ax.axhline(1.0, color="gray", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("FLOPs per training step (matrix products)")
     ax.set_ylabel(f"speedup over {base} (x)")
-    ax.set_title("speedup vs model size")
+    ax.set_title("speedup vs model size\n(points: 95% CI; lines: ratio of fitted overhead + FLOPs/throughput)",
+                 fontsize=10)
     if any_point or data["fit_curves"]:
-        ax.legend(fontsize=8, loc="best")
+        _legend_below(ax, handles)
     ax.grid(True, which="both", alpha=0.3)
 
-    # right: ms/step per backend
+    # right: ms/step per backend (one legend entry per backend, its fit in the entry's text)
+    handles = []
     for b in backends:
         pts = [p for p in data["ms_points"] if p["backend"] == b and p["status"] == "ok" and p["median_ms"]]
+        _mark_failed(ax2, [p for p in data["ms_points"] if p["backend"] == b and p["status"] != "ok"])
         if not pts:
             continue
         x = [p["flops_per_step"] for p in pts]
         y = [p["median_ms"] for p in pts]
         err = [[max(p["median_ms"] - (p["q1_ms"] or p["median_ms"]), 0) for p in pts],
                [max((p["q3_ms"] or p["median_ms"]) - p["median_ms"], 0) for p in pts]]
-        ax2.errorbar(x, y, yerr=err, fmt="o", color=color[b], capsize=2, label=b)
+        marker = ax2.errorbar(x, y, yerr=err, fmt="o", color=color[b], capsize=2)
+        label, line = b, None
         if b in data["fits"]:
             f = data["fits"][b]
             g = np.geomspace(min(x) / 1.5, max(x) * 1.5, 50)
-            ax2.plot(g, f["overhead_ms"] + g / (f["gflop_per_s"] * 1e6), "-", color=color[b], alpha=0.5,
-                     label=f"{b} fit: {f['overhead_ms']:.3g} ms + FLOPs / {f['gflop_per_s']:.3g} GFLOP/s")
+            (line,) = ax2.plot(g, f["overhead_ms"] + g / (f["gflop_per_s"] * 1e6), "-", color=color[b], alpha=0.5)
+            label = f"{b}: {f['overhead_ms']:.3g} ms + FLOPs / {f['gflop_per_s']:.3g} GFLOP/s"
+        handles.append(((marker, line) if line is not None else marker, label))
     ax2.set_xscale("log")
     ax2.set_yscale("log")
     ax2.set_xlabel("FLOPs per training step")
     ax2.set_ylabel("ms per step (median of steps 2..N; bars: quartiles)")
-    ax2.set_title("step time per backend")
+    ax2.set_title("step time per backend\n(lines: fitted overhead + FLOPs/throughput)", fontsize=10)
     ax2.grid(True, which="both", alpha=0.3)
-    if ax2.lines:
-        ax2.legend(fontsize=8)
+    if handles:
+        _legend_below(ax2, handles)
     if peers:
         _draw_peer_panel(ax3, data, color)
     for a in (ax, ax2) + ((ax3,) if peers else ()):
         a.xaxis.set_minor_formatter(NullFormatter())
+        _preset_axis(a, data, backends)
     ax2.yaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(data["title"], fontsize=10)
     fig.tight_layout()
@@ -215,7 +220,7 @@ def draw(data: dict, out_dir: Path, stem: str = "speedup") -> list[Path]:
     for ext in ("png", "svg"):
         meta = {"Date": None} if ext == "svg" else {}
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=120, metadata=meta)
+        fig.savefig(buf, format=ext, dpi=120, metadata=meta, bbox_inches="tight")
         files[out_dir / f"{stem}.{ext}"] = buf.getvalue()
     plt.close(fig)
     files[out_dir / CHART_DATA] = (json.dumps(data, indent=1) + "\n").encode("utf-8")
@@ -234,43 +239,91 @@ def _draw_peer_panel(ax, data: dict, color: dict) -> None:
     wasm / torch-cpu), lower is faster than native, with the ratio of the two fits."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    handles = []
     for engine in dict.fromkeys(p["engine"] for p in data["peer_ratio_points"]):
         pts = [p for p in data["peer_ratio_points"] if p["engine"] == engine]
         peer = pts[0]["peer"]
         good = [p for p in pts if p["ratio"] is not None and p["status"] in ("ok", "parity failed")]
         failed = [p for p in pts if p not in good]
         c = color.get(engine, "black")
+        marker = line = None
         if good:
             err = None
             if all(p["low"] is not None for p in good):
                 err = [[max(p["ratio"] - p["low"], 0) for p in good], [max(p["high"] - p["ratio"], 0) for p in good]]
-            ax.errorbar([p["flops_per_step"] for p in good], [p["ratio"] for p in good], yerr=err, fmt="s",
-                        color=c, capsize=3, label=f"{engine} / {peer} (95% CI)")
+            marker = ax.errorbar([p["flops_per_step"] for p in good], [p["ratio"] for p in good], yerr=err, fmt="s",
+                                 color=c, capsize=3)
             for p in good:
-                hollow = p["status"] == "parity failed"
-                if hollow:
+                if p["status"] == "parity failed":
                     ax.plot(p["flops_per_step"], p["ratio"], "s", mfc="white", color=c)
-                ax.annotate(p["preset"] + (": loss parity failed" if hollow else ""), (p["flops_per_step"], p["ratio"]),
-                            textcoords="offset points", xytext=(4, 6), fontsize=8, color="red" if hollow else "black")
-        for p in failed:
-            ax.plot(p["flops_per_step"], 0.02, "x", color="red", transform=ax.get_xaxis_transform(), ms=9)
-            ax.annotate(f"{p['preset']}: {p['status']}", (p["flops_per_step"], 0.04), xycoords=("data", "axes fraction"),
-                        rotation=90, fontsize=7, color="red", va="bottom", ha="right")
+                    ax.annotate(f"{p['preset']}: loss parity failed", (p["flops_per_step"], p["ratio"]),
+                                textcoords="offset points", xytext=(4, 6), fontsize=8, color="red")
+        _mark_failed(ax, failed)
         fc = data.get("peer_fit_curves", {}).get(engine)
         if fc:
-            ax.plot(fc["flops_per_step"], fc["ratio"], "-", color=c, alpha=0.6, label=f"fit: {engine} / {peer}")
+            (line,) = ax.plot(fc["flops_per_step"], fc["ratio"], "-", color=c, alpha=0.6)
+        if marker is not None or line is not None:
+            handles.append(((marker, line) if marker is not None and line is not None else (marker or line),
+                            f"{engine} / {peer}"))
     ax.axhline(1.0, color="gray", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("FLOPs per training step")
     ax.set_ylabel("engine ms / native peer ms (below 1: faster than native)")
-    ax.set_title("each engine against its native peer (PyTorch eager fp32)")
+    ax.set_title("each engine against its native peer (PyTorch eager fp32)\n(points: 95% CI; lines: ratio of "
+                 "the fits)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    if ax.lines:
-        ax.legend(fontsize=8)
+    if handles:
+        _legend_below(ax, handles)
+
+
+def _mark_failed(ax, points: list[dict]) -> None:
+    """A red cross at the foot of the panel, over the preset's FLOPs, with its status."""
+    for p in points:
+        ax.plot(p["flops_per_step"], 0.02, "x", color="red", transform=ax.get_xaxis_transform(), ms=9)
+        ax.annotate(f"{p['preset']}: {p['status']}", (p["flops_per_step"], 0.04), xycoords=("data", "axes fraction"),
+                    rotation=90, fontsize=7, color="red", va="bottom", ha="right")
+
+
+def _legend_below(ax, handles: list | None) -> None:
+    """The legend under the panel, off the data; `handles`: [(artist or (marker, line), label)]."""
+    from matplotlib.legend_handler import HandlerTuple
+
+    kw = dict(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
+    if handles is None:
+        ax.legend(**kw)
+    else:
+        ax.legend([h for h, _ in handles], [label for _, label in handles],
+                  handler_map={tuple: HandlerTuple(ndivide=None)}, **kw)
+
+
+def _preset_axis(ax, data: dict, backends: list[str]) -> None:
+    """The presets named once, on a top axis at their FLOPs (on every panel; presets within 15%
+    of each other's FLOPs share a tick), and the cells a backend did not measure (a preset of
+    the run with no row of it) said so once a preset, in the panel."""
+    from matplotlib.ticker import NullLocator
+
+    flops = {}
+    for p in data["ms_points"]:
+        flops.setdefault(p["preset"], p["flops_per_step"])
+    ticks: list[list] = []  # [flops, [names]]
+    for name, f in sorted(flops.items(), key=lambda kv: kv[1]):
+        if ticks and f <= ticks[-1][0] * 1.15:
+            ticks[-1][1].append(name)
+        else:
+            ticks.append([f, [name]])
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([t[0] for t in ticks], labels=["/".join(t[1]) for t in ticks], fontsize=7, rotation=90)
+    top.xaxis.set_minor_locator(NullLocator())
+    measured = {(p["preset"], p["backend"]) for p in data["ms_points"]}
+    for name, f in flops.items():
+        missing = [b for b in backends if (name, b) not in measured]
+        if missing:
+            ax.annotate("not measured:\n" + "\n".join(missing), (f, 0.5), xycoords=("data", "axes fraction"),
+                        rotation=90, fontsize=6, color="gray", va="center", ha="center", multialignment="center")
 
 
 def check(paths: list[Path], committed: Path) -> list[str]:
