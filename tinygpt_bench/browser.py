@@ -334,6 +334,9 @@ class Chromium:
         elif method == "Runtime.exceptionThrown":
             d = params.get("exceptionDetails", {})
             self._keep(f"exception: {(d.get('exception') or {}).get('description') or d.get('text')}")
+        elif method == "Log.entryAdded":  # the browser's own: a resource that failed to load, a policy
+            e = params.get("entry", {})
+            self._keep(f"log.{e.get('level')}: {e.get('source')}: {e.get('text')}")
 
     def _keep(self, line: str) -> None:
         self.console.append(line[:500])
@@ -344,7 +347,7 @@ class Chromium:
         target = self.command("Target.createTarget", {"url": "about:blank"}, timeout=timeout, stage="page")
         self._session = self.command("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True},
                                      timeout=timeout, stage="page")["sessionId"]
-        for domain in ("Runtime.enable", "Page.enable", "Inspector.enable"):
+        for domain in ("Runtime.enable", "Page.enable", "Inspector.enable", "Log.enable"):
             self.command(domain, session=self._session, timeout=timeout, stage="page")
         nav = self.command("Page.navigate", {"url": url}, session=self._session, timeout=timeout, stage="page")
         if nav.get("errorText"):

@@ -585,12 +585,18 @@ def report_cmd(
                                                   "peaks.csv, diagnose-*.json"),
     out: Optional[Path] = typer.Option(None, "--out", help="write a whole new page here (hand-written part a stub)"),
     update: Optional[Path] = typer.Option(None, "--update", help="replace only the generated block of this page"),
+    html: Optional[Path] = typer.Option(None, "--html", metavar="FILE",
+                                        help="write the page as one self-contained HTML file (tables, chart as SVG)"),
 ) -> None:
     """The performance page (Markdown) from a results folder; every number read from its files."""
     from tinygpt_bench import perfpage
 
-    if out and update:
-        raise UserError("give --out (a new page) or --update (an existing page), not both")
+    if sum(x is not None for x in (out, update, html)) > 1:
+        raise UserError("give one of --out (a new page), --update (an existing page) or --html (an HTML file)")
+    if html is not None:
+        perfpage.write_html(results_dir, html)
+        console.print(f"wrote {html}", highlight=False)
+        return
     page = out or update
     if page is None:
         print(perfpage.generated_block(results_dir), end="")

@@ -465,3 +465,36 @@ def write_page(results_dir: Path, page: Path) -> None:
                         "block and keeps the hand-written text")
     head = PAGE_HEAD.format(source=str(results_dir).rstrip("/"), page=page)
     _write(page, head + generated_block(results_dir, page))
+
+
+# ---- a self-contained HTML page (report --html) ----------------------------------------------
+HTML_STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
+th{background:#f3f3f3}code{background:#f5f5f5;padding:0 3px}svg{max-width:100%;height:auto}"""
+
+
+def html_page(results_dir: Path) -> str:
+    """The performance page of a results folder as one HTML file that needs nothing else: its
+    tables (the generated block, Markdown rendered by markdown-it, which rich brings) and the
+    chart inlined as SVG from the folder's speedup.svg."""
+    from markdown_it import MarkdownIt
+
+    results_dir = Path(results_dir)
+    svg_path = results_dir / "speedup.svg"
+    if not svg_path.is_file():
+        raise UserError(f"{results_dir} has no speedup.svg; draw it first: tinygpt-bench chart {results_dir}")
+    svg = svg_path.read_text()
+    svg = svg[svg.index("<svg"):]  # no XML declaration or doctype inside HTML
+    block = "\n".join(ln for ln in generated_block(results_dir).splitlines() if not ln.startswith("<!--"))
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(block)
+    img = re.compile(r'<img src="[^"]*speedup\.png"[^>]*>')
+    body, n = img.subn(lambda _: svg, body, count=1)
+    if not n:
+        body = svg + body
+    title = f"tinygpt-bench: {results_dir.resolve().name}"
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{HTML_STYLE}</style></head><body>\n<h1>{title}</h1>\n{body}</body></html>\n")
+
+
+def write_html(results_dir: Path, page: Path) -> None:
+    _write(Path(page), html_page(results_dir))
