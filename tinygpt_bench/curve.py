@@ -242,7 +242,8 @@ def _worker_context(names: list[str]):
     # engines and their libraries go through tinygpt_bench.preload, which guards each import:
     # one that fails must fail its own backend's workers, not the server.
     os.environ[PRELOAD_ENV] = ",".join(dict.fromkeys(imports))
-    ctx.set_forkserver_preload(["__main__", "tinygpt_bench.cli", __name__, "tinygpt_bench.preload"])
+    ctx.set_forkserver_preload(["tinygpt_bench.worker_signals", "__main__", "tinygpt_bench.cli", __name__,
+                                "tinygpt_bench.preload"])
     return ctx
 
 
@@ -353,9 +354,9 @@ def _measure_once(name: str, work: protocol.Work | protocol.HandedWork, s: Curve
                 result = ("failed", stage, _exit_text(proc.exitcode))
                 break
             kind = msg[0]
-            if kind == "describe":
+            if kind == "describe":  # after create, and again after the steps (what a loaded engine knows)
                 acc.describe = {**acc.describe, **msg[1]}
-                stage = "load"
+                stage = "load" if not steps else stage
             elif kind == "step":
                 st = msg[1]
                 if not steps:  # the first step started its ms before this message came

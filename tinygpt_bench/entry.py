@@ -16,4 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C while the CLI was still importing: nothing had started
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     cli.main(argv)
