@@ -41,10 +41,15 @@ def test_resume_without_any_run_is_one_line(tmp_path, monkeypatch, run_cli):
 
 def test_diagnose_without_out_writes_its_own_folder(tmp_path, monkeypatch, run_cli):
     monkeypatch.chdir(tmp_path)
+    curve = ("curve", "--presets", "tiny", "--backends", "reference", "--repeats", "1", "--steps", "2", "--plain",
+             "--no-chart")
+    assert run_cli(*curve)[0] == 0
+    before = runs.latest()
     code, out, _ = run_cli("diagnose", "tiny", "--backend", "reference")
     assert code == 0, out
-    folder = runs.latest()
-    assert folder.name.endswith("-diagnose") and (tmp_path / folder / "diagnose-tiny-reference.md").is_file()
+    folders = sorted((tmp_path / "runs").glob("*-diagnose"))
+    assert len(folders) == 1 and (folders[0] / "diagnose-tiny-reference.md").is_file()
+    assert runs.latest() == before  # a diagnose is not what `curve --resume` takes up
 
 
 def test_the_default_set_is_the_quick_one_on_a_software_adapter_and_full_on_request(monkeypatch):

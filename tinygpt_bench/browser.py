@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import fcntl
 import http.server
 import json
 import os
@@ -115,16 +116,20 @@ def v8_version(path: str) -> str:
 
 
 def _child_setup(read_fd: int, write_fd: int):  # pragma: no cover - runs in the child before exec
+    parent = os.getpid()
+
     def setup():
-        # the protocol's pipe on fds 3 (commands in) and 4 (replies out); via high numbers first,
-        # so that neither dup2 closes the other's source
-        high_r, high_w = os.dup2(read_fd, 100), os.dup2(write_fd, 101)
+        # the protocol's pipe on fds 3 (commands in) and 4 (replies out); via free fds above 4
+        # first (F_DUPFD: the lowest free one), so that neither dup2 closes the other's source
+        high_r, high_w = fcntl.fcntl(read_fd, fcntl.F_DUPFD, 5), fcntl.fcntl(write_fd, fcntl.F_DUPFD, 5)
         os.dup2(high_r, 3)
         os.dup2(high_w, 4)
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except Exception:
             pass
+        if os.getppid() != parent:  # the parent died before prctl: no signal would come
+            os._exit(1)
     return setup
 
 
@@ -450,11 +455,11 @@ class Server:
 
             def do_GET(self):
                 name, _ = self._route()
+                view = server._down.get(name[5:]) if name is not None and name.startswith("blob/") else None
                 if name in server._files:
                     path = server._files[name]
                     self._send(200, path.read_bytes(), TYPES.get(path.suffix, "application/octet-stream"))
-                elif name is not None and name.startswith("blob/") and name[5:] in server._down:
-                    view = server._down[name[5:]]
+                elif view is not None:
                     self.send_response(200)
                     for k, v in ISOLATION.items():
                         self.send_header(k, v)
@@ -468,12 +473,12 @@ class Server:
 
             def do_PUT(self):
                 name, query = self._route()
-                if name is None or not name.startswith("blob/") or name[5:] not in server._up:
+                dst = server._up.get(name[5:]) if name is not None and name.startswith("blob/") else None
+                if dst is None:
                     return self._send(404, b"not found")
-                dst = server._up[name[5:]]
                 try:
                     off, n = int(query["offset"][0]), int(self.headers["Content-Length"])
-                except (KeyError, ValueError, IndexError):
+                except (KeyError, ValueError, IndexError, TypeError):
                     return self._send(400, b"offset and Content-Length needed")
                 if off < 0 or off + n > len(dst):
                     server.errors.append(f"upload {name}: {off}+{n} past its {len(dst)} bytes")
@@ -486,8 +491,15 @@ class Server:
                     got += k
                 self._send(200 if got == n else 400, b"ok" if got == n else b"short body")
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        class Quiet(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):  # a peer gone mid-transfer: noted, not printed
+                import sys
+
+                server.errors.append(f"{type(sys.exc_info()[1]).__name__}: {sys.exc_info()[1]}")
+
+        self._httpd = Quiet(("127.0.0.1", 0), Handler)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="tinygpt-browser-server", daemon=True)
         self._thread.start()

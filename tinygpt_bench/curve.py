@@ -69,13 +69,16 @@ def default_selection(full: bool) -> tuple[tuple[str, ...], tuple[str, ...], str
 
 
 def _webgpu_adapter_kind() -> str | None:
-    """'GPU' or 'CPU': the adapter Dawn would use (curve's WebGPU backends); None where none."""
+    """'GPU' where a WebGPU implementation sees a hardware adapter, 'CPU' where only software
+    ones, None where none: from the engine's environment record (engines/webgpu/environment.py,
+    reached through the registry as `env` reaches it)."""
     try:
-        from tinygpt_bench.engines.webgpu.runtime import pick_adapter
-
-        return pick_adapter(None, "dawn").info["adapter_type"]
-    except Exception:
+        eng, _ = engines.spec("webgpu-dawn")
+        found = eng.resolve(eng.environment)(True).get("adapters") or []
+    except Exception:  # no WebGPU engine or library here: no adapter
         return None
+    kinds = {a.get("adapter_type") for a in found}
+    return "GPU" if kinds - {"CPU"} - {None} else ("CPU" if found else None)
 REFERENCE_MAX_GFLOP = 30.0  # numpy float64 reference runs presets up to this many GFLOP a step
 
 

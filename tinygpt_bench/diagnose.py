@@ -180,8 +180,12 @@ def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = N
         fail("create", e.error)
         return d
     try:
-        desc = be.describe()
-        limits = be.limits()
+        try:
+            desc = be.describe()
+            limits = be.limits()
+        except Exception as e:  # a browser backend starts its browser here: its failure is create's
+            fail("create", e)
+            return d
         add(Stage("create", True, f"{(time.perf_counter() - t0) * 1e3:.0f} ms; {desc.get('device', '')}",
                   detail={"describe": desc, "limits": limits}))
         for st in be.stages(preset):
@@ -269,6 +273,8 @@ def growth(be, add, fail) -> bool:
         return True
     if not g["ok"]:
         return fail("growth", g["error"], g)
+    if g.get("skipped"):
+        return add(Stage("growth", True, f"not probed: {g['skipped']}", detail=g))
     views = g.get("views", {})
     stale = sorted(t for t, v in views.items() if v != "new")
     seen = ", ".join(f"thread {t}: {v}" for t, v in sorted(views.items()))

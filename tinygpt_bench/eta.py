@@ -61,6 +61,7 @@ class Eta:
         self.t0 = time.perf_counter()
         self.total = 0
         self.finished = 0
+        self.failed: set[str] = set()  # backends with a dropped measurement
 
     def schedule(self, items: list[tuple[str, float, str, int]]) -> None:
         """(preset, FLOPs a step, backend, repeats to run) of the whole run."""
@@ -97,9 +98,12 @@ class Eta:
                 del self.pending[key]
 
     def dropped(self, preset: str, backend: str) -> None:
-        """A measurement that will run no more repeats (failed, refused, stopped)."""
+        """A measurement that will run no more repeats (failed, refused, stopped). A backend that
+        failed before any repeat of it finished is likely to fail again and leaves no model: its
+        later repeats are estimated at nothing rather than hiding the estimate of the others."""
         left = self.pending.pop((preset, backend), [0, 0])[1]
         self.total -= left
+        self.failed.add(backend)
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.t0
@@ -111,6 +115,8 @@ class Eta:
             m = self.models.get(backend)
             step, harness = (m.step_ms(flops), m.harness()) if m else (None, None)
             if step is None or harness is None:
+                if backend in self.failed:
+                    continue
                 return None
             total += repeats * (harness + self.steps * step / 1e3)
         return total

@@ -16,18 +16,24 @@ LATEST = "latest"
 
 
 def new_folder(kind: str = "") -> Path:
-    """runs/<UTC time>[-kind] (not yet created: the command creates it as it writes), and
-    runs/latest pointed at it; a name taken in the same second gets a suffix."""
+    """runs/<UTC time>[-kind], created; a curve's (no kind) becomes runs/latest, which --resume
+    takes up (a diagnose in between must not become what a resume continues). A name taken in
+    the same second gets a suffix."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S") + (f"-{kind}" if kind else "")
-    folder, n = BASE / stamp, 1
-    while folder.exists():
-        n += 1
-        folder = BASE / f"{stamp}-{n}"
-    try:
-        folder.mkdir(parents=True)
+    n = 1
+    while True:
+        folder = BASE / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            BASE.mkdir(parents=True, exist_ok=True)
+            folder.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+        except OSError as e:
+            raise UserError(f"cannot create the run folder {folder} ({e.strerror}); give a writable folder with "
+                            "--out") from None
+    if not kind:
         _point_latest(folder)
-    except OSError as e:
-        raise UserError(f"cannot create the run folder {folder} ({e.strerror}); give a writable folder with --out")
     return folder
 
 
@@ -47,7 +53,8 @@ def latest() -> Path:
     link = BASE / LATEST
     if link.is_dir():
         return BASE / os.readlink(link) if link.is_symlink() else link
-    found = sorted(p for p in BASE.glob("[0-9]*") if p.is_dir()) if BASE.is_dir() else []
+    found = sorted(p for p in BASE.glob("[0-9]*") if p.is_dir() and not p.name.endswith("-diagnose")) \
+        if BASE.is_dir() else []
     if not found:
         raise UserError(f"--resume without --out takes up the newest run in {BASE}/, and there is none; give the "
                         "folder to resume with --out")

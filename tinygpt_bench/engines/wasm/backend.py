@@ -239,6 +239,9 @@ class WasmBackend(Backend):
         rt.start()
         mark = rt.call("heap_top")
         before = rt.memory_bytes()
+        if self.max_memory < MAX_MEMORY and before + (pages + 1) * PAGE > self.max_memory:
+            return {"ok": True, "skipped": f"no room to grow: the memory is {before} bytes and {MAX_MEMORY_NAME} is "
+                    f"{self.max_memory}", "from_bytes": before, "to_bytes": before, "threads": n, "views": {}}
         if before - align64(mark) < 4 * n + 64:  # the old end's words must be free heap, not a buffer
             rt.call("alloc", 4 * n + 64)
             before = rt.memory_bytes()

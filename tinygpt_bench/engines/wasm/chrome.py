@@ -138,6 +138,9 @@ class ChromeRuntime(V8Runtime):
         except br.BrowserError as e:
             self._kill()
             raise w.WasmError(f"{self.name}: stage {stage}: {e}") from None
+        except BaseException:  # interrupted (Ctrl-C) with the page still busy: nothing more is sent to it
+            self._kill()
+            raise
         if not isinstance(reply, dict):
             self._kill()
             raise w.WasmError(f"{self.name}: stage {stage}: the page answered {reply!r}, not a reply")

@@ -328,7 +328,8 @@ class ChromeWebGPUBackend(Backend):
         try:
             self._call("upload", {"buffer": buffer, "url": url}, stage="load")
         finally:
-            self._server.forget(key)
+            if self._server is not None:  # a dead browser closed it (and the error says why)
+                self._server.forget(key)
 
     def _inputs(self, batch: np.ndarray, lr: float) -> dict:
         if self.plan is None:
@@ -377,7 +378,8 @@ class ChromeWebGPUBackend(Backend):
         try:
             self._call("read", {"buffer": buffer, "bytes": 4 * n, "url": url})
         finally:
-            self._server.forget(key)
+            if self._server is not None:
+                self._server.forget(key)
         return np.frombuffer(buf, np.float32).copy()
 
     def parameters(self) -> np.ndarray:

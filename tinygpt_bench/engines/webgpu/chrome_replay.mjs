@@ -244,19 +244,30 @@ async function step({ tokens, tokensUrl, floats }) {
     data = new Uint8Array(await r.arrayBuffer());
   }
   inputs = { data, floats };
+  // the error scopes are pushed before the timer and popped after it: their round trips to the
+  // GPU process are not part of a step (the Python backends have none)
+  device.pushErrorScope("out-of-memory");
+  device.pushErrorScope("validation");
   const t0 = performance.now();
   device.queue.writeBuffer(buffers.get(plan.inputs.tokens), 0, data);
   device.queue.writeBuffer(buffers.get(plan.inputs.step), 0, new Float32Array(floats));
-  const r = await scoped(() => {
+  let thrown = null;
+  try {
     const enc = device.createCommandEncoder({ label: "train_step" });
     encodeStep(enc);
     device.queue.submit([enc.finish()]);
-  });
-  if (r.error) return fail("step", (await locate()) || `the step was rejected: ${r.error}`);
-  await readback.mapAsync(GPUMapMode.READ);
+    await readback.mapAsync(GPUMapMode.READ);
+  } catch (e) { thrown = e; }
+  const ns = Math.round((performance.now() - t0) * 1e6);
+  const validation = await device.popErrorScope();
+  const memory = await device.popErrorScope();
+  const err = thrown || validation || memory;
+  if (err) {
+    if (readback.mapState === "mapped") readback.unmap();
+    return fail("step", (await locate()) || `the step was rejected: ${err.message || err}`);
+  }
   const [norm, scale, loss] = new Float32Array(readback.getMappedRange().slice(0));
   readback.unmap();
-  const ns = Math.round((performance.now() - t0) * 1e6);
   let gpuNs = null;
   if (timing) {
     await timing.out.mapAsync(GPUMapMode.READ);
