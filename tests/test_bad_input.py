@@ -450,7 +450,7 @@ def test_a_failed_write_keeps_the_old_file(good, tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(results.os, "fsync", disk_full)
+    monkeypatch.setattr(results.store.os, "fsync", disk_full)
     try:
         with pytest.raises(results.UserError, match="No space left"):
             w.environment({**env, "presets": ["tiny", "small"]})

@@ -427,16 +427,21 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
         "settings_id": results.settings_id(settings), "presets": [p.name for p in s.presets],
         "backends": s.backends, "corpus": corp.describe(), "environment": env, "backend_descriptions": {},
     }
-    done = results.done_keys(s.out) if s.resume else set()
-    _start_worker_server(s.backends)  # it imports while this process makes the first preset's work
-    # resuming, the artifacts of engines this call does not run (a kernel edited since the folder's
-    # WebGPU rows, while this call adds CPU engines) may differ: those rows carry their digests
-    writer = results.ResultWriter(s.out, environment, s.resume, frozenset(engines.artifacts_not_run_by(s.backends)))
+    # what the folder holds is decided first (results.resume: keep, measure or refuse, nothing
+    # written before): resuming, the artifacts of engines this call does not run (a kernel edited
+    # since the folder's WebGPU rows, while this call adds CPU engines) may differ: those rows
+    # carry their digests; a preset is the same measurement only with the same shape
+    shapes = {p.name: results.shape_id(p.layers, p.d_model, p.heads, p.ctx, p.batch) for p in s.presets}
+    writer = results.ResultWriter(s.out, environment, s.resume, frozenset(engines.artifacts_not_run_by(s.backends)),
+                                  shapes)
+    environment = writer.record  # the folder's record and this run's, merged (the writer's copy)
+    done = writer.decision.keep
     written = []
     t_run = time.perf_counter()
     deadline = None if s.stop_after_s is None else t_run + s.stop_after_s
     stopped = ""  # the repeat the budget left unstarted
     try:
+        _start_worker_server(s.backends)  # it imports while this process makes the first preset's work
         prior = results.read_measurements([s.out]) if done else None
         harness: list[float] = []  # every repeat's harness seconds
         steps_s = 0.0  # the timed steps of every repeat
