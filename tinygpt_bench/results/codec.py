@@ -64,17 +64,40 @@ def fix_for(p: Path, cls: type) -> str:
     return f"delete that line and rerun `tinygpt-bench curve --resume --out {p.parent}` to measure it again"
 
 
-def parse_csv(p: Path, text: str, cls: type, required: tuple, nonempty: tuple, what: str) -> list:
+def check_tail(p: Path, text: str, cls: type) -> None:
+    """A file every writer ends with a line end: one without it was cut short (a copy or a disk
+    that stopped mid-write) or edited, and its last row may be cut inside a field that still
+    reads as a number. Refused, naming the line, with the fixes that lose nothing."""
+    if text and not text.endswith("\n"):
+        line = text.count("\n") + 1
+        raise UserError(f"{p}, line {line}: the file ends inside this row, without a line end (a cut-short "
+                        f"write or copy); if the row is whole, end the file with a line end (`echo >> {p}`), "
+                        f"else {fix_for(p, cls)}")
+
+
+def _check_once(seen: dict, k: tuple | None, line: int, where: str) -> None:
+    """A row whose key an earlier row has: refused, naming both lines."""
+    if k is None:
+        return
+    if k in seen:
+        raise UserError(f"{where} repeats line {seen[k]} ({', '.join(k)}): a duplicated row would count twice; "
+                        "delete the copy that is not the measured one (an exact copy: either)")
+    seen[k] = line
+
+
+def parse_csv(p: Path, text: str, cls: type, required: tuple, nonempty: tuple, what: str, key: tuple = ()) -> list:
     """The records of a result CSV, every row checked: a bad one raises a UserError naming the
-    file, the line and the fix."""
+    file, the line and the fix. key: columns no two rows may share (a step measured once: a
+    duplicated row would count twice)."""
     writer = "peak" if cls is Peak else "curve"
     fix = fix_for(p, cls)
-    reader = csv.reader(io.StringIO(text))
-    out = []
+    reader = csv.reader(io.StringIO(text), strict=True)
+    out, seen = [], {}
     try:
         header = next(reader, None)
         if not header:
             raise UserError(f"{p} is empty, not even a header; pass a {what} written by `{writer}`")
+        check_tail(p, text, cls)
         missing = [c for c in required if c not in header]
         if missing:
             raise UserError(f"{p}: missing column '{missing[0]}'; pass a {what} written by `{writer}`")
@@ -95,6 +118,7 @@ def parse_csv(p: Path, text: str, cls: type, required: tuple, nonempty: tuple, w
             if "status" in idx and row[idx["status"]] not in STATUSES:
                 raise UserError(f"{where}: status {row[idx['status']]!r} is not one of {', '.join(STATUSES)}; {fix}")
             out.append(cls.from_cells({c: row[i] for c, i in idx.items()}, where, fix))
+            _check_once(seen, tuple(row[idx[c]] for c in key) if key else None, reader.line_num, where)
     except csv.Error as e:
         raise UserError(f"{p}, line {reader.line_num}: malformed CSV ({e}); {fix}") from None
     return out

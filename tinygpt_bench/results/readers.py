@@ -64,6 +64,13 @@ def read_measurements(paths: list[Path], require_rows: bool = True, environment:
     return frame(measurements(paths, require_rows, environment), Measurement)
 
 
+def step_file(f: Path) -> list[Step]:
+    """Every row of one steps.csv, checked (measured or not: the readers' steps() keeps those
+    of committed measurements)."""
+    return parse_csv(f, read_text(f, "steps CSV"), Step, tuple(STEP_COLUMNS), ("run_id", "preset", "backend", "step", "ms"),
+                     "steps.csv", key=("run_id", "preset", "backend", "repeat", "step"))
+
+
 def steps(paths: list[Path]) -> list[Step] | None:
     """The steps of the measurements in `paths` (None: no steps.csv beside them): only a step
     whose (run_id, preset, backend) has its row in measurements.csv counts (a measurement is
@@ -76,10 +83,7 @@ def steps(paths: list[Path]) -> list[Step] | None:
             found.append(cand)
     if not found:
         return None
-    out = []
-    for f in found:
-        out += parse_csv(f, read_text(f, "steps CSV"), Step, tuple(STEP_COLUMNS),
-                         ("run_id", "preset", "backend", "step", "ms"), "steps.csv")
+    out = [s for f in found for s in step_file(f)]
     keys = {(m.run_id, m.preset, m.backend) for m in measurements(paths, require_rows=False, environment=False)}
     return [s for s in out if (s.run_id, s.preset, s.backend) in keys]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.results.machine import DERIVED_SETTINGS, settings_id
-from tinygpt_bench.results.readers import load_environment, measurements
-from tinygpt_bench.results.schema import ENVIRONMENT, MEASUREMENTS, Measurement
+from tinygpt_bench.results.readers import load_environment, measurements, step_file
+from tinygpt_bench.results.schema import ENVIRONMENT, MEASUREMENTS, STEPS, Measurement
 
 SHAPE = ("layers", "d_model", "heads", "ctx", "batch")  # what a preset is, whatever its name
 
@@ -73,9 +73,21 @@ def _check(folder: Path, record: dict, resume: bool, may_differ: frozenset, shap
                         "settings and machine are unknown; use a new --out folder")
     if e_path.exists():
         _merge(folder, load_environment(e_path), record, may_differ)
-    rows = measurements([folder], require_rows=False, environment=False) if m_path.exists() else []
+    rows = _checked_rows(folder)
     _check_shapes(folder, rows, shapes)
     return frozenset((r.preset, r.backend) for r in rows)
+
+
+def _checked_rows(folder: Path) -> list:
+    """The folder's measurements, after every file a run appends to is checked as the readers
+    check it (measurements.csv, steps.csv: a damaged one refused, naming its line and the fix).
+    A file of zero bytes holds nothing to keep (the writer gives it its header)."""
+    m_path, s_path = folder / MEASUREMENTS, folder / STEPS
+    if s_path.is_file() and s_path.stat().st_size:
+        step_file(s_path)
+    if not m_path.exists() or (m_path.is_file() and m_path.stat().st_size == 0):
+        return []
+    return measurements([folder], require_rows=False, environment=False)
 
 
 def _check_shapes(folder: Path, rows: list, shapes: dict) -> None:

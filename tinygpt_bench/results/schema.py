@@ -40,6 +40,20 @@ IN_PROGRESS = "repeats-in-progress"  # finished repeats of measurements not yet 
 PEAKS = "peaks.csv"
 DIAGNOSE_GLOB = "diagnose-*.json"
 STATUSES = ("ok", "failed", "timeout", "skipped")
+NAME_MAX = 64  # a preset's or backend's name becomes part of a file name (diagnose-PRESET-BACKEND.json)
+
+
+def check_name(name: str, what: str) -> str:
+    """`name` where it is safe as part of a file name in a results folder: letters, digits,
+    '.', '_' and '-', not starting with '.' or '-', at most NAME_MAX characters (no '/', no
+    '..': a name never writes outside --out). Else a UserError naming it and the fix."""
+    ok = (isinstance(name, str) and 0 < len(name) <= NAME_MAX and name[0] not in ".-"
+          and all(c.isascii() and (c.isalnum() or c in "._-") for c in name))
+    if not ok:
+        shown = name if not isinstance(name, str) or len(name) <= 40 else name[:40] + "..."
+        raise UserError(f"{what} name {shown!r} cannot be part of a file name; use at most {NAME_MAX} letters, "
+                        "digits, '.', '_' or '-', not starting with '.' or '-' (e.g. 'tiny-wide')")
+    return name
 
 
 def _fmt(v):
@@ -87,8 +101,31 @@ class _Record:
             cls._types = cached
         return cached
 
+    # each number column's range (a rule of RULES); not named: a float finite, an int 0 or more
+    _ranges: typing.ClassVar[dict] = {}
+
+    @classmethod
+    def problem(cls, name: str, v) -> str:
+        """'' where `v` is a value column `name` may hold; else what is wrong with it. The one
+        check of a value's range, for the readers (from_cells) and the writers (cells)."""
+        if v is None or isinstance(v, (str, bool)):
+            return ""
+        rule = cls._ranges.get(name, "finite" if cls.types()[name] is float else "nonnegative")
+        if math.isnan(v) or (math.isinf(v) and rule != "nonnegative_or_inf"):
+            return "not a finite number"
+        if rule == "positive" and not v > 0:
+            return "not above 0 (a time, a size or a count of at least one)"
+        if rule in ("nonnegative", "nonnegative_or_inf") and v < 0:
+            return "negative"
+        return ""
+
     def cells(self) -> dict[str, str]:
-        """The row as CSV text, column by column."""
+        """The row as CSV text, column by column; a value out of its column's range is refused
+        (ValueError): no writer puts into a file what every reader refuses."""
+        for c in self.columns():
+            why = self.problem(c, getattr(self, c))
+            if why:
+                raise ValueError(f"{type(self).__name__}.{c} = {getattr(self, c)!r}: {why}")
         return {c: self._format(getattr(self, c)) for c in self.columns()}
 
     @classmethod
@@ -116,6 +153,9 @@ class _Record:
                     if not v.is_integer():
                         raise UserError(f"{where}: {name} is {x!r}, not a whole number; {fix}")
                     v = int(x) if x.strip().lstrip("-").isdigit() else int(v)
+                why = cls.problem(name, v)
+                if why:
+                    raise UserError(f"{where}: {name} is {x!r}, {why}; {fix}")
                 values[name] = v
         return cls(**values)
 
@@ -123,6 +163,13 @@ class _Record:
 @dataclass(frozen=True, kw_only=True)
 class Measurement(_Record):
     """One (preset, backend) of a curve run: measurements.csv's row, its columns in this order."""
+
+    _ranges: typing.ClassVar[dict] = {
+        **dict.fromkeys(("cold_ms", "median_ms", "mean_ms", "min_ms", "q1_ms", "q3_ms", "max_ms", "tokens_per_s",
+                         "gflop_per_s", "layers", "d_model", "heads", "ctx", "batch", "params", "flops_per_step",
+                         "steps", "repeats", "n_samples", "lr", "threads"), "positive"),
+        **dict.fromkeys(("mad_ms", "loss_rel_diff_backends", "loss_rel_diff_reference"), "nonnegative"),
+    }
 
     format_version: int = FORMAT_VERSION
     run_id: str
@@ -193,6 +240,8 @@ class Measurement(_Record):
 class Step(_Record):
     """One timed step: steps.csv's row."""
 
+    _ranges: typing.ClassVar[dict] = dict.fromkeys(("repeat", "step", "ms"), "positive")
+
     format_version: int = FORMAT_VERSION
     run_id: str
     preset: str
@@ -208,6 +257,8 @@ class Peak(_Record):
     """One ceiling measured by `peak`: peaks.csv's row."""
 
     _format = staticmethod(_fmt_peak)
+    _ranges: typing.ClassVar[dict] = {**dict.fromkeys(("seconds", "gflop_per_s", "flops", "threads", "repeats"),
+                                                      "positive"), "max_rel_err": "nonnegative_or_inf"}
 
     format_version: int = FORMAT_VERSION
     run_id: str
