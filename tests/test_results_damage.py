@@ -104,3 +104,42 @@ def test_a_writer_appending_after_a_missing_line_end_never_glues(good, tmp_path)
                                                 loss=2.0)])
     assert path.read_bytes().endswith(b"\n2,r,p,b,1,1,1.0,2.0\n")
     assert len(results.readers.step_file(path)) == 3
+
+
+# ---- a preset is its shape; names that become file names are safe ------------------------------
+
+def test_resume_refuses_a_preset_name_measured_with_another_shape(good):
+    """decide() is pure: the same name with another shape is a refusal, and nothing changes."""
+    env = results.load_environment(good / results.ENVIRONMENT)
+    before, mine = snapshot(good), {**env, "presets": ["tiny"]}
+    same = results.shape_id(1, 32, 2, 32, 2)
+    m = results.measurements([good])[0]
+    here = results.shape_id(m.layers, m.d_model, m.heads, m.ctx, m.batch)
+    d = results.decide(good, mine, True, shapes={"tiny": same if same != here else results.shape_id(9, 9, 9, 9, 9)})
+    assert "another shape" in d.refusal and "own name" in d.refusal and d.keep == frozenset()
+    ok = results.decide(good, mine, True, shapes={"tiny": here})
+    assert ok.refusal == "" and ok.keep == {("tiny", "reference")} and ok.measure([("tiny", "reference")]) == []
+    assert mine == {**env, "presets": ["tiny"]} and ok.environment is not mine  # the caller's data unchanged
+    assert snapshot(good) == before
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", ".hidden", "x" * 300, "tab\there", "-dash"])
+def test_a_preset_name_that_is_no_safe_file_name_is_refused(name, tmp_path, run_cli):
+    toml = tmp_path / "p.toml"
+    toml.write_text(f'name = "{name}"\nlayers = 1\nd_model = 32\nheads = 2\nctx = 16\nbatch = 2\n'
+                    .replace("\t", "\\t"))
+    out = tmp_path / "out"
+    line = one_line(*run_cli("curve", "--presets", str(toml), *CHEAP, "--out", str(out)))
+    assert "cannot be part of a file name" in line and str(toml) in line
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.toml"]
+
+
+@pytest.mark.parametrize("argv", [["curve", "--presets", "tiny", *CHEAP, "--out", ""],
+                                  ["curve", "--presets", "tiny", *CHEAP, "--out="],
+                                  ["chart", "RESULTS", "-o", ""], ["report", "RESULTS", "--update", " "]])
+def test_an_empty_output_path_is_refused(argv, good, tmp_path, run_cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [str(good) if a == "RESULTS" else a for a in argv]
+    line = one_line(*run_cli(*argv))
+    assert "names no folder or file" in line
+    assert list(tmp_path.iterdir()) == []

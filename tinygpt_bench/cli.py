@@ -651,6 +651,7 @@ def main(argv: list[str] | None = None) -> None:
     global _DEBUG
     _DEBUG = False
     try:
+        _check_empty_paths(sys.argv[1:] if argv is None else argv)
         rc = app(args=argv, prog_name="tinygpt-bench", standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -674,6 +675,20 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(130)
         sys.exit(_unexpected(e))
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+PATH_FLAGS = ("--out", "-o", "--update")
+
+
+def _check_empty_paths(argv: list[str]) -> None:
+    """`--out ''` is refused: as a path it is '.', and a command would write into the current
+    folder (what the option is for is a folder of its own)."""
+    for i, a in enumerate(argv):
+        flag, eq, value = a.partition("=")
+        empty = (eq and flag in PATH_FLAGS and not value.strip()) or (
+            a in PATH_FLAGS and i + 1 < len(argv) and not argv[i + 1].strip())
+        if empty:
+            raise UserError(f"{flag} '' names no folder or file; give one, e.g. {flag} results/run1")
 
 
 def _usage(message: str, code: int) -> int:

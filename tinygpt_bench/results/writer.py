@@ -16,7 +16,7 @@ from tinygpt_bench.results import resume as resume_mod
 from tinygpt_bench.results import store
 from tinygpt_bench.results.codec import csv_bytes, header_of
 from tinygpt_bench.results.schema import (ENVIRONMENT, FORMAT_VERSION, IN_PROGRESS, MEASUREMENTS, STEP_COLUMNS, STEPS,
-                                          Diagnosis, Measurement, Peak, Step)
+                                          Diagnosis, Measurement, Peak, Step, check_name)
 from tinygpt_bench.results.store import atomic_write
 
 
@@ -149,6 +149,8 @@ class ResultWriter:
     # its row is committed; --resume takes them up when the settings and the work are the same.
 
     def _in_progress(self, preset: str, backend: str) -> Path:
+        check_name(preset, "preset")
+        check_name(backend, "backend")
         return self.dir / IN_PROGRESS / f"{preset}__{backend}.json"
 
     def save_repeats(self, preset: str, backend: str, state: dict) -> None:
@@ -198,6 +200,8 @@ def write_peaks(path: Path, records: list[Peak]) -> None:
 
 def diagnosis_path(folder: Path, preset: str, backend: str) -> Path:
     """Where diagnose writes a report's JSON (its Markdown beside it, .md)."""
+    check_name(preset, "preset")
+    check_name(backend, "backend")
     return Path(folder) / f"diagnose-{preset}-{backend}.json"
 
 
