@@ -143,3 +143,147 @@ def test_an_empty_output_path_is_refused(argv, good, tmp_path, run_cli, monkeypa
     line = one_line(*run_cli(*argv))
     assert "names no folder or file" in line
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- compare's threshold; a mix of runs said; the traceback paths of issue 26 ------------------
+
+@pytest.mark.parametrize("threshold", ["0.5", "0.999", "0", "-2", "nan", "inf"])
+def test_compare_refuses_a_threshold_that_cannot_mean_a_slow_down(threshold, good, run_cli):
+    line = one_line(*run_cli("compare", str(good), str(good), "--threshold", threshold))
+    assert f"--threshold {float(threshold)}" in line and "1 or more" in line
+
+
+def test_compare_takes_a_threshold_of_one(good, run_cli):
+    code, out, err = run_cli("compare", str(good), str(good), "--threshold", "1")
+    assert code == 0, err
+
+
+def test_summary_and_chart_say_when_runs_differ_in_settings(good, tmp_path, run_cli):
+    other = copy(good, tmp_path)
+    env = results.load_environment(other / results.ENVIRONMENT)
+    env["settings"] = {**env["settings"], "repeats": 7}
+    (other / results.ENVIRONMENT).write_text(__import__("json").dumps(env))
+    code, _, err = run_cli("summary", str(good), str(other), "--markdown")
+    assert code == 0 and "warning:" in err and "repeats" in err
+    from tinygpt_bench import chart
+
+    assert chart.chart_data([good, other])["title"].startswith("MIXED RUNS (repeats differ)")
+    assert not chart.chart_data([good])["title"].startswith("MIXED")
+    code, _, err = run_cli("summary", str(good), "--markdown")
+    assert code == 0 and "warning" not in err
+
+
+def _plugin(tmp_path, text):
+    d = tmp_path / "plug" / "bad"
+    d.mkdir(parents=True)
+    (d / "__init__.py").write_text(text)
+    return d.parent
+
+
+@pytest.mark.parametrize("text", ["raise RuntimeError('boom')", "import no_such_module_here", "def broken(:\n"])
+def test_an_engine_plugin_that_fails_to_import_is_one_line(text, tmp_path):
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "TINYGPT_BENCH_ENGINES": str(_plugin(tmp_path, text))}
+    r = subprocess.run([sys.executable, "-m", "tinygpt_bench", "presets"], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "TINYGPT_BENCH_ENGINES" in r.stderr and "fails to import" in r.stderr
+
+
+def test_run_refuses_a_step_count_whose_batches_cannot_fit(run_cli):
+    line = one_line(*run_cli("run", "tiny", "--backend", "reference", "--steps", "100000000", "--plain"))
+    assert "--steps 100000000" in line and "GiB" in line
+
+
+def test_a_path_name_too_long_is_one_line(tmp_path, run_cli):
+    line = one_line(*run_cli("curve", "--presets", "tiny", *CHEAP, "--out", str(tmp_path / ("x" * 300))))
+    assert "File name too long" in line
+
+
+def test_chart_check_refuses_an_empty_png(good, tmp_path, run_cli):
+    run = copy(good, tmp_path)
+    assert run_cli("chart", str(run))[0] == 0
+    (run / "speedup.png").write_bytes(b"")
+    code, out, err = run_cli("chart", str(run), "--check")
+    assert code == 1 and "speedup.png is empty" in err and "Traceback" not in out + err
+
+
+# ---- a full disk, a kill before the rename, the umask -----------------------------------------
+
+def _temps(run: Path) -> list[Path]:
+    return [p for p in run.rglob("*.tmp")]
+
+
+def _added() -> tuple:
+    m = results.Measurement(run_id="new", preset="added", backend="reference", status="ok", layers=1, params=10,
+                            flops_per_step=100, median_ms=2.5)
+    return m, [results.Step(run_id="new", preset="added", backend="reference", repeat=1, step=1, ms=2.5, loss=3.0)]
+
+
+def test_a_full_disk_leaves_no_temporary_file_and_the_retry_succeeds(good, tmp_path, monkeypatch):
+    run = copy(good, tmp_path)
+    env = results.load_environment(run / results.ENVIRONMENT)
+    w = results.ResultWriter(run, env, resume=True)
+    before = snapshot(run)
+    written = []
+
+    def full(fd, data):  # the disk fills after the first 100 bytes of a file
+        written.append(len(data))
+        import os
+
+        os.write(fd, bytes(data[:100]))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.store, "_write_all", full)
+    try:
+        with pytest.raises(results.UserError, match="No space left on device.*--resume"):
+            w.commit(*_added())
+        assert written and not _temps(run) and snapshot(run) == before
+        monkeypatch.undo()  # space is back
+        w.commit(*_added())
+    finally:
+        w.close()
+    assert not _temps(run)
+    assert [m.preset for m in results.measurements([run])] == ["tiny", "added"]
+    assert [s.preset for s in results.steps([run])] == ["tiny", "tiny", "added"]
+
+
+def test_a_write_killed_before_its_rename_leaves_nothing_that_blocks_the_retry(good, tmp_path, run_cli):
+    import subprocess
+    import sys
+
+    run = copy(good, tmp_path)
+    path = run / results.MEASUREMENTS
+    old = path.read_bytes()
+    code = ("import os, signal, sys; from tinygpt_bench.results import store; "
+            "store.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
+            "store.atomic_write(sys.argv[1], open(sys.argv[1], 'rb').read() + b'x')")
+    r = subprocess.run([sys.executable, "-c", code, str(path)])
+    assert r.returncode == -9
+    (stale,) = _temps(run)
+    assert stale.name.startswith(f".{results.MEASUREMENTS}.") and path.read_bytes() == old
+    (run / ".steps.csv.k3j2h1.tmp").write_bytes(b"an older tinygpt-bench's temporary file")
+    results.atomic_write(path, old)  # the retry: the dead writer's file is removed
+    assert _temps(run) == [run / ".steps.csv.k3j2h1.tmp"] and path.read_bytes() == old
+    code, _, err = resume(run_cli, run)  # under the folder's lock: every temporary file of ours
+    assert code == 0, err
+    assert not _temps(run) and path.read_bytes() == old
+
+
+def test_a_file_gets_the_umask_mode_or_keeps_its_own(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        new = tmp_path / "new.md"
+        results.atomic_write(new, b"a\n")
+        assert new.stat().st_mode & 0o777 == 0o644
+        os.chmod(new, 0o664)
+        results.atomic_write(new, b"b\n")
+        assert new.stat().st_mode & 0o777 == 0o664 and new.read_bytes() == b"b\n"
+        os.umask(0o077)
+        results.atomic_write(tmp_path / "private.md", b"c\n")
+        assert (tmp_path / "private.md").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(mask)

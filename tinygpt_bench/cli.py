@@ -365,6 +365,7 @@ def summary_cmd(
     from tinygpt_bench import report, results
 
     _one_format(markdown, as_json)
+    _warn_mixture(results_paths)
     if as_json:
         df = results.read_measurements(results_paths)
         print(json.dumps(report.summary_json(df, results.read_steps(results_paths)), indent=2))
@@ -396,6 +397,10 @@ def chart_cmd(
                 print(f"error: chart check: {out / name} is missing; draw the chart with "
                       f"`tinygpt-bench chart {first}` and commit it", file=sys.stderr)
                 raise typer.Exit(1)
+            if chart_mod.not_a_chart(out / name):
+                print(f"error: chart check: {out / name} is empty or not a {name.rsplit('.')[-1].upper()} file; draw "
+                      f"the chart with `tinygpt-bench chart {first}` and commit it", file=sys.stderr)
+                raise typer.Exit(1)
         diffs = chart_mod.check(results_paths, out / chart_mod.CHART_DATA)
         if diffs:
             keys = ", ".join(d.split(":")[0] for d in diffs)
@@ -404,8 +409,20 @@ def chart_cmd(
             raise typer.Exit(1)
         console.print(f"chart check: {out}/{chart_mod.CHART_DATA} matches the CSVs", highlight=False)
         return
+    _warn_mixture(results_paths)
     paths = chart_mod.draw(chart_mod.chart_data(results_paths), out)
     console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+
+
+def _warn_mixture(paths: list[Path]) -> None:
+    """summary and chart read several runs as one table: where they differ in machine or settings
+    they say so on stderr (as compare does); the chart says it in its title too."""
+    from tinygpt_bench import results
+
+    differ = results.mixture(paths)
+    if differ:
+        print(f"warning: {', '.join(map(str, paths))} were measured on different machines or with different "
+              f"settings ({', '.join(differ)}); their rows are not one measurement: read them apart", file=sys.stderr)
 
 
 @app.command("compare", cls=_Command)
@@ -662,6 +679,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        if e.filename is None:  # not a file system's answer about a path: unforeseen
+            sys.exit(_unexpected(e))
+        name = str(e.filename) if len(str(e.filename)) <= 80 else str(e.filename)[:80] + "..."
+        print(f"error: cannot use {name} ({e.strerror}); check the path (its length, its folders), its "
+              "permissions and the free space", file=sys.stderr)
+        sys.exit(2)
     except Exception as e:  # noqa: BLE001 - the last guard: no traceback on the terminal
         if type(e).__name__ == "NoArgsIsHelpError":
             print(e.format_message(), file=sys.stderr)  # no command: the help

@@ -23,7 +23,7 @@ from tinygpt_bench.errors import UserError
 from tinygpt_bench.results import codec, machine, readers, resume, schema, store, writer
 from tinygpt_bench.results.codec import csv_bytes, frame
 from tinygpt_bench.results.machine import DERIVED_SETTINGS, gpu_names, machine_difference, settings_id
-from tinygpt_bench.results.readers import (diagnoses, done_keys, load_environment, measurements, peaks,
+from tinygpt_bench.results.readers import (diagnoses, done_keys, load_environment, measurements, mixture, peaks,
                                            read_environment, read_measurements, read_peaks, read_steps, steps)
 from tinygpt_bench.results.resume import Decision, decide, shape_id
 from tinygpt_bench.results.schema import (DIAGNOSE_GLOB, ENVIRONMENT, FORMAT_VERSION, IN_PROGRESS, MEASUREMENT_COLUMNS,
@@ -35,7 +35,7 @@ from tinygpt_bench.results.writer import ResultWriter, diagnosis_path, write_dia
 __all__ = [
     "UserError", "codec", "machine", "readers", "resume", "schema", "store", "writer", "csv_bytes", "frame",
     "DERIVED_SETTINGS", "gpu_names", "machine_difference", "settings_id", "diagnoses", "done_keys",
-    "load_environment", "measurements", "peaks", "read_environment", "read_measurements", "read_peaks",
+    "load_environment", "measurements", "mixture", "peaks", "read_environment", "read_measurements", "read_peaks",
     "read_steps", "steps", "Decision", "decide", "shape_id", "DIAGNOSE_GLOB", "ENVIRONMENT", "FORMAT_VERSION",
     "IN_PROGRESS", "MEASUREMENT_COLUMNS", "MEASUREMENTS", "MIGRATE", "PEAK_COLUMNS", "PEAKS",
     "READABLE_VERSIONS", "STATUSES", "STEP_COLUMNS", "STEPS", "Diagnosis", "Measurement", "Peak", "Step", "LOCK",

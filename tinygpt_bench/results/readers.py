@@ -12,6 +12,7 @@ import pandas as pd
 
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.results.codec import frame, parse_csv, read_text
+from tinygpt_bench.results.machine import machine_difference
 from tinygpt_bench.results.schema import (DIAGNOSE_GLOB, ENVIRONMENT, MEASUREMENTS, PEAKS, READABLE_VERSIONS, STEP_COLUMNS,
                                           STEPS, Diagnosis, Measurement, Peak, Step, version_error)
 
@@ -46,8 +47,9 @@ def measurements(paths: list[Path], require_rows: bool = True, environment: bool
     out: dict[tuple[str, str], Measurement] = {}
     for p in _resolve(paths, MEASUREMENTS):
         text = read_text(p, "measurements CSV")
-        rows = parse_csv(p, text, Measurement, ("format_version", "preset", "backend", "status", "median_ms"),
-                         ("preset", "backend", "status"), "measurements.csv")
+        rows = parse_csv(p, text, Measurement, ("format_version", "preset", "backend", "status", "median_ms", "params",
+                                                "flops_per_step"),
+                         ("preset", "backend", "status", "params", "flops_per_step"), "measurements.csv")
         if not rows and require_rows:
             raise UserError(f"{p} holds no measurements, only its header (a run stopped in its first "
                             f"measurement); complete it with `tinygpt-bench curve --resume --out {p.parent}`")
@@ -123,6 +125,12 @@ def diagnoses(folder: Path) -> list[Diagnosis]:
     return out
 
 
+# the keys of environment.json that readers and --resume take apart, and what each must be
+ENVIRONMENT_KEYS = {"settings": dict, "environment": dict, "backend_descriptions": dict, "presets": list,
+                    "backends": list, "earlier_run_ids": list, "settings_id": str, "run_id": str}
+ENVIRONMENT_KEYS_SAID = {dict: "an object", list: "a list", str: "a string"}
+
+
 def load_environment(path: Path) -> dict:
     """One environment.json, checked: there, JSON, an object of a format version this reads."""
     path = Path(path)
@@ -140,7 +148,32 @@ def load_environment(path: Path) -> dict:
     v = env.get("format_version")
     if not (isinstance(v, int) and not isinstance(v, bool) and v in READABLE_VERSIONS):
         raise version_error(str(path), v)
+    for key, tp in ENVIRONMENT_KEYS.items():
+        if key in env and not isinstance(env[key], tp):
+            raise UserError(f"{path}: '{key}' is a JSON {type(env[key]).__name__}, not {ENVIRONMENT_KEYS_SAID[tp]}; "
+                            f"restore it (e.g. `git checkout -- {path}`) or measure again into a new --out folder")
     return env
+
+
+def mixture(paths: list[Path]) -> list[str]:
+    """What differs between the runs of `paths` that must be equal for their numbers to be read
+    as one table or one chart: the settings keys (machine, engine digests, protocol) of their
+    environment.json files, and 'settings_id of rows' where the rows of one file were measured
+    under several settings. [] for one run, or runs that can be read together."""
+    rows = measurements(paths, require_rows=False, environment=False)  # a missing file named first
+    envs = [load_environment(_beside(p, ENVIRONMENT)) for p in paths]
+    sets = [e.get("settings") or {} for e in envs]
+    differ = {k for s in sets[1:] for k in set(sets[0]) | set(s) if sets[0].get(k) != s.get(k)}
+    machines = [e.get("environment") or {} for e in envs]
+    if any(machine_difference(machines[0], m) for m in machines[1:]):
+        differ.add("machine")
+    ids = {m.settings_id for m in rows if m.settings_id}
+    return sorted(differ) + (["settings_id of rows"] if len(ids) > 1 else [])
+
+
+def _beside(p: Path, name: str) -> Path:
+    p = Path(p)
+    return p / name if p.is_dir() else p.with_name(name)
 
 
 def read_environment(paths: list[Path]) -> dict:

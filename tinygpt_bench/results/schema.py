@@ -325,6 +325,12 @@ class Diagnosis:
         if missing:
             raise UserError(f"{where}: not a diagnose report (no '{missing[0]}'); rewrite it with "
                             "`tinygpt-bench diagnose`")
+        shapes = {"preset": str, "backend": str, "ok": bool, "stages": list, "options": dict, "environment": dict}
+        wrong = [k for k, tp in shapes.items() if k in d and not isinstance(d[k], tp)]
+        wrong += [] if wrong or all(isinstance(st, dict) for st in d["stages"]) else ["stages"]
+        if wrong:
+            raise UserError(f"{where}: '{wrong[0]}' is a JSON {type(d[wrong[0]]).__name__} of the wrong kind for a "
+                            "diagnose report; rewrite it with `tinygpt-bench diagnose`")
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
