@@ -14,7 +14,8 @@ from pathlib import Path
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.results.machine import DERIVED_SETTINGS, settings_id
 from tinygpt_bench.results.readers import load_environment, measurements, step_file
-from tinygpt_bench.results.schema import ENVIRONMENT, MEASUREMENTS, STEPS, Measurement
+from tinygpt_bench.results.codec import header_of
+from tinygpt_bench.results.schema import ENVIRONMENT, MEASUREMENTS, STEPS, Measurement, Step
 
 SHAPE = ("layers", "d_model", "heads", "ctx", "batch")  # what a preset is, whatever its name
 
@@ -85,9 +86,24 @@ def _checked_rows(folder: Path) -> list:
     m_path, s_path = folder / MEASUREMENTS, folder / STEPS
     if s_path.is_file() and s_path.stat().st_size:
         step_file(s_path)
-    if not m_path.exists() or (m_path.is_file() and m_path.stat().st_size == 0):
-        return []
-    return measurements([folder], require_rows=False, environment=False)
+    rows = []
+    if m_path.is_file() and m_path.stat().st_size:
+        rows = measurements([folder], require_rows=False, environment=False)
+    for path, cls in ((m_path, Measurement), (s_path, Step)):
+        _check_columns(path, cls)  # after the readers' checks: the file is text, its rows whole
+    return rows
+
+
+def _check_columns(path: Path, cls: type) -> None:
+    """A header with a column this version does not know (a later tinygpt-bench's, or a damaged
+    name): rows appended under it would leave that column empty. Refused before anything is written."""
+    if not path.is_file() or not path.stat().st_size:
+        return
+    unknown = [c for c in header_of(path) if c not in cls.columns()]
+    if unknown:
+        raise UserError(f"{path}, line 1: columns {', '.join(unknown)} are unknown to this tinygpt-bench (a later one "
+                        "wrote the file, or the header is damaged); fix: resume it with that version, restore the "
+                        "header, or write to a new --out folder")
 
 
 def _check_shapes(folder: Path, rows: list, shapes: dict) -> None:
