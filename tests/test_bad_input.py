@@ -257,7 +257,7 @@ INPUT_CASES = [
     ("report/out-under-a-file", None, _argv("report", "{run}", "--out", "{run}/steps.csv/page.md"), 2,
      "cannot write"),
     ("report/out-and-update", None, _argv("report", "{run}", "--out", "{ws}/a.md", "--update", "{ws}/b.md"), 2,
-     "not both"),
+     "give one of --out"),
 ]
 FAULT_CASES = [
     ("fault/no-colon", "wasm", "is not BACKEND:KIND"),
@@ -450,7 +450,7 @@ def test_a_failed_write_keeps_the_old_file(good, tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(results.os, "fsync", disk_full)
+    monkeypatch.setattr(results.store.os, "fsync", disk_full)
     try:
         with pytest.raises(results.UserError, match="No space left"):
             w.environment({**env, "presets": ["tiny", "small"]})

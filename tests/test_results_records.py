@@ -24,7 +24,7 @@ CSVS = [(run / name, cls) for run in RUNS for name, cls in (
 @pytest.mark.parametrize("path,cls", CSVS, ids=[f"{p.parent.name}/{p.name}" for p, _ in CSVS])
 def test_committed_csv_reads_into_records_and_writes_back_byte_for_byte(path, cls):
     text = path.read_text(encoding="utf-8")
-    records = results._read_csv(path, text, cls, ("format_version",), (), path.name)
+    records = results.codec.parse_csv(path, text, cls, ("format_version",), (), path.name)
     assert records and all(isinstance(r, cls) for r in records)
     assert results.csv_bytes(cls, records, header=True) == path.read_bytes()
 
@@ -257,3 +257,28 @@ def test_publish_take_replaces_the_folder_only_with_a_whole_run(tmp_path):
         assert r.returncode == 2 and said in r.stderr
         assert (folder / "measurements.csv").is_file()  # left as it was
     assert sorted(p.name for p in folder.parent.iterdir()) == ["h200"]  # no unpacking left behind
+
+
+# ---- the results package: one job a module, imports going one way --------------------------
+
+LAYERS = ["schema", "store", "codec", "machine", "readers", "resume", "writer"]  # each imports only those before it
+
+
+@pytest.mark.parametrize("module", LAYERS)
+def test_results_modules_import_only_errors_and_the_modules_below_them(module):
+    tree = ast.parse((ROOT / "tinygpt_bench" / "results" / f"{module}.py").read_text())
+    below = set(LAYERS[:LAYERS.index(module)])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tinygpt_bench"):
+            parts = node.module.split(".")
+            names = [parts[2]] if len(parts) > 2 else [a.name for a in node.names]
+            if parts[1] == "errors":
+                continue
+            assert parts[1] == "results" and set(names) <= below, f"results/{module}.py imports {node.module} {names}"
+        elif isinstance(node, ast.Import):
+            assert not any(a.name.startswith("tinygpt_bench") for a in node.names), module
+
+
+def test_the_package_is_all_its_modules():
+    found = sorted(p.stem for p in (ROOT / "tinygpt_bench" / "results").glob("*.py") if p.stem != "__init__")
+    assert found == sorted(LAYERS)

@@ -65,9 +65,11 @@ def chart_data(paths: list[Path]) -> dict:
     compared = engines if any(b != baseline for b in engines) else order
     sp = report.speedups(df[df.backend.isin(compared)], steps, baseline)
     pr = report.peer_ratios(df, steps)
+    differ = results.mixture(paths)
+    mixed = f"MIXED RUNS ({', '.join(differ)} differ): not one measurement | " if differ else ""
     data = {
         "format_version": CHART_FORMAT_VERSION,
-        "title": title_of(df, env),
+        "title": mixed + title_of(df, env),
         "x": "flops_per_step",
         "baseline": baseline,
         "speedup_points": [],
@@ -326,12 +328,37 @@ def _preset_axis(ax, data: dict, backends: list[str]) -> None:
                         rotation=90, fontsize=6, color="gray", va="center", ha="center", multialignment="center")
 
 
+def load_chart_data(path: Path) -> dict:
+    """A committed chart-data.json: a JSON object, else a UserError naming it and the fix."""
+    fix = f"regenerate it with `tinygpt-bench chart {path.parent}` and commit it"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; {fix}") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a JSON {type(data).__name__}, not chart data (an object); {fix}")
+    return data
+
+
+# what a drawn chart file starts with (PNG) or holds (SVG): a file without it is no chart
+CHART_MAGIC = {"speedup.png": (b"\x89PNG\r\n\x1a\n", 0), "speedup.svg": (b"<svg", None)}
+
+
+def not_a_chart(path: Path) -> bool:
+    """Whether a drawn chart file is empty or not what its name says (a zero-byte speedup.png)."""
+    magic, at = CHART_MAGIC.get(path.name, (b"", None))
+    blob = path.read_bytes()
+    return not blob or (blob[: len(magic)] != magic if at == 0 else magic not in blob)
+
+
 def check(paths: list[Path], committed: Path) -> list[str]:
     """Differences between the chart data regenerated from CSVs and a committed chart-data.json."""
     fresh = chart_data(paths)
     if not committed.is_file():
         return [f"{committed} does not exist"]
-    old = json.loads(committed.read_text())
+    old = load_chart_data(committed)
     diffs = []
     for key in sorted(set(fresh) | set(old)):
         if fresh.get(key) != old.get(key):

@@ -381,6 +381,7 @@ def summary_cmd(
     from tinygpt_bench import report, results
 
     _one_format(markdown, as_json)
+    _warn_mixture(results_paths)
     if as_json:
         df = results.read_measurements(results_paths)
         print(json.dumps(report.summary_json(df, results.read_steps(results_paths)), indent=2))
@@ -412,6 +413,10 @@ def chart_cmd(
                 print(f"error: chart check: {out / name} is missing; draw the chart with "
                       f"`tinygpt-bench chart {first}` and commit it", file=sys.stderr)
                 raise typer.Exit(1)
+            if chart_mod.not_a_chart(out / name):
+                print(f"error: chart check: {out / name} is empty or not a {name.rsplit('.')[-1].upper()} file; draw "
+                      f"the chart with `tinygpt-bench chart {first}` and commit it", file=sys.stderr)
+                raise typer.Exit(1)
         diffs = chart_mod.check(results_paths, out / chart_mod.CHART_DATA)
         if diffs:
             keys = ", ".join(d.split(":")[0] for d in diffs)
@@ -420,8 +425,20 @@ def chart_cmd(
             raise typer.Exit(1)
         console.print(f"chart check: {out}/{chart_mod.CHART_DATA} matches the CSVs", highlight=False)
         return
+    _warn_mixture(results_paths)
     paths = chart_mod.draw(chart_mod.chart_data(results_paths), out)
     console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+
+
+def _warn_mixture(paths: list[Path]) -> None:
+    """summary and chart read several runs as one table: where they differ in machine or settings
+    they say so on stderr (as compare does); the chart says it in its title too."""
+    from tinygpt_bench import results
+
+    differ = results.mixture(paths)
+    if differ:
+        print(f"warning: {', '.join(map(str, paths))} were measured on different machines or with different "
+              f"settings ({', '.join(differ)}); their rows are not one measurement: read them apart", file=sys.stderr)
 
 
 @app.command("compare", cls=_Command)
@@ -678,6 +695,7 @@ def main(argv: list[str] | None = None) -> None:
     global _DEBUG
     _DEBUG = False
     try:
+        _check_empty_paths(sys.argv[1:] if argv is None else argv)
         rc = app(args=argv, prog_name="tinygpt-bench", standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -688,6 +706,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        if e.filename is None:  # not a file system's answer about a path: unforeseen
+            sys.exit(_unexpected(e))
+        name = str(e.filename) if len(str(e.filename)) <= 80 else str(e.filename)[:80] + "..."
+        print(f"error: cannot use {name} ({e.strerror}); check the path (its length, its folders), its "
+              "permissions and the free space", file=sys.stderr)
+        sys.exit(2)
     except Exception as e:  # noqa: BLE001 - the last guard: no traceback on the terminal
         if type(e).__name__ == "NoArgsIsHelpError":
             print(e.format_message(), file=sys.stderr)  # no command: the help
@@ -701,6 +726,20 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(130)
         sys.exit(_unexpected(e))
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+PATH_FLAGS = ("--out", "-o", "--update")
+
+
+def _check_empty_paths(argv: list[str]) -> None:
+    """`--out ''` is refused: as a path it is '.', and a command would write into the current
+    folder (what the option is for is a folder of its own)."""
+    for i, a in enumerate(argv):
+        flag, eq, value = a.partition("=")
+        empty = (eq and flag in PATH_FLAGS and not value.strip()) or (
+            a in PATH_FLAGS and i + 1 < len(argv) and not argv[i + 1].strip())
+        if empty:
+            raise UserError(f"{flag} '' names no folder or file; give one, e.g. {flag} results/run1")
 
 
 def _usage(message: str, code: int) -> int:

@@ -41,8 +41,11 @@ def describe(r: stats.Ratio) -> str:
 
 
 def check_threshold(threshold: float) -> float:
-    if not math.isfinite(threshold) or threshold < 0:
-        raise UserError(f"--threshold {threshold} is not a finite non-negative factor; use e.g. --threshold 1.10")
+    """The slow-down factor past which a significant change is a regression: a finite factor of
+    at least 1 (below 1 a speed-up would count as a regression: refused)."""
+    if not math.isfinite(threshold) or threshold < 1:
+        raise UserError(f"--threshold {threshold} is not a slow-down factor of 1 or more (new ms / old ms past which "
+                        "a significant change fails); use e.g. --threshold 1.10")
     return threshold
 
 

@@ -207,6 +207,20 @@ def load(spec: str = "synthetic") -> Corpus:
 
 
 # --- batches -------------------------------------------------------------------------------
+def _check_batch_memory(batch: int, ctx: int, steps: int) -> None:
+    """Every step's batch is made up front (the same work for every backend): its index array is
+    8 bytes (int64) a token, steps x B x (T+1). Past half the memory available now it is refused
+    before it is made, naming the step count (a MemoryError would say neither)."""
+    need = 8 * steps * batch * (ctx + 1)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return
+    if need > free / 2:
+        raise UserError(f"--steps {steps}: the batches of {steps} steps take {need / 2**30:.1f} GiB, more than half "
+                        f"the {free / 2**30:.1f} GiB of memory free here; use fewer steps (the protocol's 15)")
+
+
 def sample_batches(corpus: Corpus, batch: int, ctx: int, steps: int, seed: int = 0) -> list[np.ndarray]:
     """`steps` batches, each int32 (B, T+1): B windows at uniform offsets in the training split."""
     train = corpus.train
@@ -215,6 +229,7 @@ def sample_batches(corpus: Corpus, batch: int, ctx: int, steps: int, seed: int =
             f"corpus '{corpus.name}' has {len(train)} training bytes (first {TRAIN_FRACTION:.0%} of "
             f"{len(corpus.data)}), fewer than ctx+1 = {ctx + 1}; use a longer text or a preset with smaller ctx"
         )
+    _check_batch_memory(batch, ctx, steps)
     rng = np.random.Generator(np.random.PCG64(seed))
     offsets = rng.integers(0, len(train) - ctx, size=(steps, batch))  # window [o, o+T] inclusive
     idx = offsets[..., None] + np.arange(ctx + 1)

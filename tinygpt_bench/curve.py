@@ -469,27 +469,32 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
         "settings_id": results.settings_id(settings), "presets": [p.name for p in s.presets],
         "backends": s.backends, "corpus": corp.describe(), "environment": env, "backend_descriptions": {},
     }
-    done = results.done_keys(s.out) if s.resume else set()
-    eta = _eta_for(s, done, env)
-    load0 = eta_mod.cpu_times()
-    environment["machine_load"] = {"start": eta_mod.load_state(env.get("cpu_usable_cores") or 1)}
-    busy = eta_mod.busy_warning(environment["machine_load"]["start"], before_run=True)
-    if busy:
-        reporter.note(busy)
-    left = eta.left_s()
-    reporter.note(f"estimate: about {eta_mod.clock(left)} for {eta.total} repeats (this machine's earlier runs)"
-                  if left is not None else
-                  f"{eta.total} repeats to run; the time left is shown once every backend has run once "
-                  "(no earlier run of them on this machine)")
-    _start_worker_server(s.backends)  # it imports while this process makes the first preset's work
-    # resuming, the artifacts of engines this call does not run (a kernel edited since the folder's
-    # WebGPU rows, while this call adds CPU engines) may differ: those rows carry their digests
-    writer = results.ResultWriter(s.out, environment, s.resume, frozenset(engines.artifacts_not_run_by(s.backends)))
+    # what the folder holds is decided first (results.resume: keep, measure or refuse, nothing
+    # written before): resuming, the artifacts of engines this call does not run (a kernel edited
+    # since the folder's WebGPU rows, while this call adds CPU engines) may differ: those rows
+    # carry their digests; a preset is the same measurement only with the same shape
+    shapes = {p.name: results.shape_id(p.layers, p.d_model, p.heads, p.ctx, p.batch) for p in s.presets}
+    writer = results.ResultWriter(s.out, environment, s.resume, frozenset(engines.artifacts_not_run_by(s.backends)),
+                                  shapes)
+    environment = writer.record  # the folder's record and this run's, merged (the writer's copy)
+    done = writer.decision.keep
     written = []
     t_run = time.perf_counter()
     deadline = None if s.stop_after_s is None else t_run + s.stop_after_s
     stopped = ""  # the repeat the budget left unstarted
     try:
+        eta = _eta_for(s, done, env)
+        load0 = eta_mod.cpu_times()
+        environment["machine_load"] = {"start": eta_mod.load_state(env.get("cpu_usable_cores") or 1)}
+        busy = eta_mod.busy_warning(environment["machine_load"]["start"], before_run=True)
+        if busy:
+            reporter.note(busy)
+        left = eta.left_s()
+        reporter.note(f"estimate: about {eta_mod.clock(left)} for {eta.total} repeats (this machine's earlier runs)"
+                      if left is not None else
+                      f"{eta.total} repeats to run; the time left is shown once every backend has run once "
+                      "(no earlier run of them on this machine)")
+        _start_worker_server(s.backends)  # it imports while this process makes the first preset's work
         prior = results.read_measurements([s.out]) if done else None
         harness: list[float] = []  # every repeat's harness seconds
         steps_s = 0.0  # the timed steps of every repeat

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tinygpt_bench.errors import UserError, unknown
 from tinygpt_bench.resources import resource_dir
+from tinygpt_bench.results.schema import check_name
 
 VOCAB = 256  # V: byte-level vocabulary
 FIELDS = ("layers", "d_model", "heads", "ctx", "batch")
@@ -77,6 +78,10 @@ def _validate(data: dict, where: str, default_name: str) -> Preset:
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise UserError(f"{where}: field 'name' must be a non-empty string, got {name!r}")
+    try:
+        check_name(name, "preset")
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
     if values["d_model"] % values["heads"]:
         raise UserError(
             f"{where}: d_model {values['d_model']} is not divisible by heads {values['heads']}; "

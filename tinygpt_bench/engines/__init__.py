@@ -36,9 +36,11 @@ def _load_folder(folder: Path) -> Engine | None:
         sys.modules[modname] = mod
         try:
             spec.loader.exec_module(mod)
-        except Exception:
+        except Exception as e:  # a plug-in's own bug: named, with the fix, not a traceback
             del sys.modules[modname]
-            raise
+            what = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+            raise UserError(f"{ENV}: the engine folder {folder} fails to import ({what}); fix its __init__.py "
+                            f"or take its folder out of {ENV}") from None
     return _engine_of(sys.modules[modname])
 
 
