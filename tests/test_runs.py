@@ -89,3 +89,21 @@ def test_busy_machine_is_named():
     assert eta.busy_warning({"cores": 2, "loadavg_1m": 0.3}, before_run=True) is None
     assert "load average 3.00 on 2 cores" in eta.busy_warning({"cores": 2, "loadavg_1m": 3.0}, before_run=True)
     assert "stolen by the hypervisor" in eta.busy_warning({"cores": 2, "steal_share": 0.2}, before_run=False)
+
+
+def test_a_first_run_gets_its_up_front_estimate_from_a_committed_run_of_its_size():
+    """No cache: the models come from the checkout's results/ folders measured on a machine with
+    as many cores and the same kind of adapter; a machine of another size gets none."""
+    from pathlib import Path
+
+    from tinygpt_bench import eta
+
+    folders = [p for p in (Path(__file__).resolve().parents[1] / "results").iterdir()
+               if (p / "measurements.csv").is_file()]
+    priors = eta.reference_priors(folders, cores=2, gpu=False)
+    assert {"wasm", "webgpu-dawn", "wasm-chrome"} <= set(priors)
+    assert all(p["flop_per_ms"] > 0 and "committed run" in p["source"] for p in priors.values())
+    e = eta.Eta(steps=15)
+    e.schedule([("tiny", 2.2e8, "wasm", 3), ("small", 2.3e9, "webgpu-dawn", 3)], priors)
+    assert e.left_s() is not None and e.left_s() > 0 and e.prior_sources
+    assert eta.reference_priors(folders, cores=3, gpu=False) == {}

@@ -490,7 +490,8 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
         if busy:
             reporter.note(busy)
         left = eta.left_s()
-        reporter.note(f"estimate: about {eta_mod.clock(left)} for {eta.total} repeats (this machine's earlier runs)"
+        reporter.note(f"estimate: about {eta_mod.clock(left)} for {eta.total} repeats (from "
+                      f"{'; '.join(eta.prior_sources)}; refined as repeats finish)"
                       if left is not None else
                       f"{eta.total} repeats to run; the time left is shown once every backend has run once "
                       "(no earlier run of them on this machine)")
@@ -605,9 +606,20 @@ def _eta_for(s: CurveSettings, done: set, env: dict) -> eta_mod.Eta:
     except UserError:
         cache = None
     e = eta_mod.Eta(s.steps, key, cache)
+    gpu = any(a.get("adapter_type") not in (None, "CPU") for a in env.get("adapters") or [])
     e.schedule([(p.name, model.flops_per_step(p)["total"], b, s.repeats) for p in s.presets for b in s.backends
-                if (p.name, b) not in done])
+                if (p.name, b) not in done],
+               eta_mod.reference_priors(_reference_folders(s.out), env.get("cpu_usable_cores") or 1, gpu))
     return e
+
+
+def _reference_folders(out: Path) -> list[Path]:
+    """The committed reference runs of the checkout this runs in (its results/*), if any."""
+    from tinygpt_bench.resources import repo_root
+
+    roots = {Path.cwd() / "results", *(([repo_root() / "results"]) if repo_root() else [])}
+    return [f for r in roots if r.is_dir() for f in sorted(r.iterdir())
+            if (f / "measurements.csv").is_file() and f.resolve() != Path(out).resolve()]
 
 
 # A repeat of one measurement may take longer than the one before: on the lent GPU machine's 16

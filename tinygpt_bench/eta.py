@@ -62,10 +62,15 @@ class Eta:
         self.total = 0
         self.finished = 0
         self.failed: set[str] = set()  # backends with a dropped measurement
+        self.prior_sources: list[str] = []  # where the up-front models came from
 
-    def schedule(self, items: list[tuple[str, float, str, int]]) -> None:
-        """(preset, FLOPs a step, backend, repeats to run) of the whole run."""
-        priors = self._load_priors()
+    def schedule(self, items: list[tuple[str, float, str, int]], fallback: dict | None = None) -> None:
+        """(preset, FLOPs a step, backend, repeats to run) of the whole run. fallback: models
+        {backend: {overhead_ms, flop_per_ms, harness_s, source}} for backends this machine's
+        cache has none of (reference_priors: a committed run on a machine of the same size)."""
+        priors = {**(fallback or {}), **self._load_priors()}
+        self.prior_sources = sorted({p.get("source", "this machine's earlier runs")
+                                     for b, p in priors.items() if any(b == x[2] for x in items)})
         for preset, flops, backend, repeats in items:
             if repeats > 0:
                 self.pending[(preset, backend)] = [flops, repeats]
@@ -136,7 +141,7 @@ class Eta:
         except (OSError, ValueError, AttributeError):
             return {}
 
-    def save(self) -> None:
+    def save(self) -> None:  # (the source of a prior is not saved: saved models are this machine's own)
         """This run's models into the cache, for the next run on this machine."""
         if self.cache is None:
             return
@@ -205,3 +210,32 @@ def busy_warning(state: dict, before_run: bool) -> str | None:
     if not parts:
         return None
     return "WARNING the machine was busy (" + "; ".join(parts) + "): timings will be slower and noisier than idle"
+
+
+def reference_priors(folders: list[Path], cores: int, gpu: bool) -> dict:
+    """Models {backend: {overhead_ms, flop_per_ms, harness_s, source}} from committed result
+    folders (a checkout's results/*) measured on a machine with the same number of usable cores
+    and the same kind of WebGPU adapter (CPU or GPU), the newest folder first for each backend:
+    the up-front estimate of a first run on a new machine, which its own repeats then replace."""
+    from tinygpt_bench import results
+
+    out: dict = {}
+    for folder in sorted(folders, key=lambda f: f.stat().st_mtime if f.exists() else 0, reverse=True):
+        try:
+            env = results.load_environment(folder / "environment.json").get("environment", {})
+            df = results.read_measurements([folder], environment=False)
+        except Exception:  # a folder that does not read is no prior
+            continue
+        if env.get("cpu_usable_cores") != cores or bool(env.get("adapters") and any(
+                a.get("adapter_type") not in (None, "CPU") for a in env["adapters"])) != gpu:
+            continue
+        for backend, rows in df[df.status == "ok"].groupby("backend"):
+            if backend in out or len(rows) < 2:
+                continue
+            fit = stats.fit_overhead_throughput(list(rows.flops_per_step), list(rows.median_ms))
+            harness = [h for h in rows.harness_s if h == h] if "harness_s" in rows else []
+            if fit is not None and fit[1] > 0:
+                out[backend] = {"overhead_ms": fit[0], "flop_per_ms": fit[1],
+                                "harness_s": statistics.median(harness) if harness else 0.5,
+                                "source": f"{folder.name}, a committed run on a machine of {cores} cores"}
+    return out
