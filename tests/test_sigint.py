@@ -13,7 +13,7 @@ import time
 import pytest
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.2, 2.5, 4.0, 6.0])  # CLI import, fork server start, steps, between
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.2, 1.6, 2.5, 4.0, 6.0])  # import, env (a browser start), server, steps
 def test_sigint_to_the_process_group_at_any_moment_prints_no_traceback(delay, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "tiny,small", "--backends",
                              "wasm,reference", "--repeats", "2", "--plain", "--no-chart", "--out", str(tmp_path / "o")],

@@ -133,6 +133,22 @@ def _child_setup(read_fd: int, write_fd: int):  # pragma: no cover - runs in the
     return setup
 
 
+class sigint_blocked:
+    """SIGINT blocked in this thread while a child is started with a preexec_fn: Python runs its
+    fork hooks in such a child (logging's lock release among them) while the child is still in
+    the terminal's process group, and a Ctrl-C at that moment printed a KeyboardInterrupt
+    traceback from the child ("Exception ignored in ... _releaseLock"). The child keeps the mask
+    through exec (the browser and Node are ended by the harness, never by Ctrl-C); here the
+    signal is delivered as soon as the block ends, and is handled as usual."""
+
+    def __enter__(self):
+        self.old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        return self
+
+    def __exit__(self, *exc):
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+
+
 def remove_orphan_profiles(where: str | None = None) -> list[str]:
     """Remove the profile (and browser temporary) folders left by processes no longer alive
     (killed mid-measurement), in `where` (default: the temporary folder and /tmp)."""
@@ -196,9 +212,11 @@ class Chromium:
             # folders that the next start removes (remove_orphan_profiles)
             self._tmp = tempfile.mkdtemp(prefix=f"{PROFILE_PREFIX}{os.getpid()}-", dir=SHORT_TMP)
             tmp = self._tmp
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                         env={**os.environ, "TMPDIR": tmp}, close_fds=True, pass_fds=(3, 4),
-                                         preexec_fn=_child_setup(to_child_r, from_child_w), start_new_session=True)
+            with sigint_blocked():
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=self._stderr, env={**os.environ, "TMPDIR": tmp}, close_fds=True,
+                                             pass_fds=(3, 4), preexec_fn=_child_setup(to_child_r, from_child_w),
+                                             start_new_session=True)
         except OSError as e:
             self.close()
             raise UserError(f"{self.name}: cannot start {self.path} ({e}); {INSTALL_FIX}") from None

@@ -487,14 +487,15 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
         load0 = eta_mod.cpu_times()
         environment["machine_load"] = {"start": eta_mod.load_state(env.get("cpu_usable_cores") or 1)}
         busy = eta_mod.busy_warning(environment["machine_load"]["start"], before_run=True)
-        if busy:
+        if busy and eta.total:  # (nothing to measure: nothing a busy machine could slow)
             reporter.note(busy)
         left = eta.left_s()
-        reporter.note(f"estimate: about {eta_mod.clock(left)} for {eta.total} repeats (from "
-                      f"{'; '.join(eta.prior_sources)}; refined as repeats finish)"
-                      if left is not None else
-                      f"{eta.total} repeats to run; the time left is shown once every backend has run once "
-                      "(no earlier run of them on this machine)")
+        if eta.total:
+            reporter.note(f"estimate: about {eta_mod.clock(left)} for {eta.total} repeats (from "
+                          f"{'; '.join(eta.prior_sources) or 'this machine'}; refined as repeats finish)"
+                          if left is not None else
+                          f"{eta.total} repeats to run; the time left is shown once every backend has run once "
+                          "(no earlier run of them on this machine)")
         _start_worker_server(s.backends)  # it imports while this process makes the first preset's work
         prior = results.read_measurements([s.out]) if done else None
         harness: list[float] = []  # every repeat's harness seconds
@@ -588,7 +589,7 @@ def run(s: CurveSettings, reporter: Reporter) -> list[results.Measurement]:
         writer.close()
     eta.save()
     busy = eta_mod.busy_warning(environment["machine_load"].get("end", {}), before_run=False)
-    if busy:
+    if busy and eta.total:
         reporter.note(busy)
     if harness:
         reporter.note(harness_note(harness, time.perf_counter() - t_run, steps_s))
