@@ -87,3 +87,18 @@ def wait_none(marker: str, seconds: float = 15.0) -> list[str]:
     while (left := ours(marker)) and time.time() < deadline:
         time.sleep(0.1)
     return left
+
+
+@pytest.fixture(scope="module")
+def chromium_required():
+    """Skip a module's tests naming the fix where no usable browser is installed; with
+    TINYGPT_BENCH_REQUIRE_BROWSER=1 (set by .ci/run) that is a failure instead."""
+    from tinygpt_bench import browser
+    from tinygpt_bench.errors import UserError
+
+    try:
+        browser.browser_version(browser.browser_path())
+    except UserError as e:
+        if os.environ.get("TINYGPT_BENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"TINYGPT_BENCH_REQUIRE_BROWSER=1 but no usable browser: {e}")
+        pytest.skip(str(e))

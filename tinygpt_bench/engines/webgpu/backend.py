@@ -260,6 +260,29 @@ def record(p: Program, plan: StepPlan, b: dict, fault: str | None = None) -> Pro
     return p
 
 
+def step_tokens(preset: Preset, tl: ops.TokenLayout, batch: np.ndarray) -> np.ndarray:
+    """The token buffer a step writes (ids, targets, the CSR of rows per token: TokenLayout),
+    for a batch checked against the preset; the plan's 'tokens' input (plan.py)."""
+    if batch.shape != (preset.batch, preset.ctx + 1):
+        raise ValueError(f"batch has shape {batch.shape}; preset '{preset.name}' needs ({preset.batch}, "
+                         f"{preset.ctx + 1})")
+    if batch.min() < 0 or batch.max() >= VOCAB:
+        raise ValueError(f"batch values must be bytes 0..{VOCAB - 1}; got {batch.min()}..{batch.max()}")
+    ids = batch[:, :-1]
+    start, rows = ops.token_csr(ids, VOCAB)
+    tokens = np.empty(tl.total, np.uint32)
+    tokens[tl.ids:tl.targets] = ids.ravel()
+    tokens[tl.targets:tl.csr_start] = batch[:, 1:].ravel()
+    tokens[tl.csr_start:tl.csr_rows] = start
+    tokens[tl.csr_rows:] = rows
+    return tokens
+
+
+def step_floats(lr: float, t: int) -> np.ndarray:
+    """The step record's first three floats for step t (1-based): lr and Adam's bias corrections."""
+    return np.array([lr, 1.0 - OPTIM.beta1**t, 1.0 - OPTIM.beta2**t], np.float32)
+
+
 def plan_rows(sp: StepPlan, limits: dict, device: str, cap_fault: str | None = None) -> list[dict]:
     """plan()'s rows: each buffer against the tighter of the limits it must fit (storage
     buffers: max-storage-buffer-binding-size, they are bound whole; all: max-buffer-size)."""
@@ -447,24 +470,11 @@ class WebGPUBackend(Backend):
         record (lr, bias corrections of step t+1); t moves on."""
         if self.program is None:
             raise RuntimeError(f"{self.name} backend: call load(preset, params) before step()")
-        pr = self.preset
         batch = np.asarray(batch)
-        if batch.shape != (pr.batch, pr.ctx + 1):
-            raise ValueError(f"batch has shape {batch.shape}; preset '{pr.name}' needs ({pr.batch}, {pr.ctx + 1})")
-        if batch.min() < 0 or batch.max() >= VOCAB:
-            raise ValueError(f"batch values must be bytes 0..{VOCAB - 1}; got {batch.min()}..{batch.max()}")
-        gpu, tl = self.gpu, self.tl
-        ids = batch[:, :-1]
-        start, rows = ops.token_csr(ids, VOCAB)
-        tokens = np.empty(tl.total, np.uint32)
-        tokens[tl.ids:tl.targets] = ids.ravel()
-        tokens[tl.targets:tl.csr_start] = batch[:, 1:].ravel()
-        tokens[tl.csr_start:tl.csr_rows] = start
-        tokens[tl.csr_rows:] = rows
+        tokens = step_tokens(self.preset, self.tl, batch)
         self.t += 1
-        st = np.array([lr, 1.0 - OPTIM.beta1**self.t, 1.0 - OPTIM.beta2**self.t], np.float32)
-        gpu.write(self.bufs["tokens"], tokens)
-        gpu.write(self.bufs["step"], st)
+        self.gpu.write(self.bufs["tokens"], tokens)
+        self.gpu.write(self.bufs["step"], step_floats(lr, self.t))
         self._last_batch = batch
 
     def _encode_step(self):

@@ -33,16 +33,16 @@ from pathlib import Path
 import numpy as np
 
 from tinygpt_bench import browser as br
-from tinygpt_bench.engines.base import DEFAULT_LR, OPTIM, Backend
+from tinygpt_bench.engines.base import DEFAULT_LR, Backend
 from tinygpt_bench.engines.webgpu import ops, plan as planmod
 from tinygpt_bench.engines.webgpu.backend import (SHADER_FAULT, SHADER_FALLBACK, WebGPUBackend, kernel_of, parse_fault,
-                                                   plan_rows, step_plan)
+                                                   plan_rows, step_floats, step_plan, step_tokens)
 from tinygpt_bench.engines.webgpu.runtime import (UNIFORM_SLOT, AdapterPlan, WebGPUError, binding_access,
                                                   capped_limits, tuning_for)
 from tinygpt_bench.envinfo import is_software_adapter, sha256_of
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.model import Layout
-from tinygpt_bench.presets import VOCAB, Preset
+from tinygpt_bench.presets import Preset
 from tinygpt_bench.resources import resource_dir
 
 HERE = Path(__file__).resolve().parent
@@ -334,22 +334,9 @@ class ChromeWebGPUBackend(Backend):
     def _inputs(self, batch: np.ndarray, lr: float) -> dict:
         if self.plan is None:
             raise RuntimeError(f"{self.name} backend: call load(preset, params) before step()")
-        pr, tl = self.preset, self.planned.tl
-        batch = np.asarray(batch)
-        if batch.shape != (pr.batch, pr.ctx + 1):
-            raise ValueError(f"batch has shape {batch.shape}; preset '{pr.name}' needs ({pr.batch}, {pr.ctx + 1})")
-        if batch.min() < 0 or batch.max() >= VOCAB:
-            raise ValueError(f"batch values must be bytes 0..{VOCAB - 1}; got {batch.min()}..{batch.max()}")
-        ids = batch[:, :-1]
-        start, rows = ops.token_csr(ids, VOCAB)
-        tokens = np.empty(tl.total, np.uint32)
-        tokens[tl.ids:tl.targets] = ids.ravel()
-        tokens[tl.targets:tl.csr_start] = batch[:, 1:].ravel()
-        tokens[tl.csr_start:tl.csr_rows] = start
-        tokens[tl.csr_rows:] = rows
+        tokens = step_tokens(self.preset, self.planned.tl, np.asarray(batch))
         self.t += 1
-        floats = [float(np.float32(lr)), float(np.float32(1.0 - OPTIM.beta1**self.t)),
-                  float(np.float32(1.0 - OPTIM.beta2**self.t))]
+        floats = [float(x) for x in step_floats(lr, self.t)]
         return tokens, floats
 
     def _step(self, batch: np.ndarray, lr: float) -> dict:
