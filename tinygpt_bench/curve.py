@@ -169,11 +169,11 @@ def _reference_losses(work: protocol.Work, s: CurveSettings) -> tuple[list[float
 
 
 def _preflight_refusal(preset: Preset, backend: str, s: CurveSettings) -> str:
-    """diagnose's preflight for one measurement: '' where it fits (or where the engine cannot
-    plan here: then its own create stage says why), else what cannot fit and the fix."""
-    from tinygpt_bench import diagnose
+    """The preflight for one measurement: '' where it fits (or where the engine cannot plan
+    here: then its own create stage says why), else what cannot fit and the fix."""
+    from tinygpt_bench import preflight
 
-    st = diagnose.preflight(preset, backend, engines.select(backend, s.options))
+    st = preflight.preflight(preset, backend, engines.select(backend, s.options))
     if st.ok or "step_bytes" not in (st.detail or {}):
         return ""
     return f"{st.error}. {st.meaning}"

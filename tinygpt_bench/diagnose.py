@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from tinygpt_bench import corpus as corpus_mod
-from tinygpt_bench import engines, envinfo, faults, markdown, model, protocol, results
+from tinygpt_bench import engines, envinfo, markdown, model, protocol, results
 from tinygpt_bench.errors import UserError
+from tinygpt_bench.preflight import Stage, meaning_of, preflight  # noqa: F401 - diagnose's names, too
 from tinygpt_bench.units import fmt_bytes, parse_bytes
 from tinygpt_bench.presets import Preset
 
@@ -44,16 +45,6 @@ from tinygpt_bench.presets import Preset
 STAGES = ("preflight", "create", "load", "step", "scan", "timed", "parity", "kernels")
 LOSS_TOLERANCE = 1e-4
 GRAD_TOLERANCE = 1e-3
-
-@dataclass
-class Stage:
-    name: str
-    ok: bool
-    figure: str = ""
-    error: str = ""
-    meaning: str = ""
-    detail: dict = field(default_factory=dict)
-
 
 @dataclass
 class Diagnosis:
@@ -91,67 +82,6 @@ class Diagnosis:
         return results.Diagnosis(preset=self.preset, backend=self.backend,
                                  kernel_timing=engines.info(self.backend).kernel_timing, options=self.options,
                                  ok=self.ok, stages=[asdict(s) for s in self.stages], environment=environment)
-
-
-def meaning_of(stage: str, error: str, backend: str | None = None) -> str:
-    """A plain sentence on what an error means and what would fix it: the engine's own
-    explanation of its error texts (engines/<name>/__init__.py, explain) first, then the
-    harness's (non-finite numbers, the time budget)."""
-    if backend is not None:
-        meaning = engines.spec(backend)[0].explain(error)
-    else:
-        meaning = engines.explain(error)
-    if meaning:
-        return meaning
-    e = error.lower()
-    if "not finite" in e or "nan" in e or "inf" in e:
-        return ("The numbers went non-finite: compare the parity stage on the shrunk preset; a kernel that "
-                "passes parity but overflows at full size points at an accumulation or a softmax without max.")
-    if "time budget" in e or "timeout" in e:
-        return "The step took longer than the budget: raise --timeout or measure a smaller preset."
-    return "The engine raised this error at the stage named; the message above is its own."
-
-
-def _host_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def preflight(preset: Preset, backend: str, options: dict) -> Stage:
-    need = model.step_bytes(preset)
-    rows = [{"name": "weights+grads+adam+activations (host copy of the model state)", "bytes": need["total"],
-             "limit": _host_available(), "limit_name": "host RAM available"}]
-    figure = (f"needs {fmt_bytes(need['total'])} (weights {fmt_bytes(need['weights'])}, grads {fmt_bytes(need['grads'])}, "
-              f"Adam {fmt_bytes(need['adam'])}, activations {fmt_bytes(need['activations'])})")
-    try:
-        rows += engines.plan(backend, preset, options, faults.for_backend(backend, preset.name))
-    except Exception as e:  # the engine's own refusal (no adapter, unsupported shape) is a preflight failure
-        err = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-        return Stage("preflight", False, figure, err, meaning_of("preflight", err, backend), {"buffers": rows})
-    over = sorted((r for r in rows if r.get("limit") is not None and r["bytes"] > r["limit"]),
-                  key=lambda r: -r["bytes"] / r["limit"])
-    detail = {"buffers": rows, "step_bytes": need}
-    if over:
-        worst = over[0]
-        err = "; ".join(f"{r['name']}: {fmt_bytes(r['bytes'])} ({r['bytes']:,} bytes) > {r['limit_name']} "
-                        f"{fmt_bytes(r['limit'])} ({r['limit']:,} bytes), short by {fmt_bytes(r['bytes'] - r['limit'])}"
-                        for r in over[:3])
-        if len(over) > 3:
-            err += f"; and {len(over) - 3} more over their limits: {', '.join(r['name'] for r in over[3:])}"
-        parts = sorted((r for r in rows if r.get("limit") is None), key=lambda r: -r["bytes"])[:3]
-        if parts:
-            err += "; largest parts: " + ", ".join(f"{r['name']} {fmt_bytes(r['bytes'])}" for r in parts)
-        fix = engines.spec(backend)[0].too_big_fix
-        injected = " The limit was capped by an injected fault (TINYGPT_BENCH_FAULT)." if "fault" in worst["limit_name"] else ""
-        return Stage("preflight", False, figure, err,
-                     f"{worst['name']} cannot fit under {worst['limit_name']}; nothing was allocated. "
-                     f"To fix: {fix}.{injected}", detail)
-    return Stage("preflight", True, figure, detail=detail)
 
 
 def run(preset: Preset, backend: str, options: dict, timeout_s: float | None = None, seed: int = 0,
