@@ -40,6 +40,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from tinygpt_bench import scratch
+from tinygpt_bench.sigmask import sigint_blocked
 from tinygpt_bench.errors import UserError
 
 BROWSER_ENV = "TINYGPT_BENCH_BROWSER"
@@ -131,22 +132,6 @@ def _child_setup(read_fd: int, write_fd: int):  # pragma: no cover - runs in the
         if os.getppid() != parent:  # the parent died before prctl: no signal would come
             os._exit(1)
     return setup
-
-
-class sigint_blocked:
-    """SIGINT blocked in this thread while a child is started with a preexec_fn: Python runs its
-    fork hooks in such a child (logging's lock release among them) while the child is still in
-    the terminal's process group, and a Ctrl-C at that moment printed a KeyboardInterrupt
-    traceback from the child ("Exception ignored in ... _releaseLock"). The child keeps the mask
-    through exec (the browser and Node are ended by the harness, never by Ctrl-C); here the
-    signal is delivered as soon as the block ends, and is handled as usual."""
-
-    def __enter__(self):
-        self.old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        return self
-
-    def __exit__(self, *exc):
-        signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
 
 
 def remove_orphan_profiles(where: str | None = None) -> list[str]:

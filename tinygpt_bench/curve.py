@@ -35,6 +35,7 @@ from tinygpt_bench import corpus as corpus_mod
 from tinygpt_bench import eta as eta_mod
 from tinygpt_bench import engines, envinfo, model, protocol, results, stats
 from tinygpt_bench.errors import UserError
+from tinygpt_bench.sigmask import sigint_blocked
 from tinygpt_bench.presets import Preset
 
 PARITY_TOLERANCE = stats.PARITY_TOLERANCE  # relative difference of the final loss
@@ -267,7 +268,8 @@ def _start_worker_server(names: list[str]) -> None:
     from multiprocessing import forkserver
 
     _worker_context(names)
-    forkserver.ensure_running()
+    with sigint_blocked():  # a Ctrl-C while the server's Python starts: no traceback from it (sigmask.py)
+        forkserver.ensure_running()
 
 
 def _nothing() -> None:

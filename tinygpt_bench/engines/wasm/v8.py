@@ -38,7 +38,7 @@ import numpy as np
 from tinygpt_bench.engines.wasm import backend as w
 from tinygpt_bench.engines.base import DEFAULT_LR
 from tinygpt_bench import scratch
-from tinygpt_bench.browser import sigint_blocked
+from tinygpt_bench.sigmask import sigint_blocked
 from tinygpt_bench.errors import UserError
 
 NODE_ENV = "TINYGPT_BENCH_NODE"  # path of a node binary to use instead of the pinned wheel's
@@ -276,7 +276,7 @@ class V8Runtime(w.WasmRuntime):
         self._stderr = tempfile.TemporaryFile()
         t0 = time.perf_counter()
         try:
-            with sigint_blocked():  # browser.py says why
+            with sigint_blocked():  # sigmask.py says why
                 self._proc = subprocess.Popen([self.node, str(HOST)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                               stderr=self._stderr, preexec_fn=_die_with_parent)
         except OSError as e:
