@@ -140,6 +140,19 @@ def test_an_unknown_adapter_choice_is_one_line():
         chrome.ChromeWebGPUBackend(adapter="nvidia-ish")
 
 
+@pytest.mark.skipif(chrome.default_adapter() == "gpu", reason="this machine has a GPU: Chrome may offer it")
+def test_adapter_gpu_refuses_the_cpu_adapter_chrome_falls_back_to():
+    """On a machine with no usable GPU, Chrome's WebGPU falls back to SwiftShader whatever the
+    flags: --adapter gpu must say so, not measure the CPU under the GPU's name (the H100 machine
+    showed it, session 11). The browser it started is gone."""
+    b = chrome.ChromeWebGPUBackend(adapter="gpu")
+    with pytest.raises(WebGPUError, match=r"--adapter gpu: Chrome offered only its CPU adapter \(SwiftShader"):
+        b.launch()
+    assert b._chrome is None
+    d = diagnose.run(presets.load("tiny"), "webgpu-chrome", {"adapter": "gpu"})
+    assert not d.ok and "no GPU adapter" in d.stages[-1].meaning
+
+
 def test_diagnose_walks_launch_adapter_and_pipelines_each_timed(tmp_path):
     d = diagnose.run(presets.load("tiny"), "webgpu-chrome", {"adapter": "swiftshader"})
     assert d.ok, [(s.name, s.error) for s in d.stages if not s.ok]

@@ -37,8 +37,10 @@ class _ReadableHelp:
     def get_params(self, ctx):
         params = super().get_params(ctx)
         for p in params:
-            if isinstance(p, typer.core.TyperOption) and p.metavar is None:
-                p.metavar = "" if p.is_bool_flag else METAVARS.get(p.display_type(ctx))
+            # display_type is Typer's own (0.29); an older Typer keeps its labels
+            label = getattr(p, "display_type", None)
+            if isinstance(p, typer.core.TyperOption) and p.metavar is None and label:
+                p.metavar = "" if p.is_bool_flag else METAVARS.get(label(ctx))
         return params
 
 

@@ -29,6 +29,10 @@ def explain(error: str) -> str | None:
     if "aliasing" in e or "not valid webgpu" in e or "conflicting usages" in e:
         return ("A dispatch binds one buffer writable and again in another binding: not valid WebGPU (Dawn and "
                 "Chrome reject it; wgpu-native may not). A bug in the engine's bindings for the kernel named.")
+    if "offered only its cpu adapter" in e:
+        return ("The browser's WebGPU has no GPU adapter: its GPU process could not use the GPU's Vulkan driver, "
+                "and a CPU adapter's numbers under the GPU's name would be false. dev/chrome_gpu_probe.py shows "
+                "which adapters each set of the browser's flags gives.")
     if "validation" in e or "shader" in e or "wgsl" in e:
         return "A WGSL kernel or a GPU command failed WebGPU validation: a bug in the kernel or pipeline named."
     if "limit" in e or "binding" in e or "max_buffer" in e or "max-buffer" in e:

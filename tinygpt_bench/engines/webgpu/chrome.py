@@ -163,6 +163,14 @@ class ChromeWebGPUBackend(Backend):
             self.close()
             raise
         self.adapter = PageAdapter(self.facts)
+        if self.adapter_choice == "gpu" and self.adapter.info["adapter_type"] == "CPU":
+            # Chrome falls back to SwiftShader where it cannot use the GPU: a number measured so
+            # would be the CPU's under the GPU's name
+            device = self.adapter.info["device"]
+            self.close()
+            raise WebGPUError(f"{NAME}: --adapter gpu: Chrome offered only its CPU adapter ({device}), not the "
+                              "machine's GPU; fix: check the GPU's Vulkan driver (dev/chrome_gpu_probe.py shows what "
+                              "Chrome sees), or --adapter swiftshader to measure the CPU adapter")
         self._log(self.launch_log, "adapter", t0, f"{self.adapter.info['device']} ({self.adapter.info['adapter_type']}, "
                   f"{self.adapter.info['backend_type']}); timestamps "
                   + ("yes" if "timestamp-query" in self.adapter.features else "no"))
