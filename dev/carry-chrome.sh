@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Packs the system's Chromium headless shell for the GPU machine, which has no package registry
 # (issue 29): the binary, its resources and every shared library it links but glibc's, as one
-# xz-compressed tarball split into parts of PART_MB (default 30) that each fit one device
-# call's carry beside .whl and .gl: .chrome/chrome.tar.xz.part-aa, -ab, ... (git-ignored).
+# xz-compressed tarball split into parts of PART_MB (default 37: two parts) that each fit one device
+# call's carry (the first beside .gl, the second beside .whl; the tree itself is 5 MiB of the 64): .chrome/chrome.tar.xz.part-aa, -ab (git-ignored).
 # A warm machine keeps ignored files between calls: carry one part a call, then unpack there:
 #   cat .chrome/chrome.tar.xz.part-* | xz -dc | tar x -C /tmp
 #   export TINYGPT_BENCH_BROWSER=/tmp/chrome/chromium
@@ -33,5 +33,5 @@ LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$here/chr
 WRAP
 chmod +x "$stage/chrome/chromium"
 rm -rf .chrome && mkdir -p .chrome
-tar c -C "$stage" chrome | xz -T0 -9 | split -b "${PART_MB:-30}M" - .chrome/chrome.tar.xz.part-
+tar c -C "$stage" chrome | xz -T0 -9 | split -b "${PART_MB:-37}M" - .chrome/chrome.tar.xz.part-
 ls -l .chrome

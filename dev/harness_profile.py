@@ -1,8 +1,8 @@
 """Where a curve measurement's wall time goes beyond its timed steps (issue 17, docs/harness.md).
 
-Runs curve's own measurement (`curve._measure_once`: one worker process per repeat, as `curve`
+Runs curve's own measurement (`runner.measure`: one worker process per repeat, as `curve`
 runs it) and prints, per preset and backend, the median over repeats of each stage of
-`curve.harness_timeline`, then the parent's per-preset work (corpus, weights and batches,
+`runner.harness_timeline`, then the parent's per-preset work (corpus, weights and batches,
 preflight, the float64 reference) that curve does once per preset, not per measurement.
 
     python dev/harness_profile.py --presets tiny,small,medium,large --backends webgpu,webgpu-dawn,wasm,wasm-v8
@@ -24,7 +24,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # `tinygpt-bench` is a script importing the CLI, so this one imports it too, to time the same start
 from tinygpt_bench import cli  # noqa: E402,F401
 from tinygpt_bench import corpus as corpus_mod  # noqa: E402
-from tinygpt_bench import curve, presets, protocol  # noqa: E402
+from tinygpt_bench import curve, presets, protocol, runner  # noqa: E402
 
 STAGES = ("entered", "work", "imported", "created", "described", "loaded", "steps", "trained", "done", "end")
 
@@ -40,13 +40,13 @@ def main() -> None:
     corp = corpus_mod.load("synthetic")
     print(f"corpus: {time.perf_counter() - t:.3f} s (once per run)")
     names = a.backends.split(",")
-    curve._start_worker_server(names)  # as curve.run does, before the first preset
-    curve._wait_for_worker_server(names)  # and before the first measurement
+    runner.worker.start_server(names)  # as curve.run does, before the first preset
+    runner.worker.wait_for_server(names)  # and before the first measurement
     print("| preset | backend | wall s | harness s | " + " | ".join(STAGES) + " |")
     print("|---|---|---:|---:|" + "---:|" * len(STAGES))
     for pname in a.presets.split(","):
         p = presets.load(pname)
-        s = curve.CurveSettings(presets=[p], backends=names, steps=a.steps, repeats=a.repeats)
+        s = runner.Settings(presets=[p], backends=names, steps=a.steps, repeats=a.repeats)
         t = time.perf_counter()
         work = protocol.prepare(p, corp, a.steps, 0)
         _ = work.digest
@@ -58,13 +58,13 @@ def main() -> None:
         t = time.perf_counter()
         curve._reference_losses(work, s)
         t_ref = time.perf_counter() - t
-        accs = {b: curve._Acc() for b in names}
+        accs = {b: runner.Series() for b in names}
         t = time.perf_counter()
         with protocol.handed_over(work) as handed:
             t_hand = time.perf_counter() - t
             for r in range(1, a.repeats + 1):
                 for b in names:
-                    curve._measure_once(b, handed, s, accs[b], curve.Reporter(), r)
+                    accs[b].add(runner.measure(runner.job(b, handed, s), s.backends, s.steps, s.timeout_s))
         for b in names:
             acc = accs[b]
             if acc.status != "ok":

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tinygpt_bench import chart, compare, results, stats
+from tinygpt_bench import chart, compare, results, runner, stats
+from tinygpt_bench.runner import repeat as repeat_mod
 
 BACKENDS = "reference,reference-fp32"
 
@@ -29,6 +30,16 @@ MEASUREMENT_HEADER = (
     "kernels_sha256,git_commit,settings_id,hardware,native_peer,relaxed_simd,harness_s"
 )
 STEPS_HEADER = "format_version,run_id,preset,backend,repeat,step,ms,loss"
+
+
+def measure_once(work, s, acc):
+    """One repeat of s's backend on `work` as curve measures it, added to the series `acc`; its
+    steps' rows."""
+    from tinygpt_bench import curve
+
+    rep = runner.measure(runner.job(s.backends[0], work, s), s.backends, s.steps, s.timeout_s)
+    acc.add(rep)
+    return curve.step_rows(work.preset.name, s.backends[0], 1, rep)
 
 
 @pytest.fixture(scope="module")
@@ -238,11 +249,12 @@ def test_nondeterministic_repeats_are_noted_and_fail_parity_only_past_tolerance(
     p = presets.load("tiny")
     corp = corpus_mod.synthetic(n_bytes=50_000)
     work = protocol.prepare(p, corp, steps=2)
-    s = curve.CurveSettings(presets=[p], backends=["reference"], steps=2, repeats=2)
+    s = runner.Settings(presets=[p], backends=["reference"], steps=2, repeats=2)
 
     def row(second_final):
-        acc = curve._Acc(cold=[1.0, 1.0], steady=[1.0, 1.0], losses=[[5.5, 5.0], [5.5, second_final]])
-        return curve._row("reference", work, s, acc, corp, {}, "run", {"reference": 5.0}, None)
+        acc = runner.Series(cold=[1.0, 1.0], steady=[1.0, 1.0], losses=[[5.5, 5.0], [5.5, second_final]])
+        rc = runner.RowContext(s.steps, s.repeats, s.seed, s.lr, corp, {}, "run")
+        return runner.row("reference", p, acc, rc, {"reference": 5.0}, None)
 
     near = row(5.0 + 5e-7)
     assert near.parity_ok is None or near.parity_ok is True
@@ -368,7 +380,7 @@ def test_harness_timeline_adds_up_to_the_wall_time():
     marks = {"entered": 10.5, "work": 10.6, "imported": 10.7, "created": 10.8, "described": 11.0, "loaded": 12.0,
              "trained": 12.9, "done": 12.95}
     steps = [protocol.StepTime(1, 500.0, 5.5), protocol.StepTime(2, 300.0, 5.4)]
-    tl = curve.harness_timeline(10.0, marks, 3.25, steps)
+    tl = runner.harness_timeline(10.0, marks, 3.25, steps)
     assert tl["entered"] == pytest.approx(0.5) and tl["loaded"] == pytest.approx(1.0)
     assert tl["steps"] == pytest.approx(0.8) and tl["trained"] == pytest.approx(0.1) and tl["end"] == pytest.approx(0.3)
     assert sum(tl.values()) == pytest.approx(3.25)
@@ -382,9 +394,9 @@ def test_the_worker_trains_the_work_it_was_handed_bit_for_bit(tmp_path):
 
     p = presets.load("tiny")
     work = protocol.prepare(p, corpus.load("synthetic"), 3, 0)
-    s = curve.CurveSettings(presets=[p], backends=["reference-fp32"], steps=3, repeats=1, out=tmp_path)
-    acc = curve._Acc()
-    rows = curve._measure_once("reference-fp32", work, s, acc, curve.Reporter(), 1)
+    s = runner.Settings(presets=[p], backends=["reference-fp32"], steps=3, repeats=1, out=tmp_path)
+    acc = runner.Series()
+    rows = measure_once(work, s, acc)
     be = protocol.create_backend("reference-fp32", p)
     try:
         here = [st.loss for st in protocol.train(be, work, s.lr)]
@@ -393,8 +405,8 @@ def test_the_worker_trains_the_work_it_was_handed_bit_for_bit(tmp_path):
     assert acc.status == "ok" and [r["loss"] for r in rows] == here
     assert len(acc.harness) == 1 and acc.harness[0] > 0 and set(acc.timelines[0]) >= {"entered", "loaded", "end"}
     work.__dict__["digest"] = "0" * 64  # what the worker is told the parent's work hashes to
-    bad = curve._Acc()
-    assert curve._measure_once("reference-fp32", work, s, bad, curve.Reporter(), 1) == []
+    bad = runner.Series()
+    assert measure_once(work, s, bad) == []
     assert bad.status == "failed" and "work sha256 differs" in bad.error
 
 
@@ -410,17 +422,17 @@ def test_the_weights_are_handed_over_in_a_file_that_the_worker_maps_read_only(tm
     p = presets.load("tiny")
     work = protocol.prepare(p, corpus.load("synthetic"), 3, 0)
     assert not work.params.flags.writeable and not work.batches[0].flags.writeable
-    s = curve.CurveSettings(presets=[p], backends=["reference-fp32"], steps=3, repeats=1, out=tmp_path)
-    direct = curve._Acc()
-    curve._measure_once("reference-fp32", work, s, direct, curve.Reporter(), 1)
+    s = runner.Settings(presets=[p], backends=["reference-fp32"], steps=3, repeats=1, out=tmp_path)
+    direct = runner.Series()
+    measure_once(work, s, direct)
     with protocol.handed_over(work) as handed:
         assert isinstance(handed, protocol.HandedWork) and os.path.basename(handed.path).startswith(
             f"{protocol.WORK_PREFIX}{os.getpid()}-")
         opened = protocol.receive(handed, work.digest)
         assert np.array_equal(opened.params, work.params) and not opened.params.flags.writeable
         assert protocol.work_digest(opened) == work.digest
-        acc = curve._Acc()
-        curve._measure_once("reference-fp32", handed, s, acc, curve.Reporter(), 1)
+        acc = runner.Series()
+        measure_once(handed, s, acc)
         assert acc.status == "ok" and acc.losses == direct.losses
         other = protocol.HandedWork(**{**handed.__dict__, "batches": [b + 1 for b in handed.batches]})
         with pytest.raises(RuntimeError, match="other batches"):
@@ -428,8 +440,8 @@ def test_the_weights_are_handed_over_in_a_file_that_the_worker_maps_read_only(tm
         with open(handed.path, "r+b") as f:  # the weights changed after they were hashed
             f.write(b"\0\0\0\0")
         os.utime(handed.path, ns=(1, 1))
-        bad = curve._Acc()
-        assert curve._measure_once("reference-fp32", handed, s, bad, curve.Reporter(), 1) == []
+        bad = runner.Series()
+        assert measure_once(handed, s, bad) == []
         assert bad.status == "failed" and "changed after the parent wrote and hashed it" in bad.error
         path = handed.path
     assert not os.path.exists(path)
@@ -483,7 +495,7 @@ def test_a_run_killed_between_repeats_keeps_them_for_resume(tmp_path):
                 raise Stop()  # as a kill in the third repeat would
 
     out = tmp_path / "run"
-    s = curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference", "reference-fp32"], steps=2,
+    s = runner.Settings(presets=[presets.load("tiny")], backends=["reference", "reference-fp32"], steps=2,
                             repeats=3, out=out)
     with pytest.raises(Stop):
         curve.run(s, Recorder(stop=True))
@@ -492,7 +504,7 @@ def test_a_run_killed_between_repeats_keeps_them_for_resume(tmp_path):
     assert not results.measurements([out], require_rows=False)  # no row yet
 
     again = Recorder(stop=False)
-    s2 = curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference", "reference-fp32"], steps=2,
+    s2 = runner.Settings(presets=[presets.load("tiny")], backends=["reference", "reference-fp32"], steps=2,
                              repeats=3, out=out, resume=True)
     rows = curve.run(s2, again)
     assert again.started == [("reference-fp32", 3)]  # reference had all 3 kept, fp32 its first 2
@@ -511,7 +523,7 @@ def test_a_run_killed_between_repeats_keeps_them_for_resume(tmp_path):
     # kept repeats of other settings or another work are dropped, not mixed in
     other = tmp_path / "other"
     with pytest.raises(Stop):
-        curve.run(curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2, repeats=3,
+        curve.run(runner.Settings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2, repeats=3,
                                       out=other), Recorder(stop=True))
     env = json.loads((other / "environment.json").read_text())
     w = results.ResultWriter(other, env, resume=True)
@@ -528,22 +540,22 @@ def test_stop_after_starts_no_repeat_that_would_end_past_it(tmp_path, monkeypatc
     --resume measures the rest. A budget already spent starts nothing."""
     from tinygpt_bench import curve, presets, results
 
-    real = curve.harness_timeline
-    monkeypatch.setattr(curve, "harness_timeline", lambda *a: {**real(*a), "end": 1000.0})  # a 1000 s repeat
+    real = repeat_mod.harness_timeline
+    monkeypatch.setattr(repeat_mod, "harness_timeline", lambda *a: {**real(*a), "end": 1000.0})  # a 1000 s repeat
     out = tmp_path / "run"
-    s = curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2, repeats=3, out=out,
+    s = runner.Settings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2, repeats=3, out=out,
                             stop_after_s=600.0)
     with pytest.raises(curve.Stopped, match="tiny/reference-fp32 repeat 2 not started: its longest repeat took 100") as e:
-        curve.run(s, curve.Reporter())
+        curve.run(s, runner.Reporter())
     assert e.value.rows == [] and not results.done_keys(out)
     kept = json.loads((out / results.IN_PROGRESS / "tiny__reference-fp32.json").read_text())
     assert kept["repeats"] == 1
-    monkeypatch.setattr(curve, "harness_timeline", real)
+    monkeypatch.setattr(repeat_mod, "harness_timeline", real)
     # resumed: the kept repeat's 1000 s count, with the margin: 1250 s do not fit in 1100
     with pytest.raises(curve.Stopped, match="repeat 2 not started: its longest repeat took 100[0-9] s, 125[0-9] s"):
-        curve.run(dataclasses.replace(s, resume=True, stop_after_s=1100.0), curve.Reporter())
-    rows = curve.run(curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2,
-                                         repeats=3, out=out, resume=True), curve.Reporter())
+        curve.run(dataclasses.replace(s, resume=True, stop_after_s=1100.0), runner.Reporter())
+    rows = curve.run(runner.Settings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2,
+                                         repeats=3, out=out, resume=True), runner.Reporter())
     assert [r.status for r in rows] == ["ok"] and rows[0].n_samples == 3
 
     common = ["--presets", "tiny", "--backends", "reference-fp32", "--steps", "2", "--repeats", "2", "--plain",
@@ -559,15 +571,15 @@ def test_stop_after_leaves_a_margin_over_the_longest_repeat(tmp_path, monkeypatc
     repeat of a measurement on shared cores can take that much longer than the last one."""
     from tinygpt_bench import curve, presets
 
-    real = curve.harness_timeline
-    monkeypatch.setattr(curve, "harness_timeline", lambda *a: {**real(*a), "end": 500.0})  # a 500 s repeat
-    s = curve.CurveSettings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2, repeats=2,
+    real = repeat_mod.harness_timeline
+    monkeypatch.setattr(repeat_mod, "harness_timeline", lambda *a: {**real(*a), "end": 500.0})  # a 500 s repeat
+    s = runner.Settings(presets=[presets.load("tiny")], backends=["reference-fp32"], steps=2, repeats=2,
                             out=tmp_path / "a", stop_after_s=600.0)  # 500 s fit in 600, 625 do not
     with pytest.raises(curve.Stopped, match="repeat 2 not started"):
-        curve.run(s, curve.Reporter())
-    rows = curve.run(dataclasses.replace(s, out=tmp_path / "b", stop_after_s=700.0), curve.Reporter())
+        curve.run(s, runner.Reporter())
+    rows = curve.run(dataclasses.replace(s, out=tmp_path / "b", stop_after_s=700.0), runner.Reporter())
     assert [r.status for r in rows] == ["ok"] and rows[0].n_samples == 2
-    assert curve.repeat_estimate(curve._Acc()) == 0.0
+    assert runner.Series().repeat_estimate() == 0.0
 
 
 def test_a_folder_from_before_harness_s_reads_and_resumes(tmp_path, run_cli):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tinygpt_bench import curve, engines
+from tinygpt_bench import engines, runner
 
 FRESH_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # numpy's BLAS pool aside (it handles fork itself)
 
@@ -20,8 +20,8 @@ def _fresh(code: str) -> subprocess.CompletedProcess:
 def test_the_fork_server_imports_leave_one_thread():
     """Everything the server may import for any backend (engines, their libraries, the type
     parsing of wgpu_preload) starts no thread: a worker forked from it is a whole process."""
-    modules = ["tinygpt_bench.cli", "tinygpt_bench.curve"]
-    modules += [m for n in engines.names() for m in curve.worker_imports(n) if m != "torch"]
+    modules = ["tinygpt_bench.cli", "tinygpt_bench.curve", "tinygpt_bench.runner.worker"]
+    modules += [m for n in engines.names() for m in runner.worker.worker_imports(n) if m != "torch"]
     code = ("import importlib, os\n"
             f"for m in {modules!r}:\n"
             "    try: importlib.import_module(m)\n"

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from pathlib import Path
 
-from tinygpt_bench import __version__, corpus, engines, envinfo, model, presets, protocol, runs
+from tinygpt_bench import __version__, corpus, engines, envinfo, model, preflight, presets, protocol, runs
 from tinygpt_bench import curve as curve_mod
 from tinygpt_bench.errors import UserError, unknown
 from tinygpt_bench.units import fmt_bytes, fmt_si, plural
@@ -206,37 +206,27 @@ def run_cmd(
     options: dict = None,
 ) -> None:
     """Train PRESET for a fixed number of steps on one backend; print each step's time and loss."""
-    protocol.check_steps(steps)
-    _check_seed(seed)
-    _check_threads(options.get("threads"))
-    if not (math.isfinite(lr) and lr > 0):
-        raise UserError(f"--lr {lr} is not a positive finite learning rate; e.g. --lr 3e-4")
-    _check_faults()
-    p = presets.load(preset)
-    engines.spec(backend)  # an unknown name raises the error naming the choices
-    check_engine_options([backend], options)
-    c = corpus.load(corpus_spec)
-    from tinygpt_bench import diagnose
+    from tinygpt_bench import display, runner
 
-    pf = diagnose.preflight(p, backend, options)
+    p = presets.load(preset)
+    s = runner.Settings(presets=(p,), backends=(backend,), steps=steps, repeats=1, corpus=corpus_spec, seed=seed,
+                        lr=lr, options=options)
+    c = corpus.load(corpus_spec)
+    pf = preflight.preflight(p, backend, s.options_for(backend))
     if not pf.ok and "step_bytes" in (pf.detail or {}):  # what cannot fit is refused before anything starts
         raise UserError(f"{backend} cannot run preset '{p.name}' here: {pf.error}. {pf.meaning}")
     work = protocol.prepare(p, c, steps, seed)
-    be = protocol.create_backend(backend, p, **options)
     flops = model.flops_per_step(p)["total"]
     console.print(
         f"[bold]{p.name}[/bold] on [bold]{backend}[/bold]: {model.param_count(p):,} parameters, "
         f"{plural(steps, 'step')}, corpus {c.name} (sha256 {c.sha256[:12]}), seed {seed}", highlight=False,
     )
-    from tinygpt_bench import display
-
     reporter = display.PlainReporter(console) if plain else display.LiveReporter(console)
-    try:
-        with reporter:
-            reporter.measurement_start(p.name, backend, 1, 1, steps)
-            results = protocol.train(be, work, lr, lambda st: reporter.step(p.name, backend, st))
-    finally:
-        be.close()
+    with reporter:  # one repeat in a worker process, exactly as curve measures each (the runner)
+        rep = runner.measure_one(s, reporter, work)
+    if not rep.ok:
+        raise protocol.StageError(p.name, backend, rep.stage, rep.error)
+    results = list(rep.steps)
     t = Table(title=f"{p.name} / {backend}")
     for col in ("step", "ms", "loss"):
         t.add_column(col, justify="right")
@@ -288,36 +278,28 @@ def curve_cmd(
     options: dict = None,
 ) -> None:
     """Measure every preset on every backend under one protocol; write CSVs and the speedup chart."""
-    curve = curve_mod
-    from tinygpt_bench import display
+    from tinygpt_bench import display, runner
 
-    protocol.check_steps(steps)
-    _check_seed(seed)
-    _check_threads(options.get("threads"))
-    _check_seconds("--timeout", timeout, 600)
-    _check_seconds("--stop-after", stop_after, 540)
-    _check_faults()
     if presets_spec is None or backends_spec is None:
         dp, db, why = curve_mod.default_selection(full)
         presets_spec = presets_spec if presets_spec is not None else ",".join(dp)
         backends_spec = backends_spec if backends_spec is not None else ",".join(db)
         console.print(f"defaults: {why}", highlight=False)
     chosen = presets.load_list(presets_spec)
-    names = list(dict.fromkeys(b.strip() for b in backends_spec.split(",") if b.strip()))  # each backend once
+    names = [b.strip() for b in backends_spec.split(",") if b.strip()]
     if not names:
         raise UserError(f"--backends '{backends_spec}' names no backend; give names such as "
                         f"--backends {','.join(curve_mod.DEFAULT_BACKENDS)}")
-    for b in names:
-        engines.spec(b)  # an unknown name raises the error naming the choices
-    check_engine_options(names, options)
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder; give a folder path for the results")
+    settings = runner.Settings(presets=tuple(chosen), backends=tuple(names), steps=steps, repeats=repeats,
+                               timeout_s=timeout, corpus=corpus_spec, seed=seed, resume=resume, options=options,
+                               stop_after_s=stop_after)
     if out is None:  # never the committed results/: a folder of its own (runs.py)
         out = runs.latest() if resume else runs.new_folder()
-    settings = curve.CurveSettings(
-        presets=chosen, backends=names, steps=steps, repeats=repeats, timeout_s=timeout, corpus=corpus_spec,
-        seed=seed, out=out, resume=resume, options=options, stop_after_s=stop_after,
-    )
+    settings = settings.at(out)
+    curve = curve_mod
+    names = list(settings.backends)
     console.print(f"curve: {', '.join(p.name for p in chosen)} on {', '.join(names)}; {plural(steps, 'step')} x {plural(repeats, 'repeat')} -> {out}/",
                   highlight=False)
     try:

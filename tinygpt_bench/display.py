@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tinygpt_bench import model
-from tinygpt_bench.curve import Reporter
+from tinygpt_bench.runner import Reporter
 from tinygpt_bench.presets import Preset
 from tinygpt_bench.results import Measurement
 

@@ -1,5 +1,5 @@
-"""Imported by curve's fork server before it forks a run's workers: the engine modules and
-libraries named in $TINYGPT_BENCH_PRELOAD (curve._worker_context sets it), each import
+"""Imported by the runner's fork server before it forks a run's workers: the engine modules and
+libraries named in $TINYGPT_BENCH_PRELOAD (runner/worker.py's context() sets it), each import
 guarded. Python's fork server skips a preload that raises ImportError but dies on any other
 error (a library failing to load a shared object raises OSError, say), and with it every
 worker of the run; here a module that fails to import is left for its own workers, which
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from tinygpt_bench.curve import PRELOAD_ENV  # the server imported curve already (its preload list)
+from tinygpt_bench.runner.worker import PRELOAD_ENV  # the server imported it already (its preload list)
 
 FAILED: dict[str, str] = {}  # module -> the error its import raised here
 
