@@ -332,19 +332,13 @@ def test_no_chromium_needed_to_list_the_backend():
     assert shutil.which("true")  # (listing imports no browser module: tests/test_engines.py)
 
 
-def test_diagnose_times_the_step_where_the_engine_runs_it(monkeypatch):
-    """The timed stage takes the time measured in the page, as curve and run do (issue 28's
-    'one preset on one backend, one ms/step whichever command measured it')."""
-    seen = []
-    real = chrome.WasmChromeBackend.step
-
-    def step(self, batch, lr=3e-4):
-        loss = real(self, batch, lr)
-        seen.append(self.last_step_ns / 1e6)
-        return loss
-
-    monkeypatch.setattr(chrome.WasmChromeBackend, "step", step)
+def test_diagnose_times_the_step_where_the_engine_runs_it():
+    """The timed stage is one repeat as curve measures it (the runner: a worker process,
+    protocol.train, which takes the time measured in the page: test above), so diagnose, run and
+    curve give one ms/step (issue 28)."""
     d = diagnose.run(presets.load("tiny"), "wasm-chrome", {"threads": 2})
     timed = next(s for s in d.stages if s.name == "timed")
-    med = float(timed.figure.split("median ")[1].split(" ms")[0])
-    assert abs(med - float(np.median(seen[1:4]))) < 0.01, (med, seen)
+    steps = timed.detail["steps_ms"]
+    assert timed.ok and len(steps) == protocol.DEFAULT_STEPS and timed.detail["harness_s"] > 0
+    assert timed.detail["median_ms"] == float(np.median(steps[1:]))
+    assert f"median {timed.detail['median_ms']:.2f} ms/step over steps 2..{len(steps)}" in timed.figure
