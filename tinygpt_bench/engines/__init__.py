@@ -210,8 +210,7 @@ def fingerprint(values: dict) -> dict:
 
 def digests() -> dict:
     """Every engine's artifact digests (module_sha256, kernels_sha256...): None where the files are missing."""
-    from tinygpt_bench.envinfo import sha256_of
-    from tinygpt_bench.resources import resource_dir
+    from tinygpt_bench.resources import resource_dir, sha256_of
 
     out = {}
     for e in all_engines():

@@ -28,8 +28,8 @@ import numpy as np
 from numpy.polynomial import Chebyshev, Polynomial
 
 from tinygpt_bench.engines.base import DEFAULT_LR, OPTIM, AdamW, Backend
-from tinygpt_bench.envinfo import collect_cpu
 from tinygpt_bench.errors import UserError
+from tinygpt_bench.host import collect_cpu
 from tinygpt_bench.model import Layout
 from tinygpt_bench.presets import VOCAB, Preset
 

@@ -77,7 +77,7 @@ class TorchBackend(Backend):
         if self.device == "cuda":
             d.update(device=t.cuda.get_device_name(0), device_type="GPU", software_adapter=False)
         else:
-            from tinygpt_bench.envinfo import collect_cpu
+            from tinygpt_bench.host import collect_cpu
 
             d.update(device=collect_cpu()["cpu_model"], device_type="CPU", threads=t.get_num_threads())
         return d

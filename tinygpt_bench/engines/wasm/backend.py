@@ -26,8 +26,8 @@ import numpy as np
 
 from tinygpt_bench import model as model_mod
 from tinygpt_bench.engines.base import DEFAULT_LR, OPTIM, Backend
-from tinygpt_bench.envinfo import collect_cpu
 from tinygpt_bench.errors import UserError
+from tinygpt_bench.host import collect_cpu
 from tinygpt_bench.presets import Preset
 from tinygpt_bench.resources import resource_dir
 from tinygpt_bench.engines.wasm.runtime import (MAX_MEMORY, MAX_MEMORY_NAME, PAGE, THREAD_SCRATCH_BYTES,  # noqa: F401

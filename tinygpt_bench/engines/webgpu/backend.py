@@ -60,11 +60,11 @@ from tinygpt_bench.engines.webgpu.ops import Ref
 from tinygpt_bench.engines.webgpu.runtime import (DAWN_DEFAULT_TOGGLES, UNIFORM_SLOT, AdapterPlan, Gpu, Program,
                                                  WebGPUError, buffer_bytes, capped_limits, describe_adapter,
                                                  pick_adapter)
-from tinygpt_bench.envinfo import is_software_adapter, sha256_of
 from tinygpt_bench.errors import UserError
+from tinygpt_bench.host import is_software_adapter
 from tinygpt_bench.model import Layout
 from tinygpt_bench.presets import VOCAB, Preset
-from tinygpt_bench.resources import resource_dir
+from tinygpt_bench.resources import resource_dir, sha256_of
 
 # ---- fault injection (tinygpt_bench/faults.py) -----------------------------------------------
 FAULT_KINDS = "shader, nan-grad or limit=BYTES"

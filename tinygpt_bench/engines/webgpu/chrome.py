@@ -39,11 +39,11 @@ from tinygpt_bench.engines.webgpu.backend import (SHADER_FAULT, SHADER_FALLBACK,
                                                    plan_rows, step_floats, step_plan, step_tokens)
 from tinygpt_bench.engines.webgpu.runtime import (UNIFORM_SLOT, AdapterPlan, WebGPUError, binding_access,
                                                   capped_limits, tuning_for)
-from tinygpt_bench.envinfo import is_software_adapter, sha256_of
 from tinygpt_bench.errors import UserError
+from tinygpt_bench.host import is_software_adapter
 from tinygpt_bench.model import Layout
 from tinygpt_bench.presets import Preset
-from tinygpt_bench.resources import resource_dir
+from tinygpt_bench.resources import resource_dir, sha256_of
 
 HERE = Path(__file__).resolve().parent
 NAME = "webgpu-chrome backend"

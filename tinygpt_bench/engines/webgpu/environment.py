@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tinygpt_bench import envinfo
+from tinygpt_bench import host
 
 
 def collect_adapters() -> dict:
@@ -12,7 +12,7 @@ def collect_adapters() -> dict:
     from tinygpt_bench.engines.webgpu.compat import IMPLEMENTATIONS
     from tinygpt_bench.engines.webgpu.runtime import NO_ADAPTER_FIX, adapters
 
-    envinfo.quiet_mesa()
+    host.quiet_mesa()
     out, errors = [], {}
     for impl in IMPLEMENTATIONS:
         try:
@@ -31,7 +31,7 @@ def collect_adapters() -> dict:
                 "driver": info.get("description", ""),
                 "backend": info.get("backend_type", ""),
                 "adapter_type": info.get("adapter_type", ""),
-                "software": envinfo.is_software_adapter(info),
+                "software": host.is_software_adapter(info),
                 "max_buffer_size": int(a.limits.get("max-buffer-size", 0)),
                 "max_storage_buffer_binding_size": int(a.limits.get("max-storage-buffer-binding-size", 0)),
                 "features": sorted(str(f) for f in a.features),

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from tinygpt_bench import envinfo
+from tinygpt_bench import host
 from tinygpt_bench.errors import UserError
 from tinygpt_bench.peak import checked, rel_err
 
@@ -141,7 +141,7 @@ def adapter_columns(gpu) -> dict:
     info = dict(gpu.adapter.info)
     return dict(adapter=info.get("device"), adapter_type=info.get("adapter_type"),
                 adapter_driver=info.get("description"), adapter_api=info.get("backend_type"),
-                software_adapter=envinfo.is_software_adapter(info))
+                software_adapter=host.is_software_adapter(info))
 
 
 def webgpu_matmul_best(gpu, size: int, repeats: int) -> dict:
@@ -176,7 +176,7 @@ def measure(ctx):
     gpus, errors = {}, {}
     for cls in (WebGPUBackend, DawnWebGPUBackend):
         try:
-            envinfo.quiet_mesa()
+            host.quiet_mesa()
             gpus[cls.name] = Gpu(ctx.adapter, implementation=cls.implementation)
         except Exception as e:  # no adapter: the rows say so, the other engines are measured
             errors[cls.name] = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
