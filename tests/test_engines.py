@@ -143,3 +143,19 @@ def test_toy_engine_passes_diagnose_and_explains_its_own_errors(tmp_path, monkey
         "The toy engine refused its input: see its message."  # the engine's explain(), asked first
     assert "WGSL kernel" in diagnose.meaning_of("load", "shader validation failed", "webgpu")
     assert "trapped" in diagnose.meaning_of("step", "wasm trap: unreachable", "wasm-v8")
+
+
+def test_the_oracle_s_float64_loss_and_gradient_come_through_the_registry():
+    """diagnose's parity stage reaches the oracle's float64 loss and gradient by the registry
+    (the reference engine's loss_and_grad hook), the same numbers bit for bit as the module's."""
+    import numpy as np
+
+    from tinygpt_bench import corpus, presets, protocol
+    from tinygpt_bench.engines.reference import backend as reference
+
+    small = presets.load("tiny").shrunk()
+    work = protocol.prepare(small, corpus.synthetic(n_bytes=100_000), steps=1, seed=0)
+    params = work.params.astype(np.float64)
+    loss, grad = engines.oracle_loss_and_grad(small, params, work.batches[0])
+    want_loss, want_grad = reference.loss_and_grad(small, params, work.batches[0])
+    assert grad.dtype == np.float64 and loss == want_loss and np.array_equal(grad, want_grad)

@@ -230,11 +230,9 @@ def growth(be, add, fail) -> bool:
 
 
 def parity(preset: Preset, backend: str, options: dict, seed: int = 0) -> Stage:
-    from tinygpt_bench.engines.reference import backend as reference  # the float64 oracle
-
     small = preset.shrunk()
     work = protocol.prepare(small, corpus_mod.synthetic(n_bytes=100_000), steps=1, seed=seed)
-    loss64, grad64 = reference.loss_and_grad(small, work.params.astype(np.float64), work.batches[0])
+    loss64, grad64 = engines.oracle_loss_and_grad(small, work.params.astype(np.float64), work.batches[0])
     try:
         be = protocol.create_backend(backend, small, **options)
         try:

@@ -106,6 +106,18 @@ def oracle() -> str:
     return name
 
 
+def oracle_loss_and_grad(preset, params, batch) -> tuple:
+    """The oracle's float64 loss and gradient (a flat vector in `params`' dtype) of one batch
+    (B, T+1) from `params` (diagnose's parity stage): its engine's `loss_and_grad` hook, whose
+    module is imported only now."""
+    name = oracle()
+    eng, _ = spec(name)
+    if not eng.loss_and_grad:
+        raise UserError(f"the oracle backend '{name}' has no float64 loss and gradient: its engine '{eng.name}' "
+                        "declares no loss_and_grad hook; declare one in its ENGINE")
+    return eng.resolve(eng.loss_and_grad)(preset, params, batch)
+
+
 def curve_defaults() -> list[str]:
     """The backends `curve` measures unless told (those declared curve_default), in registry order."""
     return [n for n, (_, b) in _specs().items() if b.curve_default]

@@ -130,6 +130,10 @@ class Engine:
     # its part of the environment record: environment(adapters: bool) -> dict, the runtime it
     # needs and what it can see (wasmtime's features, Node; WebGPU adapters when asked)
     environment: str | None = None
+    # the engine of the oracle backend (BackendSpec.oracle): its float64 loss and gradient of one
+    # batch, loss_and_grad(preset, params64, batch) -> (loss, grad64), for diagnose's parity stage
+    # (the backend contract's gradients() are fp32); engines.oracle_loss_and_grad calls it
+    loss_and_grad: str | None = None
     # what the engine runs that is not Python, digested into the --resume fingerprint:
     # {key: (package resource folder, file pattern)}, e.g. {"module_sha256": ("wasm", "*.wasm")}
     artifacts: dict = field(default_factory=dict)

@@ -14,4 +14,5 @@ ENGINE = Engine(
         BackendSpec("reference-fp32", ".backend:ReferenceBackend", "CPU", fixed={"dtype": "float32"},
                     faults=("nan-grad",), label="numpy float32"),
     ),
+    loss_and_grad=".backend:loss_and_grad",
 )
