@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tinygpt_bench import peak, results
+from tinygpt_bench import kernelcheck, peak, results
 from tinygpt_bench.engines.torch import peak as torch_peak
 from tinygpt_bench.engines.wasm import peak as wasm_peak
 from tinygpt_bench.engines.webgpu import peak as webgpu_peak
@@ -53,7 +53,7 @@ def test_quick_peak_writes_every_row(quick_run):
         if r.status == "ok":
             assert r.gflop_per_s > 0 and r.seconds > 0 and r.flops > 0
             assert math.isclose(r.gflop_per_s, r.flops / r.seconds / 1e9, rel_tol=1e-3)
-            assert r.max_rel_err <= peak.CHECK_TOLERANCE * 10
+            assert r.max_rel_err <= kernelcheck.CHECK_TOLERANCE * 10
             assert r.cpu_model and pd.notna(r.git_commit)
     torch_rows = df[df.engine.str.startswith("torch")]
     assert set(torch_rows.engine) == {"torch-cpu", "torch-cuda"}
@@ -72,7 +72,7 @@ def test_wasm_peak_value_is_its_recurrence():
 
 def test_a_kernel_that_fails_its_check_is_not_timed(tmp_path, monkeypatch):
     monkeypatch.setattr(webgpu_peak, "webgpu_peak_expected", lambda n, iters: np.full(n, 1e6))
-    monkeypatch.setattr(wasm_peak, "wasm_peak", lambda *a, **k: (_ for _ in ()).throw(peak.CheckFailed("wasm: off")))
+    monkeypatch.setattr(wasm_peak, "wasm_peak", lambda *a, **k: (_ for _ in ()).throw(kernelcheck.CheckFailed("wasm: off")))
     monkeypatch.setattr(wasm_peak, "wasm_matmul", lambda *a, **k: [])
     monkeypatch.setattr(torch_peak, "torch_matmul", lambda *a, **k: {"status": "skipped", "note": "not here"})
     monkeypatch.setattr(webgpu_peak, "webgpu_matmul", lambda *a, **k: {"status": "skipped", "note": "not here"})

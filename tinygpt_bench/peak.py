@@ -11,9 +11,9 @@ One run on one machine writes DIR/peaks.csv, one row per measurement:
            most on a CPU adapter such as lavapipe, where 4096^3 takes minutes)
 - torch-cpu / torch-cuda   fp32 matmul at 4096^3 (N threads; CUDA with TF32 off), when
            torch is importable, else a 'skipped' row saying why
-Correctness before timing: every kernel's result is checked against numpy (or the closed
-form of its recurrence) first; a kernel that fails its check is recorded as 'failed' and
-not timed. FLOPs: 2 per multiply-add. Times: the best of the repeats (timestamp queries
+Correctness before timing (kernelcheck.py): every kernel's result is checked against numpy
+(or the closed form of its recurrence) first; a kernel that fails its check is recorded as
+'failed' and not timed. FLOPs: 2 per multiply-add. Times: the best of the repeats (timestamp queries
 on the GPU where the adapter has them, else host time over several submits).
 
 A row is a results.Peak (its columns, version and history there). The file is rewritten by
@@ -23,36 +23,13 @@ each `peak` run, a row flushed as each measurement finishes.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from tinygpt_bench import envinfo, results
 from tinygpt_bench.errors import UserError
-
-CHECK_TOLERANCE = 1e-4  # relative: max |got - want| / max |want| of a product, or per value of a recurrence
-
-
-
-class CheckFailed(RuntimeError):
-    """A kernel's result disagrees with numpy: it is not timed."""
-
-
-def rel_err(got: np.ndarray, want: np.ndarray) -> float:
-    """max |got - want| / max |want| (a product); nan anywhere is infinitely wrong."""
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    if not np.isfinite(got).all():
-        return math.inf
-    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
-
-
-def checked(what: str, err: float, tol: float = CHECK_TOLERANCE) -> float:
-    if not err <= tol:
-        raise CheckFailed(f"{what}: result differs from numpy by {err:.2e} relative (tolerance {tol:.0e}); not timed")
-    return err
+from tinygpt_bench.kernelcheck import CheckFailed
 
 
 # ---- the run ------------------------------------------------------------------------------

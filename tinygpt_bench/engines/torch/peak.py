@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from tinygpt_bench.peak import checked, rel_err
+from tinygpt_bench.kernelcheck import checked, rel_err
 
 
 def torch_matmul(device: str, size: int, check: int, threads: int | None, repeats: int) -> dict:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from tinygpt_bench.engines.wasm.backend import MATMUL_KERNELS, WasmBackend
-from tinygpt_bench.peak import checked, rel_err
+from tinygpt_bench.kernelcheck import checked, rel_err
 
 XL_SHAPES = [  # (label, M, N, K, a transposed): xl's matmuls, B*T = 1024, C = 256
     ("qkv/o fwd", 1024, 256, 256, 0),

@@ -15,7 +15,7 @@ import numpy as np
 
 from tinygpt_bench import host
 from tinygpt_bench.errors import UserError
-from tinygpt_bench.peak import checked, rel_err
+from tinygpt_bench.kernelcheck import checked, rel_err
 
 WGPU_PEAK_CHAINS, WGPU_PEAK_WG = 8, 256  # vec4 chains an invocation, invocations a workgroup (peak.wgsl)
 WGPU_PEAK_X, WGPU_PEAK_Y = 0.999, 0.001
