@@ -6,8 +6,8 @@ from the source (ast): a `from X import name` counts as an import of X.name wher
 module, else of X. An import of a.b.c also runs a/__init__ and a/b/__init__; those implicit
 imports of the parents are not edges (an engine's modules would otherwise all 'import' the
 registry, the folder they sit in). Imports by name at run time (importlib: the registry's
-engine hooks, curve's preload list) are not edges either: that is how the registry reaches an
-engine without importing it.
+engine hooks, the runner's preload list) are not edges either: that is how the registry
+reaches an engine without importing it.
 
 The rules:
 - no circle of imports;
@@ -34,14 +34,13 @@ ENGINE_PACKAGE = "engines/*"  # LAYERS' name for every module of an engine's fol
 # Each layer, top first, and the modules in it (names relative to tinygpt_bench). A name stands
 # for the module and, when it is a package, every module in it (cli -> cli/**, runner ->
 # runner/**), except `engines`, whose registry, contract and engine folders sit in three layers.
-# Names of packages not written yet stand here already: `runner` (curve.py's run machinery,
-# becoming a package) and `cli` (becoming a package).
+# `cli` stands for the package it is becoming as well as for cli.py.
 LAYERS: list[tuple[str, set[str]]] = [
     ("entry", {"__main__", "entry"}),  # the console script: imports the CLI
     ("cli", {"cli", "display"}),  # the commands (Typer) and curve's terminal display
-    ("commands", {"diagnose", "peak",  # measuring commands
+    ("commands", {"curve", "diagnose", "peak",  # measuring commands
                   "report", "chart", "compare", "perfpage"}),  # reporting: result files only
-    ("runner", {"runner", "curve", "preload"}),  # the run: settings, workers, repeats, rows
+    ("runner", {"runner", "preload"}),  # how steps are timed: settings, worker, repeats, rows
     ("shared", {"preflight", "protocol", "envinfo"}),  # what the commands share above the registry
     ("registry", {"engines"}),  # engines/__init__.py: the only way to an engine
     ("engine packages", {ENGINE_PACKAGE}),  # engines/<name>/: one folder each
@@ -223,7 +222,7 @@ def test_a_circle_is_found_and_named():
 
 
 def test_a_package_is_placed_by_its_top_level_name():
-    """cli/ and runner/ (to come) and results/ take their name's layer; engines/ does not: its
+    """cli/ (to come), runner/ and results/ take their name's layer; engines/ does not: its
     registry, contract and engine folders are three layers, and a new flat module there is placed
     by hand."""
     assert layer_key("cli.options") == "cli" and layer_key("runner.worker") == "runner"
