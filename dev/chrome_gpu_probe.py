@@ -5,7 +5,7 @@ page on the local server and asks navigator.gpu for an adapter three ways (defau
 performance, compatibility); then reads chrome://gpu's lines about Vulkan, WebGPU and the GPU,
 and the browser's last log lines. One JSON line per flag set; a summary table last.
 
-    python dev/chrome_gpu_probe.py [--browser PATH] [--out FILE] [SET ...]
+    python dev/chrome_gpu_probe.py [--browser PATH] [--out FILE] [--logs DIR] [SET ...]
 
 SET names one of FLAG_SETS (default: all of them).
 """
@@ -32,7 +32,14 @@ FLAG_SETS = {
     "adapter-vulkan": WEBGPU + ("--enable-features=Vulkan", "--ignore-gpu-blocklist", "--enable-gpu",
                                 "--use-webgpu-adapter=vulkan"),
     "egl": WEBGPU + ("--ignore-gpu-blocklist", "--enable-gpu", "--use-gl=angle", "--use-angle=gl-egl"),
+    "angle-vulkan-all": WEBGPU + ("--enable-features=Vulkan,VulkanFromANGLE,DefaultANGLEVulkan", "--use-gl=angle",
+                                  "--use-angle=vulkan", "--ignore-gpu-blocklist", "--enable-gpu",
+                                  "--disable-vulkan-surface", "--disable-gpu-sandbox",
+                                  "--disable-software-rasterizer", "--disable-dawn-features=disallow_unsafe_apis"),
+    "high-perf": WEBGPU + VULKAN + ("--enable-gpu", "--use-webgpu-power-preference=default-high-performance",
+                                    "--disable-software-rasterizer"),
 }
+VERBOSE = ("--vmodule=*dawn*=2,*webgpu*=2,*vulkan*=2,*gpu_init*=2,*gpu_info*=2",)
 
 ASK = """(async () => {
   const out = {};
@@ -59,12 +66,12 @@ KEEP = ("vulkan", "webgpu", "gpu0", "driver", "angle", "vendor", "gl_renderer", 
         "swiftshader", "nvidia", "blocklist", "problem")
 
 
-def probe(name: str, flags: tuple[str, ...], path: str | None) -> dict:
+def probe(name: str, flags: tuple[str, ...], path: str | None, logs: Path | None = None) -> dict:
     rec: dict = {"set": name, "flags": list(flags)}
     server = br.Server()
     page = Path(tempfile.mkdtemp()) / "blank.html"
     page.write_text("<!doctype html><title>probe</title>")
-    chrome = br.Chromium(path, flags + LOG, name="Chromium")
+    chrome = br.Chromium(path, flags + LOG + (VERBOSE if logs else ()), name="Chromium")
     try:
         chrome.start()
         chrome.open(server.add_file("blank.html", page))
@@ -80,6 +87,10 @@ def probe(name: str, flags: tuple[str, ...], path: str | None) -> dict:
         rec["error"] = str(e)
     finally:
         rec["stderr"] = chrome.stderr_tail(25).splitlines() if chrome._stderr else []
+        if logs and chrome._stderr:
+            logs.mkdir(parents=True, exist_ok=True)
+            chrome._stderr.seek(0)
+            (logs / f"{name}.stderr.txt").write_bytes(chrome._stderr.read()[-2_000_000:])
         chrome.close()
         server.close()
     return rec
@@ -90,8 +101,9 @@ def main() -> int:
     ap.add_argument("sets", nargs="*", default=list(FLAG_SETS))
     ap.add_argument("--browser")
     ap.add_argument("--out")
+    ap.add_argument("--logs", help="a folder for each set's whole browser log (verbose about Dawn and Vulkan)")
     a = ap.parse_args()
-    recs = [probe(s, FLAG_SETS[s], a.browser) for s in a.sets]
+    recs = [probe(s, FLAG_SETS[s], a.browser, Path(a.logs) if a.logs else None) for s in a.sets]
     if a.out:
         Path(a.out).write_text("".join(json.dumps(r) + "\n" for r in recs))
     for r in recs:
