@@ -254,10 +254,10 @@ INPUT_CASES = [
      "is a file, not a folder"),
     ("peak/out-is-a-file", None, _argv("peak", "--quick", "--out", "{run}/steps.csv"), 2, "is a file, not a folder"),
     ("chart/out-is-a-file", None, _argv("chart", "{run}", "-o", "{run}/steps.csv"), 2, "is a file, not a folder"),
-    ("report/out-under-a-file", None, _argv("report", "{run}", "--out", "{run}/steps.csv/page.md"), 2,
+    ("report/out-under-a-file", None, _argv("report", "{run}", "--new-page", "{run}/steps.csv/page.md"), 2,
      "cannot write"),
-    ("report/out-and-update", None, _argv("report", "{run}", "--out", "{ws}/a.md", "--update", "{ws}/b.md"), 2,
-     "give one of --out"),
+    ("report/out-and-update", None, _argv("report", "{run}", "--new-page", "{ws}/a.md", "--update", "{ws}/b.md"), 2,
+     "give one of --new-page"),
 ]
 FAULT_CASES = [
     ("fault/no-colon", "wasm", "is not BACKEND:KIND"),

@@ -111,7 +111,9 @@ def test_wheel_carries_package_data_and_runs_from_anywhere(tmp_path):
     )
     (wheel,) = dist.glob("tinygpt_bench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "tinygpt_bench/presets/small.toml" in names and "tinygpt_bench/cli.py" in names
+    assert "tinygpt_bench/presets/small.toml" in names
+    cli_modules = {f"tinygpt_bench/cli/{p.name}" for p in (ROOT / "tinygpt_bench" / "cli").glob("*.py")}
+    assert "tinygpt_bench/cli/__init__.py" in cli_modules and cli_modules <= set(names)  # the CLI package, whole
     assert "tinygpt_bench/engines/wasm/v8_host.mjs" in names  # wasm-v8's JS host
     # what users run, and no development bench (those live in dev/ of a checkout, issue 14)
     assert "tinygpt_bench/wasm/tinygpt.wasm" in names and "tinygpt_bench/presets/behemoth.toml" in names

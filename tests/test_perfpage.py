@@ -114,7 +114,7 @@ def test_page_sections_read_from_the_files(synthetic):
 
 def test_out_then_update_keeps_the_hand_written_text(synthetic, tmp_path, run_cli):
     page = tmp_path / "docs" / "performance.md"
-    code, out, err = run_cli("report", str(synthetic), "--out", str(page))
+    code, out, err = run_cli("report", str(synthetic), "--new-page", str(page))
     assert code == 0, err
     text = page.read_text()
     assert "hand-written" in text and perfpage.GENERATED_END in text
@@ -128,8 +128,8 @@ def test_out_then_update_keeps_the_hand_written_text(synthetic, tmp_path, run_cl
     assert source == "../../h100" or (page.parent / source).resolve() == synthetic.resolve()
     assert block == perfpage.generated_block(synthetic, page)
     assert "No chart" in block  # the synthetic folder has none; the committed runs' charts are checked elsewhere
-    # --out never overwrites a page; --update needs one with markers
-    code, _, err = run_cli("report", str(synthetic), "--out", str(page))
+    # --new-page never overwrites a page; --update needs one with markers
+    code, _, err = run_cli("report", str(synthetic), "--new-page", str(page))
     assert code == 2 and "--update" in err
     bare = tmp_path / "bare.md"
     bare.write_text("# no markers\n")

@@ -435,7 +435,7 @@ def split_page(text: str, page: Path) -> tuple[str, str, str, str]:
     end = text.find(GENERATED_END)
     if not m or end < m.start() or text.count(GENERATED_START) != 1:
         raise UserError(f"{page} has no single generated block ('{GENERATED_START} source=DIR -->' ... "
-                        f"'{GENERATED_END}'); make a new page with `tinygpt-bench report DIR --out {page}`")
+                        f"'{GENERATED_END}'); make a new page with `tinygpt-bench report DIR --new-page {page}`")
     stop = end + len(GENERATED_END)
     if text[stop:stop + 1] == "\n":
         stop += 1
@@ -445,7 +445,7 @@ def split_page(text: str, page: Path) -> tuple[str, str, str, str]:
 def update_page(results_dir: Path, page: Path) -> None:
     page = Path(page)
     if not page.is_file():
-        raise UserError(f"{page} does not exist; make it with `tinygpt-bench report {results_dir} --out {page}`")
+        raise UserError(f"{page} does not exist; make it with `tinygpt-bench report {results_dir} --new-page {page}`")
     before, _, _, after = split_page(page.read_text(), page)
     _write(page, before + generated_block(results_dir, page) + after)
 
