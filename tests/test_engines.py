@@ -89,9 +89,12 @@ def test_a_bad_engines_path_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv(engines.ENV, str(tmp_path / "missing"))
     with pytest.raises(UserError, match="is not a folder"):
         engines.names()
-    rc, out, err = cli("presets", engines_path=tmp_path / "missing")  # the command itself: one line, exit 2
-    assert rc == 2 and "Traceback" not in err and err.strip().count("\n") == 0
-    assert err.startswith(f"error: {engines.ENV}: ") and "is not a folder" in err
+    for argv in (("run", "tiny"), ("--help",)):  # a command that loads the registry, and the help listing all
+        rc, out, err = cli(*argv, engines_path=tmp_path / "missing")  # the command itself: one line, exit 2
+        assert rc == 2 and "Traceback" not in err and err.strip().count("\n") == 0, argv
+        assert err.startswith(f"error: {engines.ENV}: ") and "is not a folder" in err
+    rc, out, err = cli("presets", engines_path=tmp_path / "missing")  # it needs no engine: no registry loaded
+    assert rc == 0 and "tiny" in out, err
 
 
 def test_create_refuses_an_undeclared_option_naming_who_takes_it():

@@ -1,7 +1,8 @@
-"""The `tinygpt-bench` command's entry point: imports the CLI, whose commands are built from the
-engines' declarations while it is imported, so that engines which cannot be listed (a
-TINYGPT_BENCH_ENGINES folder that does not exist, a broken engine description) end as every
-bad input does: one line naming the thing and the fix, exit code 2, no traceback."""
+"""The `tinygpt-bench` command's entry point: imports the CLI and runs it. The commands are built
+from their modules (and the engines' declarations) when looked up, inside `cli.main`, so engines
+which cannot be listed (a TINYGPT_BENCH_ENGINES folder that does not exist, a broken engine
+description) end as every bad input does: one line naming the thing and the fix, exit code 2, no
+traceback. What goes wrong while the CLI itself imports ends the same way here."""
 
 from __future__ import annotations
 
