@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 import typer
 from rich.table import Table
 
+from tinygpt_bench.cli.engine_options import engine_options
 from tinygpt_bench.cli.options import Command, Out, console
 from tinygpt_bench.runner.settings import check_threads
 from tinygpt_bench.units import plural
@@ -16,19 +16,19 @@ app = typer.Typer(add_completion=False)  # this module's commands; cli/__init__.
 
 
 @app.command("peak", cls=Command)
+@engine_options("peak")
 def peak_cmd(
     out: Out,
-    threads: Optional[int] = typer.Option(None, "--threads", help="threads of the N-thread rows (default: all cores)"),
-    adapter: Optional[str] = typer.Option(None, "--adapter", help="WebGPU adapter name substring or index"),
     quick: bool = typer.Option(False, "--quick", help="small sizes and few iterations (tests, software adapters)"),
+    options: dict = None,
 ) -> None:
     """Measure the ceilings: wasm SIMD128 and WebGPU fp32 FMA peaks, each engine's matmul, torch matmul."""
     from tinygpt_bench import peak, results
 
-    check_threads(threads)
+    check_threads(options.get("threads"))
     console.print(f"peak -> {out}/{results.PEAKS}{' (quick)' if quick else ''}", highlight=False)
     console.print(_peak_table())
-    rows = peak.measure(out, threads=threads, adapter=adapter, quick=quick,
+    rows = peak.measure(out, threads=options.get("threads"), adapter=options.get("adapter"), quick=quick,
                         on_row=lambda r: console.print(_peak_table(_peak_cells(r))))
     if any(r["status"] == "failed" for r in rows):
         console.print("a measurement failed its check against numpy or raised; see its note", style="red")

@@ -8,7 +8,8 @@ Options: each engine declares its options once, as fields of a frozen dataclass 
 `option(...)` (type, default, help, CLI flag, the commands that offer it, whether it is
 part of the --resume fingerprint). The CLI builds its flags from these declarations, the
 protocol builds the constructor's keyword arguments from them, and an option a backend does
-not declare is refused (never silently dropped).
+not declare is refused (never silently dropped). An option several engines take (--threads,
+--browser) is declared here, once, and each of them makes its field with that function.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 # which commands offer an engine option as a flag
-RUN, CURVE, DIAGNOSE = "run", "curve", "diagnose"
+RUN, CURVE, DIAGNOSE, PEAK = "run", "curve", "diagnose", "peak"
 MEASURING = (RUN, CURVE, DIAGNOSE)
 
 
@@ -39,6 +40,21 @@ def option(default: Any, help: str, flag: str | None = None, commands: tuple[str
             "parse": parse, "check": check, "metavar": metavar}
     assert fingerprint in ("always", "given", "no"), fingerprint
     return field(default=default, metadata=meta)
+
+
+# The options several engines take, declared here once each (one flag, one meaning, one help);
+# each engine that takes one makes its field with the function: `threads: int | None = threads_option()`.
+def threads_option():
+    """--threads: how many threads an engine that runs on CPU cores uses (the wasm backends,
+    torch-cpu), and the N of peak's N-thread rows. Part of the --resume fingerprint, even unset."""
+    return option(None, "worker threads (wasm backends, torch-cpu; peak: its N-thread rows; default: all cores)",
+                  "--threads", MEASURING + (PEAK,), fingerprint="always")
+
+
+def browser_option():
+    """--browser: the Chromium a browser backend runs (wasm-chrome, webgpu-chrome)."""
+    return option(None, "the Chromium to run (browser backends; default: the system's, or $TINYGPT_BENCH_BROWSER)",
+                  "--browser", metavar="PATH")
 
 
 @dataclass(frozen=True)

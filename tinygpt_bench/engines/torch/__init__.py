@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tinygpt_bench.engines.description import BackendSpec, Engine, option
+from tinygpt_bench.engines.description import BackendSpec, Engine, threads_option
 
 
 # torch, and torch._dynamo, which the first optimizer a worker makes imports (torch._disable_dynamo
@@ -17,8 +17,7 @@ TORCH_PRELOAD = ("torch", "torch._dynamo")
 
 @dataclass(frozen=True)
 class TorchCpuOptions:
-    threads: int | None = option(None, "worker threads (wasm backends, torch-cpu; default: all cores)", "--threads",
-                                 fingerprint="always")
+    threads: int | None = threads_option()
 
 
 ENGINE = Engine(

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tinygpt_bench.engines.description import CURVE, DIAGNOSE, RUN, BackendSpec, Engine, option
+from tinygpt_bench.engines.description import (CURVE, DIAGNOSE, RUN, BackendSpec, Engine, browser_option, option,
+                                                threads_option)
 
 
 def _bytes(text: str) -> int | None:
@@ -20,8 +21,7 @@ def _bytes(text: str) -> int | None:
 class WasmOptions:
     """The options of both hosts of the module (wasmtime and V8)."""
 
-    threads: int | None = option(None, "worker threads (wasm backends, torch-cpu; default: all cores)", "--threads",
-                                 fingerprint="always")
+    threads: int | None = threads_option()
     relaxed_simd: bool | None = option(
         None, "wasm matmul with relaxed-SIMD FMA (default: on for Intel CPUs with FMA, where it measured faster)",
         "--wasm-fma/--no-wasm-fma", fingerprint="given")
@@ -38,8 +38,7 @@ class WasmOptions:
 class ChromeOptions(WasmOptions):
     """Chromium's: the module's options and which browser runs it."""
 
-    browser: str | None = option(None, "the Chromium to run (browser backends; default: the system's, or "
-                                       "$TINYGPT_BENCH_BROWSER)", "--browser", metavar="PATH")
+    browser: str | None = browser_option()
 
 
 @dataclass(frozen=True)

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tinygpt_bench.engines.description import BackendSpec, Engine, option
+from tinygpt_bench.engines.description import MEASURING, PEAK, BackendSpec, Engine, browser_option, option
 
 
 @dataclass(frozen=True)
 class WebGPUOptions:
     adapter: str | None = option(None, "WebGPU adapter: a name substring or an index (webgpu-chrome: swiftshader, "
-                                       "compat or gpu)", "--adapter", fingerprint="always")
+                                       "compat or gpu)", "--adapter", MEASURING + (PEAK,), fingerprint="always")
 
 
 @dataclass(frozen=True)
 class ChromeWebGPUOptions(WebGPUOptions):
-    browser: str | None = option(None, "the Chromium to run (browser backends; default: the system's, or "
-                                       "$TINYGPT_BENCH_BROWSER)", "--browser", metavar="PATH")
+    browser: str | None = browser_option()
 
 
 def explain(error: str) -> str | None:
