@@ -314,3 +314,14 @@ def test_a_measuring_command_imports_no_other(module):
 
 def test_the_preflight_sits_below_the_commands():
     assert not {m.split(".")[0] for m in GRAPH["preflight"]} & {*MEASURING, "runner", "cli"}
+
+
+def test_the_drawing_names_every_module_of_the_middle_layers():
+    """docs/architecture.md's drawing is of the code: each module of the CLI, the commands, the
+    runner and the shared layer appears in it by its file name, so a new one is drawn."""
+    doc = (PKG.parent / "docs" / "architecture.md").read_text()
+    drawing = doc.split("## The layers", 1)[1].split("```")[1]
+    middle = set().union(*(keys for lname, keys in LAYERS if lname in {"cli", "commands", "runner", "shared"}))
+    missing = [name for name, path in all_modules().items()
+               if layer_key(name) in middle and path.name != "__init__.py" and path.name not in drawing]
+    assert not missing, f"docs/architecture.md's drawing does not show {missing}: draw them where they sit"
