@@ -25,8 +25,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LINE = re.compile(r"harness time: ([0-9.]+) s per measurement beyond its steps \(median of (\d+), max ([0-9.]+) s\); "
-                  r"the whole run ([0-9.]+) s, steps ([0-9.]+) s: ([0-9.]+) s per measurement")
+LINE = re.compile(r"harness\s+time:\s+([0-9.]+)\s+s\s+per\s+measurement\s+beyond\s+its\s+steps\s+\(median\s+of\s+(\d+),"
+                  r"\s+max\s+([0-9.]+)\s+s\);\s+the\s+whole\s+run\s+([0-9.]+)\s+s,\s+steps\s+([0-9.]+)\s+s:\s+"
+                  r"([0-9.]+)\s+s\s+per\s+measurement")  # whitespace: the terminal may wrap it
 
 
 def worktree(commit: str, where: Path) -> Path:
@@ -37,7 +38,7 @@ def worktree(commit: str, where: Path) -> Path:
 
 
 def curve(tree: Path, out: Path, extra: list[str]) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    env = dict(os.environ, PYTHONPATH=str(tree), COLUMNS="400")
     r = subprocess.run([sys.executable, "-m", "tinygpt_bench", "curve", "--out", str(out), "--plain", *extra],
                        cwd=tree, env=env, capture_output=True, text=True, timeout=3600)
     m = LINE.search(r.stdout)
