@@ -54,8 +54,13 @@ ADAPTERS = {
     "compat": (("--enable-unsafe-webgpu", "--enable-webgpu-developer-features", "--use-angle=vulkan",
                 "--enable-features=Vulkan", "--use-vulkan=native", "--use-webgpu-adapter=opengles"),
                {"featureLevel": "compatibility"}),
+    # the GPU process's own sandbox keeps the NVIDIA Vulkan driver from loading in a container
+    # (vkCreateInstance -7, then SwiftShader); without it Chrome offers the GPU (the H100 machine,
+    # dev/chrome_gpu_probe.py: every set without --disable-gpu-sandbox fell back). The browser
+    # itself already runs --no-sandbox (root, headless, our own pages only).
     "gpu": (("--enable-unsafe-webgpu", "--enable-webgpu-developer-features", "--enable-features=Vulkan",
-             "--use-vulkan=native", "--use-angle=vulkan", "--ignore-gpu-blocklist"), {}),
+             "--use-vulkan=native", "--use-angle=vulkan", "--ignore-gpu-blocklist", "--enable-gpu",
+             "--use-gl=angle", "--disable-gpu-sandbox", "--disable-vulkan-surface"), {}),
 }
 FAULT_KINDS = "shader, nan-grad, alias or limit=BYTES"
 # JS limit names -> wgpu-py's, which AdapterPlan and plan_rows use
