@@ -118,7 +118,7 @@ echo "setup: done ($(.venv/bin/python -c 'import tinygpt_bench; print("tinygpt-b
 # what each WebGPU implementation finds (a diagnosis, not a failure: the wasm engine needs none)
 .venv/bin/python - <<'PY' || true
 from tinygpt_bench.engines.webgpu.runtime import NO_ADAPTER_FIX, adapters
-from tinygpt_bench.envinfo import quiet_mesa
+from tinygpt_bench.host import quiet_mesa
 
 quiet_mesa()
 for impl, backend in (("wgpu-native", "webgpu"), ("dawn", "webgpu-dawn")):

@@ -177,3 +177,21 @@ def test_wheel_carries_package_data_and_runs_from_anywhere(tmp_path):
     assert r.returncode == 0, r.stderr
     host, loss = r.stdout.split()
     assert host.startswith(str(site)) and 4.0 < float(loss) < 7.0  # about ln 256 at the initial weights
+
+
+def test_setup_sh_adapter_diagnosis_runs():
+    """setup.sh ends with a diagnosis of what each WebGPU implementation and the browser find,
+    a Python block behind `|| true` (so a broken import in it fails no install and was once seen
+    only as a traceback in CI's log: quiet_mesa had moved to host.py). Run that block as setup does."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "setup.sh").read_text()
+    block = re.search(r"<<'PY' \|\| true\n(.*?)\nPY\n", text, re.S)
+    assert block, "setup.sh's diagnosis block (a heredoc ending in PY) not found"
+    r = subprocess.run([sys.executable, "-"], input=block.group(1), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    for backend in ("webgpu", "webgpu-dawn", "wasm-chrome"):
+        assert f"setup: backend {backend}" in r.stdout, r.stdout

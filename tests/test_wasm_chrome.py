@@ -224,19 +224,26 @@ def test_faults_and_the_time_budget_leave_no_browser_behind(fault, tmp_path):
 
 
 def test_ctrl_c_during_a_measurement_leaves_no_browser_behind(tmp_path):
+    """Ctrl-C a second after the page's renderer is up. The run is long (20 repeats: the Ctrl-C
+    must not race its end; CI once saw a run end with 0 before it, the renderer seen late on a
+    loaded machine), and each outcome says what the run printed."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "small", "--backends",
-                             "wasm-chrome", "--repeats", "3", "--threads", "2", "--out", str(tmp_path / "out"),
+                             "wasm-chrome", "--repeats", "20", "--threads", "2", "--out", str(tmp_path / "out"),
                              "--plain", "--no-chart"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)
     try:
         deadline = time.time() + 120
-        while not [x for x in ours(str(tmp_path)) if "--type=renderer" in x] and time.time() < deadline:
+        seen = False
+        while not seen and proc.poll() is None and time.time() < deadline:
+            seen = any("--type=renderer" in x for x in ours(str(tmp_path)))
             time.sleep(0.2)
+        assert seen, f"no renderer of the run's browser seen (exit {proc.poll()}): {proc.communicate(timeout=60)[0][-2000:]}"
         time.sleep(1.0)
+        assert proc.poll() is None, f"the run ended before the Ctrl-C: {proc.communicate()[0][-2000:]}"
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
-        proc.wait(60)
-        assert proc.returncode != 0
+        out = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 130, out[-2000:]
         assert wait_none(str(tmp_path)) == []
     finally:
         if proc.poll() is None:
