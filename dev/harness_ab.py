@@ -32,8 +32,10 @@ LINE = re.compile(r"harness\s+time:\s+([0-9.]+)\s+s\s+per\s+measurement\s+beyond
 
 def worktree(commit: str, where: Path) -> Path:
     path = where / commit.replace("/", "_")
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), commit], check=True,
-                   capture_output=True)
+    r = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), commit],
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"harness_ab: no worktree of {commit}: {r.stderr.strip()}")
     return path
 
 
@@ -56,10 +58,14 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("curve_args", nargs="*", help="after --: curve's own flags (default: none, the README's curve)")
     a = ap.parse_args()
+    if a.before == a.after:
+        raise SystemExit(f"harness_ab: --before and --after are both {a.before}; give two commits")
     found: dict[str, list[dict]] = {a.before: [], a.after: []}
     with tempfile.TemporaryDirectory(prefix="harness-ab-") as tmp:
-        trees = {c: worktree(c, Path(tmp)) for c in found}
+        trees: dict[str, Path] = {}
         try:
+            for c in found:
+                trees[c] = worktree(c, Path(tmp))
             for i in range(a.rounds):
                 order = [a.before, a.after] if i % 2 == 0 else [a.after, a.before]
                 for c in order:

@@ -529,3 +529,14 @@ def test_committed_format_1_results_still_read():
         steps = results.read_steps([run])
         raw = pd.read_csv(run / "steps.csv")
         assert len(df) == len(pd.read_csv(run / "measurements.csv")) and len(steps) == len(raw)
+
+
+@pytest.mark.parametrize("argv", [["--out", "page.md"], ["-o", "page.md"], ["--out=page.md"]])
+def test_report_out_names_its_new_flag(argv, good, tmp_path, run_cli, monkeypatch):
+    """report's page was --out FILE before the flags were declared once (--out is a folder
+    everywhere else): the old spelling is one line naming --new-page, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli("report", str(good), *argv)
+    assert code == 2 and err.strip() == ("error: report --out is now --new-page FILE (a new page; --out is a "
+                                         "folder in every other command)")
+    assert not (tmp_path / "page.md").exists()

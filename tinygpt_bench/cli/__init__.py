@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     _DEBUG = False
     try:
         _check_empty_paths(sys.argv[1:] if argv is None else argv)
+        _check_renamed(sys.argv[1:] if argv is None else argv)
         rc = app(args=argv, prog_name="tinygpt-bench", standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -147,6 +148,19 @@ def _check_empty_paths(argv: list[str]) -> None:
             a in PATH_FLAGS and i + 1 < len(argv) and not argv[i + 1].strip())
         if empty:
             raise UserError(f"{flag} '' names no folder or file; give one, e.g. {flag} results/run1")
+
+
+# flags a command had under another name: (command, old flags) -> what to give instead
+RENAMED = {("report", ("--out", "-o")): "--new-page FILE (a new page; --out is a folder in every other command)"}
+
+
+def _check_renamed(argv: list[str]) -> None:
+    """A flag a command used to take under another name is one line naming the new one, not
+    click's 'no such option' with a guess."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    for (name, olds), new in RENAMED.items():
+        if command == name and any(a.partition("=")[0] in olds for a in argv):
+            raise UserError(f"{name} {olds[0]} is now {new}")
 
 
 def _usage(message: str, code: int) -> int:

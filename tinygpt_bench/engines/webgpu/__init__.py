@@ -13,8 +13,8 @@ from tinygpt_bench.engines.description import MEASURING, PEAK, BackendSpec, Engi
 
 @dataclass(frozen=True)
 class WebGPUOptions:
-    adapter: str | None = option(None, "WebGPU adapter: a name substring or an index (webgpu-chrome: swiftshader, "
-                                       "compat or gpu)", "--adapter", MEASURING + (PEAK,), fingerprint="always")
+    adapter: str | None = option(None, "WebGPU adapter: webgpu, webgpu-dawn and peak take a name substring or an "
+                                       "index; webgpu-chrome takes swiftshader, compat or gpu", "--adapter", MEASURING + (PEAK,), fingerprint="always")
 
 
 @dataclass(frozen=True)
