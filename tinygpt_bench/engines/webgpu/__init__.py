@@ -28,7 +28,7 @@ def explain(error: str) -> str | None:
     if "aliasing" in e or "not valid webgpu" in e or "conflicting usages" in e:
         return ("A dispatch binds one buffer writable and again in another binding: not valid WebGPU (Dawn and "
                 "Chrome reject it; wgpu-native may not). A bug in the engine's bindings for the kernel named.")
-    if "offered only its cpu adapter" in e:
+    if "offered no gpu adapter" in e:
         return ("The browser's WebGPU has no GPU adapter: its GPU process could not use the GPU's Vulkan driver, "
                 "and a CPU adapter's numbers under the GPU's name would be false. dev/chrome_gpu_probe.py shows "
                 "which adapters each set of the browser's flags gives.")

@@ -161,6 +161,13 @@ class ChromeWebGPUBackend(Backend):
             self._log(self.launch_log, "page", t0, f"loaded from {self._server.origin}")
             t0 = time.perf_counter()
             self.facts = self._call("open", {**opts, "timestamps": True}, stage="adapter", timeout=120)
+        except WebGPUError as e:
+            self.close()
+            if self.adapter_choice == "gpu" and "gave null" in str(e):
+                # seen on a machine without a GPU: under the GPU flags Chrome gives SwiftShader on
+                # some launches and no adapter at all on others (about 1 in 4 here); both mean no GPU
+                raise self._no_gpu_adapter("none at all: requestAdapter gave null") from None
+            raise
         except br.BrowserError as e:
             self.close()
             raise WebGPUError(f"{NAME}: stage {e.stage}: {e}") from None
@@ -173,12 +180,16 @@ class ChromeWebGPUBackend(Backend):
             # would be the CPU's under the GPU's name
             device = self.adapter.info["device"]
             self.close()
-            raise WebGPUError(f"{NAME}: --adapter gpu: Chrome offered only its CPU adapter ({device}), not the "
-                              "machine's GPU; fix: check the GPU's Vulkan driver (dev/chrome_gpu_probe.py shows what "
-                              "Chrome sees), or --adapter swiftshader to measure the CPU adapter")
+            raise self._no_gpu_adapter(f"only its CPU adapter, {device}")
         self._log(self.launch_log, "adapter", t0, f"{self.adapter.info['device']} ({self.adapter.info['adapter_type']}, "
                   f"{self.adapter.info['backend_type']}); timestamps "
                   + ("yes" if "timestamp-query" in self.adapter.features else "no"))
+
+    @staticmethod
+    def _no_gpu_adapter(offered: str) -> WebGPUError:
+        return WebGPUError(f"{NAME}: --adapter gpu: Chrome offered no GPU adapter ({offered}); fix: check the GPU's "
+                           "Vulkan driver (dev/chrome_gpu_probe.py shows what Chrome sees), or --adapter swiftshader "
+                           "to measure the CPU adapter")
 
     @staticmethod
     def _log(log: list, name: str, t0: float, figure: str, ms: float | None = None) -> None:
