@@ -25,6 +25,43 @@ def run_cli(capsys):
     return _run
 
 
+def as_a_terminal_starts_it():
+    """A Popen preexec_fn: SIGINT as a terminal's foreground job has it (default, not blocked).
+    A test run started in the background (CI's job, `pytest &` in a shell without job control)
+    has SIGINT ignored; a child inherits that through exec, Python then installs no
+    KeyboardInterrupt handler, and the run rightly ignores Ctrl-C: a Ctrl-C test would see a
+    run go on (CI saw one go on a minute after it, and one end with 0)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _sigint_state():
+    import signal
+    import threading
+
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    return signal.getsignal(signal.SIGINT), blocked, threading.current_thread() is threading.main_thread()
+
+
+@pytest.fixture(autouse=True)
+def _sigint_left_as_it_was():
+    """No test leaves this process's SIGINT blocked or its handler changed (the harness blocks it
+    around starting children, sigmask.py; the fork server ignores it, worker_signals.py): a
+    process started afterwards would inherit it. The test that changed it fails, naming it."""
+    import signal
+
+    before = _sigint_state()
+    yield
+    after = _sigint_state()
+    if after != before:
+        signal.signal(signal.SIGINT, before[0])
+        signal.pthread_sigmask(signal.SIG_UNBLOCK if not before[1] else signal.SIG_BLOCK, [signal.SIGINT])
+        pytest.fail(f"this test left SIGINT changed: handler {before[0]!r} -> {after[0]!r}, "
+                    f"blocked {before[1]} -> {after[1]}")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """No test touches the user's cache or the network."""

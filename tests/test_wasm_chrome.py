@@ -24,7 +24,7 @@ import pytest
 
 from tinygpt_bench import browser, diagnose, model, presets, protocol
 from tinygpt_bench.errors import UserError
-from conftest import ours, wait_none
+from conftest import as_a_terminal_starts_it, ours, wait_none
 
 wasm = pytest.importorskip("tinygpt_bench.engines.wasm.backend")
 v8 = pytest.importorskip("tinygpt_bench.engines.wasm.v8")
@@ -223,15 +223,23 @@ def test_faults_and_the_time_budget_leave_no_browser_behind(fault, tmp_path):
     assert wait_none(str(tmp_path)) == []
 
 
+def sigint_state(pid: int) -> str:
+    """Whether SIGINT is blocked, ignored or caught in a process (its /proc status masks)."""
+    status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
+    bit = 1 << (signal.SIGINT - 1)
+    return "SIGINT " + ", ".join(f"{k[3:].lower()} {'yes' if int(status[k], 16) & bit else 'no'}"
+                                 for k in ("SigBlk", "SigIgn", "SigCgt"))
+
+
 def test_ctrl_c_during_a_measurement_leaves_no_browser_behind(tmp_path):
-    """Ctrl-C a second after the page's renderer is up. The run is long (20 repeats: the Ctrl-C
-    must not race its end; CI once saw a run end with 0 before it, the renderer seen late on a
-    loaded machine), and each outcome says what the run printed."""
+    """Ctrl-C a second after the page's renderer is up, to a run started as from a terminal. The
+    run is long (20 repeats: the Ctrl-C must not race its end), and each outcome says what the
+    run printed and how its SIGINT stood."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "small", "--backends",
                              "wasm-chrome", "--repeats", "20", "--threads", "2", "--out", str(tmp_path / "out"),
                              "--plain", "--no-chart"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
+                            env=env, start_new_session=True, preexec_fn=as_a_terminal_starts_it)
     try:
         deadline = time.time() + 120
         seen = False
@@ -241,9 +249,13 @@ def test_ctrl_c_during_a_measurement_leaves_no_browser_behind(tmp_path):
         assert seen, f"no renderer of the run's browser seen (exit {proc.poll()}): {proc.communicate(timeout=60)[0][-2000:]}"
         time.sleep(1.0)
         assert proc.poll() is None, f"the run ended before the Ctrl-C: {proc.communicate()[0][-2000:]}"
+        masks = f"the run's {sigint_state(proc.pid)}; this test's {sigint_state(os.getpid())}"
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
-        out = proc.communicate(timeout=60)[0]
-        assert proc.returncode == 130, out[-2000:]
+        try:
+            out = proc.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError(f"the run went on a minute after Ctrl-C ({masks}): {str(e.output)[-1500:]}") from None
+        assert proc.returncode == 130, f"{masks}: {out[-2000:]}"
         assert wait_none(str(tmp_path)) == []
     finally:
         if proc.poll() is None:
