@@ -116,6 +116,22 @@ def ours(marker: str) -> list[str]:
     return found
 
 
+def run_watching_the_browser(cmd: list[str], marker: str, env: dict, timeout: float = 300):
+    """Run `cmd` to its end, looking every 0.1 s for a browser process of its own (a Chromium
+    whose command line names `marker`, the test's TMPDIR): (CompletedProcess, seen). A test that
+    then finds no browser left asserts `seen` too, or it would pass where none ever started."""
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen, deadline = False, time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        seen = seen or any("--user-data-dir" in x or "--type=" in x for x in ours(marker))
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=max(1.0, deadline - time.time()))
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), seen
+
+
 def wait_none(marker: str, seconds: float = 15.0) -> list[str]:
     """ours(marker) once it is empty, or what is still there after `seconds`."""
     import time

@@ -24,7 +24,7 @@ import pytest
 
 from tinygpt_bench import browser, diagnose, model, presets, protocol
 from tinygpt_bench.errors import UserError
-from conftest import as_a_terminal_starts_it, ours, wait_none
+from conftest import as_a_terminal_starts_it, ours, run_watching_the_browser, wait_none
 
 wasm = pytest.importorskip("tinygpt_bench.engines.wasm.backend")
 v8 = pytest.importorskip("tinygpt_bench.engines.wasm.v8")
@@ -206,20 +206,25 @@ def test_killed_measurement_leaves_no_browser_process(tmp_path):
 
 @pytest.mark.parametrize("fault", ["trap", "nan-grad", "slow"])
 def test_faults_and_the_time_budget_leave_no_browser_behind(fault, tmp_path):
-    """curve with an injected fault (slow past --timeout: the worker is killed at the budget):
-    a failed or timed-out row, and no browser process or server afterwards."""
+    """curve with an injected fault (slow past --timeout: the worker is killed at the budget,
+    among the steps, each of which sleeps 1 s: the browser's start takes a few seconds, which a
+    short budget would spend at load): a failed or timed-out row, and no browser process or
+    server afterwards, of a browser that was seen running."""
     import pandas as pd
 
     env = {**os.environ, "TMPDIR": str(tmp_path), "TINYGPT_BENCH_FAULT": f"wasm-chrome:{fault}@tiny"}
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "tiny", "--backends",
-                        "wasm-chrome", "--repeats", "1", "--steps", "3", "--threads", "2", "--timeout",
-                        "2" if fault == "slow" else "120",
-                        "--out", str(out), "--plain", "--no-chart"], capture_output=True, text=True, env=env,
-                       timeout=300)
+    slow = fault == "slow"
+    r, seen = run_watching_the_browser([sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "tiny",
+                                        "--backends", "wasm-chrome", "--repeats", "1", "--steps",
+                                        "60" if slow else "3", "--threads", "2", "--timeout", "25" if slow else "120",
+                                        "--out", str(out), "--plain", "--no-chart"], str(tmp_path), env)
     row = pd.read_csv(out / "measurements.csv").iloc[0]
     want = {"trap": "failed", "nan-grad": "failed", "slow": "timeout"}[fault]  # NaN weights: a NaN loss at step 2
     assert row.status == want, r.stdout + r.stderr
+    if slow:
+        assert row.stage.startswith("step"), (row.stage, row.error)
+    assert seen, f"the run's browser was never seen: {r.stdout + r.stderr}"
     assert wait_none(str(tmp_path)) == []
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from tinygpt_bench import browser, diagnose, engines, model, presets
 from tinygpt_bench.errors import UserError
-from conftest import wait_none
+from conftest import run_watching_the_browser, wait_none
 
 chrome = pytest.importorskip("tinygpt_bench.engines.webgpu.chrome")
 from tinygpt_bench.engines.webgpu.runtime import WebGPUError  # noqa: E402
@@ -191,13 +191,16 @@ def test_diagnose_walks_launch_adapter_and_pipelines_each_timed(tmp_path):
 
 
 def test_a_killed_run_leaves_no_browser(tmp_path):
-    """curve's budget kill (--timeout) in the middle of the pipeline build: nothing is left."""
+    """curve's budget kill (--timeout) in the middle of the pipeline build: nothing is left. (Here
+    the browser is up about 1 s into the load and tiny's 20 pipelines take 7 s on SwiftShader:
+    a 4 s budget ends among them.)"""
     import pandas as pd
 
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     out = tmp_path / "out"
-    subprocess.run([sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "tiny", "--backends",
-                    "webgpu-chrome", "--repeats", "1", "--steps", "2", "--timeout", "3", "--out", str(out), "--plain",
-                    "--no-chart"], capture_output=True, text=True, env=env, timeout=300)
-    assert pd.read_csv(out / "measurements.csv").iloc[0].status == "timeout"
+    r, seen = run_watching_the_browser([sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "tiny",
+                                        "--backends", "webgpu-chrome", "--repeats", "1", "--steps", "2", "--timeout",
+                                        "4", "--out", str(out), "--plain", "--no-chart"], str(tmp_path), env)
+    assert pd.read_csv(out / "measurements.csv").iloc[0].status == "timeout", r.stdout + r.stderr
+    assert seen, f"the run's browser was never seen: the kill came before it started: {r.stdout + r.stderr}"
     assert wait_none(str(tmp_path)) == []
