@@ -253,13 +253,16 @@ def test_nondeterministic_repeats_are_noted_and_fail_parity_only_past_tolerance(
     def row(second_final):
         acc = runner.Series(cold=[1.0, 1.0], steady=[1.0, 1.0], losses=[[5.5, 5.0], [5.5, second_final]])
         rc = runner.RowContext(s.steps, s.repeats, s.seed, s.lr, corp, {}, "run")
-        return runner.row("reference", p, acc, rc, {"reference": 5.0}, None)
+        # compared with another backend's final loss and the float64 reference's, both 5.0
+        return runner.row("reference", p, acc, rc, {"reference": 5.0, "other": 5.0}, [5.5, 5.0])
 
     near = row(5.0 + 5e-7)
-    assert near.parity_ok is None or near.parity_ok is True
+    assert near.parity_ok is True and near.loss_rel_diff_reference == 0.0
     assert "differ between repeats" in near.error
     far = row(5.1)
-    assert far.parity_ok is False
+    assert far.parity_ok is False and "differ between repeats" in far.error
+    same = row(5.0)
+    assert same.parity_ok is True and not same.error
 
 
 def test_wasm_engine_options_reach_the_rows(tmp_path, run_cli):
