@@ -77,6 +77,14 @@ WEBGPU_IMPLEMENTATIONS = ("wgpu-native", "dawn")
 WEBGPU_BACKENDS = {"wgpu-native": "webgpu", "dawn": "webgpu-dawn"}
 
 
+def no_webgpu_here(implementation: str, msg: str):
+    """Skip where `implementation` has no adapter here, naming why; a failure where
+    TINYGPT_BENCH_REQUIRE_WEBGPU (set by .ci/run) requires it."""
+    if implementation in os.environ.get("TINYGPT_BENCH_REQUIRE_WEBGPU", "").split(","):
+        pytest.fail(msg + "; TINYGPT_BENCH_REQUIRE_WEBGPU requires it")
+    pytest.skip(msg)
+
+
 def open_gpu(implementation: str, **kw):
     """A wgpu_runtime.Gpu on `implementation`, or a skip (a failure where it is required)."""
     from tinygpt_bench.engines.webgpu import runtime as wgpu_runtime
@@ -84,11 +92,7 @@ def open_gpu(implementation: str, **kw):
     try:
         return wgpu_runtime.Gpu(implementation=implementation, **kw)
     except Exception as e:  # UserError (none found, not installed), or a driver failing to start
-        required = os.environ.get("TINYGPT_BENCH_REQUIRE_WEBGPU", "").split(",")
-        msg = f"no usable WebGPU adapter on {implementation} ({type(e).__name__}: {e})"
-        if implementation in required:
-            pytest.fail(msg + "; TINYGPT_BENCH_REQUIRE_WEBGPU requires it")
-        pytest.skip(msg)
+        no_webgpu_here(implementation, f"no usable WebGPU adapter on {implementation} ({type(e).__name__}: {e})")
 
 
 @pytest.fixture(scope="module", params=WEBGPU_IMPLEMENTATIONS)

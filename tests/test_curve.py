@@ -17,7 +17,7 @@ import pytest
 
 from tinygpt_bench import chart, compare, results, runner, stats
 from tinygpt_bench.runner import repeat as repeat_mod
-from conftest import as_a_terminal_starts_it
+from conftest import as_a_terminal_starts_it, no_webgpu_here
 
 BACKENDS = "reference,reference-fp32"
 
@@ -349,7 +349,7 @@ def test_what_cannot_fit_is_refused_at_preflight_by_run_and_curve(tmp_path, run_
     code, out, err = run_cli("run", "tiny", "--backend", "webgpu", "--steps", "2", "--plain")
     lines = [ln for ln in err.splitlines() if ln.strip()]
     if "no WebGPU adapter" in err:
-        pytest.skip("no WebGPU adapter here")
+        no_webgpu_here("wgpu-native", err.strip())
     assert code == 2 and len(lines) == 1 and "cannot run preset 'tiny' here" in lines[0], err
     assert "capped by fault" in lines[0] and "Traceback" not in err + out
     code, out, err = run_cli("curve", "--presets", "tiny", "--backends", "webgpu,reference-fp32", "--steps", "2",
