@@ -3,6 +3,7 @@ one line naming the file, the line and a fix that loses nothing, and leaves ever
 byte as it was; or it gives the correct result. Resume writes rows by column name, never glued
 to a last row without its line end."""
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -38,20 +39,24 @@ def resume(run_cli, run: Path):
     return run_cli("curve", "--presets", "tiny", *CHEAP, "--out", str(run), "--resume")
 
 
-def earlier(run: Path, columns=None) -> None:
+def earlier(run: Path, columns=None):
     """The folder as if its one measurement were of an earlier preset ('earlier'): --resume then
-    measures tiny and appends its rows after that one. columns: the order to write them in."""
+    measures tiny and appends its rows after that one. columns: the order to write them in.
+    Returns that measurement as read back."""
     for name in (results.MEASUREMENTS, results.STEPS):
         df = pd.read_csv(run / name, dtype=str, keep_default_na=False)
         df["preset"] = "earlier"
         df[columns(df) if columns else df.columns].to_csv(run / name, index=False, lineterminator="\n")
+    (m,) = results.measurements([run])
+    return m
 
 
-def measured_after(run: Path) -> None:
-    """The earlier measurement and tiny's, each whole, none glued or shifted."""
+def measured_after(run: Path, before) -> None:
+    """The earlier measurement as it was (every field) and tiny's after it, whole, none glued
+    or shifted."""
     m = results.measurements([run])
     assert [(r.preset, r.backend) for r in m] == [("earlier", "reference"), ("tiny", "reference")]
-    assert m[0].median_ms == pytest.approx(m[1].median_ms, rel=10) and m[1].n_samples == 1
+    assert dataclasses.asdict(m[0]) == dataclasses.asdict(before) and m[1].n_samples == 1
     assert m[1].q1_ms <= m[1].median_ms <= m[1].q3_ms and m[1].flops_per_step == m[0].flops_per_step
     steps = results.steps([run])
     assert sorted((s.preset, s.step) for s in steps) == [("earlier", 1), ("earlier", 2), ("tiny", 1), ("tiny", 2)]
@@ -67,7 +72,7 @@ def one_line(code, out, err, expect=2):
 @pytest.mark.parametrize("name", [results.MEASUREMENTS, results.STEPS])
 def test_resume_refuses_a_file_without_its_final_line_end_and_the_fix_works(name, good, tmp_path, run_cli):
     run = copy(good, tmp_path)
-    earlier(run)
+    before_row = earlier(run)
     path = run / name
     path.write_bytes(path.read_bytes()[:-1])
     before = snapshot(run)
@@ -79,17 +84,17 @@ def test_resume_refuses_a_file_without_its_final_line_end_and_the_fix_works(name
         f.write(b"\n")
     code, _, err = resume(run_cli, run)
     assert code == 0, err
-    measured_after(run)
+    measured_after(run, before_row)
 
 
 @pytest.mark.parametrize("name", [results.MEASUREMENTS, results.STEPS])
 def test_resume_appends_by_column_name_to_a_file_of_reordered_columns(name, good, tmp_path, run_cli):
     run = copy(good, tmp_path)
-    earlier(run, lambda df: list(reversed(df.columns)))
+    before_row = earlier(run, lambda df: list(reversed(df.columns)))
     header = (run / name).read_bytes().splitlines()[0]
     code, _, err = resume(run_cli, run)
     assert code == 0, err
-    measured_after(run)
+    measured_after(run, before_row)
     assert (run / name).read_bytes().splitlines()[0] == header
 
 
