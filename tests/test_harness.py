@@ -25,7 +25,8 @@ def test_the_fork_server_imports_leave_one_thread():
     code = ("import importlib, os\n"
             f"for m in {modules!r}:\n"
             "    try: importlib.import_module(m)\n"
-            "    except ImportError: pass\n"
+            "    except ImportError:\n"
+            "        if not m.startswith('torch'): raise\n"  # torch is the one library CI lacks
             "print(len(os.listdir('/proc/self/task')))")
     r = _fresh(code)
     assert r.returncode == 0, r.stderr

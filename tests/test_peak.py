@@ -116,4 +116,5 @@ def test_no_adapter_skips_the_webgpu_rows_and_measures_the_rest(tmp_path, monkey
     for name in ("webgpu", "webgpu-dawn"):
         gpu = [r for r in rows if r["engine"] == name]
         assert len(gpu) == 1 and gpu[0]["status"] == "skipped" and "mesa-vulkan-drivers" in gpu[0]["note"]
-    assert all(r["status"] == "ok" for r in rows if r["engine"] == "wasm" and r["kind"] == "peak")
+    wasm_peaks = [r for r in rows if r["engine"] == "wasm" and r["kind"] == "peak"]
+    assert len(wasm_peaks) == 2 and all(r["status"] == "ok" for r in wasm_peaks), wasm_peaks  # simd128, relaxed
