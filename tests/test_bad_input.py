@@ -539,7 +539,8 @@ def test_unexpected_error_is_one_line_with_a_saved_traceback(good, run_cli, monk
     assert code == 1 and "Traceback" in err and "something nobody foresaw" in err
 
 
-def test_committed_format_1_results_still_read():
+def test_every_committed_results_folder_reads_whole():
+    """Each committed folder's measurements and steps read back every row the files hold."""
     root = Path(__file__).resolve().parents[1] / "results"
     for run in sorted(p.parent for p in root.glob("*/measurements.csv")):
         df = results.read_measurements([run])
