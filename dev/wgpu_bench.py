@@ -204,7 +204,7 @@ def main(argv=None) -> None:
                 setattr(gpu, k, v)
             tag = {"tune": tune, "round": rnd, "backend": backend, "toggles": toggles}
             if args.matmul:
-                for variant in ("direct", "shared", "shared_pf", "big_pf"):
+                for variant in ("direct", "shared", "shared_pf", "big_pf", "big_db"):
                     emit({**time_engine_matmul(gpu, args.matmul, variant), **tag})
             bigs = [bool(int(x)) for x in args.matmul_big.split(",") if x] or [gpu.matmul_big]
             pipes = [bool(int(x)) for x in args.pipelined.split(",") if x]

@@ -393,9 +393,13 @@ fn matmul_shared_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 // step's global loads are issued before this step's arithmetic (register prefetch, as
 // matmul_shared_pf does for matmul_shared): with one or two workgroups an SM (the 8 x 8 blocks
 // take many registers), their latency is not hidden otherwise.
+// matmul_big_db: the same, with the staged tiles double-buffered in workgroup memory (the two
+// halves of ga and gb, at o = 0 and 256): a step stages the next K step's tiles into the half
+// its FMAs do not read, so one barrier a step instead of two. The same FMAs in the same order:
+// its results equal matmul_big_pf's bit for bit.
 
-var<workgroup> ga: array<vec4<f32>, 256>;   // (BK, 32): ga[kk*32 + r4][i] = op(a)[row0 + 4 r4 + i, k0 + kk]
-var<workgroup> gb: array<vec4<f32>, 256>;   // (BK, 32): gb[kk*32 + c4][j] = op(b)[k0 + kk, col0 + 4 c4 + j]
+var<workgroup> ga: array<vec4<f32>, 512>;   // (BK, 32) at o: ga[o + kk*32 + r4][i] = op(a)[row0 + 4 r4 + i, k0 + kk]
+var<workgroup> gb: array<vec4<f32>, 512>;   // (BK, 32) at o: gb[o + kk*32 + c4][j] = op(b)[k0 + kk, col0 + 4 c4 + j]
 
 // The 4 values of op(a) / op(b) invocation t stages at k0 into ga / gb, along the stored rows
 // (neighbouring invocations read neighbouring addresses), and where they go (put_ga / put_gb).
@@ -408,10 +412,10 @@ fn fetch_ga(t: u32, row0: u32, k0: u32) -> vec4<f32> {
     return vec4(load_a(r, k4), load_a(r, k4 + 1u), load_a(r, k4 + 2u), load_a(r, k4 + 3u));
 }
 
-fn put_ga(t: u32, x: vec4<f32>) {
-    if (TRANS_A) { ga[t] = x; return; }
+fn put_ga(t: u32, x: vec4<f32>, o: u32) {
+    if (TRANS_A) { ga[o + t] = x; return; }
     let row = t / 2u; let k4 = 4u * (t % 2u);
-    for (var i = 0u; i < 4u; i++) { ga[(k4 + i) * 32u + row / 4u][row % 4u] = x[i]; }
+    for (var i = 0u; i < 4u; i++) { ga[o + (k4 + i) * 32u + row / 4u][row % 4u] = x[i]; }
 }
 
 fn fetch_gb(t: u32, col0: u32, k0: u32) -> vec4<f32> {
@@ -423,16 +427,22 @@ fn fetch_gb(t: u32, col0: u32, k0: u32) -> vec4<f32> {
     return vec4(load_b(kk, cc), load_b(kk, cc + 1u), load_b(kk, cc + 2u), load_b(kk, cc + 3u));
 }
 
-fn put_gb(t: u32, x: vec4<f32>) {
-    if (!TRANS_B) { gb[t] = x; return; }
+fn put_gb(t: u32, x: vec4<f32>, o: u32) {
+    if (!TRANS_B) { gb[o + t] = x; return; }
     let col = t / 2u; let k4 = 4u * (t % 2u);
-    for (var i = 0u; i < 4u; i++) { gb[(k4 + i) * 32u + col / 4u][col % 4u] = x[i]; }
+    for (var i = 0u; i < 4u; i++) { gb[o + (k4 + i) * 32u + col / 4u][col % 4u] = x[i]; }
 }
 
 @compute @workgroup_size(16, 16)
 fn matmul_big_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     if (skip_tile(wid.y * 128u, wid.x * 128u, 128u)) { return; }
     big_tile(wid, lid);
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_big_db(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    if (skip_tile(wid.y * 128u, wid.x * 128u, 128u)) { return; }
+    big_tile_db(wid, lid);
 }
 
 // The 8 x 8 accumulators of the 128 x 128 kernels and their bias-gradient sums, private for the
@@ -448,11 +458,11 @@ var<private> r7a: vec4<f32>; var<private> r7b: vec4<f32>;
 var<private> r_db_lo: vec4<f32>;
 var<private> r_db_hi: vec4<f32>;
 
-fn big_k(kk: u32, tx: u32, ty: u32, want_db: bool) {
-    let a_lo = ga[kk * 32u + ty];
-    let a_hi = ga[kk * 32u + 16u + ty];
-    let b_lo = gb[kk * 32u + tx];
-    let b_hi = gb[kk * 32u + 16u + tx];
+fn big_k(kk: u32, tx: u32, ty: u32, want_db: bool, o: u32) {
+    let a_lo = ga[o + kk * 32u + ty];
+    let a_hi = ga[o + kk * 32u + 16u + ty];
+    let b_lo = gb[o + kk * 32u + tx];
+    let b_hi = gb[o + kk * 32u + 16u + tx];
     r0a = fma(vec4(a_lo.x), b_lo, r0a); r0b = fma(vec4(a_lo.x), b_hi, r0b);
     r1a = fma(vec4(a_lo.y), b_lo, r1a); r1b = fma(vec4(a_lo.y), b_hi, r1b);
     r2a = fma(vec4(a_lo.z), b_lo, r2a); r2b = fma(vec4(a_lo.z), b_hi, r2b);
@@ -464,16 +474,16 @@ fn big_k(kk: u32, tx: u32, ty: u32, want_db: bool) {
     if (want_db) { r_db_lo += b_lo; r_db_hi += b_hi; }
 }
 
-fn big_step(tx: u32, ty: u32, w: bool) {   // the 8 k of one staged step, in order
+fn big_step(tx: u32, ty: u32, w: bool, o: u32) {   // the 8 k of one staged step (at o), in order
     if (!UNROLL) {
-        for (var kk = 0u; kk < 8u; kk++) { big_k(kk, tx, ty, w); }
+        for (var kk = 0u; kk < 8u; kk++) { big_k(kk, tx, ty, w, o); }
         return;
     }
-    big_k(0u, tx, ty, w); big_k(1u, tx, ty, w); big_k(2u, tx, ty, w); big_k(3u, tx, ty, w);
-    big_k(4u, tx, ty, w); big_k(5u, tx, ty, w); big_k(6u, tx, ty, w); big_k(7u, tx, ty, w);
+    big_k(0u, tx, ty, w, o); big_k(1u, tx, ty, w, o); big_k(2u, tx, ty, w, o); big_k(3u, tx, ty, w, o);
+    big_k(4u, tx, ty, w, o); big_k(5u, tx, ty, w, o); big_k(6u, tx, ty, w, o); big_k(7u, tx, ty, w, o);
 }
 
-fn big_tile(wid: vec3<u32>, lid: vec3<u32>) {
+fn big_tile(wid: vec3<u32>, lid: vec3<u32>) {   // matmul_big_pf: one staged step at a time
     let row0 = wid.y * 128u;
     let col0 = wid.x * 128u;
     let kr = tile_k_range(wid.z, row0, 128u);
@@ -481,39 +491,79 @@ fn big_tile(wid: vec3<u32>, lid: vec3<u32>) {
     let tx = lid.x;
     let ty = lid.y;
     let t = ty * 16u + tx;
-    let z4 = vec4<f32>(0.0);
-    r0a = z4; r0b = z4; r1a = z4; r1b = z4; r2a = z4; r2b = z4; r3a = z4; r3b = z4;
-    r4a = z4; r4b = z4; r5a = z4; r5b = z4; r6a = z4; r6b = z4; r7a = z4; r7b = z4;
-    r_db_lo = z4; r_db_hi = z4;
+    big_zero();
     var xa = fetch_ga(t, row0, kr.x);
     var xb = fetch_gb(t, col0, kr.x);
     for (var k0 = kr.x; k0 < kr.y; k0 += 8u) {
-        put_ga(t, xa);
-        put_gb(t, xb);
+        put_ga(t, xa, 0u);
+        put_gb(t, xb, 0u);
         workgroupBarrier();
         if (k0 + 8u < kr.y) {   // the next step's loads, in flight during this step's FMAs
             xa = fetch_ga(t, row0, k0 + 8u);
             xb = fetch_gb(t, col0, k0 + 8u);
         }
-        big_step(tx, ty, want_db);
+        big_step(tx, ty, want_db, 0u);
         workgroupBarrier();
     }
-    let r = row0 + 4u * ty;
-    let col = col0 + 4u * tx;
+    big_store(wid, row0 + 4u * ty, col0 + 4u * tx, want_db, kr.z);
+}
+
+fn big_tile_db(wid: vec3<u32>, lid: vec3<u32>) {   // matmul_big_db: the staged tiles double-buffered
+    let row0 = wid.y * 128u;
+    let col0 = wid.x * 128u;
+    let kr = tile_k_range(wid.z, row0, 128u);
+    let want_db = (u.flags & BIAS_GRAD) != 0u && wid.y == 0u && lid.y == 0u;
+    let tx = lid.x;
+    let ty = lid.y;
+    let t = ty * 16u + tx;
+    big_zero();
+    var o = 0u;   // the half this step's FMAs read
+    if (kr.x < kr.y) {
+        put_ga(t, fetch_ga(t, row0, kr.x), 0u);
+        put_gb(t, fetch_gb(t, col0, kr.x), 0u);
+    }
+    workgroupBarrier();
+    for (var k0 = kr.x; k0 < kr.y; k0 += 8u) {
+        let more = k0 + 8u < kr.y;
+        var xa = vec4<f32>(0.0);
+        var xb = vec4<f32>(0.0);
+        if (more) {   // the next step's loads, in flight during this step's FMAs
+            xa = fetch_ga(t, row0, k0 + 8u);
+            xb = fetch_gb(t, col0, k0 + 8u);
+        }
+        big_step(tx, ty, want_db, o);
+        if (more) {   // into the other half: last read in the step before, which a barrier ended
+            put_ga(t, xa, 256u - o);
+            put_gb(t, xb, 256u - o);
+        }
+        workgroupBarrier();   // the other half staged (and this one read) before the next step
+        o = 256u - o;
+    }
+    big_store(wid, row0 + 4u * ty, col0 + 4u * tx, want_db, kr.z);
+}
+
+fn big_zero() {
+    let z4 = vec4<f32>(0.0);
+    r0a = z4; r0b = z4; r1a = z4; r1b = z4; r2a = z4; r2b = z4; r3a = z4; r3b = z4;
+    r4a = z4; r4b = z4; r5a = z4; r5b = z4; r6a = z4; r6b = z4; r7a = z4; r7b = z4;
+    r_db_lo = z4; r_db_hi = z4;
+}
+
+fn big_store(wid: vec3<u32>, r: u32, col: u32, want_db: bool, c_z: u32) {   // the 8 x 8 block at (r, col)
     if (want_db) {
         for (var j = 0u; j < 4u; j++) {
             if (col + j < u.n) { c[u.bias_off + wid.z * u.n + col + j] = r_db_lo[j]; }
             if (col + 64u + j < u.n) { c[u.bias_off + wid.z * u.n + col + 64u + j] = r_db_hi[j]; }
         }
     }
-    store_4z(r, col, r0a, kr.z);               store_4z(r, col + 64u, r0b, kr.z);
-    store_4z(r + 1u, col, r1a, kr.z);          store_4z(r + 1u, col + 64u, r1b, kr.z);
-    store_4z(r + 2u, col, r2a, kr.z);          store_4z(r + 2u, col + 64u, r2b, kr.z);
-    store_4z(r + 3u, col, r3a, kr.z);          store_4z(r + 3u, col + 64u, r3b, kr.z);
-    store_4z(r + 64u, col, r4a, kr.z);         store_4z(r + 64u, col + 64u, r4b, kr.z);
-    store_4z(r + 65u, col, r5a, kr.z);         store_4z(r + 65u, col + 64u, r5b, kr.z);
-    store_4z(r + 66u, col, r6a, kr.z);         store_4z(r + 66u, col + 64u, r6b, kr.z);
-    store_4z(r + 67u, col, r7a, kr.z);         store_4z(r + 67u, col + 64u, r7b, kr.z);
+    store_4z(r, col, r0a, c_z);               store_4z(r, col + 64u, r0b, c_z);
+    store_4z(r + 1u, col, r1a, c_z);          store_4z(r + 1u, col + 64u, r1b, c_z);
+    store_4z(r + 2u, col, r2a, c_z);          store_4z(r + 2u, col + 64u, r2b, c_z);
+    store_4z(r + 3u, col, r3a, c_z);          store_4z(r + 3u, col + 64u, r3b, c_z);
+    store_4z(r + 64u, col, r4a, c_z);         store_4z(r + 64u, col + 64u, r4b, c_z);
+    store_4z(r + 65u, col, r5a, c_z);         store_4z(r + 65u, col + 64u, r5b, c_z);
+    store_4z(r + 66u, col, r6a, c_z);         store_4z(r + 66u, col + 64u, r6b, c_z);
+    store_4z(r + 67u, col, r7a, c_z);         store_4z(r + 67u, col + 64u, r7b, c_z);
 }
 
 // db (N) = sum over rows of dy (M,N)   [+ db with ACCUM]

@@ -40,7 +40,7 @@ def rand(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big_pf"])
+@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big_pf", "big_db"])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("m,n,k", [(70, 45, 33), (128, 64, 16), (5, 130, 67), (200, 136, 9)])
 def test_matmul(gpu, variant, trans_a, trans_b, m, n, k):
@@ -99,14 +99,16 @@ def test_matmul_bias_grad(gpu):
     ops.matmul(p, "dw+db-pf", G5.at(3), X, DY, m, n, k, trans_a=True, variant="shared_pf", bias_grad=G5.at(3 + m * n))
     G6 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
     ops.matmul(p, "dw+db-big-pf", G6.at(3), X, DY, m, n, k, trans_a=True, variant="big_pf", bias_grad=G6.at(3 + m * n))
+    G7 = ops.Ref(gpu.upload(rand(rng, 3 + m * n + n), "g"))
+    ops.matmul(p, "dw+db-big-db", G7.at(3), X, DY, m, n, k, trans_a=True, variant="big_db", bias_grad=G7.at(3 + m * n))
     p.finalize().run()
-    for buf in (G.buf, G2.buf, G3.buf, G5.buf, G6.buf):
+    for buf in (G.buf, G2.buf, G3.buf, G5.buf, G6.buf, G7.buf):
         out = gpu.read(buf, count=3 + m * n + n)
         assert rel_err(out[3:3 + m * n].reshape(m, n), x.T.astype(np.float64) @ dy) < 1e-5
         assert rel_err(out[3 + m * n:], dy.astype(np.float64).sum(0)) < 1e-5
 
 
-@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big_pf"])
+@pytest.mark.parametrize("variant", ["direct", "direct4", "shared", "shared_pf", "big_pf", "big_db"])
 @pytest.mark.parametrize("accum", [False, True])
 def test_matmul_split_k(gpu, variant, accum):
     rng = np.random.default_rng(10)
@@ -153,6 +155,12 @@ def test_plan_matmul():
     assert ops.plan_matmul(WideBig, 4096, 4096, 4096) == ("big_pf", 1)
     assert ops.plan_matmul(WideBig, 512, 5120, 1280) == ("big_pf", 1)  # behemoth fc_in: 160 tiles of 128
     assert ops.plan_matmul(WideBig, 1024, 1024, 256) == ("shared", 1)  # xl fc_in: 64 such tiles, too few
+
+    class WideBigDouble(WideBig):
+        big_double_buffer = True
+
+    assert ops.plan_matmul(WideBigDouble, 4096, 4096, 4096) == ("big_db", 1)
+    assert ops.plan_matmul(WideBigDouble, 1024, 1024, 256) == ("shared", 1)
 
 
 def test_attention_split_rule():
@@ -561,7 +569,7 @@ def test_matmul_kernels_without_split_are_bit_identical(gpu, trans_a, trans_b):
     a = rand(rng, *((k, m) if trans_a else (m, k)))
     b = rand(rng, *((n, k) if trans_b else (k, n)))
     A, B = ops.Ref(gpu.upload(a, "a")), ops.Ref(gpu.upload(b, "b"))
-    variants = ["direct", "shared", "shared_pf", "big_pf"]
+    variants = ["direct", "shared", "shared_pf", "big_pf", "big_db"]
     C = ops.Ref(gpu.buffer(4 * len(variants) * m * n, "c"))
     p = Program(gpu, "test")
     for i, v in enumerate(variants):

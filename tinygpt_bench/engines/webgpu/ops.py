@@ -28,7 +28,8 @@ def cdiv(a: int, b: int) -> int:
 # matmul.wgsl ---------------------------------------------------------------------------------
 HAS_BIAS, HAS_RES, ACCUM, BIAS_GRAD = 1, 2, 4, 8
 ENTRIES = {"direct": "matmul_direct", "direct4": "matmul_direct4", "shared": "matmul_shared",
-           "shared_pf": "matmul_shared_pf", "big_pf": "matmul_big_pf"}  # variant -> entry point
+           "shared_pf": "matmul_shared_pf", "big_pf": "matmul_big_pf", "big_db": "matmul_big_db"}  # variant -> entry point
+TILE = {"direct4": 32, "big_pf": 128, "big_db": 128}  # a workgroup's output tile (rows = columns); else 64
 # with K split: the direct kinds have split-K entries of their own; the workgroup-memory ones split by z
 SPLITK_ENTRIES = {**ENTRIES, "direct4": "matmul_splitk", "direct": "matmul_splitk8"}
 
@@ -41,7 +42,8 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
 
     variant: "direct" (8x8 blocks, 64x64 tiles), "direct4" (4x4 blocks, 32x32 tiles), "shared"
     (64x64 workgroup-memory tiles; "shared_pf": the same with the next K step's loads issued
-    early) or "big_pf" (128x128 workgroup-memory tiles, 8x8 blocks, loads issued early).
+    early) or "big_pf" (128x128 workgroup-memory tiles, 8x8 blocks, loads issued early; "big_db":
+    the same with the staged tiles double-buffered, one barrier a K step, bit-identical results).
     split_k: slices of K (matmul_splitk8 or matmul_splitk into scratch, then splitk_reduce,
     which applies bias, res and accum).
     Left as None, both are chosen by plan_matmul for the Gpu (split-K only if scratch is given).
@@ -56,7 +58,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     if split_k > 1 and scratch is None:
         raise ValueError(f"{name}: split_k needs a scratch buffer")
     consts = {"TRANS_A": trans_a, "TRANS_B": trans_b, **_unroll(p, variant)}
-    tile = {"direct4": 32, "big_pf": 128}.get(variant, 64)
+    tile = TILE.get(variant, 64)
     flags = (HAS_BIAS if bias is not None else 0) | (HAS_RES if res is not None else 0) | (ACCUM if accum else 0)
     flags |= BIAS_GRAD if bias_grad is not None else 0
     if bias_grad is not None and bias_grad.buf is not c.buf:
@@ -84,7 +86,7 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
 
 def _unroll(p: Program, variant: str) -> dict:
     """The UNROLL override of the workgroup-memory kernels (matmul.wgsl): the Gpu's matmul_unroll."""
-    if variant in ("shared", "shared_pf", "big_pf"):
+    if variant in ("shared", "shared_pf", "big_pf", "big_db"):
         return {"UNROLL": bool(getattr(p.gpu, "matmul_unroll", True))}
     return {}
 
@@ -102,7 +104,8 @@ def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split:
     want = gpu.min_workgroups
     tiles64 = cdiv(m, 64) * cdiv(n, 64)
     if getattr(gpu, "matmul_big", False) and 2 * cdiv(m, 128) * cdiv(n, 128) >= want:
-        return "big_pf", 1  # 128 x 128 tiles, at least one workgroup of 256 per SM
+        # 128 x 128 tiles, at least one workgroup of 256 per SM; double-buffered with big_double_buffer
+        return ("big_db" if getattr(gpu, "big_double_buffer", False) else "big_pf"), 1
     if getattr(gpu, "matmul_shared", False):
         shared = "shared_pf" if getattr(gpu, "shared_prefetch", False) else "shared"  # next K step's loads early
         if 4 * tiles64 >= want:
@@ -123,7 +126,7 @@ def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split:
 
 
 SKIP_UPPER, K_UPTO_ROW, K_FROM_ROW = 16, 32, 64  # matmul.wgsl: causal flags of batched products
-BATCHED_VARIANTS = ("shared_pf", "big_pf")  # the kernels that take a batch (BATCHED)
+BATCHED_VARIANTS = ("shared_pf", "big_pf", "big_db")  # the kernels that take a batch (BATCHED)
 
 
 class Operand(NamedTuple):
@@ -145,7 +148,7 @@ def matmul_batched(p: Program, name: str, c: Operand, a: Operand, b: Operand, m:
     if variant not in BATCHED_VARIANTS:
         raise ValueError(f"{name}: variant {variant!r} takes no batch; one of {', '.join(BATCHED_VARIANTS)}")
     outer, inner = batch
-    tile = {"big_pf": 128}.get(variant, 64)
+    tile = TILE.get(variant, 64)
     args = [m, n, k, a.ref.off, b.ref.off, c.ref.off, 0, 0, causal, 1, a.ld, b.ld, c.ld, inner,
             a.outer_stride, a.inner_stride, b.outer_stride, b.inner_stride, c.outer_stride, c.inner_stride]
     p.add(name, "matmul", ENTRIES[variant], args, {1: a.ref.buf, 2: b.ref.buf, 3: c.ref.buf, 4: a.ref.buf, 5: a.ref.buf},

@@ -143,7 +143,9 @@ def tuning_for(adapter) -> dict:
     159.1 (2112)).
     matmul_big (matmul_big_pf: 128 x 128 tiles, 8 x 8 an invocation): off; its first,
     non-prefetching kernel: 7.2 TFLOP/s at 4096^3 on the H100 against matmul_shared's 15.5, and
-    behemoth only 1.5% faster with it. shared_prefetch
+    behemoth only 1.5% faster with it. big_double_buffer: matmul_big (where on) as matmul_big_db,
+    its staged tiles double-buffered (one barrier a K step instead of two; bit-identical
+    results): off until a whole-step A/B on a GPU says otherwise (not yet measured). shared_prefetch
     (matmul_shared_pf: the next K step's loads in flight during this step's FMAs) on GPUs:
     H100, interleaved A/B in one process, xl 12.6 -> 11.3 ms, mega 37.7 -> 33.5, behemoth
     174.2 -> 162.6; lavapipe: no (its loads are not asynchronous). norm_parts: workgroups of
@@ -168,6 +170,7 @@ def tuning_for(adapter) -> dict:
             "layernorm_subgroup": not cpu and subgroup_feature(adapter) is not None,
             "ln_param_channels": 32 if cpu else 4,
             "min_workgroups": 4 if cpu else 256, "matmul_shared": not cpu, "matmul_big": False,
+            "big_double_buffer": False,
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
             "attention_split": 1 if cpu else None, "attention_tiled": 0 if cpu else None,
