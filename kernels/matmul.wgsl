@@ -47,6 +47,7 @@ const BIAS_GRAD: u32 = 8u;   // matmul_direct, weight gradient dW = x^T @ dy: al
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> res: array<f32>;
+// (bindings 6 and 7, the 128 x 128 kernels' a and b again as vec4s: at fetch_ga below)
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
@@ -403,12 +404,29 @@ var<workgroup> gb: array<vec4<f32>, 512>;   // (BK, 32) at o: gb[o + kk*32 + c4]
 
 // The 4 values of op(a) / op(b) invocation t stages at k0 into ga / gb, along the stored rows
 // (neighbouring invocations read neighbouring addresses), and where they go (put_ga / put_gb).
+// They are 4 consecutive floats of the stored operand in every layout: with A_VEC4 (B_VEC4),
+// set where the operand's offset and its stored row length are multiples of 4 (not batched),
+// one 16-byte load through a4 (b4), the same buffer bound as vec4s, instead of four loads;
+// the same values, so the same results bit for bit.
+@group(0) @binding(6) var<storage, read> a4: array<vec4<f32>>;   // the 128 x 128 kernels: a's buffer again
+@group(0) @binding(7) var<storage, read> b4: array<vec4<f32>>;   // and b's
+override A_VEC4: bool = false;
+override B_VEC4: bool = false;
+
 fn fetch_ga(t: u32, row0: u32, k0: u32) -> vec4<f32> {
     if (TRANS_A) {   // a stored (K, M): 4 consecutive rows at one k
         let kk = t / 32u; let r = row0 + 4u * (t % 32u);
+        if (A_VEC4) {   // M % 4 == 0: rows r..r+3 are all in or all out
+            if (r >= u.m || k0 + kk >= u.k) { return vec4<f32>(0.0); }
+            return a4[(u.a_off + (k0 + kk) * u.m + r) / 4u];
+        }
         return vec4(load_a(r, k0 + kk), load_a(r + 1u, k0 + kk), load_a(r + 2u, k0 + kk), load_a(r + 3u, k0 + kk));
     }
     let r = row0 + t / 2u; let k4 = k0 + 4u * (t % 2u);   // a stored (M, K): 4 consecutive k of one row
+    if (A_VEC4) {   // K % 4 == 0 and k4 % 4 == 0: k4..k4+3 are all in or all out
+        if (r >= u.m || k4 >= u.k) { return vec4<f32>(0.0); }
+        return a4[(u.a_off + r * u.k + k4) / 4u];
+    }
     return vec4(load_a(r, k4), load_a(r, k4 + 1u), load_a(r, k4 + 2u), load_a(r, k4 + 3u));
 }
 
@@ -421,9 +439,17 @@ fn put_ga(t: u32, x: vec4<f32>, o: u32) {
 fn fetch_gb(t: u32, col0: u32, k0: u32) -> vec4<f32> {
     if (TRANS_B) {   // b stored (N, K): 4 consecutive k of one column
         let cc = col0 + t / 2u; let k4 = k0 + 4u * (t % 2u);
+        if (B_VEC4) {   // K % 4 == 0
+            if (cc >= u.n || k4 >= u.k) { return vec4<f32>(0.0); }
+            return b4[(u.b_off + cc * u.k + k4) / 4u];
+        }
         return vec4(load_b(k4, cc), load_b(k4 + 1u, cc), load_b(k4 + 2u, cc), load_b(k4 + 3u, cc));
     }
     let kk = k0 + t / 32u; let cc = col0 + 4u * (t % 32u);   // b stored (K, N): 4 consecutive columns at one k
+    if (B_VEC4) {   // N % 4 == 0
+        if (kk >= u.k || cc >= u.n) { return vec4<f32>(0.0); }
+        return b4[(u.b_off + kk * u.n + cc) / 4u];
+    }
     return vec4(load_b(kk, cc), load_b(kk, cc + 1u), load_b(kk, cc + 2u), load_b(kk, cc + 3u));
 }
 

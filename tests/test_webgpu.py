@@ -581,6 +581,44 @@ def test_matmul_kernels_without_split_are_bit_identical(gpu, trans_a, trans_b):
         assert np.array_equal(out[0], out[i]), v
 
 
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False), (True, True)])
+def test_vec4_loads_give_the_scalar_loads_bits(gpu, trans_a, trans_b):
+    """matmul_vec4 (the 128 x 128 kernels' 16-byte global loads where an operand is aligned):
+    the same values loaded, so the same products bit for bit as the scalar loads, on edge tiles
+    (m, n not multiples of 128; K not of 8) and with K split; an operand at an unaligned offset
+    keeps its scalar loads (the constants say which)."""
+    rng = np.random.default_rng(33)
+    m, n, k = 136, 200, 84  # every stored row length a multiple of 4
+    a = rand(rng, *((k, m) if trans_a else (m, k)))
+    b = rand(rng, *((n, k) if trans_b else (k, n)))
+    want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)
+    A = ops.Ref(gpu.upload(np.concatenate([rand(rng, 4), a.ravel()]), "a"), 4)   # aligned
+    Au = ops.Ref(gpu.upload(np.concatenate([rand(rng, 1), a.ravel()]), "au"), 1)  # not
+    B = ops.Ref(gpu.upload(np.concatenate([rand(rng, 8), b.ravel()]), "b"), 8)
+    S = ops.Ref(gpu.buffer(4 * ops.splitk_scratch(m, n, 2), "scratch"))
+    runs = [("big_pf", False, A, 1), ("big_pf", True, A, 1), ("big_db", True, A, 1), ("big_db", True, Au, 1),
+            ("big_pf", False, A, 2), ("big_db", True, A, 2)]
+    C = ops.Ref(gpu.buffer(4 * len(runs) * m * n, "c"))
+    p = Program(gpu, "test")
+    before = gpu.matmul_vec4
+    try:
+        for i, (variant, vec4, a_ref, split) in enumerate(runs):
+            gpu.matmul_vec4 = vec4
+            ops.matmul(p, f"{variant}-{vec4}-{split}", C.at(i * m * n), a_ref, B, m, n, k, trans_a, trans_b,
+                       variant=variant, split_k=split, scratch=S if split > 1 else None)
+    finally:
+        gpu.matmul_vec4 = before
+    consts = [d.constants for d in p.dispatches if "reduce" not in d.name]
+    assert [(c.get("A_VEC4"), c.get("B_VEC4")) for c in consts] == [
+        (None, None), (True, True), (True, True), (False, True), (None, None), (True, True)]
+    p.finalize().run()
+    out = gpu.read(C.buf, count=len(runs) * m * n).reshape(len(runs), m, n)
+    assert rel_err(out[0], want) < 1e-5
+    for i in (1, 2, 3):
+        assert np.array_equal(out[0], out[i]), runs[i]
+    assert rel_err(out[4], want) < 1e-5 and np.array_equal(out[4], out[5])
+
+
 def test_wgsl_for_puts_enable_directives_first_and_drops_subgroups_for_naga():
     """The kernels say `enable subgroups;` as the specification wants (Dawn requires it); Naga
     refuses the directive, so wgpu-native gets the text without it."""

@@ -57,7 +57,8 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
         raise ValueError(f"{name}: bias_grad and bias exclude each other")
     if split_k > 1 and scratch is None:
         raise ValueError(f"{name}: split_k needs a scratch buffer")
-    consts = {"TRANS_A": trans_a, "TRANS_B": trans_b, **_unroll(p, variant)}
+    consts = {"TRANS_A": trans_a, "TRANS_B": trans_b, **_unroll(p, variant),
+              **_vec4(p, variant, a.off, m if trans_a else k, b.off, k if trans_b else n)}
     tile = TILE.get(variant, 64)
     flags = (HAS_BIAS if bias is not None else 0) | (HAS_RES if res is not None else 0) | (ACCUM if accum else 0)
     flags |= BIAS_GRAD if bias_grad is not None else 0
@@ -70,7 +71,8 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
         parts, db_parts = scratch, scratch.at(split_k * m * n)
         entry = SPLITK_ENTRIES[variant]
         args = [m, n, k, a.off, b.off, parts.off, db_parts.off, 0, flags & BIAS_GRAD, split_k]
-        p.add(name, "matmul", entry, args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: a.buf, 5: a.buf},
+        p.add(name, "matmul", entry, args, {1: a.buf, 2: b.buf, 3: parts.buf, 4: a.buf, 5: a.buf,
+                                            **_as_vec4(variant, a, b)},
               (cdiv(n, tile), cdiv(m, tile), split_k), constants=consts)
         bb, rr = bias_grad or bias or parts, res or parts
         args = [m, n, k, parts.off, 0, c.off, bb.off, rr.off, flags, split_k]
@@ -80,8 +82,22 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
     bb, rr = bias_grad or bias or a, res or a
     entry = ENTRIES[variant]
     args = [m, n, k, a.off, b.off, c.off, bb.off, rr.off, flags, 1]
-    bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: (bias or a).buf, 5: rr.buf}
+    bufs = {1: a.buf, 2: b.buf, 3: c.buf, 4: (bias or a).buf, 5: rr.buf, **_as_vec4(variant, a, b)}
     p.add(name, "matmul", entry, args, bufs, (cdiv(n, tile), cdiv(m, tile)), constants=consts)
+
+
+def _as_vec4(variant: str, a, b) -> dict:
+    """The 128 x 128 kernels bind a's and b's buffers again as vec4s (matmul.wgsl: a4, b4)."""
+    return {6: a.buf, 7: b.buf} if TILE.get(variant) == 128 else {}
+
+
+def _vec4(p: Program, variant: str, a_off: int, a_row: int, b_off: int, b_row: int) -> dict:
+    """A_VEC4 / B_VEC4 of the 128 x 128 kernels (16-byte loads of 4 consecutive floats), where
+    the Gpu's matmul_vec4 is on and the operand's offset and stored row length (a_row, b_row
+    floats) are multiples of 4; else the kernels load the 4 floats one by one."""
+    if TILE.get(variant) != 128 or not getattr(p.gpu, "matmul_vec4", False):
+        return {}
+    return {"A_VEC4": a_off % 4 == 0 and a_row % 4 == 0, "B_VEC4": b_off % 4 == 0 and b_row % 4 == 0}
 
 
 def _unroll(p: Program, variant: str) -> dict:
@@ -151,7 +167,8 @@ def matmul_batched(p: Program, name: str, c: Operand, a: Operand, b: Operand, m:
     tile = TILE.get(variant, 64)
     args = [m, n, k, a.ref.off, b.ref.off, c.ref.off, 0, 0, causal, 1, a.ld, b.ld, c.ld, inner,
             a.outer_stride, a.inner_stride, b.outer_stride, b.inner_stride, c.outer_stride, c.inner_stride]
-    p.add(name, "matmul", ENTRIES[variant], args, {1: a.ref.buf, 2: b.ref.buf, 3: c.ref.buf, 4: a.ref.buf, 5: a.ref.buf},
+    p.add(name, "matmul", ENTRIES[variant], args, {1: a.ref.buf, 2: b.ref.buf, 3: c.ref.buf, 4: a.ref.buf, 5: a.ref.buf,
+                                                   **_as_vec4(variant, a.ref, b.ref)},
           (cdiv(n, tile), cdiv(m, tile), outer * inner),
           constants={"TRANS_A": trans_a, "TRANS_B": trans_b, "BATCHED": True, **_unroll(p, variant)})
 

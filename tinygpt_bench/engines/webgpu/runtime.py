@@ -145,7 +145,9 @@ def tuning_for(adapter) -> dict:
     non-prefetching kernel: 7.2 TFLOP/s at 4096^3 on the H100 against matmul_shared's 15.5, and
     behemoth only 1.5% faster with it. big_double_buffer: matmul_big (where on) as matmul_big_db,
     its staged tiles double-buffered (one barrier a K step instead of two; bit-identical
-    results): off until a whole-step A/B on a GPU says otherwise (not yet measured). shared_prefetch
+    results): off until a whole-step A/B on a GPU says otherwise (not yet measured). matmul_vec4:
+    the 128 x 128 kernels' global loads as one 16-byte load of 4 floats where the operand is
+    aligned (ops._vec4), not four; the same values: off until measured on a GPU. shared_prefetch
     (matmul_shared_pf: the next K step's loads in flight during this step's FMAs) on GPUs:
     H100, interleaved A/B in one process, xl 12.6 -> 11.3 ms, mega 37.7 -> 33.5, behemoth
     174.2 -> 162.6; lavapipe: no (its loads are not asynchronous). norm_parts: workgroups of
@@ -170,7 +172,7 @@ def tuning_for(adapter) -> dict:
             "layernorm_subgroup": not cpu and subgroup_feature(adapter) is not None,
             "ln_param_channels": 32 if cpu else 4,
             "min_workgroups": 4 if cpu else 256, "matmul_shared": not cpu, "matmul_big": False,
-            "big_double_buffer": False,
+            "big_double_buffer": False, "matmul_vec4": False,
             "shared_fill": 0 if cpu else 528, "shared_prefetch": not cpu,
             "norm_parts": 256 if cpu else 1024, "attention_const_hd": not cpu,
             "attention_split": 1 if cpu else None, "attention_tiled": 0 if cpu else None,
