@@ -462,13 +462,13 @@ fn put_gb(t: u32, x: vec4<f32>, o: u32) {
 @compute @workgroup_size(16, 16)
 fn matmul_big_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     if (skip_tile(wid.y * 128u, wid.x * 128u, 128u)) { return; }
-    big_tile(wid, lid);
+    big_tile(wid, lid, false);
 }
 
 @compute @workgroup_size(16, 16)
 fn matmul_big_db(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     if (skip_tile(wid.y * 128u, wid.x * 128u, 128u)) { return; }
-    big_tile_db(wid, lid);
+    big_tile(wid, lid, true);
 }
 
 // The 8 x 8 accumulators of the 128 x 128 kernels and their bias-gradient sums, private for the
@@ -509,15 +509,19 @@ fn big_step(tx: u32, ty: u32, w: bool, o: u32) {   // the 8 k of one staged step
     big_k(4u, tx, ty, w, o); big_k(5u, tx, ty, w, o); big_k(6u, tx, ty, w, o); big_k(7u, tx, ty, w, o);
 }
 
-fn big_tile(wid: vec3<u32>, lid: vec3<u32>) {   // matmul_big_pf: one staged step at a time
+fn big_tile(wid: vec3<u32>, lid: vec3<u32>, double_buffer: bool) {   // a literal at each entry point
     let row0 = wid.y * 128u;
     let col0 = wid.x * 128u;
     let kr = tile_k_range(wid.z, row0, 128u);
     let want_db = (u.flags & BIAS_GRAD) != 0u && wid.y == 0u && lid.y == 0u;
-    let tx = lid.x;
-    let ty = lid.y;
-    let t = ty * 16u + tx;
+    let t = lid.y * 16u + lid.x;
     big_zero();
+    if (double_buffer) { big_steps_db(t, lid.x, lid.y, row0, col0, kr, want_db); }
+    else { big_steps(t, lid.x, lid.y, row0, col0, kr, want_db); }
+    big_store(wid, row0 + 4u * lid.y, col0 + 4u * lid.x, want_db, kr.z);
+}
+
+fn big_steps(t: u32, tx: u32, ty: u32, row0: u32, col0: u32, kr: vec3<u32>, want_db: bool) {   // matmul_big_pf
     var xa = fetch_ga(t, row0, kr.x);
     var xb = fetch_gb(t, col0, kr.x);
     for (var k0 = kr.x; k0 < kr.y; k0 += 8u) {
@@ -531,18 +535,9 @@ fn big_tile(wid: vec3<u32>, lid: vec3<u32>) {   // matmul_big_pf: one staged ste
         big_step(tx, ty, want_db, 0u);
         workgroupBarrier();
     }
-    big_store(wid, row0 + 4u * ty, col0 + 4u * tx, want_db, kr.z);
 }
 
-fn big_tile_db(wid: vec3<u32>, lid: vec3<u32>) {   // matmul_big_db: the staged tiles double-buffered
-    let row0 = wid.y * 128u;
-    let col0 = wid.x * 128u;
-    let kr = tile_k_range(wid.z, row0, 128u);
-    let want_db = (u.flags & BIAS_GRAD) != 0u && wid.y == 0u && lid.y == 0u;
-    let tx = lid.x;
-    let ty = lid.y;
-    let t = ty * 16u + tx;
-    big_zero();
+fn big_steps_db(t: u32, tx: u32, ty: u32, row0: u32, col0: u32, kr: vec3<u32>, want_db: bool) {   // matmul_big_db
     var o = 0u;   // the half this step's FMAs read
     if (kr.x < kr.y) {
         put_ga(t, fetch_ga(t, row0, kr.x), 0u);
@@ -565,7 +560,6 @@ fn big_tile_db(wid: vec3<u32>, lid: vec3<u32>) {   // matmul_big_db: the staged 
         workgroupBarrier();   // the other half staged (and this one read) before the next step
         o = 256u - o;
     }
-    big_store(wid, row0 + 4u * ty, col0 + 4u * tx, want_db, kr.z);
 }
 
 fn big_zero() {
