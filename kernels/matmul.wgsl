@@ -397,7 +397,9 @@ fn matmul_shared_pf(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 // matmul_big_db: the same, with the staged tiles double-buffered in workgroup memory (the two
 // halves of ga and gb, at o = 0 and 256): a step stages the next K step's tiles into the half
 // its FMAs do not read, so one barrier a step instead of two. The same FMAs in the same order:
-// its results equal matmul_big_pf's bit for bit.
+// its results equal matmul_big_pf's bit for bit. Both kernels declare the two halves (16 KiB):
+// they share big_k and the stores, and WGSL counts what a function reads for every entry point
+// that can call it; sizing the arrays by an override crashes the pinned Naga (session 13).
 
 var<workgroup> ga: array<vec4<f32>, 512>;   // (BK, 32) at o: ga[o + kk*32 + r4][i] = op(a)[row0 + 4 r4 + i, k0 + kk]
 var<workgroup> gb: array<vec4<f32>, 512>;   // (BK, 32) at o: gb[o + kk*32 + c4][j] = op(b)[k0 + kk, col0 + 4 c4 + j]

@@ -25,16 +25,20 @@ def run_cli(capsys):
     return _run
 
 
-def as_a_terminal_starts_it():
-    """A Popen preexec_fn: SIGINT as a terminal's foreground job has it (default, not blocked).
-    A test run started in the background (CI's job, `pytest &` in a shell without job control)
-    has SIGINT ignored; a child inherits that through exec, Python then installs no
-    KeyboardInterrupt handler, and the run rightly ignores Ctrl-C: a Ctrl-C test would see a
-    run go on (CI saw one go on a minute after it, and one end with 0)."""
-    import signal
+TERMINAL_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); os.execv(sys.argv[1], sys.argv[1:])")
 
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+def as_a_terminal_starts(cmd: list[str]) -> list[str]:
+    """`cmd` started with SIGINT as a terminal's foreground job has it (default, not blocked),
+    through a small Python that sets it and execs `cmd` (same pid; no preexec_fn, which is unsafe
+    in a process with threads). A test run started in the background (CI's job, `pytest &` in a
+    shell without job control) has SIGINT ignored; a child inherits that through exec, Python
+    then installs no KeyboardInterrupt handler, and the run rightly ignores Ctrl-C: a Ctrl-C test
+    would see a run go on (CI saw one go on a minute after it, and one end with 0)."""
+    import sys
+
+    return [sys.executable, "-c", TERMINAL_SIGINT, *cmd]
 
 
 def _sigint_state():
@@ -124,15 +128,22 @@ def run_watching_the_browser(cmd: list[str], marker: str, env: dict, timeout: fl
     """Run `cmd` to its end, looking every 0.1 s for a browser process of its own (a Chromium
     whose command line names `marker`, the test's TMPDIR): (CompletedProcess, seen). A test that
     then finds no browser left asserts `seen` too, or it would pass where none ever started."""
+    import signal
     import subprocess
     import time
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
     seen, deadline = False, time.time() + timeout
-    while proc.poll() is None and time.time() < deadline:
-        seen = seen or any("--user-data-dir" in x or "--type=" in x for x in ours(marker))
-        time.sleep(0.1)
-    out, err = proc.communicate(timeout=max(1.0, deadline - time.time()))
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            seen = seen or any("--user-data-dir" in x or "--type=" in x for x in ours(marker))
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=max(1.0, deadline - time.time()))
+    finally:
+        if proc.poll() is None:  # past the deadline: the run and all it started go
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), seen
 
 

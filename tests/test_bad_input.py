@@ -328,6 +328,8 @@ def test_read_only_folder_is_one_line(good, tmp_path, run_cli):
 def _read_only_filesystem_is_one_line(tmp_path):
     """As root (CI's user), which writes into a folder of mode 555: a read-only file system,
     mounted in a mount namespace of the run's own (gone with it)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("root, and no unshare (util-linux) to mount a read-only file system")
     ro = tmp_path / "ro"
     ro.mkdir()
     mount = ("mount -t tmpfs -o ro tinygpt-ro \"$1\" || exit 99; shift; exec \"$@\"")
@@ -339,7 +341,6 @@ def _read_only_filesystem_is_one_line(tmp_path):
     err = r.stderr.strip()
     assert r.returncode == 2 and len(err.splitlines()) == 1, (r.returncode, r.stdout[-500:], err)
     assert "cannot write into" in err and "Read-only file system" in err, err
-    assert not any(ro.iterdir())  # the mount's, not the folder's: nothing was written under it
 
 
 def test_unwritable_cache_is_one_line(tmp_path, run_cli, monkeypatch):

@@ -17,7 +17,7 @@ import pytest
 
 from tinygpt_bench import chart, compare, results, runner, stats
 from tinygpt_bench.runner import repeat as repeat_mod
-from conftest import as_a_terminal_starts_it, no_webgpu_here
+from conftest import as_a_terminal_starts, no_webgpu_here
 
 BACKENDS = "reference,reference-fp32"
 
@@ -191,8 +191,8 @@ def test_killed_run_keeps_measurements_and_resume_completes(tmp_path, sig):
     # medium's steps sleep 1 s each (faults.py 'slow'), so the signal lands before it ends even
     # on a loaded machine (the kill follows the first row within milliseconds)
     env = {**os.environ, "TINYGPT_BENCH_FAULT": "reference-fp32:slow@medium"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=as_a_terminal_starts_it)
+    proc = subprocess.Popen(as_a_terminal_starts(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
     deadline = time.time() + 120
     while time.time() < deadline:
         if (out / "measurements.csv").exists() and len(_rows(out / "measurements.csv")) >= 1:

@@ -12,22 +12,26 @@ import time
 
 import pytest
 
-from conftest import as_a_terminal_starts_it
+from conftest import as_a_terminal_starts
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.8, 1.2, 1.6, 2.5, 4.0, 6.0])  # import, env (a browser start), server, steps
 def test_sigint_to_the_process_group_at_any_moment_prints_no_traceback(delay, tmp_path):
     out_dir = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "tiny,small", "--backends",
-                             "wasm,reference", "--repeats", "2", "--plain", "--no-chart", "--out", str(out_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=as_a_terminal_starts_it)
-    time.sleep(delay)
-    rows_then = _rows(out_dir)
-    sent = proc.poll() is None
-    if sent:
-        os.killpg(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    proc = subprocess.Popen(as_a_terminal_starts([sys.executable, "-m", "tinygpt_bench", "curve", "--presets",
+                                                  "tiny,small", "--backends", "wasm,reference", "--repeats", "2",
+                                                  "--plain", "--no-chart", "--out", str(out_dir)]),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        time.sleep(delay)
+        sent = proc.poll() is None
+        if sent:
+            os.killpg(proc.pid, signal.SIGINT)
+        rows_then = _rows(out_dir)  # right after the signal: all 4 only if the run was ending
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
     # 130: the run's own exit; -2: ended by the signal while Python was finishing (a shell shows
     # 130 for both); 0 only where the run was ending when the signal came: every row (tiny and

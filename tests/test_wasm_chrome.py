@@ -23,7 +23,7 @@ import pytest
 
 from tinygpt_bench import browser, diagnose, model, presets, protocol
 from tinygpt_bench.errors import UserError
-from conftest import as_a_terminal_starts_it, ours, run_watching_the_browser, wait_none
+from conftest import as_a_terminal_starts, ours, run_watching_the_browser, wait_none
 
 wasm = pytest.importorskip("tinygpt_bench.engines.wasm.backend")
 v8 = pytest.importorskip("tinygpt_bench.engines.wasm.v8")
@@ -229,7 +229,11 @@ def test_faults_and_the_time_budget_leave_no_browser_behind(fault, tmp_path):
 
 def sigint_state(pid: int) -> str:
     """Whether SIGINT is blocked, ignored or caught in a process (its /proc status masks)."""
-    status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
+    try:
+        text = open(f"/proc/{pid}/status").read()
+    except OSError:
+        return "SIGINT unknown (the process is gone)"
+    status = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
     bit = 1 << (signal.SIGINT - 1)
     return "SIGINT " + ", ".join(f"{k[3:].lower()} {'yes' if int(status[k], 16) & bit else 'no'}"
                                  for k in ("SigBlk", "SigIgn", "SigCgt"))
@@ -240,10 +244,10 @@ def test_ctrl_c_during_a_measurement_leaves_no_browser_behind(tmp_path):
     run is long (20 repeats: the Ctrl-C must not race its end), and each outcome says what the
     run printed and how its SIGINT stood."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "small", "--backends",
-                             "wasm-chrome", "--repeats", "20", "--threads", "2", "--out", str(tmp_path / "out"),
-                             "--plain", "--no-chart"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True, preexec_fn=as_a_terminal_starts_it)
+    proc = subprocess.Popen(as_a_terminal_starts([sys.executable, "-m", "tinygpt_bench", "curve", "--presets", "small",
+                                                  "--backends", "wasm-chrome", "--repeats", "20", "--threads", "2",
+                                                  "--out", str(tmp_path / "out"), "--plain", "--no-chart"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     try:
         deadline = time.time() + 120
         seen = False

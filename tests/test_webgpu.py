@@ -619,6 +619,38 @@ def test_vec4_loads_give_the_scalar_loads_bits(gpu, trans_a, trans_b):
     assert rel_err(out[4], want) < 1e-5 and np.array_equal(out[4], out[5])
 
 
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
+@pytest.mark.parametrize("k,split", [(83, 1), (20, 4)])
+def test_vec4_loads_keep_scalar_loads_for_an_odd_row_and_empty_k_slices(gpu, trans_a, trans_b, k, split):
+    """An operand at an aligned offset whose stored row length is not a multiple of 4 (K = 83
+    for a row-major a or a transposed b) keeps its scalar loads; K = 20 split 4 ways leaves
+    slices with no K at all (slices are whole multiples of 16), which the double-buffered
+    kernel stages nothing for. Bit-identical to big_pf's scalar loads, near float64."""
+    rng = np.random.default_rng(k)
+    m, n = 132, 196
+    a = rand(rng, *((k, m) if trans_a else (m, k)))
+    b = rand(rng, *((n, k) if trans_b else (k, n)))
+    want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)
+    A, B = ops.Ref(gpu.upload(a, "a")), ops.Ref(gpu.upload(b, "b"))
+    S = ops.Ref(gpu.buffer(4 * max(1, ops.splitk_scratch(m, n, split)), "scratch"))
+    C = ops.Ref(gpu.buffer(4 * 2 * m * n, "c"))
+    p = Program(gpu, "test")
+    before = gpu.matmul_vec4
+    try:
+        for i, (variant, vec4) in enumerate([("big_pf", False), ("big_db", True)]):
+            gpu.matmul_vec4 = vec4
+            ops.matmul(p, variant, C.at(i * m * n), A, B, m, n, k, trans_a, trans_b, variant=variant, split_k=split,
+                       scratch=S if split > 1 else None)
+    finally:
+        gpu.matmul_vec4 = before
+    db = [d.constants for d in p.dispatches if d.name.startswith("big_db") and "reduce" not in d.name][0]
+    a_row, b_row = (m if trans_a else k), (k if trans_b else n)
+    assert (db["A_VEC4"], db["B_VEC4"]) == (a_row % 4 == 0, b_row % 4 == 0)
+    p.finalize().run()
+    out = gpu.read(C.buf, count=2 * m * n).reshape(2, m, n)
+    assert rel_err(out[0], want) < 1e-5 and np.array_equal(out[0], out[1])
+
+
 def test_wgsl_for_puts_enable_directives_first_and_drops_subgroups_for_naga():
     """The kernels say `enable subgroups;` as the specification wants (Dawn requires it); Naga
     refuses the directive, so wgpu-native gets the text without it."""

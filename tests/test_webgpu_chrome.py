@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,6 +168,8 @@ def test_adapter_gpu_given_no_adapter_at_all_says_no_gpu_adapter(monkeypatch):
         raise WebGPUError('webgpu-chrome backend: stage adapter: no WebGPU adapter '
                           '(requestAdapter({"powerPreference":"high-performance"}) gave null)')
 
+    page = (Path(chrome.__file__).parent / "chrome_replay.mjs").read_text()
+    assert f"requestAdapter(${{JSON.stringify(req)}}) {chrome.NULL_ADAPTER})" in page  # the page's words, as above
     real_call = chrome.ChromeWebGPUBackend._call
     monkeypatch.setattr(chrome.ChromeWebGPUBackend, "_call", null_adapter)
     b = chrome.ChromeWebGPUBackend(adapter="gpu")

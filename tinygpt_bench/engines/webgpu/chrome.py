@@ -163,7 +163,7 @@ class ChromeWebGPUBackend(Backend):
             self.facts = self._call("open", {**opts, "timestamps": True}, stage="adapter", timeout=120)
         except WebGPUError as e:
             self.close()
-            if self.adapter_choice == "gpu" and "gave null" in str(e):
+            if self.adapter_choice == "gpu" and NULL_ADAPTER in str(e):
                 # seen on a machine without a GPU: under the GPU flags Chrome gives SwiftShader on
                 # some launches and no adapter at all on others (about 1 in 4 here); both mean no GPU
                 raise self._no_gpu_adapter("none at all: requestAdapter gave null") from None
@@ -428,6 +428,9 @@ class ChromeWebGPUBackend(Backend):
         if server is not None:
             server.close()
         self._free()
+
+
+NULL_ADAPTER = "gave null"  # chrome_replay.mjs's words where requestAdapter gives null (a test holds both)
 
 
 def alias_one_dispatch(data: dict) -> str:
