@@ -47,7 +47,7 @@ def test_quick_peak_writes_every_row(quick_run):
         assert (gpu[gpu.what == "matmul check"]["size"] == "64x64x64").all()
         best = gpu[gpu.what == "matmul best kernel"]
         assert list(best["size"]) == ["256x256x256"] and "matmul.wgsl:matmul_" in best.note.iloc[0]
-        assert all(v in best.note.iloc[0] for v in ("shared", "big_pf"))  # every kernel was timed
+        assert all(v in best.note.iloc[0] for v in ("shared", "big_pf", "big_db", "vec4"))  # every kernel was timed
     for _, r in df.iterrows():
         assert r.status in ("ok", "skipped"), (r.engine, r.what, r.note)
         if r.status == "ok":

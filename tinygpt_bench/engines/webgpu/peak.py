@@ -146,21 +146,32 @@ def adapter_columns(gpu) -> dict:
 
 def webgpu_matmul_best(gpu, size: int, repeats: int) -> dict:
     """The engine's fastest square product at size^3 over every kernel it has for one (ops.ENTRIES
-    but the 32 x 32 direct4 of small products), each checked as time_engine_matmul checks: the
-    ceiling of the WGSL matmul on this adapter, which the step's plan may not reach for its
-    shapes (the plan picks per shape and adapter type, runtime.tuning_for)."""
+    but the 32 x 32 direct4 of small products; the 128 x 128 ones also with their 16-byte loads,
+    "+vec4", the tuning matmul_vec4), each checked as time_engine_matmul checks: the ceiling of
+    the WGSL matmul on this adapter, which the step's plan may not reach for its shapes (the plan
+    picks per shape and adapter type, runtime.tuning_for)."""
     from tinygpt_bench.engines.webgpu import ops
 
     if not gpu.timestamps:
         raise UserError("the adapter has no timestamp-query feature, which the engine's matmul is timed with")
-    runs = {v: time_engine_matmul(gpu, size, v, reps=repeats) for v in ops.ENTRIES if v != "direct4"}
+    runs = {}
+    before = getattr(gpu, "matmul_vec4", False)
+    try:
+        for v in (v for v in ops.ENTRIES if v != "direct4"):
+            for vec4 in ((False, True) if ops.TILE.get(v) == 128 else (False,)):
+                gpu.matmul_vec4 = vec4
+                runs[v + ("+vec4" if vec4 else "")] = time_engine_matmul(gpu, size, v, reps=repeats)
+    finally:
+        gpu.matmul_vec4 = before
     for v, r in runs.items():
         checked(f"webgpu matmul {v} {size}^3", r["rel_err"])
-    best = min(runs.values(), key=lambda r: r["gpu_ms"])
+    name = min(runs, key=lambda v: runs[v]["gpu_ms"])
+    best = runs[name]
     others = ", ".join(f"{v} {r['tflops'] * 1e3:,.0f}" for v, r in runs.items() if r is not best)
+    loads = ", 16-byte loads" if name.endswith("+vec4") else ""
     return {"gflop_per_s": best["tflops"] * 1e3, "seconds": best["gpu_ms"] / 1e3, "flops": 2 * size ** 3,
             "max_rel_err": best["rel_err"], "size": f"{size}x{size}x{size}",
-            "note": f"kernels {' + '.join(best['kernels'])} (others, GFLOP/s: {others}); timestamp queries"}
+            "note": f"kernels {' + '.join(best['kernels'])}{loads} (others, GFLOP/s: {others}); timestamp queries"}
 
 
 def measure(ctx):
