@@ -582,7 +582,7 @@ def test_matmul_kernels_without_split_are_bit_identical(gpu, trans_a, trans_b):
 
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (False, True), (True, False), (True, True)])
-def test_vec4_loads_give_the_scalar_loads_bits(gpu, trans_a, trans_b):
+def test_vec4_loads_give_the_scalar_loads_bits(gpu, trans_a, trans_b, monkeypatch):
     """matmul_vec4 (the 128 x 128 kernels' 16-byte global loads where an operand is aligned):
     the same values loaded, so the same products bit for bit as the scalar loads, on edge tiles
     (m, n not multiples of 128; K not of 8) and with K split; an operand at an unaligned offset
@@ -600,14 +600,10 @@ def test_vec4_loads_give_the_scalar_loads_bits(gpu, trans_a, trans_b):
             ("big_pf", False, A, 2), ("big_db", True, A, 2)]
     C = ops.Ref(gpu.buffer(4 * len(runs) * m * n, "c"))
     p = Program(gpu, "test")
-    before = gpu.matmul_vec4
-    try:
-        for i, (variant, vec4, a_ref, split) in enumerate(runs):
-            gpu.matmul_vec4 = vec4
-            ops.matmul(p, f"{variant}-{vec4}-{split}", C.at(i * m * n), a_ref, B, m, n, k, trans_a, trans_b,
-                       variant=variant, split_k=split, scratch=S if split > 1 else None)
-    finally:
-        gpu.matmul_vec4 = before
+    for i, (variant, vec4, a_ref, split) in enumerate(runs):
+        monkeypatch.setattr(gpu, "matmul_vec4", vec4)
+        ops.matmul(p, f"{variant}-{vec4}-{split}", C.at(i * m * n), a_ref, B, m, n, k, trans_a, trans_b,
+                   variant=variant, split_k=split, scratch=S if split > 1 else None)
     consts = [d.constants for d in p.dispatches if "reduce" not in d.name]
     assert [(c.get("A_VEC4"), c.get("B_VEC4")) for c in consts] == [
         (None, None), (True, True), (True, True), (False, True), (None, None), (True, True)]
@@ -621,7 +617,8 @@ def test_vec4_loads_give_the_scalar_loads_bits(gpu, trans_a, trans_b):
 
 @pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
 @pytest.mark.parametrize("k,split", [(83, 1), (20, 4)])
-def test_vec4_loads_keep_scalar_loads_for_an_odd_row_and_empty_k_slices(gpu, trans_a, trans_b, k, split):
+def test_vec4_loads_keep_scalar_loads_for_an_odd_row_and_empty_k_slices(gpu, trans_a, trans_b, k, split,
+                                                                        monkeypatch):
     """An operand at an aligned offset whose stored row length is not a multiple of 4 (K = 83
     for a row-major a or a transposed b) keeps its scalar loads; K = 20 split 4 ways leaves
     slices with no K at all (slices are whole multiples of 16), which the double-buffered
@@ -635,14 +632,10 @@ def test_vec4_loads_keep_scalar_loads_for_an_odd_row_and_empty_k_slices(gpu, tra
     S = ops.Ref(gpu.buffer(4 * max(1, ops.splitk_scratch(m, n, split)), "scratch"))
     C = ops.Ref(gpu.buffer(4 * 2 * m * n, "c"))
     p = Program(gpu, "test")
-    before = gpu.matmul_vec4
-    try:
-        for i, (variant, vec4) in enumerate([("big_pf", False), ("big_db", True)]):
-            gpu.matmul_vec4 = vec4
-            ops.matmul(p, variant, C.at(i * m * n), A, B, m, n, k, trans_a, trans_b, variant=variant, split_k=split,
-                       scratch=S if split > 1 else None)
-    finally:
-        gpu.matmul_vec4 = before
+    for i, (variant, vec4) in enumerate([("big_pf", False), ("big_db", True)]):
+        monkeypatch.setattr(gpu, "matmul_vec4", vec4)
+        ops.matmul(p, variant, C.at(i * m * n), A, B, m, n, k, trans_a, trans_b, variant=variant, split_k=split,
+                   scratch=S if split > 1 else None)
     db = [d.constants for d in p.dispatches if d.name.startswith("big_db") and "reduce" not in d.name][0]
     a_row, b_row = (m if trans_a else k), (k if trans_b else n)
     assert (db["A_VEC4"], db["B_VEC4"]) == (a_row % 4 == 0, b_row % 4 == 0)

@@ -29,7 +29,8 @@ def cdiv(a: int, b: int) -> int:
 HAS_BIAS, HAS_RES, ACCUM, BIAS_GRAD = 1, 2, 4, 8
 ENTRIES = {"direct": "matmul_direct", "direct4": "matmul_direct4", "shared": "matmul_shared",
            "shared_pf": "matmul_shared_pf", "big_pf": "matmul_big_pf", "big_db": "matmul_big_db"}  # variant -> entry point
-TILE = {"direct4": 32, "big_pf": 128, "big_db": 128}  # a workgroup's output tile (rows = columns); else 64
+BIG_VARIANTS = ("big_pf", "big_db")  # the 128 x 128 kernels (8 x 8 an invocation, a4/b4 bound)
+TILE = {"direct4": 32, **{v: 128 for v in BIG_VARIANTS}}  # a workgroup's output tile (rows = columns); else 64
 # with K split: the direct kinds have split-K entries of their own; the workgroup-memory ones split by z
 SPLITK_ENTRIES = {**ENTRIES, "direct4": "matmul_splitk", "direct": "matmul_splitk8"}
 
@@ -88,21 +89,21 @@ def matmul(p: Program, name: str, c: Ref, a: Ref, b: Ref, m: int, n: int, k: int
 
 def _as_vec4(variant: str, a, b) -> dict:
     """The 128 x 128 kernels bind a's and b's buffers again as vec4s (matmul.wgsl: a4, b4)."""
-    return {6: a.buf, 7: b.buf} if TILE.get(variant) == 128 else {}
+    return {6: a.buf, 7: b.buf} if variant in BIG_VARIANTS else {}
 
 
 def _vec4(p: Program, variant: str, a_off: int, a_row: int, b_off: int, b_row: int) -> dict:
     """A_VEC4 / B_VEC4 of the 128 x 128 kernels (16-byte loads of 4 consecutive floats), where
     the Gpu's matmul_vec4 is on and the operand's offset and stored row length (a_row, b_row
     floats) are multiples of 4; else the kernels load the 4 floats one by one."""
-    if TILE.get(variant) != 128 or not getattr(p.gpu, "matmul_vec4", False):
+    if variant not in BIG_VARIANTS or not getattr(p.gpu, "matmul_vec4", False):
         return {}
     return {"A_VEC4": a_off % 4 == 0 and a_row % 4 == 0, "B_VEC4": b_off % 4 == 0 and b_row % 4 == 0}
 
 
 def _unroll(p: Program, variant: str) -> dict:
     """The UNROLL override of the workgroup-memory kernels (matmul.wgsl): the Gpu's matmul_unroll."""
-    if variant in ("shared", "shared_pf", "big_pf", "big_db"):
+    if variant in ("shared", "shared_pf", *BIG_VARIANTS):
         return {"UNROLL": bool(getattr(p.gpu, "matmul_unroll", True))}
     return {}
 
@@ -142,7 +143,7 @@ def plan_matmul(gpu, m: int, n: int, k: int, bias_grad: bool = False, max_split:
 
 
 SKIP_UPPER, K_UPTO_ROW, K_FROM_ROW = 16, 32, 64  # matmul.wgsl: causal flags of batched products
-BATCHED_VARIANTS = ("shared_pf", "big_pf", "big_db")  # the kernels that take a batch (BATCHED)
+BATCHED_VARIANTS = ("shared_pf", *BIG_VARIANTS)  # the kernels that take a batch (BATCHED)
 
 
 class Operand(NamedTuple):

@@ -157,8 +157,8 @@ def webgpu_matmul_best(gpu, size: int, repeats: int) -> dict:
     runs = {}
     before = getattr(gpu, "matmul_vec4", False)
     try:
-        for v in (v for v in ops.ENTRIES if v != "direct4"):
-            for vec4 in ((False, True) if ops.TILE.get(v) == 128 else (False,)):
+        for v in [v for v in ops.ENTRIES if v != "direct4"]:  # in order: the note lists them so
+            for vec4 in ((False, True) if v in ops.BIG_VARIANTS else (False,)):
                 gpu.matmul_vec4 = vec4
                 runs[v + ("+vec4" if vec4 else "")] = time_engine_matmul(gpu, size, v, reps=repeats)
     finally:
