@@ -46,3 +46,25 @@ def _rows(out_dir) -> int:
         return len((out_dir / "measurements.csv").read_text().splitlines()[1:])
     except FileNotFoundError:
         return 0
+
+
+def test_the_fork_server_starts_with_sigint_blocked():
+    """The fork server's Python must start with SIGINT blocked (it ignores it once its first import
+    has run): a Ctrl-C in between printed 'Fatal Python error: init_import_site' and a
+    KeyboardInterrupt traceback (CI, delay 1.6 s above). Starting it also starts the resource
+    tracker, whose start unblocked SIGINT before the server's spawn; the mask is read back from
+    the running server, in a fresh process as a run starts it."""
+    probe = ("import signal\n"
+             "from multiprocessing import forkserver\n"
+             "from tinygpt_bench.runner import worker\n"
+             "worker.start_server(['wasm'])\n"
+             "pid = forkserver._forkserver._forkserver_pid\n"
+             "status = open(f'/proc/{pid}/status').read()\n"
+             "blk = next(l for l in status.splitlines() if l.startswith('SigBlk:')).split()[1]\n"
+             "print(int(blk, 16) >> (signal.SIGINT - 1) & 1,"
+             " signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))\n")
+    r = subprocess.run(as_a_terminal_starts([sys.executable, "-c", probe]), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    # blocked in the server; and this process's own mask as it was (not left blocked)
+    assert r.stdout.split() == ["1", "False"], r.stdout

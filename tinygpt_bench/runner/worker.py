@@ -94,10 +94,16 @@ def worker_imports(name: str) -> list[str]:
 
 def start_server(names) -> None:
     """Start the fork server; it imports while this process goes on (environment, work, reference)."""
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
     context(names)
-    with sigint_blocked():  # a Ctrl-C while the server's Python starts: no traceback from it (sigmask.py)
+    # a Ctrl-C while the server's Python starts: no traceback from it (sigmask.py). The server
+    # starts the resource tracker first, and that start unblocks SIGINT in this thread when it
+    # ends (CPython's resource_tracker.ensure_running), whatever the mask was before: so the
+    # tracker first, then the server under a block that nothing lifts early.
+    with sigint_blocked():
+        resource_tracker.ensure_running()
+    with sigint_blocked():
         forkserver.ensure_running()
 
 
