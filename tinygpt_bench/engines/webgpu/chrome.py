@@ -63,6 +63,7 @@ ADAPTERS = {
              "--use-gl=angle", "--disable-gpu-sandbox", "--disable-vulkan-surface"), {}),
 }
 FAULT_KINDS = "shader, nan-grad, alias or limit=BYTES"
+NULL_ADAPTER = "gave null"  # chrome_replay.mjs's words where requestAdapter gives null (a test holds both)
 # JS limit names -> wgpu-py's, which AdapterPlan and plan_rows use
 KEBAB = re.compile(r"([A-Z])")
 
@@ -428,9 +429,6 @@ class ChromeWebGPUBackend(Backend):
         if server is not None:
             server.close()
         self._free()
-
-
-NULL_ADAPTER = "gave null"  # chrome_replay.mjs's words where requestAdapter gives null (a test holds both)
 
 
 def alias_one_dispatch(data: dict) -> str:
